@@ -1,0 +1,123 @@
+"""ModelConfig: every size and option of a model, with the paper's values as defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Allowed values of the categorical options; each name is checked in __post_init__.
+NORM_PLACEMENTS = ("post", "pre")  # post-LN is the paper's LayerNorm(x + Sublayer(x)), §3.1
+POSITION_KINDS = ("sinusoidal", "learned")  # sinusoids are the paper's choice, §3.5
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")  # relu is the paper's FFN, §3.3
+MODEL_TYPES = ("transformer", "encoder_lm", "decoder_lm")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1; 37k shared BPE vocabulary (§5.1).
+    "paper-base": dict(d_model=512, n_heads=8, d_ff=2048, n_encoder_layers=6, n_decoder_layers=6,
+                       dropout=0.1, vocab_size=37000),
+    # Table 3, "big": N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3.
+    "paper-big": dict(d_model=1024, n_heads=16, d_ff=4096, n_encoder_layers=6, n_decoder_layers=6,
+                      dropout=0.3, vocab_size=37000),
+    # A CPU-sized model: 3+3 layers, d_model 256, 4 heads.
+    "small": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3,
+                  dropout=0.1, vocab_size=8000),
+    # For tests: a few thousand parameters, runs in milliseconds.
+    "tiny": dict(d_model=32, n_heads=4, d_ff=64, n_encoder_layers=2, n_decoder_layers=2,
+                 dropout=0.1, vocab_size=64, max_positions=128),
+}
+
+
+@dataclass
+class ModelConfig:
+    """Sizes, special ids and named options of a Transformer; defaults are the paper's base model."""
+
+    vocab_size: int = 37000
+    d_model: int = 512
+    n_heads: int = 8
+    d_ff: int = 2048
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 6
+    dropout: float = 0.1  # residual and embedding dropout, §5.4
+    attention_dropout: float = 0.0  # dropout on attention weights; not in the paper, so off
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    max_positions: int = 1024
+    norm: str = "post"
+    positions: str = "sinusoidal"
+    activation: str = "relu"
+    tie_embeddings: bool = True  # one matrix for source, target and pre-softmax, §3.4
+    scale_embeddings: bool = True  # multiply token embeddings by sqrt(d_model), §3.4
+    layer_norm_eps: float = 1e-5  # the paper gives none; PyTorch's default
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. provenance); not used
+
+    def __post_init__(self) -> None:
+        """Check every field and raise ValueError naming the field and what is allowed."""
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "max_positions"):
+            _require(isinstance(getattr(self, name), int) and getattr(self, name) > 0, name,
+                     "a positive integer")
+        for name in ("n_encoder_layers", "n_decoder_layers"):
+            _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name,
+                     "a non-negative integer")
+        _require(self.d_model % self.n_heads == 0, "d_model",
+                 f"divisible by n_heads={self.n_heads} (d_k = d_model / n_heads, §3.2.2)")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            _require(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, "a float in [0, 1)")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, name)
+            _require(isinstance(value, int) and 0 <= value < self.vocab_size, name,
+                     f"an id in [0, vocab_size={self.vocab_size})")
+        _require(self.norm in NORM_PLACEMENTS, "norm", f"one of {NORM_PLACEMENTS}")
+        _require(self.positions in POSITION_KINDS, "positions", f"one of {POSITION_KINDS}")
+        _require(self.activation in ACTIVATIONS, "activation", f"one of {ACTIVATIONS}")
+        _require(isinstance(self.layer_norm_eps, float) and self.layer_norm_eps > 0, "layer_norm_eps",
+                 "a positive float")
+        _require(isinstance(self.tie_embeddings, bool), "tie_embeddings", "true or false")
+        _require(isinstance(self.scale_embeddings, bool), "scale_embeddings", "true or false")
+
+    @property
+    def d_k(self) -> int:
+        """Width of one head: d_model / n_heads (§3.2.2)."""
+        return self.d_model // self.n_heads
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """A named preset ("paper-base", "paper-big", "small", "tiny") with fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
+        return cls.from_dict({**PRESETS[name], **overrides})
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
+        """Build from a dict; unknown fields raise ValueError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig field(s) {unknown}: allowed fields are {sorted(known)}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """The config as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        """Parse JSON written by to_json."""
+        return cls.from_dict(json.loads(text))
+
+
+def _require(ok: bool, field_name: str, allowed: str) -> None:
+    """Raise ValueError('field must be allowed') unless ok."""
+    if not ok:
+        raise ValueError(f"ModelConfig.{field_name} must be {allowed}")

@@ -1,0 +1,63 @@
+"""The one mask convention: boolean, True = may attend; shapes broadcast to (B, H, T_query, T_key)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
+    """Key mask from token ids: (B, S) -> (B, 1, 1, S), True where the token is not padding."""
+    return (ids != pad_id)[:, None, None, :]
+
+
+def causal_mask(query_len: int, key_len: int | None = None, device: torch.device | None = None) -> Tensor:
+    """(1, 1, Tq, Tk) lower-triangular mask aligned bottom-right: query i sees keys <= i + (Tk - Tq).
+
+    With a KV cache the queries are the last Tq of Tk positions, so the diagonal is shifted right;
+    SDPA's is_causal aligns top-left and would be wrong there.
+    """
+    key_len = query_len if key_len is None else key_len
+    offset = key_len - query_len
+    q = torch.arange(query_len, device=device)[:, None]
+    k = torch.arange(key_len, device=device)[None, :]
+    return (k <= q + offset)[None, None]
+
+
+def as_key_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
+    """A user's (B, S) keep-mask (True = token) or None -> the (B, 1, 1, S) attention mask."""
+    if mask is None:
+        return padding_mask(ids, pad_id)
+    check_mask(mask, "src_mask", ids.shape)
+    if mask.dim() == 2:
+        return mask[:, None, None, :]
+    return mask if mask.dim() == 4 else mask[:, None]
+
+
+def decoder_self_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
+    """Causal self-attention mask (B, 1, T, T) for decoder input ids, combined with padding.
+
+    `mask` may be None (padding from pad_id), a (B, T) keep-mask combined with the causal mask, or a
+    full (T, T) / (B, T, T) / (B, 1|H, T, T) mask used as given.
+    """
+    length = ids.shape[1]
+    if mask is None or mask.dim() == 2 and mask.shape == ids.shape:
+        keep = ids != ids.new_full((), pad_id) if mask is None else mask
+        check_mask(keep, "tgt_mask", ids.shape)
+        return causal_mask(length, device=ids.device) & keep[:, None, None, :]
+    check_mask(mask, "tgt_mask", (length, length))
+    while mask.dim() < 4:
+        mask = mask.unsqueeze(0) if mask.dim() == 2 else mask.unsqueeze(1)
+    return mask
+
+
+def check_mask(mask: Tensor, name: str, expected_tail: tuple[int, ...] | torch.Size) -> None:
+    """Raise a clear error unless `mask` is boolean and its last dims match `expected_tail`."""
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        kind = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise TypeError(f"{name} must be a torch.bool tensor (True = may attend), got {kind}; "
+                        f"convert with `mask.bool()` or `ids != pad_id`")
+    tail = tuple(expected_tail)[-1:]
+    if mask.dim() < 2 or mask.dim() > 4 or tuple(mask.shape[-1:]) != tail:
+        raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected (B, S) matching the ids "
+                         f"{tuple(expected_tail)} or a (.., T_query, T_key) attention mask")

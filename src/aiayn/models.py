@@ -1,0 +1,283 @@
+"""The three members of the family, assembled from the same layers: Transformer, EncoderLM, DecoderLM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .embeddings import PositionalEncoding, make_token_embedding
+from .layers import ACTIVATION_FUNCTIONS, LayerCache, Stack
+from .masks import as_key_mask, causal_mask, decoder_self_mask
+
+
+class Attentions(dict):
+    """Attention weights by kind ("encoder_self", "decoder_self", "cross"): lists over layers of
+    (B, H, T_query, T_key) tensors. `attentions[i]` gives layer i's {kind: weights}."""
+
+    def __getitem__(self, key: Any) -> Any:
+        """attentions["cross"] -> list over layers; attentions[2] -> {kind: weights} of layer 2."""
+        if isinstance(key, int):
+            return {kind: layers[key] for kind, layers in self.items() if -len(layers) <= key < len(layers)}
+        return super().__getitem__(key)
+
+
+@dataclass
+class ModelOutput:
+    """Logits (B, T, vocab) and, when asked for, the attention weights of every layer and kind."""
+
+    logits: Tensor
+    attentions: Attentions
+
+
+class TransformerBase(nn.Module):
+    """What every model shares: its config, ids checks, weight init, parameter counts, saving."""
+
+    model_type = ""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        """Store the config."""
+        super().__init__()
+        if not isinstance(cfg, ModelConfig):
+            raise TypeError(f"expected a ModelConfig, got {type(cfg).__name__}: use aiayn.ModelConfig(...)")
+        self.cfg = cfg
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's ModelConfig."""
+        return self.cfg
+
+    def _init_linear_weights(self) -> None:
+        """Xavier-uniform for every Linear weight, zero biases (as in the reference tensor2tensor code)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Count every weight, bias and LayerNorm parameter once (tied tables counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def check_ids(self, ids: Tensor, name: str) -> None:
+        """Raise a clear TypeError/ValueError unless ids is a (B, T) integer tensor of valid token ids."""
+        if not isinstance(ids, Tensor):
+            raise TypeError(f"{name} must be a torch.LongTensor of token ids (B, T), got {type(ids).__name__}")
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name} must hold integer token ids (torch.long), got {ids.dtype}; use ids.long()")
+        if ids.dim() != 2:
+            raise ValueError(f"{name} must have shape (batch, length), got {tuple(ids.shape)}; "
+                             f"add a batch dimension with ids.unsqueeze(0)")
+        if ids.shape[1] == 0:
+            raise ValueError(f"{name} is empty (length 0): give at least one token")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.cfg.vocab_size):
+            raise ValueError(f"{name} holds ids outside [0, vocab_size={self.cfg.vocab_size}): "
+                             f"min {int(ids.min())}, max {int(ids.max())}; check the tokenizer matches the model")
+        if ids.shape[1] > self.cfg.max_positions:
+            raise ValueError(f"{name} has length {ids.shape[1]} > max_positions={self.cfg.max_positions}: "
+                             f"truncate the input or build the model with a larger max_positions")
+
+    def save(self, path: str | Path, tokenizer: Any = None) -> Path:
+        """Write config.json + model.safetensors (+ tokenizer.json) into folder `path`, atomically."""
+        from .saving import save_model
+
+        return save_model(self, path, tokenizer)
+
+
+class Transformer(TransformerBase):
+    """The paper's encoder-decoder (Figure 1): model(src, tgt_in) -> next-token logits (B, T, vocab)."""
+
+    model_type = "transformer"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        """Embeddings, N encoder layers, N decoder layers and the pre-softmax projection."""
+        super().__init__(cfg)
+        if cfg.tie_embeddings:  # one table for source, target and output, §3.4
+            self.token_embedding = make_token_embedding(cfg)
+        else:
+            self.src_token_embedding = make_token_embedding(cfg)
+            self.tgt_token_embedding = make_token_embedding(cfg)
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.src_positions = PositionalEncoding(cfg)
+        self.tgt_positions = PositionalEncoding(cfg)
+        self.encoder = Stack(cfg, cfg.n_encoder_layers, cross_attention=False)
+        self.decoder = Stack(cfg, cfg.n_decoder_layers, cross_attention=True)
+        self._init_linear_weights()
+
+    def _src_tokens(self) -> nn.Embedding:
+        return self.token_embedding if self.cfg.tie_embeddings else self.src_token_embedding
+
+    def _tgt_tokens(self) -> nn.Embedding:
+        return self.token_embedding if self.cfg.tie_embeddings else self.tgt_token_embedding
+
+    def output_logits(self, hidden: Tensor) -> Tensor:
+        """Pre-softmax projection (B, T, d) -> (B, T, vocab); the shared table when tied (§3.4)."""
+        if self.cfg.tie_embeddings:
+            return F.linear(hidden, self.token_embedding.weight)
+        return self.lm_head(hidden)
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False) -> Any:
+        """Encoder output ("memory") (B, S, d_model); with need_weights also the per-layer weights."""
+        self.check_ids(src, "src")
+        key_mask = as_key_mask(src_mask, src, self.cfg.pad_id)  # (B, 1, 1, S)
+        x = self.src_positions(self._src_tokens()(src))
+        memory, weights = self.encoder(x, key_mask, need_weights=need_weights)
+        return (memory, weights) if need_weights else memory
+
+    def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None,
+               tgt_mask: Tensor | None = None, caches: list[LayerCache] | None = None, start: int = 0,
+               need_weights: bool = False, src: Tensor | None = None) -> Any:
+        """Decoder logits (B, T, vocab) for decoder input tgt given memory (B, S, d).
+
+        src_mask is the (B, S) keep-mask of the source (or pass `src` to derive it from pad_id).
+        With `caches`, tgt holds only the new positions, which start at position `start`.
+        """
+        self.check_ids(tgt, "tgt")
+        if src_mask is None and src is not None:
+            src_mask = src != self.cfg.pad_id
+        memory_mask = None if src_mask is None else (src_mask[:, None, None, :] if src_mask.dim() == 2
+                                                     else src_mask)
+        if caches is not None:  # incremental: tgt are the last T of start+T positions
+            t = tgt.shape[1]
+            self_mask = None if t == 1 and tgt_mask is None else causal_mask(t, start + t, tgt.device)
+        else:
+            self_mask = decoder_self_mask(tgt_mask, tgt, self.cfg.pad_id)  # (B, 1, T, T)
+        x = self.tgt_positions(self._tgt_tokens()(tgt), start)
+        hidden, weights = self.decoder(x, self_mask, memory, memory_mask, caches, need_weights)
+        logits = self.output_logits(hidden)
+        return (logits, weights) if need_weights else logits
+
+    def forward(self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None,
+                return_attention: bool = False) -> Tensor | ModelOutput:
+        """Teacher forcing: tgt is BOS + target shifted right; returns logits (B, T, vocab) for each step.
+
+        Masks (True = may attend) default from pad_id: src_mask (B, S); tgt_mask (B, T) is combined
+        with the causal mask, a (T, T) or (B, T, T) one is used as given.
+        """
+        self.check_ids(src, "src")
+        self.check_ids(tgt, "tgt")
+        if src.shape[0] != tgt.shape[0]:
+            raise ValueError(f"src has batch size {src.shape[0]} but tgt has {tgt.shape[0]}")
+        key_mask = None if src_mask is None else src_mask
+        if not return_attention:
+            memory = self.encode(src, key_mask)
+            return self.decode(tgt, memory, src_mask=key_mask if key_mask is not None else src != self.cfg.pad_id,
+                               tgt_mask=tgt_mask)
+        memory, enc_w = self.encode(src, key_mask, need_weights=True)
+        logits, dec_w = self.decode(tgt, memory, src_mask=key_mask if key_mask is not None
+                                    else src != self.cfg.pad_id, tgt_mask=tgt_mask, need_weights=True)
+        attentions = Attentions(encoder_self=[w["self"] for w in enc_w], decoder_self=[w["self"] for w in dec_w],
+                                cross=[w["cross"] for w in dec_w])
+        return ModelOutput(logits, attentions)
+
+    def new_caches(self, capacity: int | None = None) -> list[LayerCache]:
+        """Empty KV caches, one per decoder layer, for incremental decoding."""
+        return [LayerCache(capacity) for _ in range(self.cfg.n_decoder_layers)]
+
+    @torch.no_grad()
+    def generate(self, src: Tensor, beam_size: int = 4, length_penalty: float = 0.6,
+                 max_new_tokens: int | None = None, **options: Any) -> list[list[int]]:
+        """Translate each source row; token ids without BOS/EOS/padding. Defaults are §6.1's.
+
+        beam_size=1 is greedy search; see aiayn.decoding.generate_seq2seq for all options.
+        """
+        from .decoding import generate_seq2seq
+
+        return generate_seq2seq(self, src, beam_size=beam_size, length_penalty=length_penalty,
+                                max_new_tokens=max_new_tokens, **options)
+
+
+class EncoderLM(TransformerBase):
+    """BERT-style bidirectional encoder with a masked-LM head tied to the token embeddings."""
+
+    model_type = "encoder_lm"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        """Embeddings, cfg.n_encoder_layers encoder layers and the MLM head."""
+        super().__init__(cfg)
+        self.token_embedding = make_token_embedding(cfg)
+        self.positions = PositionalEncoding(cfg)
+        self.encoder = Stack(cfg, cfg.n_encoder_layers, cross_attention=False)
+        # MLM head as in BERT: dense + activation + LayerNorm, then the (tied) vocabulary projection.
+        self.mlm_dense = nn.Linear(cfg.d_model, cfg.d_model)
+        self.mlm_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        if not cfg.tie_embeddings:
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self._init_linear_weights()
+
+    def encode(self, ids: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> Any:
+        """Hidden states (B, S, d_model); mask is the (B, S) keep-mask (default: ids != pad_id)."""
+        self.check_ids(ids, "ids")
+        key_mask = as_key_mask(mask, ids, self.cfg.pad_id)
+        hidden, weights = self.encoder(self.positions(self.token_embedding(ids)), key_mask,
+                                       need_weights=need_weights)
+        return (hidden, weights) if need_weights else hidden
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None,
+                return_attention: bool = False) -> Tensor | ModelOutput:
+        """MLM logits (B, S, vocab) for every position."""
+        hidden, weights = self.encode(ids, mask, need_weights=True) if return_attention \
+            else (self.encode(ids, mask), None)
+        h = self.mlm_norm(ACTIVATION_FUNCTIONS[self.cfg.activation](self.mlm_dense(hidden)))
+        table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
+        logits = F.linear(h, table, self.mlm_bias)
+        if not return_attention:
+            return logits
+        return ModelOutput(logits, Attentions(encoder_self=[w["self"] for w in weights]))
+
+
+class DecoderLM(TransformerBase):
+    """GPT-style causal decoder: no encoder, no cross-attention, LM head tied to the embeddings."""
+
+    model_type = "decoder_lm"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        """Embeddings, cfg.n_decoder_layers causal layers and the tied output projection."""
+        super().__init__(cfg)
+        self.token_embedding = make_token_embedding(cfg)
+        self.positions = PositionalEncoding(cfg)
+        self.decoder = Stack(cfg, cfg.n_decoder_layers, cross_attention=False)
+        if not cfg.tie_embeddings:
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self._init_linear_weights()
+
+    def forward(self, ids: Tensor, mask: Tensor | None = None, return_attention: bool = False,
+                caches: list[LayerCache] | None = None, start: int = 0) -> Tensor | ModelOutput:
+        """Next-token logits (B, T, vocab); mask as Transformer's tgt_mask. With caches, ids are new tokens."""
+        self.check_ids(ids, "ids")
+        if start + ids.shape[1] > self.cfg.max_positions:
+            raise ValueError(f"ids reach position {start + ids.shape[1]} > max_positions={self.cfg.max_positions}")
+        if caches is not None:
+            t = ids.shape[1]
+            self_mask = None if t == 1 and mask is None else causal_mask(t, start + t, ids.device)
+        else:
+            self_mask = decoder_self_mask(mask, ids, self.cfg.pad_id)
+        x = self.positions(self.token_embedding(ids), start)
+        hidden, weights = self.decoder(x, self_mask, caches=caches, need_weights=return_attention)
+        table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
+        logits = F.linear(hidden, table)
+        if not return_attention:
+            return logits
+        return ModelOutput(logits, Attentions(decoder_self=[w["self"] for w in weights]))
+
+    def new_caches(self, capacity: int | None = None) -> list[LayerCache]:
+        """Empty KV caches, one per layer."""
+        return [LayerCache(capacity) for _ in range(self.cfg.n_decoder_layers)]
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Tensor, max_new_tokens: int = 100, **options: Any) -> list[list[int]]:
+        """Continue each prompt row; returns only the new ids (stops at EOS). See decoding.generate_lm."""
+        from .decoding import generate_lm
+
+        return generate_lm(self, prompt_ids, max_new_tokens=max_new_tokens, **options)
+
+
+MODEL_CLASSES: dict[str, type[TransformerBase]] = {
+    cls.model_type: cls for cls in (Transformer, EncoderLM, DecoderLM)
+}

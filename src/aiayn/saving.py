@@ -1,0 +1,128 @@
+"""Model folders: config.json + model.safetensors (+ tokenizer.json), written atomically, loaded with checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class CheckpointError(ValueError):
+    """A model folder or file that cannot be loaded; the message names the file and the fix."""
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(tmp_path) then rename tmp_path onto path, so path is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_model(model: Any, path: str | Path, tokenizer: Any = None) -> Path:
+    """Save a model (and optionally its tokenizer) into folder `path`; each file replaced atomically."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    config = {"model_type": model.model_type, **model.cfg.to_dict()}
+    atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, folder / TOKENIZER_FILE)
+    return folder
+
+
+def save_tokenizer(tokenizer: Any, path: Path) -> None:
+    """Save a tokenizer (an object with .save(path) or a path to a tokenizer.json) atomically."""
+    if isinstance(tokenizer, (str, Path)):
+        atomic_write(path, lambda tmp: shutil.copyfile(tokenizer, tmp))
+    else:
+        atomic_write(path, lambda tmp: tokenizer.save(str(tmp)))
+
+
+def read_config(folder: Path) -> tuple[str, ModelConfig]:
+    """The model type and ModelConfig stored in folder/config.json, with clear errors."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"{config_path} is missing: a model folder needs {CONFIG_FILE} and {WEIGHTS_FILE} "
+                              f"(written by model.save(folder))")
+    try:
+        values = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON ({error}); re-save the model") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{config_path} must hold a JSON object of ModelConfig fields")
+    from .models import MODEL_CLASSES
+
+    model_type = values.pop("model_type", "transformer")
+    if model_type not in MODEL_CLASSES:
+        raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; expected one of "
+                              f"{sorted(MODEL_CLASSES)}")
+    try:
+        return model_type, ModelConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{config_path}: {error}") from None
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file (never pickle), with a clear error if missing or corrupt."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: the model folder has no weights; save the model again")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupt ({error}); restore it or save the model again") \
+            from None
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
+    """Copy state into model, naming missing, unexpected and mis-shaped tensors if they do not fit."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = [f"{name}: file {tuple(state[name].shape)} vs model {tuple(expected[name].shape)}"
+                  for name in sorted(set(state) & set(expected)) if state[name].shape != expected[name].shape]
+    if missing or unexpected or mis_shaped:
+        parts = [f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}" if missing else "",
+                 f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}" if unexpected else "",
+                 f"wrong shapes {mis_shaped[:8]}" if mis_shaped else ""]
+        raise CheckpointError(f"{source} does not fit its config.json: " + "; ".join(p for p in parts if p)
+                              + ". The weights were saved from a different model; use the matching config.json")
+    model.load_state_dict(state)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Load any aiayn model folder (config.json + model.safetensors); returns the model in eval mode."""
+    from .models import MODEL_CLASSES
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a model folder (it does not exist or is a file); "
+                              f"give the folder written by model.save() or `aiayn train`")
+    model_type, cfg = read_config(folder)
+    model = MODEL_CLASSES[model_type](cfg)
+    load_state(model, read_weights(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
+    return model.to(map_location).eval()

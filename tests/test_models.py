@@ -1,0 +1,163 @@
+"""The three models: causality, padding invariance, attention outputs, parameter counts, learning."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import aiayn
+from aiayn import DecoderLM, EncoderLM, ModelConfig, Transformer
+
+from .conftest import random_ids
+
+
+def test_transformer_shapes_and_attention_output(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 7), random_ids(2, 5)
+    logits = model(src, tgt)
+    assert logits.shape == (2, 5, tiny_cfg.vocab_size)
+    out = model(src, tgt, return_attention=True)
+    assert torch.allclose(out.logits, logits, atol=1e-5)
+    n_layers, heads = tiny_cfg.n_decoder_layers, tiny_cfg.n_heads
+    assert len(out.attentions["encoder_self"]) == tiny_cfg.n_encoder_layers
+    assert out.attentions["encoder_self"][0].shape == (2, heads, 7, 7)
+    assert out.attentions["decoder_self"][n_layers - 1].shape == (2, heads, 5, 5)
+    assert out.attentions["cross"][0].shape == (2, heads, 5, 7)
+    assert set(out.attentions[0]) == {"encoder_self", "decoder_self", "cross"}
+    assert model.encode(src).shape == (2, 7, tiny_cfg.d_model)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_transformer_is_causal(tiny_cfg, norm):
+    model = Transformer(tiny_cfg.replace(norm=norm)).eval()
+    src, tgt = random_ids(2, 6), random_ids(2, 8)
+    changed = tgt.clone()
+    changed[:, 5:] = random_ids(2, 3)
+    a, b = model(src, tgt), model(src, changed)
+    assert torch.allclose(a[:, :5], b[:, :5], atol=1e-6)
+    assert not torch.allclose(a[:, 5:], b[:, 5:], atol=1e-3)
+
+
+def test_decoder_lm_is_causal(tiny_cfg):
+    model = DecoderLM(tiny_cfg).eval()
+    ids = random_ids(3, 10)
+    changed = ids.clone()
+    changed[:, 4:] = random_ids(3, 6)
+    a, b = model(ids), model(changed)
+    assert torch.allclose(a[:, :4], b[:, :4], atol=1e-6)
+    assert not torch.allclose(a[:, 4:], b[:, 4:], atol=1e-3)
+    weights = model(ids, return_attention=True).attentions["decoder_self"]
+    upper = torch.triu(torch.ones(10, 10, dtype=torch.bool), diagonal=1)
+    assert all(float(w[..., upper].abs().max()) == 0.0 for w in weights)
+
+
+def test_encoder_lm_is_bidirectional(tiny_cfg):
+    model = EncoderLM(tiny_cfg).eval()
+    ids = random_ids(1, 8)
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1 - 3) % 60 + 3
+    assert not torch.allclose(model(ids)[:, 0], model(changed)[:, 0], atol=1e-4)
+    assert model.encode(ids).shape == (1, 8, tiny_cfg.d_model)
+    assert model(ids).shape == (1, 8, tiny_cfg.vocab_size)
+
+
+def test_appending_padding_to_the_source_changes_nothing(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 6), random_ids(2, 4)
+    padded = torch.cat([src, torch.full((2, 5), tiny_cfg.pad_id)], 1)
+    memory, memory_padded = model.encode(src), model.encode(padded)
+    assert torch.allclose(memory, memory_padded[:, :6], atol=1e-5)
+    a = model(src, tgt, return_attention=True)
+    b = model(padded, tgt, return_attention=True)
+    assert torch.allclose(a.logits, b.logits, atol=1e-5)
+    for layer in range(tiny_cfg.n_decoder_layers):
+        cross_a, cross_b = a.attentions["cross"][layer], b.attentions["cross"][layer]
+        assert torch.allclose(cross_a, cross_b[..., :6], atol=1e-6)
+        assert float(cross_b[..., 6:].abs().max()) == 0.0
+    encoder_lm = EncoderLM(tiny_cfg).eval()
+    assert torch.allclose(encoder_lm.encode(src), encoder_lm.encode(padded)[:, :6], atol=1e-5)
+
+
+def test_all_pad_rows_give_no_nan_in_outputs_or_gradients(tiny_cfg):
+    model = Transformer(tiny_cfg)
+    src = random_ids(2, 5)
+    src[1] = tiny_cfg.pad_id  # a source of padding only: every cross-attention row fully masked
+    tgt = random_ids(2, 4)
+    tgt[1, 1:] = tiny_cfg.pad_id
+    logits = model(src, tgt)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_parameter_counts_match_table_3():
+    base = Transformer(ModelConfig.preset("paper-base", vocab_size=37000)).num_parameters()
+    assert abs(base - 65e6) / 65e6 < 0.05
+    assert base == 63_082_496  # every weight, bias and LayerNorm; one shared 37000 x 512 table
+    big = Transformer(ModelConfig.preset("paper-big", vocab_size=37000)).num_parameters()
+    assert abs(big - 213e6) / 213e6 < 0.03
+
+
+def test_shared_embeddings_are_one_table_and_scaled(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    names = [name for name, _ in model.named_parameters()]
+    assert sum("token_embedding" in n for n in names) == 1
+    ids = random_ids(1, 3)
+    x = model.tgt_positions(model.token_embedding(ids))
+    expected = model.token_embedding.weight[ids] * tiny_cfg.d_model ** 0.5 + aiayn.sinusoidal_table(3, 32)
+    assert torch.allclose(x, expected, atol=1e-6)
+    untied = Transformer(tiny_cfg.replace(tie_embeddings=False))
+    assert untied.num_parameters() == model.num_parameters() + 2 * tiny_cfg.vocab_size * tiny_cfg.d_model
+
+
+@pytest.mark.parametrize("model_class", [Transformer, EncoderLM, DecoderLM])
+@pytest.mark.parametrize("variant", [{}, dict(norm="pre", positions="learned", activation="gelu")])
+def test_one_training_step_gives_every_parameter_a_gradient(tiny_cfg, model_class, variant):
+    model = model_class(tiny_cfg.replace(**variant))
+    ids = random_ids(2, 6)
+    logits = model(ids, random_ids(2, 5)) if model_class is Transformer else model(ids)
+    F.cross_entropy(logits.flatten(0, 1), random_ids(logits.shape[0], logits.shape[1]).flatten()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and float(parameter.grad.abs().sum()) > 0, name
+
+
+def test_tiny_model_learns_the_copy_task():
+    torch.manual_seed(1)
+    cfg = ModelConfig.preset("tiny", vocab_size=16, dropout=0.0, d_model=64, d_ff=128, n_heads=4)
+    model = Transformer(cfg)
+    src = torch.randint(3, 16, (32, 8))
+    tgt_in = torch.cat([torch.full((32, 1), cfg.bos_id), src], 1)
+    tgt_out = torch.cat([src, torch.full((32, 1), cfg.eos_id)], 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
+    for _ in range(250):
+        loss = F.cross_entropy(model(src, tgt_in).flatten(0, 1), tgt_out.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.1
+    model.eval()
+    assert model.generate(src[:4], beam_size=1) == src[:4].tolist()
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (torch.randn(2, 5), TypeError, "integer token ids"),
+    (torch.randint(3, 10, (5,)), ValueError, r"shape \(batch, length\)"),
+    (torch.full((1, 4), 64), ValueError, r"outside \[0, vocab_size=64\)"),
+    (torch.full((1, 4), -1), ValueError, "outside"),
+    (torch.randint(3, 10, (1, 129)), ValueError, "max_positions=128"),
+    (torch.zeros(1, 0, dtype=torch.long), ValueError, "empty"),
+])
+def test_bad_ids_raise_clear_errors(tiny_cfg, bad, error, message):
+    for model in (Transformer(tiny_cfg), EncoderLM(tiny_cfg), DecoderLM(tiny_cfg)):
+        with pytest.raises(error, match=message):
+            model(bad, random_ids(1, 3)) if isinstance(model, Transformer) else model(bad)
+
+
+def test_bad_masks_raise_clear_errors(tiny_cfg):
+    model = Transformer(tiny_cfg)
+    src, tgt = random_ids(2, 5), random_ids(2, 4)
+    with pytest.raises(TypeError, match="src_mask must be a torch.bool"):
+        model(src, tgt, src_mask=torch.ones(2, 5))
+    with pytest.raises(ValueError, match="src_mask has shape"):
+        model(src, tgt, src_mask=torch.ones(2, 7, dtype=torch.bool))
+    with pytest.raises(ValueError, match="batch size"):
+        model(src, random_ids(3, 4))
