@@ -12,8 +12,8 @@ from .saving import CheckpointError, load
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "KVCache", "LayerCache",
-    "ModelConfig", "ModelOutput", "MultiHeadAttention", "PRESETS", "PositionalEncoding", "Stack", "Transformer",
-    "TransformerLayer", "attend", "causal_mask", "from_huggingface", "load", "padding_mask", "sinusoidal_table",
-    "to_huggingface",
+    "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "KVCache",
+    "LayerCache", "ModelConfig", "ModelOutput", "MultiHeadAttention", "PRESETS", "PositionalEncoding", "Stack",
+    "Transformer", "TransformerLayer", "attend", "causal_mask", "from_huggingface", "load", "padding_mask",
+    "sinusoidal_table", "to_huggingface",
 ]

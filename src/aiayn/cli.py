@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 
 class UserError(Exception):
@@ -29,6 +30,36 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"  {row[:6]}... -> {out} (random weights: noise until trained)")
 
 
+def cmd_import_hf(args: argparse.Namespace) -> None:
+    """Convert a local Hugging Face checkpoint folder (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
+    from .interop import ConversionError, from_huggingface
+
+    try:
+        model = from_huggingface(args.folder)
+    except ConversionError as error:
+        raise UserError(str(error)) from None
+    tokenizer = Path(args.folder) / "tokenizer.json"
+    out = model.save(args.out, tokenizer=tokenizer if tokenizer.is_file() else None)
+    info = model.cfg.extra["huggingface"]
+    print(f"{info['model_type']} -> {model.model_type}: {model.num_parameters():,} parameters, written to {out}")
+    if info["dropped"]:
+        print(f"  left out (no place in aiayn): {', '.join(info['dropped'])}")
+    if info["untrained"]:
+        print(f"  not in the checkpoint, randomly initialised: {', '.join(info['untrained'])}")
+    if not tokenizer.is_file():
+        print(f"  {args.folder} has no tokenizer.json: put one in {out} before using the model on text")
+
+
+def add_import_hf_parser(commands: Any) -> None:
+    """The `aiayn import-hf` sub-command."""
+    parser = commands.add_parser("import-hf", help="convert a local Hugging Face checkpoint to an aiayn model",
+                                 description=cmd_import_hf.__doc__,
+                                 epilog="example: aiayn import-hf ~/models/all-MiniLM-L6-v2 --out models/minilm")
+    parser.add_argument("folder", help="Hugging Face folder: config.json + model.safetensors or pytorch_model.bin")
+    parser.add_argument("--out", required=True, help="aiayn model folder to write")
+    parser.set_defaults(run=cmd_import_hf)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="aiayn", description=__doc__)
@@ -37,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description=cmd_demo.__doc__)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo)
+    add_import_hf_parser(commands)
     return parser
 
 
