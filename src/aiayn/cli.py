@@ -31,7 +31,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_import_hf(args: argparse.Namespace) -> None:
-    """Convert a local Hugging Face checkpoint folder (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
+    """Convert a local Hugging Face checkpoint (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
     from .interop import ConversionError, from_huggingface
 
     try:
@@ -41,7 +41,8 @@ def cmd_import_hf(args: argparse.Namespace) -> None:
     tokenizer = Path(args.folder) / "tokenizer.json"
     out = model.save(args.out, tokenizer=tokenizer if tokenizer.is_file() else None)
     info = model.cfg.extra["huggingface"]
-    print(f"{info['model_type']} -> {model.model_type}: {model.num_parameters():,} parameters, written to {out}")
+    print(f"{info['model_type']} -> {model.model_type}: {model.num_parameters():,} parameters, "
+          f"written to {out}")
     if info["dropped"]:
         print(f"  left out (no place in aiayn): {', '.join(info['dropped'])}")
     if info["untrained"]:
@@ -52,10 +53,11 @@ def cmd_import_hf(args: argparse.Namespace) -> None:
 
 def add_import_hf_parser(commands: Any) -> None:
     """The `aiayn import-hf` sub-command."""
-    parser = commands.add_parser("import-hf", help="convert a local Hugging Face checkpoint to an aiayn model",
-                                 description=cmd_import_hf.__doc__,
-                                 epilog="example: aiayn import-hf ~/models/all-MiniLM-L6-v2 --out models/minilm")
-    parser.add_argument("folder", help="Hugging Face folder: config.json + model.safetensors or pytorch_model.bin")
+    parser = commands.add_parser(
+        "import-hf", help="convert a local Hugging Face checkpoint to an aiayn model",
+        description=cmd_import_hf.__doc__,
+        epilog="example: aiayn import-hf ~/models/all-MiniLM-L6-v2 --out models/minilm")
+    parser.add_argument("folder", help="Hugging Face folder: config.json + model.safetensors or .bin")
     parser.add_argument("--out", required=True, help="aiayn model folder to write")
     parser.set_defaults(run=cmd_import_hf)
 

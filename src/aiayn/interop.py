@@ -69,7 +69,8 @@ def read_checkpoint(source: Any) -> tuple[dict[str, Any], dict[str, Tensor], Pat
     folder = Path(source)
     if not folder.is_dir():
         raise ConversionError(f"{folder} is not a folder: give a local Hugging Face checkpoint folder "
-                              f"(config.json + model.safetensors or pytorch_model.bin); nothing is downloaded")
+                              f"(config.json + model.safetensors or pytorch_model.bin); nothing is "
+                              f"downloaded")
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ConversionError(f"{config_path} is missing: a Hugging Face checkpoint folder needs config.json")
@@ -104,8 +105,8 @@ def _read_bin(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for corrupt or pickled-code files
-        raise ConversionError(f"{path} cannot be read as plain tensors ({error}); convert it to safetensors") \
-            from None
+        raise ConversionError(f"{path} cannot be read as plain tensors ({error}); "
+                              f"convert it to safetensors") from None
     return dict(state.get("state_dict", state))
 
 
@@ -132,12 +133,12 @@ class _Fields:
         for name, (default, ok) in allowed.items():
             value = self(name, default)
             if value not in ok:
-                raise ConversionError(f"unsupported {self.model_type} option {name}={value!r}: aiayn implements "
-                                      f"only {name} in {list(ok)}")
+                raise ConversionError(f"unsupported {self.model_type} option {name}={value!r}: "
+                                      f"aiayn implements only {name} in {list(ok)}")
 
 
-_ACTIVATIONS_FROM_HF = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                        "silu": "silu", "swish": "silu"}
+_ACTIVATIONS_FROM_HF = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh",
+                        "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu", "swish": "silu"}
 _ACTIVATIONS_TO_HF = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_new", "silu": "silu"}
 
 
@@ -286,7 +287,8 @@ def _seq2seq_config(f: _Fields, bart: bool) -> dict[str, Any]:
                 d_ff=f("encoder_ffn_dim"), n_encoder_layers=f("encoder_layers"),
                 n_decoder_layers=f("decoder_layers"), dropout=float(f("dropout", 0.1)),
                 attention_dropout=float(f("attention_dropout", 0.0)), pad_id=pad,
-                bos_id=f("decoder_start_token_id", 2 if bart else pad), eos_id=f("eos_token_id", 2 if bart else 0),
+                bos_id=f("decoder_start_token_id", 2 if bart else pad),
+                eos_id=f("eos_token_id", 2 if bart else 0),
                 max_positions=f("max_position_embeddings", 1024), norm="post",
                 activation=_activation(f, "activation_function", "gelu"),
                 tie_embeddings=bool(f("tie_word_embeddings", True)),
@@ -299,7 +301,8 @@ def _seq2seq_rules(cfg: ModelConfig, stored: set[str], bart: bool) -> list[Rule]
     if cfg.tie_embeddings:
         rules = [Rule("token_embedding.weight", shared + ("lm_head.weight",), "tied")]
     else:
-        rules = [Rule("src_token_embedding.weight", shared, "tied"), Rule("tgt_token_embedding.weight", shared, "tied"),
+        rules = [Rule("src_token_embedding.weight", shared, "tied"),
+                 Rule("tgt_token_embedding.weight", shared, "tied"),
                  Rule("lm_head.weight", ("lm_head.weight",))]
     if bart:  # learned positions (offset 2) and a LayerNorm on the embeddings, per stack
         for ours, theirs in (("src_positions", "encoder"), ("tgt_positions", "decoder")):
@@ -308,14 +311,15 @@ def _seq2seq_rules(cfg: ModelConfig, stored: set[str], bart: bool) -> list[Rule]
     for stack, n_layers in (("encoder", cfg.n_encoder_layers), ("decoder", cfg.n_decoder_layers)):
         for i in range(n_layers):
             ours = theirs = f"{stack}.layers.{i}"
-            rules += [*_qkv_attention(f"{ours}.self_attn", f"{theirs}.self_attn", "q_proj", "k_proj", "v_proj",
-                                      "out_proj"),
+            rules += [*_qkv_attention(f"{ours}.self_attn", f"{theirs}.self_attn", "q_proj", "k_proj",
+                                      "v_proj", "out_proj"),
                       *_affine(f"{ours}.self_norm", f"{theirs}.self_attn_layer_norm")]
             if stack == "decoder":
                 rules += [*_qkv_attention(f"{ours}.cross_attn", f"{theirs}.encoder_attn", "q_proj", "k_proj",
                                           "v_proj", "out_proj"),
                           *_affine(f"{ours}.cross_norm", f"{theirs}.encoder_attn_layer_norm")]
-            rules += [*_affine(f"{ours}.ffn.linear1", f"{theirs}.fc1"), *_affine(f"{ours}.ffn.linear2", f"{theirs}.fc2"),
+            rules += [*_affine(f"{ours}.ffn.linear1", f"{theirs}.fc1"),
+                      *_affine(f"{ours}.ffn.linear2", f"{theirs}.fc2"),
                       *_affine(f"{ours}.ffn_norm", f"{theirs}.final_layer_norm")]
     if cfg.final_logits_bias:
         rules.append(Rule("final_logits_bias", ("final_logits_bias",), "row"))
@@ -323,26 +327,29 @@ def _seq2seq_rules(cfg: ModelConfig, stored: set[str], bart: bool) -> list[Rule]
 
 
 def _seq2seq_to_config(cfg: ModelConfig) -> dict[str, Any]:
-    """ModelConfig -> MarianConfig / BartConfig fields."""
+    """ModelConfig -> MarianConfig / BartConfig fields (no forced EOS: aiayn's generate never forces one)."""
     return dict(vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_attention_heads=cfg.n_heads,
                 decoder_attention_heads=cfg.n_heads, encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff,
                 encoder_layers=cfg.n_encoder_layers, decoder_layers=cfg.n_decoder_layers, dropout=cfg.dropout,
                 attention_dropout=cfg.attention_dropout, activation_dropout=0.0, pad_token_id=cfg.pad_id,
-                decoder_start_token_id=cfg.bos_id, eos_token_id=cfg.eos_id, forced_eos_token_id=cfg.eos_id,
-                max_position_embeddings=cfg.max_positions, activation_function=_ACTIVATIONS_TO_HF[cfg.activation],
+                decoder_start_token_id=cfg.bos_id, eos_token_id=cfg.eos_id, forced_eos_token_id=None,
+                max_position_embeddings=cfg.max_positions,
+                activation_function=_ACTIVATIONS_TO_HF[cfg.activation],
                 tie_word_embeddings=cfg.tie_embeddings, scale_embedding=cfg.scale_embeddings)
 
 
 _SEQ2SEQ_HEADS = ("lm_head.", "final_logits_bias")
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("bert", "BertForMaskedLM", "BertConfig", EncoderLM, "bert.", ("cls.",),
-           (r"embeddings\.position_ids", r"embeddings\.token_type_ids", r"pooler\..*", r"cls\.seq_relationship\..*"),
+           (r"embeddings\.position_ids", r"embeddings\.token_type_ids", r"pooler\..*",
+            r"cls\.seq_relationship\..*"),
            _bert_config, _bert_rules, _bert_to_config,
-           dict(norm="post", positions="learned", position_offset=0, embedding_norm=True, scale_embeddings=False)),
+           dict(norm="post", positions="learned", position_offset=0, embedding_norm=True,
+                scale_embeddings=False)),
     Family("gpt2", "GPT2LMHeadModel", "GPT2Config", DecoderLM, "transformer.", ("lm_head.",),
            (r"h\.\d+\.attn\.(masked_)?bias",), _gpt2_config, _gpt2_rules, _gpt2_to_config,
-           dict(norm="pre", positions="learned", position_offset=0, embedding_norm=False, scale_embeddings=False,
-                type_vocab_size=0, final_logits_bias=False)),
+           dict(norm="pre", positions="learned", position_offset=0, embedding_norm=False,
+                scale_embeddings=False, type_vocab_size=0, final_logits_bias=False)),
     Family("marian", "MarianMTModel", "MarianConfig", Transformer, "model.", _SEQ2SEQ_HEADS,
            (r"(en|de)coder\.embed_positions\.weight",),  # fixed sinusoids, recomputed (and checked) here
            lambda f: _seq2seq_config(f, bart=False), lambda c, s: _seq2seq_rules(c, s, bart=False),
@@ -362,7 +369,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
 
 
 def from_huggingface(source: Any) -> TransformerBase:
-    """A local Hugging Face checkpoint folder (or transformers model) -> the matching aiayn model, in eval mode.
+    """A local Hugging Face checkpoint folder (or transformers model) -> the aiayn model, in eval mode.
 
     BERT -> EncoderLM, GPT-2 -> DecoderLM, Marian and BART -> Transformer. Raises ConversionError naming
     an unsupported architecture or option, or the missing / unexpected / mis-shaped tensors.
@@ -371,7 +378,8 @@ def from_huggingface(source: Any) -> TransformerBase:
     family = _family_of(hf_config, folder)
     fields = _Fields(hf_config, family.model_type)
     values = family.config(fields)
-    values.update(_special_ids(folder, family) if folder is not None and family.model_type == "bert" else {})
+    if family.model_type == "bert" and folder is not None:
+        values.update(_cls_sep_ids(folder))
     names = {_strip(key, family): key for key in state}  # our view of each stored key -> its real name
     if family.model_class is Transformer:
         values["final_logits_bias"] = "final_logits_bias" in names
@@ -381,8 +389,8 @@ def from_huggingface(source: Any) -> TransformerBase:
     try:
         cfg = ModelConfig(**values)
     except ValueError as error:
-        raise ConversionError(f"this {family.model_type} config.json does not make a valid aiayn model: {error}") \
-            from None
+        raise ConversionError(f"this {family.model_type} config.json does not make a valid aiayn model: "
+                              f"{error}") from None
     rules = family.rules(cfg, set(names))
     tensors = {name: state[key] for name, key in names.items()}
     if family.model_type == "marian":
@@ -398,11 +406,13 @@ def from_huggingface(source: Any) -> TransformerBase:
 def _family_of(hf_config: dict[str, Any], folder: Path | None) -> Family:
     """The Family for config.json's model_type, or an error naming it and the supported ones."""
     model_type = hf_config.get("model_type")
-    if model_type in ("transformer", "encoder_lm", "decoder_lm") and "d_model" in hf_config and "norm" in hf_config:
-        raise ConversionError(f"{folder} is an aiayn model folder, not a Hugging Face one: load it with aiayn.load")
+    if model_type in ("transformer", "encoder_lm", "decoder_lm"):  # aiayn's own config.json
+        raise ConversionError(f"{folder} is an aiayn model folder, not a Hugging Face one: "
+                              f"load it with aiayn.load")
     if model_type not in FAMILIES:
-        raise ConversionError(f"unsupported architecture {model_type!r} (config.json model_type, architectures "
-                              f"{hf_config.get('architectures')}): aiayn converts {sorted(FAMILIES)}")
+        raise ConversionError(f"unsupported architecture {model_type!r} (config.json model_type, "
+                              f"architectures {hf_config.get('architectures')}): aiayn converts "
+                              f"{sorted(FAMILIES)}")
     return FAMILIES[model_type]
 
 
@@ -411,13 +421,14 @@ def _strip(key: str, family: Family) -> str:
     return key[len(family.prefix):] if key.startswith(family.prefix) else key
 
 
-def _special_ids(folder: Path, family: Family) -> dict[str, int]:
+def _cls_sep_ids(folder: Path) -> dict[str, int]:
     """BERT's [CLS] and [SEP] ids from tokenizer.json as bos_id / eos_id, when the folder has one."""
     path = folder / "tokenizer.json"
     if not path.is_file():
         return {}
-    added = {t["content"]: t["id"] for t in json.loads(path.read_text(encoding="utf-8")).get("added_tokens", [])}
-    return {name: added[token] for name, token in (("bos_id", "[CLS]"), ("eos_id", "[SEP]")) if token in added}
+    tokens = json.loads(path.read_text(encoding="utf-8")).get("added_tokens", [])
+    added = {t["content"]: t["id"] for t in tokens}
+    return {name: added[t] for name, t in (("bos_id", "[CLS]"), ("eos_id", "[SEP]")) if t in added}
 
 
 def _check_marian_sinusoids(cfg: ModelConfig, tensors: dict[str, Tensor], names: dict[str, str]) -> None:
@@ -426,7 +437,8 @@ def _check_marian_sinusoids(cfg: ModelConfig, tensors: dict[str, Tensor], names:
     for name in ("encoder.embed_positions.weight", "decoder.embed_positions.weight"):
         if name in tensors and not torch.allclose(tensors[name].float(), expected, atol=1e-5):
             raise ConversionError(f"{names[name]} is not Marian's sinusoid table (sines then cosines) for "
-                                  f"{cfg.max_positions} positions x {cfg.d_model}: the checkpoint is not a Marian model")
+                                  f"{cfg.max_positions} positions x {cfg.d_model}: the checkpoint is not a "
+                                  f"Marian model")
 
 
 def _apply_rules(rules: list[Rule], tensors: dict[str, Tensor], names: dict[str, str], dropped: list[str],
@@ -444,7 +456,8 @@ def _apply_rules(rules: list[Rule], tensors: dict[str, Tensor], names: dict[str,
             missing += [_full(t, family) for t in rule.theirs if t not in tensors]
     unexpected = sorted(names[t] for t in set(tensors) - used if names[t] not in dropped)
     if missing or unexpected:
-        parts = ([f"missing {missing}"] if missing else []) + ([f"unexpected {unexpected}"] if unexpected else [])
+        parts = [f"missing {missing}"] if missing else []
+        parts += [f"unexpected {unexpected}"] if unexpected else []
         raise ConversionError(f"this {family.model_type} checkpoint does not fit its config.json: "
                               + "; ".join(parts) + ". Use the config.json saved with these weights")
     ours: dict[str, Tensor] = {}
@@ -452,8 +465,9 @@ def _apply_rules(rules: list[Rule], tensors: dict[str, Tensor], names: dict[str,
     for rule in rules:
         tensor = _gather(rule, tensors, names)
         if tuple(tensor.shape) != tuple(expected[rule.ours].shape):
-            wrong.append(f"{'+'.join(names[t] for t in rule.theirs if t in names)} gives {tuple(tensor.shape)}, "
-                         f"{rule.ours} needs {tuple(expected[rule.ours].shape)}")
+            source = "+".join(names[t] for t in rule.theirs if t in names)
+            wrong.append(f"{source} gives {tuple(tensor.shape)}, {rule.ours} needs "
+                         f"{tuple(expected[rule.ours].shape)}")
         ours[rule.ours] = tensor
     if wrong:
         raise ConversionError(f"this {family.model_type} checkpoint has tensors of the wrong shape for its "
@@ -464,12 +478,13 @@ def _apply_rules(rules: list[Rule], tensors: dict[str, Tensor], names: dict[str,
 def _gather(rule: Rule, tensors: dict[str, Tensor], names: dict[str, str]) -> Tensor:
     """The aiayn tensor for one rule."""
     if rule.how == "tied":
-        present = [tensors[t] for t in rule.theirs if t in tensors]
-        for other, name in zip(present[1:], [t for t in rule.theirs if t in tensors][1:]):
-            if other.shape != present[0].shape or not torch.equal(other, present[0]):
-                raise ConversionError(f"{names[name]} differs from {names[rule.theirs[0]]} but config.json ties "
-                                      f"them (tie_word_embeddings): fix the config or the checkpoint")
-        return present[0]
+        first, *others = [t for t in rule.theirs if t in tensors]
+        for other in others:
+            a, b = tensors[other], tensors[first]
+            if a.shape != b.shape or not torch.equal(a, b):
+                raise ConversionError(f"{names[other]} differs from {names[first]} but config.json ties them "
+                                      f"(tie_word_embeddings): use the config.json saved with these weights")
+        return tensors[first]
     parts = [tensors[t] for t in rule.theirs]
     if rule.how == "copy":
         return parts[0]
@@ -505,7 +520,7 @@ def to_huggingface(model: TransformerBase) -> Any:
     ours = model.state_dict()
     state: dict[str, Tensor] = {}
     for rule in family.rules(cfg, set(_strip(k, family) for k in hf_model.state_dict())):
-        for name, tensor in zip(rule.theirs, _scatter(rule, ours[rule.ours])):
+        for name, tensor in zip(rule.theirs, _scatter(rule, ours[rule.ours]), strict=True):
             state[_full(name, family)] = tensor
     if family.model_class is Transformer and not cfg.final_logits_bias:
         state["final_logits_bias"] = torch.zeros(1, cfg.vocab_size)  # no bias = a zero bias
