@@ -57,7 +57,7 @@ class ModelConfig:
     embedding_norm: bool = False  # LayerNorm on the summed embeddings before dropout, as in BERT and BART
     position_offset: int = 0  # position p reads row p + offset of the position table (BART's learned: 2)
     sinusoid_layout: str = "interleaved"  # sin, cos interleaved (§3.5); "halves": sines then cosines (Marian)
-    final_logits_bias: bool = False  # a fixed (vocab,) bias added to the output logits (Marian, BART)
+    final_logits_bias: bool = False  # a fixed (vocab,) bias on Transformer/DecoderLM logits (Marian, BART)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. provenance); not used
 
     def __post_init__(self) -> None:

@@ -435,7 +435,8 @@ def _check_marian_sinusoids(cfg: ModelConfig, tensors: dict[str, Tensor], names:
     """A stored Marian position table must equal the one aiayn computes ("halves" layout)."""
     expected = sinusoidal_table(cfg.max_positions, cfg.d_model, "halves")
     for name in ("encoder.embed_positions.weight", "decoder.embed_positions.weight"):
-        if name in tensors and not torch.allclose(tensors[name].float(), expected, atol=1e-5):
+        if name in tensors and (tensors[name].shape != expected.shape
+                                or not torch.allclose(tensors[name].float(), expected, atol=1e-5)):
             raise ConversionError(f"{names[name]} is not Marian's sinusoid table (sines then cosines) for "
                                   f"{cfg.max_positions} positions x {cfg.d_model}: the checkpoint is not a "
                                   f"Marian model")
@@ -456,8 +457,8 @@ def _apply_rules(rules: list[Rule], tensors: dict[str, Tensor], names: dict[str,
             missing += [_full(t, family) for t in rule.theirs if t not in tensors]
     unexpected = sorted(names[t] for t in set(tensors) - used if names[t] not in dropped)
     if missing or unexpected:
-        parts = [f"missing {missing}"] if missing else []
-        parts += [f"unexpected {unexpected}"] if unexpected else []
+        parts = [f"missing {_first(missing)}"] if missing else []
+        parts += [f"unexpected {_first(unexpected)}"] if unexpected else []
         raise ConversionError(f"this {family.model_type} checkpoint does not fit its config.json: "
                               + "; ".join(parts) + ". Use the config.json saved with these weights")
     ours: dict[str, Tensor] = {}
@@ -471,8 +472,13 @@ def _apply_rules(rules: list[Rule], tensors: dict[str, Tensor], names: dict[str,
         ours[rule.ours] = tensor
     if wrong:
         raise ConversionError(f"this {family.model_type} checkpoint has tensors of the wrong shape for its "
-                              f"config.json: {wrong[:6]}")
+                              f"config.json: {_first(wrong, 6)}")
     return ours
+
+
+def _first(names: list[str], n: int = 8) -> str:
+    """At most n names, and how many there are in all."""
+    return f"{names[:n]}" + (f" ... ({len(names)} in all)" if len(names) > n else "")
 
 
 def _gather(rule: Rule, tensors: dict[str, Tensor], names: dict[str, str]) -> Tensor:
