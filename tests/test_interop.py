@@ -282,10 +282,12 @@ def test_seq2seq_beam4_matches_hf_generate(seq2seq):
     _, ours, theirs = seq2seq
     cfg, src = ours.cfg, _source(ours.cfg)
     got = ours.generate(src, beam_size=4, length_penalty=1.0, length_penalty_form="plain", max_new_tokens=20)
-    with torch.no_grad():  # HF scores a finished hypothesis as sum log p / |Y|^alpha ("plain")
+    # HF scores a finished hypothesis as sum log p / |Y|^alpha ("plain"); early_stopping=True ends a
+    # sentence once it has 4 finished hypotheses, as aiayn's beam search does
+    with torch.no_grad():
         out = theirs.generate(input_ids=src, attention_mask=(src != cfg.pad_id).long(), max_new_tokens=20,
-                              do_sample=False, num_beams=4, length_penalty=1.0, forced_eos_token_id=None,
-                              forced_bos_token_id=None)
+                              do_sample=False, num_beams=4, length_penalty=1.0, early_stopping=True,
+                              forced_eos_token_id=None, forced_bos_token_id=None)
     assert got == [_strip(row[1:], cfg.eos_id, cfg.pad_id) for row in out.tolist()]
 
 

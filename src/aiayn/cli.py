@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 
 class UserError(Exception):
@@ -32,6 +31,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 def cmd_import_hf(args: argparse.Namespace) -> None:
     """Convert a local Hugging Face checkpoint (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
+    from pathlib import Path
+
     from .interop import ConversionError, from_huggingface
 
     try:
@@ -51,7 +52,7 @@ def cmd_import_hf(args: argparse.Namespace) -> None:
         print(f"  {args.folder} has no tokenizer.json: put one in {out} before using the model on text")
 
 
-def add_import_hf_parser(commands: Any) -> None:
+def add_import_hf_parser(commands: argparse._SubParsersAction) -> None:
     """The `aiayn import-hf` sub-command."""
     parser = commands.add_parser(
         "import-hf", help="convert a local Hugging Face checkpoint to an aiayn model",
