@@ -66,7 +66,7 @@ def read_checkpoint(source: Any) -> tuple[dict[str, Any], dict[str, Tensor], Pat
     """(config dict, state dict, folder or None) from a local HF folder or a transformers model object."""
     if hasattr(source, "config") and hasattr(source, "state_dict") and not isinstance(source, (str, Path)):
         return source.config.to_dict(), dict(source.state_dict()), None
-    folder = Path(source)
+    folder = Path(source).expanduser()
     if not folder.is_dir():
         raise ConversionError(f"{folder} is not a folder: give a local Hugging Face checkpoint folder "
                               f"(config.json + model.safetensors or pytorch_model.bin); nothing is "
@@ -372,7 +372,10 @@ def from_huggingface(source: Any) -> TransformerBase:
     """A local Hugging Face checkpoint folder (or transformers model) -> the aiayn model, in eval mode.
 
     BERT -> EncoderLM, GPT-2 -> DecoderLM, Marian and BART -> Transformer. Raises ConversionError naming
-    an unsupported architecture or option, or the missing / unexpected / mis-shaped tensors.
+    an unsupported architecture or option, or the missing / unexpected / mis-shaped tensors. Tensors aiayn
+    has no place for (BERT's pooler, buffers) are listed in cfg.extra["huggingface"]["dropped"]; parts the
+    checkpoint lacks (the MLM head of a plain BertModel) keep their initialisation and are listed under
+    "untrained".
     """
     hf_config, state, folder = read_checkpoint(source)
     family = _family_of(hf_config, folder)
