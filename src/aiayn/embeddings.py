@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .dropout import Dropout
 
 
 def sinusoidal_table(n_positions: int, d_model: int, layout: str = "interleaved") -> Tensor:
@@ -56,7 +57,7 @@ class PositionalEncoding(nn.Module):
         if self.token_types is not None:
             nn.init.normal_(self.token_types.weight, std=0.02)
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.embedding_norm else None
-        self.dropout = nn.Dropout(cfg.dropout)  # on the sums of embeddings and positions, §5.4
+        self.dropout = Dropout(cfg.dropout)  # on the sums of embeddings and positions, §5.4
 
     def forward(self, token_vectors: Tensor, start: int = 0, token_types: Tensor | None = None) -> Tensor:
         """Scale (B, T, d) token vectors placed at positions start..start+T-1 and add positions.
