@@ -291,10 +291,13 @@ def _beam_search(model: "Transformer", source: _Source, beam_size: int, alpha: f
         log_probs = logits.float().log_softmax(-1)
         if step < min_length:
             log_probs[:, cfg.eos_id] = float("-inf")
-        vocab = log_probs.shape[-1]
-        candidates = (scores.view(-1, 1) + log_probs).view(b, k * vocab)  # (b, K*V)
+        # The 2K best continuations of a sentence are among the 2K best of each of its beams: a top-k per
+        # beam row (parallel over rows) and then one over the K*2K survivors beats one top-k over K*V.
+        row_scores, row_tokens = log_probs.topk(2 * k, dim=-1)  # (b*K, 2K)
+        candidates = (scores.view(-1, 1) + row_scores).view(b, 2 * k * k)  # (b, K*2K)
         top_scores, top_index = candidates.topk(2 * k, dim=-1)  # (b, 2K), best first
-        top_beam, top_token = top_index // vocab, top_index % vocab
+        top_beam = top_index // (2 * k)
+        top_token = row_tokens.view(b, 2 * k * k).gather(1, top_index)
         is_eos = top_token == cfg.eos_id
         # the K best non-EOS continuations stay alive (a stable sort puts them first, in score order)
         order = is_eos.to(torch.uint8).argsort(dim=-1, stable=True)[:, :k]  # (b, K)
