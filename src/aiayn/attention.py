@@ -84,11 +84,19 @@ class MultiHeadAttention(nn.Module):
                 cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """Attend from x (B, Tq, d) to itself, or to `memory` (B, Tk, d) for cross-attention.
 
-        `mask` is boolean, broadcastable to (B, H, Tq, Tk), True = may attend. Returns the output
+        `mask` is boolean, broadcastable to (B, H, Tq, Tk), True = may attend. For beam search, memory
+        (and a cross-attention cache) may hold B / K rows, each shared by K consecutive rows of x; a
+        mask then has the memory's rows, (B / K, 1, 1, Tk). Returns the output
         (B, Tq, d) and, if `need_weights`, the attention weights (B, H, Tq, Tk).
         """
         q, k, v = self._project(x, memory, cache)  # (B, H, T, d_k) each
+        group = q.shape[0] // k.shape[0]
+        if group > 1:  # beam search: `group` consecutive query rows share one memory row (B = S_rows * group)
+            q = _fold(q, group)  # (S_rows, H, group * T, d_k): one source's K, V read once for all beams
         out, weights = attend(q, k, v, mask, self.attention_dropout if self.training else 0.0, need_weights)
+        if group > 1:
+            out = _unfold(out, group)
+            weights = None if weights is None else _unfold(weights, group)
         b, _, t, _ = out.shape
         out = out.transpose(1, 2).reshape(b, t, self.d_model)  # concat heads: (B, Tq, d)
         return self.out_proj(out), weights
@@ -116,6 +124,18 @@ class MultiHeadAttention(nn.Module):
         b, t, width = projected.shape
         n = width // self.d_model
         return projected.view(b, t, n, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)
+
+
+def _fold(x: Tensor, group: int) -> Tensor:
+    """(R * group, H, T, d) -> (R, H, group * T, d): stack each group's rows along the query axis."""
+    rg, h, t, d = x.shape
+    return x.view(rg // group, group, h, t, d).transpose(1, 2).reshape(rg // group, h, group * t, d)
+
+
+def _unfold(x: Tensor, group: int) -> Tensor:
+    """Inverse of _fold: (R, H, group * T, d) -> (R * group, H, T, d)."""
+    r, h, gt, d = x.shape
+    return x.view(r, h, group, gt // group, d).transpose(1, 2).reshape(r * group, h, gt // group, d)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0,

@@ -136,6 +136,25 @@ def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return out
 
 
+def _output_projection(model: "Transformer") -> Callable[[Tensor], Tensor]:
+    """Decoder output (b, 1, d) -> logits (b, V) through the model's pre-softmax table (§3.4).
+
+    The (V, d) table is transposed into a contiguous (d, V) copy once per search: on CPUs the plain
+    (b, d) @ (d, V) product is faster than the transposed-weight one that F.linear runs every step.
+    Any model that changes output_logits keeps its own projection.
+    """
+    from .models import Transformer
+
+    cfg = model.cfg
+    lm_head = getattr(model, "lm_head", None)
+    if type(model).output_logits is not Transformer.output_logits or (
+            not cfg.tie_embeddings and lm_head is not None and lm_head.bias is not None):
+        return lambda hidden: model.output_logits(hidden)[:, -1]
+    table = model.token_embedding.weight if cfg.tie_embeddings else lm_head.weight
+    table_t = table.t().contiguous()  # (d, V)
+    return lambda hidden: torch.mm(hidden[:, -1], table_t)
+
+
 def _reorder_self_caches(caches: "list[LayerCache]", index: Tensor) -> None:
     """Keep rows `index` of every self-attention cache, in place in the preallocated buffers."""
     for cache in caches:
@@ -181,7 +200,7 @@ class _Source:
 
 # --------------------------------------------------------------------------------- encoder-decoder search
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_seq2seq(model: "Transformer", src: Tensor, beam_size: int = 4, length_penalty: float = 0.6,
                      max_new_tokens: int | None = None, **options: Any) -> Any:
     """Translate each row of src (B, S): beam search by default (§6.1: beam 4, alpha 0.6, max len S + 50).
@@ -210,7 +229,8 @@ def generate_seq2seq(model: "Transformer", src: Tensor, beam_size: int = 4, leng
         if options.get("do_sample", False) or beam_size == 1:
             if n_best > 1:
                 raise ValueError("n_best > 1 needs beam search (beam_size > 1, do_sample=False)")
-            hyps = _greedy_or_sample(model, source, _chooser(options, src.device), min_length)
+            hyps = _greedy_or_sample(model, source, _chooser(options, src.device), min_length,
+                                     want_scores=options.get("return_scores", False))
             results: list[list[Hypothesis]] = [[h] for h in hyps]
         else:
             results = _beam_search(model, source, beam_size, length_penalty, form, min_length, n_best)
@@ -222,7 +242,7 @@ def generate_seq2seq(model: "Transformer", src: Tensor, beam_size: int = 4, leng
 
 
 def _greedy_or_sample(model: "Transformer", source: _Source, choose: Callable[[Tensor], Tensor],
-                      min_length: int) -> list[Hypothesis]:
+                      min_length: int, want_scores: bool) -> list[Hypothesis]:
     """One hypothesis per row: the argmax (greedy) or a draw at each step, until EOS or the row's limit."""
     cfg = model.cfg
     device = source.ids.device
@@ -232,34 +252,41 @@ def _greedy_or_sample(model: "Transformer", source: _Source, choose: Callable[[T
     limits = torch.tensor(source.limits, device=device)
     longest = max(source.limits)
     caches = model.new_caches(longest)
+    project = _output_projection(model)
     active = torch.arange(batch, device=device)  # original row of each live row
+    everyone = True  # no row has left yet: plain slices instead of indexing by `active`
+    first_limit = min(source.limits)  # no row can reach its limit before this step
     tokens = torch.full((batch, max(longest, 1)), cfg.pad_id, dtype=torch.long, device=device)  # output
     log_probs = torch.zeros(batch, device=device)
     token = torch.full((batch, 1), cfg.bos_id, dtype=torch.long, device=device)
     for step in range(longest):
-        logits = model._decode(token, memory, memory_mask, caches=caches, start=step)[:, -1]  # (b, V)
+        logits = project(model._decode(token, memory, memory_mask, caches=caches, start=step,
+                                       hidden_only=True))  # (b, V)
         if step < min_length:
             logits[:, cfg.eos_id] = float("-inf")
         next_token = choose(logits)  # (b,)
-        log_probs[active] += logits.float().log_softmax(-1).gather(1, next_token[:, None])[:, 0]
-        tokens[active, step] = next_token
-        done = (next_token == cfg.eos_id) | (limits[active] <= step + 1)  # (b,)
+        if want_scores:
+            log_probs[active] += logits.float().log_softmax(-1).gather(1, next_token[:, None])[:, 0]
+        if everyone:
+            tokens[:, step] = next_token
+        else:
+            tokens[active, step] = next_token
+        done = next_token == cfg.eos_id  # (b,)
+        if step + 1 >= first_limit:
+            done |= limits[active] <= step + 1
         if bool(done.any()):  # finished rows leave the batch
             keep = (~done).nonzero().flatten()
             if keep.numel() == 0:
                 break
+            everyone = False
             active, next_token = active[keep], next_token[keep]
             memory = memory.index_select(0, keep)
             memory_mask = None if memory_mask is None else memory_mask.index_select(0, keep)
             _reorder_self_caches(caches, keep)
             _select_rows(caches, keep)
         token = next_token[:, None]
-    rows = tokens.tolist()
-    hyps = []
-    for row, lp in zip(rows, log_probs.tolist()):
-        out = _strip(row, cfg.eos_id, cfg.pad_id)
-        hyps.append(Hypothesis(out, lp, lp))
-    return hyps
+    return [Hypothesis(_strip(row, cfg.eos_id, cfg.pad_id), lp, lp)
+            for row, lp in zip(tokens.tolist(), log_probs.tolist())]
 
 
 def _beam_search(model: "Transformer", source: _Source, beam_size: int, alpha: float, form: str,
@@ -274,10 +301,13 @@ def _beam_search(model: "Transformer", source: _Source, beam_size: int, alpha: f
     cfg = model.cfg
     device = source.ids.device
     batch, k = source.ids.shape[0], beam_size
-    memory = model.encode(source.ids, source.keep).repeat_interleave(k, 0)  # (B*K, S, d)
-    memory_mask = None if source.mask is None else source.mask.repeat_interleave(k, 0)
+    # The K beams of a sentence share its memory and cross-attention keys/values: (B, S, d), not
+    # (B*K, S, d); MultiHeadAttention folds the beams into the query axis.
+    memory = model.encode(source.ids, source.keep)  # (B, S, d)
+    memory_mask = source.mask  # (B, 1, 1, S) or None
     longest = max(source.limits)
     caches = model.new_caches(longest)
+    project = _output_projection(model)
     active = list(range(batch))  # original sentence of each live sentence
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     history = torch.full((batch * k, 0), cfg.pad_id, dtype=torch.long, device=device)  # (b*K, t)
@@ -287,7 +317,8 @@ def _beam_search(model: "Transformer", source: _Source, beam_size: int, alpha: f
     beam_offsets = torch.arange(batch, device=device)[:, None] * k  # (b, 1)
     for step in range(longest):
         b = len(active)
-        logits = model._decode(token, memory, memory_mask, caches=caches, start=step)[:, -1]  # (b*K, V)
+        logits = project(model._decode(token, memory, memory_mask, caches=caches, start=step,
+                                       hidden_only=True))  # (b*K, V)
         log_probs = logits.float().log_softmax(-1)
         if step < min_length:
             log_probs[:, cfg.eos_id] = float("-inf")
@@ -332,10 +363,10 @@ def _beam_search(model: "Transformer", source: _Source, beam_size: int, alpha: f
             active = [s for s, d in zip(active, done) if not d]
             scores, history = scores[keep_sentences], history[keep_rows]
             next_token = next_token[keep_rows]
-            memory = memory.index_select(0, keep_rows)
-            memory_mask = None if memory_mask is None else memory_mask.index_select(0, keep_rows)
+            memory = memory.index_select(0, keep_sentences)
+            memory_mask = None if memory_mask is None else memory_mask.index_select(0, keep_sentences)
             _reorder_self_caches(caches, keep_rows)
-            _select_rows(caches, keep_rows)
+            _select_rows(caches, keep_sentences)
         token = next_token[:, None]
     results = []
     for hyps in finished:
@@ -369,7 +400,7 @@ def _prompt_rows(model: "DecoderLM", prompt_ids: Tensor | Sequence[Sequence[int]
     return rows
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_lm(model: "DecoderLM", prompt_ids: Tensor | Sequence[Sequence[int]], max_new_tokens: int = 100,
                 **options: Any) -> list[list[int]]:
     """Continue each prompt: greedy, or sampling with do_sample, temperature, top_k, top_p, generator/seed.

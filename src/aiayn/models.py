@@ -144,8 +144,11 @@ class Transformer(TransformerBase):
 
     def _decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None,
                 tgt_mask: Tensor | None = None, caches: list[LayerCache] | None = None, start: int = 0,
-                need_weights: bool = False) -> Any:
-        """decode() without the ids checks: the per-step path of decoding.py, which validates once."""
+                need_weights: bool = False, hidden_only: bool = False) -> Any:
+        """decode() without the ids checks: the per-step path of decoding.py, which validates once.
+
+        hidden_only returns the decoder output (B, T, d) before the pre-softmax projection.
+        """
         memory_mask = None if src_mask is None else (src_mask[:, None, None, :] if src_mask.dim() == 2
                                                      else src_mask)
         if caches is not None:  # incremental: tgt are the last T of start+T positions
@@ -155,6 +158,8 @@ class Transformer(TransformerBase):
             self_mask = decoder_self_mask(tgt_mask, tgt, self.cfg.pad_id)  # (B, 1, T, T)
         x = self.tgt_positions(self._tgt_tokens()(tgt), start)
         hidden, weights = self.decoder(x, self_mask, memory, memory_mask, caches, need_weights)
+        if hidden_only:
+            return hidden
         logits = self.output_logits(hidden)
         return (logits, weights) if need_weights else logits
 
