@@ -11,10 +11,11 @@ a warm-up, and prints medians and per-round ratios in new tokens per second.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -131,8 +132,8 @@ def main() -> None:
         kind, batch = case.split(":")
         beams, batch = (1 if kind == "greedy" else int(kind[4:])), int(batch)
         src = sources[batch]
-        a = lambda: run_aiayn(model, src, beams)  # noqa: E731
-        b = lambda: run_hf(hf, src, beams)  # noqa: E731
+        a = functools.partial(run_aiayn, model, src, beams)
+        b = functools.partial(run_hf, hf, src, beams)
         a(), b()  # warm-up
         times_a, times_b = [], []
         for _ in range(args.rounds):  # interleaved: A B A B ...
@@ -147,8 +148,8 @@ def main() -> None:
         print(f"  {rows[-1][0]}: done", flush=True)
     print(f"\nnew tokens/s (median of {args.rounds} interleaved rounds; source {SOURCE_LENGTH}, "
           f"{NEW_TOKENS} new tokens, fp32, {torch.get_num_threads()} threads)")
-    print(f"| case | aiayn tok/s | HF generate tok/s | aiayn/HF (median) | per-round ratios |")
-    print(f"|---|---:|---:|---:|---|")
+    print("| case | aiayn tok/s | HF generate tok/s | aiayn/HF (median) | per-round ratios |")
+    print("|---|---:|---:|---:|---|")
     for name, ta, tb, ratio, ratios in rows:
         print(f"| {name} | {ta:.0f} | {tb:.0f} | {ratio:.2f}x | {' '.join(f'{r:.2f}' for r in ratios)} |")
 

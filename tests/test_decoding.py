@@ -234,7 +234,7 @@ def test_generate_restores_training_mode(tiny_cfg):
 
 def test_top_k_and_top_p_keep_the_hand_computed_sets():
     logits = torch.tensor([[math.log(0.5), math.log(0.3), math.log(0.15), math.log(0.05)]])
-    kept = lambda **kw: torch.isfinite(filter_logits(logits, **kw))[0].tolist()  # noqa: E731
+    kept = lambda **kw: torch.isfinite(filter_logits(logits, **kw))[0].tolist()
     assert kept(top_k=2) == [True, True, False, False]
     assert kept(top_p=0.7) == [True, True, False, False]  # 0.5 < 0.7 <= 0.5 + 0.3
     assert kept(top_p=0.85) == [True, True, True, False]
@@ -317,3 +317,35 @@ def test_greedy_and_beam_match_hugging_face_generate(tiny_cfg):
                                  length_penalty=1.0, early_stopping=True)
             theirs = [[t for t in row[1:] if t not in (0, EOS)] for row in theirs.tolist()]
             assert ours == theirs, beams
+
+
+# --------------------------------------------------------------------------------------- lean step pieces
+
+
+def test_cross_attention_with_beams_sharing_a_memory_row_equals_repeated_memory():
+    from aiayn import KVCache, MultiHeadAttention
+
+    mha = MultiHeadAttention(32, 4).eval()
+    x, memory = torch.randn(6, 2, 32), torch.randn(2, 5, 32)  # 2 sources x 3 beams
+    keep = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    repeated, _ = mha(x, memory=memory.repeat_interleave(3, 0), mask=keep.repeat_interleave(3, 0)[:, None, None])
+    shared, _ = mha(x, memory=memory, mask=keep[:, None, None])
+    assert torch.allclose(shared, repeated, atol=1e-6)
+    _, weights = mha(x, memory=memory, mask=keep[:, None, None], need_weights=True)
+    _, weights_repeated = mha(x, memory=memory.repeat_interleave(3, 0),
+                              mask=keep.repeat_interleave(3, 0)[:, None, None], need_weights=True)
+    assert torch.allclose(weights, weights_repeated, atol=1e-6)
+    cache = KVCache()
+    first, _ = mha(x, memory=memory, mask=keep[:, None, None], cache=cache)  # fills the static cache
+    again, _ = mha(x, memory=memory, mask=keep[:, None, None], cache=cache)  # reads it
+    assert cache.keys.shape[0] == 2 and torch.allclose(first, repeated, atol=1e-6)
+    assert torch.allclose(again, repeated, atol=1e-6)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_output_projection_equals_the_models_own(tiny_cfg, tie):
+    from aiayn.decoding import _output_projection
+
+    model = Transformer(tiny_cfg.replace(tie_embeddings=tie)).eval()
+    hidden = torch.randn(5, 1, tiny_cfg.d_model)
+    assert torch.allclose(_output_projection(model)(hidden), model.output_logits(hidden)[:, -1], atol=1e-5)

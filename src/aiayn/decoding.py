@@ -16,11 +16,11 @@ Policies (the same for every search):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return out
 
 
-def _output_projection(model: "Transformer") -> Callable[[Tensor], Tensor]:
+def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
     """Decoder output (b, 1, d) -> logits (b, V) through the model's pre-softmax table (§3.4).
 
     The (V, d) table is transposed into a contiguous (d, V) copy once per search: on CPUs the plain
@@ -155,7 +155,7 @@ def _output_projection(model: "Transformer") -> Callable[[Tensor], Tensor]:
     return lambda hidden: torch.mm(hidden[:, -1], table_t)
 
 
-def _reorder_self_caches(caches: "list[LayerCache]", index: Tensor) -> None:
+def _reorder_self_caches(caches: list[LayerCache], index: Tensor) -> None:
     """Keep rows `index` of every self-attention cache, in place in the preallocated buffers."""
     for cache in caches:
         kv = cache.self_kv
@@ -168,7 +168,7 @@ def _reorder_self_caches(caches: "list[LayerCache]", index: Tensor) -> None:
             kv.keys, kv.values = kv.keys[:n], kv.values[:n]
 
 
-def _select_rows(caches: "list[LayerCache]", index: Tensor) -> None:
+def _select_rows(caches: list[LayerCache], index: Tensor) -> None:
     """Keep rows `index` of the cross-attention caches (finished sentences leave the batch)."""
     for cache in caches:
         cache.cross_kv.reorder(index)
@@ -177,7 +177,7 @@ def _select_rows(caches: "list[LayerCache]", index: Tensor) -> None:
 class _Source:
     """A validated source batch: ids (B, S), keep-mask, per-row lengths and per-row output limits."""
 
-    def __init__(self, model: "Transformer", src: Tensor, max_new_tokens: int | None) -> None:
+    def __init__(self, model: Transformer, src: Tensor, max_new_tokens: int | None) -> None:
         """Check src once (type, shape, ids, max_positions, no empty row) and work out the limits."""
         cfg = model.cfg
         model.check_ids(src, "src")
@@ -201,7 +201,7 @@ class _Source:
 # --------------------------------------------------------------------------------- encoder-decoder search
 
 @torch.inference_mode()
-def generate_seq2seq(model: "Transformer", src: Tensor, beam_size: int = 4, length_penalty: float = 0.6,
+def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length_penalty: float = 0.6,
                      max_new_tokens: int | None = None, **options: Any) -> Any:
     """Translate each row of src (B, S): beam search by default (§6.1: beam 4, alpha 0.6, max len S + 50).
 
@@ -241,7 +241,7 @@ def generate_seq2seq(model: "Transformer", src: Tensor, beam_size: int = 4, leng
     return [row[0] for row in results] if n_best == 1 else [row[:n_best] for row in results]
 
 
-def _greedy_or_sample(model: "Transformer", source: _Source, choose: Callable[[Tensor], Tensor],
+def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Tensor], Tensor],
                       min_length: int, want_scores: bool) -> list[Hypothesis]:
     """One hypothesis per row: the argmax (greedy) or a draw at each step, until EOS or the row's limit."""
     cfg = model.cfg
@@ -289,7 +289,7 @@ def _greedy_or_sample(model: "Transformer", source: _Source, choose: Callable[[T
             for row, lp in zip(tokens.tolist(), log_probs.tolist())]
 
 
-def _beam_search(model: "Transformer", source: _Source, beam_size: int, alpha: float, form: str,
+def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: float, form: str,
                  min_length: int, n_best: int) -> list[list[Hypothesis]]:
     """Batched beam search: K beams per sentence, scores log P / lp(|Y|), stop when K beams have ended.
 
@@ -380,7 +380,7 @@ def _beam_search(model: "Transformer", source: _Source, beam_size: int, alpha: f
 
 # ------------------------------------------------------------------------------------ decoder-only (GPT)
 
-def _prompt_rows(model: "DecoderLM", prompt_ids: Tensor | Sequence[Sequence[int]]) -> list[list[int]]:
+def _prompt_rows(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]]) -> list[list[int]]:
     """Prompts as id lists without padding: a (B, T) tensor (padded left or right with pad_id) or lists."""
     cfg = model.cfg
     if isinstance(prompt_ids, Tensor):
@@ -401,7 +401,7 @@ def _prompt_rows(model: "DecoderLM", prompt_ids: Tensor | Sequence[Sequence[int]
 
 
 @torch.inference_mode()
-def generate_lm(model: "DecoderLM", prompt_ids: Tensor | Sequence[Sequence[int]], max_new_tokens: int = 100,
+def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], max_new_tokens: int = 100,
                 **options: Any) -> list[list[int]]:
     """Continue each prompt: greedy, or sampling with do_sample, temperature, top_k, top_p, generator/seed.
 
@@ -434,7 +434,7 @@ def generate_lm(model: "DecoderLM", prompt_ids: Tensor | Sequence[Sequence[int]]
     return results
 
 
-def _continue(model: "DecoderLM", prompts: Tensor, limit: int, choose: Callable[[Tensor], Tensor],
+def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[Tensor], Tensor],
               min_length: int) -> list[list[int]]:
     """Up to `limit` new tokens after equal-length prompts (B, T), on the KV cache; finished rows leave."""
     cfg = model.cfg
