@@ -349,3 +349,19 @@ def test_output_projection_equals_the_models_own(tiny_cfg, tie):
     model = Transformer(tiny_cfg.replace(tie_embeddings=tie)).eval()
     hidden = torch.randn(5, 1, tiny_cfg.d_model)
     assert torch.allclose(_output_projection(model)(hidden), model.output_logits(hidden)[:, -1], atol=1e-5)
+
+
+def test_kv_cache_appends_grows_and_reorders_in_place():
+    from aiayn import KVCache
+
+    cache = KVCache(capacity=2)
+    steps = [torch.randn(3, 2, 1, 4) for _ in range(3)]
+    for step in steps:
+        keys, values = cache.append(step, -step)
+    assert cache.block.shape[3] == 4  # grew past capacity 2, doubling
+    assert torch.equal(keys, torch.cat(steps, 2)) and torch.equal(values, -torch.cat(steps, 2))
+    block = cache.block
+    cache.reorder(torch.tensor([2, 0]))  # beam parents / finished rows leaving: rows 2 and 0 remain
+    assert cache.block.data_ptr() == block.data_ptr()  # rewritten in place, nothing reallocated
+    keys, values = cache.get()
+    assert torch.equal(keys, torch.cat(steps, 2)[[2, 0]]) and torch.equal(values, -keys)

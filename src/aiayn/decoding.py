@@ -155,17 +155,10 @@ def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
     return lambda hidden: torch.mm(hidden[:, -1], table_t)
 
 
-def _reorder_self_caches(caches: list[LayerCache], index: Tensor) -> None:
+def _reorder_self_caches(caches: "list[LayerCache]", index: Tensor) -> None:
     """Keep rows `index` of every self-attention cache, in place in the preallocated buffers."""
     for cache in caches:
-        kv = cache.self_kv
-        if kv.keys is None or kv.values is None:
-            continue
-        n, length = index.shape[0], kv.length
-        kv.keys[:n, :, :length] = kv.keys[:, :, :length].index_select(0, index)
-        kv.values[:n, :, :length] = kv.values[:, :, :length].index_select(0, index)
-        if n < kv.keys.shape[0]:  # the batch shrank: keep a (n, H, capacity, d_k) view
-            kv.keys, kv.values = kv.keys[:n], kv.values[:n]
+        cache.self_kv.reorder(index)
 
 
 def _select_rows(caches: list[LayerCache], index: Tensor) -> None:
