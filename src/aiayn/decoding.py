@@ -155,7 +155,7 @@ def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
     return lambda hidden: torch.mm(hidden[:, -1], table_t)
 
 
-def _reorder_self_caches(caches: "list[LayerCache]", index: Tensor) -> None:
+def _reorder_self_caches(caches: list[LayerCache], index: Tensor) -> None:
     """Keep rows `index` of every self-attention cache, in place in the preallocated buffers."""
     for cache in caches:
         cache.self_kv.reorder(index)
