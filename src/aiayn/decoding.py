@@ -349,17 +349,16 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
         done = [at_limit[i] or len(finished[s]) >= k for i, s in enumerate(active)]
         if all(done):
             break
-        _reorder_self_caches(caches, parent)
         if any(done):  # done sentences leave the batch
             keep_sentences = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
             keep_rows = (keep_sentences[:, None] * k + torch.arange(k, device=device)).view(-1)
             active = [s for s, d in zip(active, done) if not d]
             scores, history = scores[keep_sentences], history[keep_rows]
-            next_token = next_token[keep_rows]
+            next_token, parent = next_token[keep_rows], parent[keep_rows]
             memory = memory.index_select(0, keep_sentences)
             memory_mask = None if memory_mask is None else memory_mask.index_select(0, keep_sentences)
-            _reorder_self_caches(caches, keep_rows)
             _select_rows(caches, keep_sentences)
+        _reorder_self_caches(caches, parent)  # each live beam continues its parent's cache rows
         token = next_token[:, None]
     results = []
     for hyps in finished:
