@@ -152,6 +152,9 @@ def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
         return lambda hidden: model.output_logits(hidden)[:, -1]
     table = model.token_embedding.weight if cfg.tie_embeddings else lm_head.weight
     table_t = table.t().contiguous()  # (d, V)
+    bias = model.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
+    if bias is not None:
+        return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
     return lambda hidden: torch.mm(hidden[:, -1], table_t)
 
 
