@@ -122,13 +122,15 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=cmd_train)
 
 
-def _load_translator(folder: str) -> tuple[object, object]:
+def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]:
     """An encoder-decoder model and its tokenizer from a model folder, checked to fit each other."""
     from .saving import load
     from .tokenizer import check_fits, load_tokenizer
 
+    from .training.loop import resolve_device
+
     try:
-        model = load(folder)
+        model = load(folder, map_location=resolve_device(device))
         if model.model_type != "transformer":
             raise UserError(f"{folder} holds a {model.model_type} model; translation needs an encoder-decoder "
                             f"(a folder written by `aiayn train`)")
@@ -153,7 +155,7 @@ def cmd_translate(args: argparse.Namespace) -> None:
     from .evaluation import translate
 
     _set_threads(args.threads)
-    model, tok = _load_translator(args.model)
+    model, tok = _load_translator(args.model, args.device)
     texts = list(args.text)
     if args.input:
         try:
@@ -184,6 +186,7 @@ def add_translate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     parser.set_defaults(run=cmd_translate)
 
 
@@ -196,7 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .saving import atomic_write_text
 
     _set_threads(args.threads)
-    model, tok = _load_translator(args.model)
+    model, tok = _load_translator(args.model, args.device)
     try:
         if (args.src is None) != (args.ref is None):
             raise UserError("give both --src and --ref (or neither, for the bundled test set)")
@@ -226,6 +229,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     parser.set_defaults(run=cmd_evaluate)
 
 

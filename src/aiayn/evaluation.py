@@ -53,6 +53,7 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     budget = max(batch_tokens // max(beam_size, 1), 1)
     start = 0
     was_training = model.training
+    device = next(model.parameters()).device
     model.eval()
     while start < len(order):
         end = start + 1
@@ -60,9 +61,8 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
             end += 1
         chunk = order[start:end]
         width = max(len(encoded[i]) for i in chunk)
-        src = torch.full((len(chunk), width), cfg.pad_id, dtype=torch.long)
-        for row, i in enumerate(chunk):
-            src[row, :len(encoded[i])] = torch.tensor(encoded[i])
+        src = torch.tensor([encoded[i] + [cfg.pad_id] * (width - len(encoded[i])) for i in chunk],
+                           device=device)  # (B, S)
         try:
             hyps = model.generate(src, beam_size=beam_size, length_penalty=length_penalty)
         except NotImplementedError:  # beam search not in this build: say so once, then decode greedily

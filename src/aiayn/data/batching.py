@@ -20,6 +20,13 @@ class Batch:
     labels: Tensor
     n_tokens: int  # real (non-pad) label tokens: what the loss is averaged over
 
+    def to(self, device: torch.device) -> "Batch":
+        """The batch on `device` (unchanged if already there)."""
+        if self.src.device == device:
+            return self
+        return Batch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
+                     self.labels.to(device, non_blocking=True), self.n_tokens)
+
     @property
     def n_src_tokens(self) -> int:
         """Real (non-pad) source tokens."""

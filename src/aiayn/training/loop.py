@@ -75,6 +75,7 @@ class TrainConfig:
     clip_norm: float = 0.0  # 0: no gradient clipping (the paper uses none)
     seed: int = 1
     threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
+    device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
     # --- logging, evaluation, checkpoints
     log_every: int = 25
     eval_every: int = 500  # validation loss and dev BLEU every K steps (0: only at the end)
@@ -280,7 +281,8 @@ class Trainer:
                 model_cfg = ModelConfig.preset(cfg.preset, **overrides)
             except ValueError as error:
                 raise TrainingError(str(error)) from None
-        self.model = Transformer(model_cfg)
+        self.device = resolve_device(cfg.device)
+        self.model = Transformer(model_cfg).to(self.device)
         self.examples = _encode_pairs(self.tokenizer, self.corpus.train, cfg.max_len)
         if not self.examples:
             raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
@@ -313,6 +315,8 @@ class Trainer:
         self.tgt_tokens_seen = state.get("tgt_tokens_seen", 0)
         self.train_seconds = state.get("train_seconds", 0.0)
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         _truncate_metrics(self.run_dir, self.step)
         self.log(f"resuming {self.run_dir} from {checkpoint.name} (epoch {self.epoch}, batch {self.position})")
 
@@ -320,6 +324,7 @@ class Trainer:
         """Everything besides the weights that an exact resume needs."""
         return {"optimizer": self.optimizer.state_dict(), "step": self.step, "epoch": self.epoch,
                 "position": self.position, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "tgt_tokens_seen": self.tgt_tokens_seen, "train_seconds": self.train_seconds}
 
     def save(self) -> Path:
@@ -334,7 +339,8 @@ class Trainer:
             self._batches = self.batcher.epoch(self.epoch)
         indices = self._batches[self.position]
         self.position += 1
-        return self.batcher.batch(indices, self.model.cfg.pad_id, self.model.cfg.bos_id, self.model.cfg.eos_id)
+        batch = self.batcher.batch(indices, self.model.cfg.pad_id, self.model.cfg.bos_id, self.model.cfg.eos_id)
+        return batch.to(self.device)
 
     def train_step(self) -> float:
         """One optimizer step over `accumulate` batches; returns the smoothed loss per target token."""
@@ -373,7 +379,7 @@ class Trainer:
         smoothed = nll = 0.0
         tokens = 0
         for indices in batcher.epoch(0):
-            batch = batcher.batch(indices)
+            batch = batcher.batch(indices).to(self.device)
             logits = model(batch.src, batch.tgt_in)
             smoothed += float(label_smoothed_loss(logits, batch.labels, self.cfg.label_smoothing, model.cfg.pad_id))
             nll += float(label_smoothed_loss(logits, batch.labels, 0.0, model.cfg.pad_id))
@@ -466,6 +472,19 @@ class Trainer:
     def _tokens_per_second(self) -> float:
         """Target tokens per second of training time so far in this process."""
         return self.tgt_tokens_seen / self.train_seconds if self.train_seconds else 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else as torch.device, checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {name!r}: use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+    return device
 
 
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> TrainResult:
