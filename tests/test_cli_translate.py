@@ -91,3 +91,32 @@ def test_scores_match_sacrebleu_and_perfect_output_scores_100() -> None:
     assert got.chrf == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
     assert 0 < got.bleu < 100 and got.bleu_signature.startswith("nrefs:1|case:mixed")
     assert score(refs, refs).bleu == pytest.approx(100.0) and score(refs, refs).chrf == pytest.approx(100.0)
+
+
+def test_translate_keeps_input_order_across_length_sorted_batches() -> None:
+    import torch
+
+    from aiayn import ModelConfig
+    from aiayn.evaluation import translate
+    from aiayn.tokenizer import train_bpe
+
+    class Echo(torch.nn.Module):
+        """A 'translator' that returns its source tokens: the output must equal the input text."""
+
+        cfg = ModelConfig.preset("tiny", vocab_size=400)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.beams: list[int] = []
+
+        def generate(self, src: torch.Tensor, beam_size: int = 4, length_penalty: float = 0.6) -> list[list[int]]:
+            self.beams.append(beam_size)
+            return [[t for t in row if t > 3] for row in src.tolist()]
+
+    texts = [" ".join(["word"] * n) + f" end{n % 7}" for n in (9, 1, 30, 4, 17, 2, 25, 6)]
+    tok = train_bpe(texts * 3, vocab_size=300)
+    model = Echo()
+    out = translate(model, tok, texts, beam_size=4, batch_tokens=120)
+    assert out == texts
+    assert model.beams and set(model.beams) == {4} and len(model.beams) > 1  # several batches, beam 4 (§6.1)
