@@ -21,7 +21,6 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import torch
 

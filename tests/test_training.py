@@ -10,7 +10,7 @@ import torch
 
 import aiayn
 from aiayn.training import InverseSqrtSchedule, average_checkpoints, label_smoothed_loss, list_checkpoints
-from aiayn.training.loop import TrainConfig, TrainingError, Trainer, read_metrics, train
+from aiayn.training.loop import TrainConfig, Trainer, TrainingError, read_metrics, train
 
 from .helpers_translation import write_corpus
 
@@ -63,11 +63,10 @@ def _cfg(tmp_path: Path, out: str, **changes) -> TrainConfig:
     corpus = tmp_path / "corpus.tsv"
     if not corpus.exists():
         write_corpus(corpus, n=300)
-    values = dict(out=str(tmp_path / out), data=str(corpus), preset="tiny", vocab_size=60, dev_size=20,
-                  test_size=20, batch_tokens=300, steps=10, warmup=5, peak_lr=3e-3, log_every=1, eval_every=0,
-                  save_every=0, final_test=False, beam=1, seed=3)
-    values.update(changes)
-    return TrainConfig(**values)
+    values = {"out": str(tmp_path / out), "data": str(corpus), "preset": "tiny", "vocab_size": 60,
+              "dev_size": 20, "test_size": 20, "batch_tokens": 300, "steps": 10, "warmup": 5, "peak_lr": 3e-3,
+              "log_every": 1, "eval_every": 0, "save_every": 0, "final_test": False, "beam": 1, "seed": 3}
+    return TrainConfig(**{**values, **changes})
 
 
 def test_tiny_model_cuts_its_training_loss_by_80_percent(tmp_path: Path) -> None:

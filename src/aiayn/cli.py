@@ -88,7 +88,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if result.interrupted:
         raise KeyboardInterrupt
     if result.test_scores is not None:
-        print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {cfg.beam}:")
+        from .evaluation import beam_fell_back
+
+        beam = "1 (greedy: beam search unavailable)" if beam_fell_back() else cfg.beam
+        print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {beam}:")
         print(result.test_scores)
     print(f"model: {result.run_dir / 'model'}")
 
@@ -126,7 +129,6 @@ def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]
     """An encoder-decoder model and its tokenizer from a model folder, checked to fit each other."""
     from .saving import load
     from .tokenizer import check_fits, load_tokenizer
-
     from .training.loop import resolve_device
 
     try:

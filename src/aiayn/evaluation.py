@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from .tokenizer import decode, encode_source
 
-_warned_greedy = False
+_warned_greedy = False  # set once beam search was asked for but unavailable (greedy was used)
 
 
 @dataclass
@@ -26,6 +27,11 @@ class Scores:
     def __str__(self) -> str:
         """Two report lines, as sacreBLEU prints them."""
         return f"BLEU = {self.bleu:.2f}  ({self.bleu_signature})\nchrF = {self.chrf:.2f}  ({self.chrf_signature})"
+
+
+def beam_fell_back() -> bool:
+    """True if an earlier `translate` asked for beam search but this build only had greedy search."""
+    return _warned_greedy
 
 
 def score(hypotheses: list[str], references: list[str]) -> Scores:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -44,7 +45,7 @@ def load_tokenizer(folder_or_file: str | Path) -> Tokenizer:
                              f"trained with (written by `aiayn train`)")
     try:
         tok = Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a plain Exception on bad JSON
+    except Exception as error:  # noqa: BLE001 - tokenizers raises a plain Exception on a bad file
         raise TokenizerError(f"{path} is not a valid tokenizers JSON file ({error}); restore it from the run folder") \
             from None
     check_special_ids(tok, str(path))

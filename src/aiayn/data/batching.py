@@ -20,7 +20,7 @@ class Batch:
     labels: Tensor
     n_tokens: int  # real (non-pad) label tokens: what the loss is averaged over
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         """The batch on `device` (unchanged if already there)."""
         if self.src.device == device:
             return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -50,7 +51,7 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is missing: {checkpoint} is a model folder but not a resumable checkpoint")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle/zip errors of a truncated file
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:  # truncated/corrupt
         raise CheckpointError(f"{path} is truncated or corrupt ({error}); delete {checkpoint} to resume from the "
                               f"previous checkpoint") from None
 

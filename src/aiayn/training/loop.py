@@ -9,9 +9,10 @@ import signal
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 import torch
 from tqdm import tqdm
@@ -20,8 +21,17 @@ from ..config import ModelConfig
 from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, load_corpus
 from ..models import Transformer
-from ..saving import (CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, atomic_write_text, load_state, read_config, read_weights,
-                      save_model, save_tokenizer)
+from ..saving import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    atomic_write_text,
+    load_state,
+    read_config,
+    read_weights,
+    save_model,
+    save_tokenizer,
+)
 from ..tokenizer import EOS_ID, check_fits, encode_batch, load_tokenizer, train_bpe
 from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
 from .loss import label_smoothed_loss
@@ -100,7 +110,7 @@ class TrainConfig:
                                 f"{self.peak_lr} and {self.lr_scale}")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> TrainConfig:
         """Build from a dict; unknown keys raise TrainingError naming them."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -109,7 +119,7 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_toml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+    def from_toml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Settings from a TOML file (top-level keys = field names), then `overrides` on top."""
         path = Path(path)
         if not path.is_file():
@@ -150,7 +160,7 @@ class _StopFlag:
         self.requested = False
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> Self:
         """Install the handlers (main thread only)."""
         import threading
 
@@ -164,7 +174,7 @@ class _StopFlag:
             raise KeyboardInterrupt
         self.requested = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         """Restore the previous handlers."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
@@ -399,6 +409,8 @@ class Trainer:
 
     def evaluate(self, test: bool) -> dict[str, Any]:
         """Dev loss and dev BLEU (and, if asked, test BLEU/chrF with beam search), logged to metrics.jsonl."""
+        from ..evaluation import beam_fell_back
+
         started = time.perf_counter()
         record: dict[str, Any] = {"step": self.step, **self.validate()}
         if self.corpus.dev:
@@ -406,7 +418,8 @@ class Trainer:
         if test and self.corpus.test:
             scores = self.bleu("test", self.cfg.beam)
             record.update(test_bleu=scores.bleu, test_chrf=scores.chrf, bleu_signature=scores.bleu_signature,
-                          chrf_signature=scores.chrf_signature, test_beam=self.cfg.beam)
+                          chrf_signature=scores.chrf_signature,
+                          test_beam=1 if beam_fell_back() else self.cfg.beam)
         record.update(tgt_tokens_seen=self.tgt_tokens_seen, train_s=round(self.train_seconds, 1),
                       eval_s=round(time.perf_counter() - started, 1))
         self.write(record)
@@ -414,7 +427,7 @@ class Trainer:
         if "dev_bleu" in record:
             parts.append(f"dev BLEU {record['dev_bleu']:.2f}")
         if "test_bleu" in record:
-            parts.append(f"test BLEU {record['test_bleu']:.2f} chrF {record['test_chrf']:.1f} (beam {self.cfg.beam})")
+            parts.append(f"test BLEU {record['test_bleu']:.2f} chrF {record['test_chrf']:.1f} (beam {record['test_beam']})")
         self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
         plot_curves(self.run_dir)
         return record

@@ -27,6 +27,6 @@ class InverseSqrtSchedule:
         return self(self.warmup)
 
     @classmethod
-    def with_peak(cls, d_model: int, warmup: int, peak_lr: float) -> "InverseSqrtSchedule":
+    def with_peak(cls, d_model: int, warmup: int, peak_lr: float) -> InverseSqrtSchedule:
         """The schedule whose learning rate at step = warmup is peak_lr."""
         return cls(d_model, warmup, peak_lr / cls(d_model, warmup).peak)
