@@ -221,7 +221,7 @@ def plot_curves(run_dir: str | Path) -> Path | None:
     for key, label in (("loss", "train loss (smoothed)"), ("dev_loss", "dev loss (smoothed)")):
         points = [(r["step"], r[key]) for r in records if key in r]
         if points:
-            ax_loss.plot(*zip(*points), label=label, marker="." if key == "dev_loss" else None)
+            ax_loss.plot(*zip(*points), label=label, marker="." if key == "dev_loss" or len(points) < 30 else None)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("cross entropy (nats/token)")
     ax_loss.legend()
