@@ -237,8 +237,8 @@ class LMTrainer:
         else:
             started = time.perf_counter()
             self.tokenizer = make_tokenizer(cfg.tokenizer_kind, train_text, cfg.vocab_size, cfg.task)
-            self.log(f"{cfg.tokenizer_kind} tokenizer: {self.tokenizer.get_vocab_size():,} tokens "
-                     f"[{time.perf_counter() - started:.1f}s]")
+            learned = f"; {cfg.tokenizer_kind} tokenizer of {self.tokenizer.get_vocab_size():,} tokens learned in " \
+                      f"{time.perf_counter() - started:.1f}s"
             model_cfg = cfg.model_config(self.tokenizer.get_vocab_size())
         if cfg.task == "mlm" and self.tokenizer.token_to_id(MASK_TOKEN) != MASK_ID:
             raise TrainingError(f"the tokenizer's {MASK_TOKEN} token has id {self.tokenizer.token_to_id(MASK_TOKEN)}"
@@ -250,7 +250,7 @@ class LMTrainer:
                 raise TrainingError(f"the {split} split of {source} has {ids.numel():,} tokens, fewer than one "
                                     f"context window of {cfg.context} + 1: give more text or a smaller --context")
         self.log(f"text {source}: {len(text):,} characters; train {self.train_ids.numel():,} and validation "
-                 f"{self.val_ids.numel():,} tokens")
+                 f"{self.val_ids.numel():,} tokens" + ("" if resume else learned))
         self.device = resolve_device(cfg.device)
         model_class = DecoderLM if cfg.task == "lm" else EncoderLM
         self.model: TransformerBase = model_class(model_cfg).to(self.device)
