@@ -35,8 +35,17 @@ from ..data.lm import (
     train_wordpiece_tokenizer,
 )
 from ..models import DecoderLM, EncoderLM, TransformerBase
-from ..saving import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, atomic_write_text, load_state, read_config, \
-    read_weights, save_model, save_tokenizer
+from ..saving import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    atomic_write_text,
+    load_state,
+    read_config,
+    read_weights,
+    save_model,
+    save_tokenizer,
+)
 from ..tokenizer import check_fits, load_tokenizer, train_bpe
 from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
 from .loop import (
