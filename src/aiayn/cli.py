@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 
 class UserError(Exception):
@@ -29,6 +29,36 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"  {row[:6]}... -> {out} (random weights: noise until trained)")
 
 
+def cmd_attention(args: argparse.Namespace) -> None:
+    """Draw a model's attention for one sentence: PNG heatmaps (and an HTML explorer with --html)."""
+    from .viz import attention_command
+
+    attention_command(args)
+
+
+def add_attention_parser(commands: Any) -> None:
+    """`aiayn attention MODEL_DIR "text" [--target "..."] [--html FILE] [--out DIR]`."""
+    parser = commands.add_parser(
+        "attention", help="draw attention heatmaps (PNG) and an HTML explorer for one sentence",
+        description=cmd_attention.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='example:\n  aiayn attention runs/en-es/model "The cat sat on the mat." --out pictures '
+               '--html pictures/attention.html\n  aiayn attention bert-folder "The animal didn\'t cross the street '
+               'because it was too tired" --focus it')
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="an aiayn model folder (config.json, model.safetensors, tokenizer.json)")
+    parser.add_argument("text", metavar="TEXT", help="the source sentence (EncoderLM/DecoderLM: the text)")
+    parser.add_argument("--target", default=None,
+                        help="the target sentence (encoder-decoder only); default: the model's own translation")
+    parser.add_argument("--out", default="attention", metavar="DIR",
+                        help="folder for the PNGs (default: ./attention)")
+    parser.add_argument("--html", default=None, metavar="FILE", help="also write the HTML attention explorer")
+    parser.add_argument("--focus", default=None, metavar="TOKEN",
+                        help="also draw where this token (a word or a position) attends in every layer")
+    parser.add_argument("--beam", type=int, default=4,
+                        help="beam size for the model's own translation (default 4, as in §6.1)")
+    parser.set_defaults(run=cmd_attention)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="aiayn", description=__doc__)
@@ -37,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description=cmd_demo.__doc__)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo)
+    add_attention_parser(commands)
     return parser
 
 
