@@ -153,6 +153,8 @@ def collect_attention(model: Any, tokenizer: Any, text: str, target: str | None 
 
 def _translate(model: Any, src: Tensor, beam_size: int) -> tuple[list[int], str]:
     """The model's translation of src (1, S) and how it was decoded."""
+    if beam_size == 1:
+        return model.generate(src, beam_size=1)[0], "greedy search"
     try:
         return model.generate(src, beam_size=beam_size)[0], f"beam search, beam {beam_size}"
     except NotImplementedError:  # beam search lands with the decoding issue
@@ -510,8 +512,8 @@ def attention_command(args: Any) -> None:
             if args.focus is not None else None
     except ValueError as error:  # over-long text, ids outside the vocabulary, a target for an LM, ...
         raise UserError(str(error)) from None
-    if record.target_text and record.notes.get("decoding"):
-        print(f"translation ({record.notes['decoding']}): {record.target_text}")
+    if record.notes.get("decoding"):
+        print(f"translation ({record.notes['decoding']}): {record.target_text or '(empty)'}")
     written = write_pngs(record, args.out)
     if focus is not None:
         kind = record.kinds[0]
