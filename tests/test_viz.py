@@ -216,7 +216,7 @@ def test_without_a_target_the_picture_shows_the_models_own_translation(folders, 
 
 def embedded_data(page: str) -> dict:
     """The JSON the explorer embeds."""
-    match = re.search(r'<script type="application/json" id="attention-data">(.*?)</script>', page, re.S)
+    match = re.search(r'<script type="application/json" id="attention-data">(.*?)</script>', page, re.DOTALL)
     assert match is not None
     return json.loads(match.group(1))
 
@@ -225,7 +225,7 @@ def test_html_is_self_contained_and_embeds_the_weights(folders, tok, tmp_path):
     model, _, attentions = model_attentions(folders["transformer"], tok, SOURCE, TARGET)
     record = viz.collect_attention(model, tok, SOURCE, TARGET)
     page = viz.write_html(record, tmp_path / "explorer.html").read_text(encoding="utf-8")
-    assert not re.search(r"""(src|href)\s*=|@import|url\(|<link""", page, re.I)  # nothing fetched
+    assert not re.search(r"""(src|href)\s*=|@import|url\(|<link""", page, re.IGNORECASE)  # nothing fetched
     assert page.count("</script>") == 2  # tokens such as "</s>" cannot close the data's <script>
     data = embedded_data(page)
     assert data["kinds"]["encoder_self"]["keys"] == record.source_tokens

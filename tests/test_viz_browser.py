@@ -72,7 +72,7 @@ def test_explorer_runs_without_errors_and_fetches_nothing(browser, pages):
 
 
 def test_screenshot_changes_when_another_head_is_picked(browser, pages):
-    path, record = pages["transformer"]
+    path, _ = pages["transformer"]
     page, log = open_page(browser, path)
     shots = {}
     for head in ("0", "1", "mean"):

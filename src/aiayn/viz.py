@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -485,7 +486,7 @@ def load_model_and_tokenizer(folder: str | Path) -> tuple[Any, Any]:
 
     try:
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    except Exception as error:  # tokenizers raises a bare Exception for a bad file
+    except Exception as error:  # noqa: BLE001 (tokenizers raises a bare Exception for a bad file)
         raise UserError(f"{tokenizer_path} is not a valid tokenizers JSON file ({error}); save it again") from None
     return model, tokenizer
 
