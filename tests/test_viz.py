@@ -254,3 +254,31 @@ def test_cli_errors_are_one_line_with_exit_code_1(folders, tmp_path, capsys):
     aiayn.load(folders["encoder_lm"]).save(bare)
     assert "tokenizer.json is missing" in error(str(bare), SOURCE)
     assert not (tmp_path / "x").exists()  # nothing written when the command fails
+
+
+def test_a_hugging_face_folder_goes_through_aiayn_from_huggingface(folders, tmp_path, monkeypatch, capsys):
+    hf = tmp_path / "bert"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    (hf / "tokenizer.json").write_bytes((folders["encoder_lm"] / "tokenizer.json").read_bytes())
+    argv = ["attention", str(hf), SOURCE, "--focus", "cat", "--out", str(tmp_path / "pics")]
+    monkeypatch.delattr(aiayn, "from_huggingface", raising=False)
+    assert main(argv) == 1
+    assert "holds a Hugging Face 'bert' model" in capsys.readouterr().err
+    converted = aiayn.load(folders["encoder_lm"])
+    monkeypatch.setattr(aiayn, "from_huggingface", lambda folder: converted if folder == hf else None, raising=False)
+    assert main(argv) == 0
+    assert (tmp_path / "pics" / "focus_cat_1.png").is_file()
+    assert (tmp_path / "pics" / "encoder_self_layer1.png").is_file()
+
+
+def test_a_tokenizer_that_pads_gives_the_same_pictures(folders, tok):
+    """Hugging Face tokenizer.json files often pad to a fixed length (MiniLM's pads to 128)."""
+    padding = train_tokenizer()
+    padding.enable_padding(length=40, pad_id=0, pad_token="<pad>")
+    for model_type, target in (("transformer", TARGET), ("encoder_lm", None)):
+        model = aiayn.load(folders[model_type])
+        plain, padded = (viz.collect_attention(model, t, SOURCE, target) for t in (tok, padding))
+        assert padded.source_tokens == plain.source_tokens and "<pad>" not in padded.source_tokens
+        for kind in plain.kinds:
+            np.testing.assert_allclose(padded.weights[kind][1], plain.weights[kind][1], atol=1e-6)

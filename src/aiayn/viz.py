@@ -107,9 +107,9 @@ def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 def source_ids(model: Any, tokenizer: Any, text: str) -> list[int]:
     """Token ids of the text as the model reads it: BPE ids + [EOS] for a Transformer's source;
     the tokenizer's own encoding (with its special tokens, e.g. BERT's [CLS] .. [SEP]) otherwise."""
-    if model.model_type == "transformer":
-        return tokenizer.encode(text, add_special_tokens=False).ids + [model.cfg.eos_id]
-    return tokenizer.encode(text).ids
+    encoding = tokenizer.encode(text, add_special_tokens=model.model_type != "transformer")
+    ids = [i for i, keep in zip(encoding.ids, encoding.attention_mask) if keep]  # a tokenizer may pad
+    return ids + [model.cfg.eos_id] if model.model_type == "transformer" else ids
 
 
 @torch.no_grad()
@@ -133,7 +133,8 @@ def collect_attention(model: Any, tokenizer: Any, text: str, target: str | None 
             target_ids, notes["decoding"] = _translate(model, src, beam_size)
             target = tokenizer.decode(target_ids)
         else:
-            target_ids = tokenizer.encode(target, add_special_tokens=False).ids
+            encoding = tokenizer.encode(target, add_special_tokens=False)
+            target_ids = [i for i, keep in zip(encoding.ids, encoding.attention_mask) if keep]
         decoder_in = [model.cfg.bos_id] + list(target_ids)  # BOS + target, shifted right
         tgt = torch.tensor([decoder_in], dtype=torch.long, device=device)  # (1, T)
         out = model(src, tgt, return_attention=True)
@@ -286,7 +287,7 @@ def plot_overview(record: AttentionRecord) -> Figure:
                 continue
             draw_heatmap(ax, record.matrix(kind, layer, "mean"), queries, keys,
                          f"{KIND_TITLES[kind]}\nlayer {layer}, mean of heads")
-    fig.suptitle("attention averaged over heads", fontsize=11)
+    fig.suptitle("attention averaged over heads (each panel scaled to its own maximum)", fontsize=11)
     return fig
 
 
@@ -308,7 +309,9 @@ def plot_token_attention(record: AttentionRecord, token: int | str, kind: str = 
             ax.set_visible(False)
             continue
         rows_of_token = record.weights[kind][layer][:, position, :]  # (H, Tk)
-        draw_heatmap(ax, rows_of_token, [f"head {h}" for h in range(n_heads)], keys, f"layer {layer}", vmax=1.0)
+        image = draw_heatmap(ax, rows_of_token, [f"head {h}" for h in range(n_heads)], keys, f"layer {layer}",
+                             vmax=1.0)
+    fig.colorbar(image, ax=axes, shrink=0.5, label="attention weight")
     fig.suptitle(f"{KIND_TITLES[kind]}: where {queries[position]!r} (position {position}) attends", fontsize=11)
     return fig
 
@@ -488,6 +491,8 @@ def load_model_and_tokenizer(folder: str | Path) -> tuple[Any, Any]:
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     except Exception as error:  # noqa: BLE001 (tokenizers raises a bare Exception for a bad file)
         raise UserError(f"{tokenizer_path} is not a valid tokenizers JSON file ({error}); save it again") from None
+    tokenizer.no_padding()  # one sentence: no padding, and no silent truncation (an over-long text is an error)
+    tokenizer.no_truncation()
     return model, tokenizer
 
 
