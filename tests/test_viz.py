@@ -282,3 +282,21 @@ def test_a_tokenizer_that_pads_gives_the_same_pictures(folders, tok):
         assert padded.source_tokens == plain.source_tokens and "<pad>" not in padded.source_tokens
         for kind in plain.kinds:
             np.testing.assert_allclose(padded.weights[kind][1], plain.weights[kind][1], atol=1e-6)
+
+
+def test_cli_draws_only_the_chosen_kind_layer_and_head(folders, tmp_path, capsys):
+    out = tmp_path / "one"
+    argv = ["attention", str(folders["transformer"]), SOURCE, "--target", TARGET, "--out", str(out)]
+    assert main([*argv, "--kind", "cross", "--layer", "-1", "--head", "mean"]) == 0
+    assert [p.name for p in out.iterdir()] == ["cross_layer1_mean.png"]
+    assert main([*argv, "--layer", "0", "--head", "3"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cross_layer0_head3.png", "cross_layer1_mean.png",
+                                                     "decoder_self_layer0_head3.png", "encoder_self_layer0_head3.png"]
+    capsys.readouterr()
+    for bad, message in ((["--layer", "2"], "layer 2 is out of range"), (["--head", "4"], "head 4 is out of range"),
+                         (["--head", "all"], "head 'all' is out of range")):
+        assert main([*argv, "--out", str(tmp_path / "bad"), *bad]) == 1
+        assert message in capsys.readouterr().err
+    assert main(["attention", str(folders["decoder_lm"]), SOURCE, "--kind", "cross", "--out", str(tmp_path / "b")]) == 1
+    assert "no 'cross' attention" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "b").exists()

@@ -41,9 +41,11 @@ def add_attention_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "attention", help="draw attention heatmaps (PNG) and an HTML explorer for one sentence",
         description=cmd_attention.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='example:\n  aiayn attention runs/en-es/model "The cat sat on the mat." --out pictures '
-               '--html pictures/attention.html\n  aiayn attention bert-folder "The animal didn\'t cross the street '
-               'because it was too tired" --focus it')
+        epilog="examples:\n"
+               '  aiayn attention runs/en-es/model "The cat sat on the mat." --html pictures/explorer.html\n'
+               '  aiayn attention runs/en-es/model "The cat sat on the mat." --kind cross --layer -1 --head mean\n'
+               '  aiayn attention MINILM_DIR "The animal didn\'t cross the street because it was too tired" '
+               "--focus it")
     parser.add_argument("model_dir", metavar="MODEL_DIR",
                         help="an aiayn model folder (config.json, model.safetensors, tokenizer.json)")
     parser.add_argument("text", metavar="TEXT", help="the source sentence (EncoderLM/DecoderLM: the text)")
@@ -54,6 +56,12 @@ def add_attention_parser(commands: Any) -> None:
     parser.add_argument("--html", default=None, metavar="FILE", help="also write the HTML attention explorer")
     parser.add_argument("--focus", default=None, metavar="TOKEN",
                         help="also draw where this token (a word or a position) attends in every layer")
+    parser.add_argument("--kind", choices=("encoder_self", "decoder_self", "cross"), default=None,
+                        help="draw only this kind of attention (default: every kind the model has)")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="draw only this layer (0 is the first, -1 the last; default: every layer)")
+    parser.add_argument("--head", default=None, metavar="H|mean",
+                        help="draw only head H, or 'mean' for the mean over heads (default: a grid of all)")
     parser.add_argument("--beam", type=int, default=4,
                         help="beam size for the model's own translation (default 4, as in §6.1)")
     parser.set_defaults(run=cmd_attention)

@@ -244,7 +244,7 @@ def plot_attention(attention: AttentionRecord | np.ndarray | Tensor, kind: str |
         attention.matrix(kind, layer, 0)  # checks kind and layer
         heads = attention.weights[kind][layer]
         n_layers = len(attention.weights[kind])
-        default_title = f"{KIND_TITLES[kind]}, layer {layer % n_layers} of {n_layers}"
+        default_title = f"{KIND_TITLES[kind]}, layer {layer % n_layers} (of layers 0..{n_layers - 1})"
     else:
         heads = _as_numpy(attention)
         if heads.ndim == 4:
@@ -410,6 +410,22 @@ def write_pngs(record: AttentionRecord, folder: str | Path) -> list[Path]:
     return written
 
 
+def write_selected(record: AttentionRecord, folder: str | Path, kind: str | None = None, layer: int | None = None,
+                   head: int | str | None = None) -> list[Path]:
+    """Write only the chosen pictures, KIND_layerN.png (or ..._headH.png, ..._mean.png with a head):
+    one kind or all, one layer (negative counts from the top) or all, one head, "mean" or the grid."""
+    plans = []
+    for name in [kind] if kind else record.kinds:
+        record.matrix(name, 0)  # a clear ValueError for a kind the model lacks
+        n_layers = len(record.weights[name])
+        for number in [layer] if layer is not None else range(n_layers):
+            record.matrix(name, number, head if head is not None else "mean")  # checks layer and head
+            number %= n_layers
+            suffix = "" if head is None else "_mean" if head == "mean" else f"_head{int(head) % 10_000}"
+            plans.append((name, number, Path(folder) / f"{name}_layer{number}{suffix}.png"))
+    return [save_figure(plot_attention(record, name, number, head), path) for name, number, path in plans]
+
+
 def explorer_data(record: AttentionRecord, decimals: int = 4) -> dict[str, Any]:
     """The JSON the HTML explorer embeds: per kind its tokens and weights [layer][head][query][key]."""
     kinds = {}
@@ -512,17 +528,23 @@ def attention_command(args: Any) -> None:
     if args.beam < 1:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     model, tokenizer = load_model_and_tokenizer(args.model_dir)
+    head = None if args.head is None else _position_or_word(args.head)
+    selected = args.kind is not None or args.layer is not None or head is not None
     try:
         record = collect_attention(model, tokenizer, args.text, args.target, beam_size=args.beam)
-        focus = find_token(record.tokens(record.kinds[0])[0], _position_or_word(args.focus)) \
+        kind = args.kind or record.kinds[0]
+        focus = find_token(record.tokens(kind)[0], _position_or_word(args.focus)) \
             if args.focus is not None else None
+        if selected:  # check the choice before anything is written
+            for name in [args.kind] if args.kind else record.kinds:
+                record.matrix(name, args.layer or 0, "mean" if head is None else head)
     except ValueError as error:  # over-long text, ids outside the vocabulary, a target for an LM, ...
         raise UserError(str(error)) from None
     if record.notes.get("decoding"):
         print(f"translation ({record.notes['decoding']}): {record.target_text or '(empty)'}")
-    written = write_pngs(record, args.out)
+    written = write_selected(record, args.out, args.kind, args.layer, head) if selected \
+        else write_pngs(record, args.out)
     if focus is not None:
-        kind = record.kinds[0]
         name = f"focus_{_bare(record.tokens(kind)[0][focus]) or 'token'}_{focus}.png"
         written.append(save_figure(plot_token_attention(record, focus, kind), Path(args.out) / name))
     if args.html:
