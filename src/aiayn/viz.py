@@ -121,7 +121,16 @@ def collect_attention(model: Any, tokenizer: Any, text: str, target: str | None 
     own translation (beam search of §6.1; greedy where beam search is not available). EncoderLM and
     DecoderLM read the text alone.
     """
-    model.eval()
+    was_training = model.training
+    try:
+        model.eval()  # no dropout: the weights a reader sees are the ones inference uses
+        return _collect(model, tokenizer, text, target, beam_size)
+    finally:
+        model.train(was_training)
+
+
+def _collect(model: Any, tokenizer: Any, text: str, target: str | None, beam_size: int) -> AttentionRecord:
+    """collect_attention's work, on a model in eval mode."""
     device = next(model.parameters()).device
     ids = source_ids(model, tokenizer, text)
     if not ids:
