@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .dropout import Dropout
 
 
 def sinusoidal_table(n_positions: int, d_model: int) -> Tensor:
@@ -40,7 +41,7 @@ class PositionalEncoding(nn.Module):
             self.sinusoids = None
             self.learned = nn.Embedding(cfg.max_positions, cfg.d_model)
             nn.init.normal_(self.learned.weight, std=0.02)
-        self.dropout = nn.Dropout(cfg.dropout)  # on the sums of embeddings and positions, §5.4
+        self.dropout = Dropout(cfg.dropout)  # on the sums of embeddings and positions, §5.4
 
     def forward(self, token_vectors: Tensor, start: int = 0) -> Tensor:
         """Scale (B, T, d) token vectors placed at positions start..start+T-1 and add positions."""

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from .attention import KVCache, MultiHeadAttention
 from .config import ModelConfig
+from .dropout import Dropout
 
 ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,  # FFN(x) = max(0, x W1 + b1) W2 + b2, §3.3
@@ -53,7 +54,7 @@ class TransformerLayer(nn.Module):
         self.cross_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cross_attention else None
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation)
         self.ffn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)  # on each sub-layer output before the residual add, §5.4
+        self.dropout = Dropout(cfg.dropout)  # on each sub-layer output before the residual add, §5.4
 
     def forward(self, x: Tensor, self_mask: Tensor | None = None, memory: Tensor | None = None,
                 memory_mask: Tensor | None = None, cache: "LayerCache | None" = None,

@@ -1,0 +1,205 @@
+"""Training-step benchmark: aiayn vs torch.nn.Transformer vs Hugging Face Marian, side by side in one process.
+
+The same encoder-decoder (sizes of a preset, shared tied embeddings, post-LN, ReLU, dropout 0.1) in three
+implementations gets the identical batch (B x S source, B x T target tokens, with padding, causal and
+padding masks) and does forward + label-smoothed loss + backward + AdamW step, fp32. Rounds are
+interleaved (A B C A B C ...) after a warm-up; medians and per-round ratios are printed, with MFU
+against the fp32 matmul peak measured in the same run.
+
+    python benchmarks/train.py --preset small --rounds 7
+    python benchmarks/train.py --preset paper-base --rounds 5
+
+FLOPs per step (stated formula): 6 x (matmul parameters x the tokens they see) + attention terms, where
+encoder weights see B*S tokens, decoder weights and the output projection see B*T tokens, and each
+attention adds 3 x 4*B*Tq*Tk*d_model (QK^T and AV, forward and twice for backward). Embedding lookups,
+LayerNorm, softmax and the optimizer are not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from common import configure_threads, interleaved, matmul_peak_flops, median  # noqa: E402
+
+import aiayn  # noqa: E402
+
+PRESETS = {"small": dict(batch=32, src_len=64, tgt_len=64), "paper-base": dict(batch=16, src_len=64, tgt_len=64)}
+PAD, BOS, EOS = 0, 1, 2
+
+
+class TorchTransformerMT(nn.Module):
+    """torch.nn.Transformer with shared token embeddings x sqrt(d), sinusoids and a tied output projection."""
+
+    def __init__(self, cfg: aiayn.ModelConfig) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, std=cfg.d_model ** -0.5)
+        self.register_buffer("pe", aiayn.sinusoidal_table(cfg.max_positions, cfg.d_model), persistent=False)
+        self.scale = math.sqrt(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.core = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.n_encoder_layers, cfg.n_decoder_layers,
+                                   cfg.d_ff, cfg.dropout, batch_first=True)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V); torch's masks use True = blocked, the opposite of aiayn's."""
+        src_pad, tgt_pad = src == PAD, tgt == PAD
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], dtype=torch.bool)
+        x = self.drop(self.embed(src) * self.scale + self.pe[: src.shape[1]])
+        y = self.drop(self.embed(tgt) * self.scale + self.pe[: tgt.shape[1]])
+        h = self.core(x, y, tgt_mask=causal, src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad,
+                      memory_key_padding_mask=src_pad)
+        return F.linear(h, self.embed.weight)
+
+
+def build_marian(cfg: aiayn.ModelConfig) -> nn.Module:
+    """Hugging Face MarianMTModel of the same sizes (built from a config, nothing downloaded)."""
+    from transformers import MarianConfig, MarianMTModel
+
+    hf_cfg = MarianConfig(vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_layers=cfg.n_encoder_layers,
+                          decoder_layers=cfg.n_decoder_layers, encoder_attention_heads=cfg.n_heads,
+                          decoder_attention_heads=cfg.n_heads, encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff,
+                          activation_function="relu", dropout=cfg.dropout, attention_dropout=0.0,
+                          activation_dropout=0.0, max_position_embeddings=cfg.max_positions, scale_embedding=True,
+                          pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD)
+    model = MarianMTModel(hf_cfg)
+
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hf = model
+
+        def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+            return self.hf(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt,
+                           decoder_attention_mask=(tgt != PAD).long()).logits
+
+    return Wrapper()
+
+
+def make_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0):
+    """Random tokens with per-row lengths between half and full length, padded; tgt_in = BOS + y."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, vocab, (batch, src_len), generator=g)
+    y = torch.randint(4, vocab, (batch, tgt_len), generator=g)
+    for row in range(batch):
+        src[row, int(torch.randint(src_len // 2, src_len + 1, (1,), generator=g)):] = PAD
+        cut = int(torch.randint(tgt_len // 2, tgt_len, (1,), generator=g))
+        y[row, cut] = EOS
+        y[row, cut + 1:] = PAD
+    tgt_in = torch.cat([torch.full((batch, 1), BOS), y[:, :-1]], 1)
+    return src, tgt_in, y
+
+
+def step_fn(model: nn.Module, batch, device: torch.device) -> Callable[[], None]:
+    """One fp32 training step: forward, label-smoothed loss (eps 0.1, pads ignored), backward, AdamW."""
+    model.to(device).train()
+    src, tgt_in, labels = (t.to(device) for t in batch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+
+    def step() -> None:
+        logits = model(src, tgt_in)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=PAD, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def step_flops(cfg: aiayn.ModelConfig, batch: int, src_len: int, tgt_len: int) -> float:
+    """Model FLOPs of one training step by the formula in the module docstring."""
+    d, ff = cfg.d_model, cfg.d_ff
+    enc_layer = 4 * d * d + 2 * d * ff
+    dec_layer = 8 * d * d + 2 * d * ff
+    linear = 6 * (cfg.n_encoder_layers * enc_layer * batch * src_len
+                  + (cfg.n_decoder_layers * dec_layer + cfg.vocab_size * d) * batch * tgt_len)
+    attention = 3 * 4 * batch * d * (cfg.n_encoder_layers * src_len * src_len
+                                     + cfg.n_decoder_layers * (tgt_len * tgt_len + tgt_len * src_len))
+    return float(linear + attention)
+
+
+def build(name: str, cfg: aiayn.ModelConfig) -> nn.Module:
+    """One contender by name."""
+    torch.manual_seed(0)
+    if name == "aiayn":
+        return aiayn.Transformer(cfg)
+    if name == "nn.Transformer":
+        return TorchTransformerMT(cfg)
+    return build_marian(cfg)
+
+
+def peak_memory_mb(name: str, preset: str, threads: int) -> float:
+    """Peak resident memory (MB) of a fresh process running 3 steps of one contender (CPU)."""
+    code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {__file__.rsplit('/', 1)[0]!r});"
+            f"import train as t, torch, resource; torch.set_num_threads({threads});"
+            f"cfg=t.config_for({preset!r}); s=t.PRESETS[{preset!r}];"
+            f"base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+            f"f=t.step_fn(t.build({name!r}, cfg), t.make_batch(cfg.vocab_size, s['batch'], s['src_len'], s['tgt_len']),"
+            f"torch.device('cpu')); [f() for _ in range(3)];"
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def config_for(preset: str) -> aiayn.ModelConfig:
+    """The preset's model config, with the paper's dropout 0.1."""
+    return aiayn.ModelConfig.preset(preset, dropout=0.1, max_positions=512)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contenders", default="aiayn,nn.Transformer,HF Marian")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-contender peak-memory runs")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(configure_threads(args.threads))
+    cfg = config_for(args.preset)
+    shape = PRESETS[args.preset]
+    batch = make_batch(cfg.vocab_size, shape["batch"], shape["src_len"], shape["tgt_len"])
+    target_tokens = shape["batch"] * shape["tgt_len"]  # B x T, the count peers' figures use
+    useful_tokens = int((batch[2] != PAD).sum())
+    names = args.contenders.split(",")
+    steps = {name: step_fn(build(name, cfg), batch, device) for name in names}
+    peak = matmul_peak_flops(device)
+    times = interleaved(steps, args.rounds, device)
+    peak_after = matmul_peak_flops(device)
+    flops = step_flops(cfg, shape["batch"], shape["src_len"], shape["tgt_len"])
+    print(f"preset {args.preset}: B={shape['batch']} S={shape['src_len']} T={shape['tgt_len']}, "
+          f"vocab {cfg.vocab_size}, {target_tokens} target tokens/step ({useful_tokens} not padding), {flops / 1e9:.1f} GFLOP/step, "
+          f"device {device}")
+    print(f"fp32 matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after the rounds")
+    reference = names[1] if len(names) > 1 else names[0]
+    results = {}
+    print(f"{'model':16} {'s/step':>8} {'tgt tok/s':>10} {'MFU':>6} {'peak MB':>8}  per-round ratio vs {reference}")
+    for name in names:
+        t = median(times[name])
+        ratios = [r / a for a, r in zip(times[name], times[reference])]
+        memory = float("nan") if args.no_memory or device.type == "cuda" else \
+            peak_memory_mb(name, args.preset, args.threads)
+        mfu = flops / t / max(peak, peak_after)
+        results[name] = dict(seconds=t, tokens_per_s=target_tokens / t, mfu=mfu, peak_mb=memory,
+                             ratios=ratios, times=times[name])
+        print(f"{name:16} {t:8.3f} {target_tokens / t:10.0f} {mfu:6.1%} {memory:8.0f}  "
+              + " ".join(f"{r:.2f}" for r in ratios) + f"  (median {median(ratios):.2f}x)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(dict(preset=args.preset, peak_flops=peak, results=results), handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Corpora, tokenized data and batching."""
