@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 
 class UserError(Exception):
@@ -36,7 +36,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
     attention_command(args)
 
 
-def add_attention_parser(commands: Any) -> None:
+def add_attention_parser(commands: argparse._SubParsersAction) -> None:
     """`aiayn attention MODEL_DIR "text" [--target "..."] [--html FILE] [--out DIR]`."""
     parser = commands.add_parser(
         "attention", help="draw attention heatmaps (PNG) and an HTML explorer for one sentence",
@@ -65,6 +65,38 @@ def add_attention_parser(commands: Any) -> None:
     parser.add_argument("--beam", type=int, default=4,
                         help="beam size for the model's own translation (default 4, as in §6.1)")
     parser.set_defaults(run=cmd_attention)
+def cmd_import_hf(args: argparse.Namespace) -> None:
+    """Convert a local Hugging Face checkpoint (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
+    from pathlib import Path
+
+    from .interop import ConversionError, from_huggingface
+
+    try:
+        model = from_huggingface(args.folder)
+    except ConversionError as error:
+        raise UserError(str(error)) from None
+    tokenizer = Path(args.folder) / "tokenizer.json"
+    out = model.save(args.out, tokenizer=tokenizer if tokenizer.is_file() else None)
+    info = model.cfg.extra["huggingface"]
+    print(f"{info['model_type']} -> {model.model_type}: {model.num_parameters():,} parameters, "
+          f"written to {out}")
+    if info["dropped"]:
+        print(f"  left out (no place in aiayn): {', '.join(info['dropped'])}")
+    if info["untrained"]:
+        print(f"  not in the checkpoint, randomly initialised: {', '.join(info['untrained'])}")
+    if not tokenizer.is_file():
+        print(f"  {args.folder} has no tokenizer.json: put one in {out} before using the model on text")
+
+
+def add_import_hf_parser(commands: argparse._SubParsersAction) -> None:
+    """The `aiayn import-hf` sub-command."""
+    parser = commands.add_parser(
+        "import-hf", help="convert a local Hugging Face checkpoint to an aiayn model",
+        description=cmd_import_hf.__doc__,
+        epilog="example: aiayn import-hf ~/models/all-MiniLM-L6-v2 --out models/minilm")
+    parser.add_argument("folder", help="Hugging Face folder: config.json + model.safetensors or .bin")
+    parser.add_argument("--out", required=True, help="aiayn model folder to write")
+    parser.set_defaults(run=cmd_import_hf)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo)
     add_attention_parser(commands)
+    add_import_hf_parser(commands)
     return parser
 
 

@@ -12,6 +12,7 @@ NORM_PLACEMENTS = ("post", "pre")  # post-LN is the paper's LayerNorm(x + Sublay
 POSITION_KINDS = ("sinusoidal", "learned")  # sinusoids are the paper's choice, §3.5
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")  # relu is the paper's FFN, §3.3
 MODEL_TYPES = ("transformer", "encoder_lm", "decoder_lm")
+SINUSOID_LAYOUTS = ("interleaved", "halves")  # §3.5 interleaves sin/cos; Marian puts sines then cosines
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Table 3, "base": N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1; 37k shared BPE vocabulary (§5.1).
@@ -51,6 +52,12 @@ class ModelConfig:
     tie_embeddings: bool = True  # one matrix for source, target and pre-softmax, §3.4
     scale_embeddings: bool = True  # multiply token embeddings by sqrt(d_model), §3.4
     layer_norm_eps: float = 1e-5  # the paper gives none; PyTorch's default
+    # Options for loading other families' weights (aiayn.from_huggingface); all off in the paper (§3.4, §3.5).
+    type_vocab_size: int = 0  # >0: learned segment (token-type) embeddings added to the input, as in BERT
+    embedding_norm: bool = False  # LayerNorm on the summed embeddings before dropout, as in BERT and BART
+    position_offset: int = 0  # position p reads row p + offset of the position table (BART's learned: 2)
+    sinusoid_layout: str = "interleaved"  # sin, cos interleaved (§3.5); "halves": sines then cosines (Marian)
+    final_logits_bias: bool = False  # a fixed (vocab,) bias on Transformer/DecoderLM logits (Marian, BART)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes (e.g. provenance); not used
 
     def __post_init__(self) -> None:
@@ -77,6 +84,12 @@ class ModelConfig:
                  "a positive float")
         _require(isinstance(self.tie_embeddings, bool), "tie_embeddings", "true or false")
         _require(isinstance(self.scale_embeddings, bool), "scale_embeddings", "true or false")
+        for name in ("type_vocab_size", "position_offset"):
+            _require(isinstance(getattr(self, name), int) and not isinstance(getattr(self, name), bool)
+                     and getattr(self, name) >= 0, name, "a non-negative integer")
+        _require(isinstance(self.embedding_norm, bool), "embedding_norm", "true or false")
+        _require(self.sinusoid_layout in SINUSOID_LAYOUTS, "sinusoid_layout", f"one of {SINUSOID_LAYOUTS}")
+        _require(isinstance(self.final_logits_bias, bool), "final_logits_bias", "true or false")
 
     @property
     def d_k(self) -> int:

@@ -107,6 +107,7 @@ class Transformer(TransformerBase):
         self.tgt_positions = PositionalEncoding(cfg)
         self.encoder = Stack(cfg, cfg.n_encoder_layers, cross_attention=False)
         self.decoder = Stack(cfg, cfg.n_decoder_layers, cross_attention=True)
+        _add_final_logits_bias(self, cfg)
         self._init_linear_weights()
 
     def _src_tokens(self) -> nn.Embedding:
@@ -117,9 +118,8 @@ class Transformer(TransformerBase):
 
     def output_logits(self, hidden: Tensor) -> Tensor:
         """Pre-softmax projection (B, T, d) -> (B, T, vocab); the shared table when tied (§3.4)."""
-        if self.cfg.tie_embeddings:
-            return F.linear(hidden, self.token_embedding.weight)
-        return self.lm_head(hidden)
+        table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
+        return F.linear(hidden, table, self.final_logits_bias)  # bias is None unless cfg.final_logits_bias
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False) -> Any:
         """Encoder output ("memory") (B, S, d_model); with need_weights also the per-layer weights."""
@@ -146,6 +146,8 @@ class Transformer(TransformerBase):
             t = tgt.shape[1]
             self_mask = None if t == 1 and tgt_mask is None else causal_mask(t, start + t, tgt.device)
         else:
+            if tgt_mask is None and self.cfg.bos_id == self.cfg.pad_id:  # Marian starts with its pad id:
+                tgt_mask = (tgt != self.cfg.pad_id).index_fill(1, tgt.new_zeros(1), True)  # BOS is no pad
             self_mask = decoder_self_mask(tgt_mask, tgt, self.cfg.pad_id)  # (B, 1, T, T)
         x = self.tgt_positions(self._tgt_tokens()(tgt), start)
         hidden, weights = self.decoder(x, self_mask, memory, memory_mask, caches, need_weights)
@@ -211,19 +213,23 @@ class EncoderLM(TransformerBase):
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self._init_linear_weights()
 
-    def encode(self, ids: Tensor, mask: Tensor | None = None, need_weights: bool = False) -> Any:
-        """Hidden states (B, S, d_model); mask is the (B, S) keep-mask (default: ids != pad_id)."""
+    def encode(self, ids: Tensor, mask: Tensor | None = None, need_weights: bool = False,
+               token_types: Tensor | None = None) -> Any:
+        """Hidden states (B, S, d_model); mask is the (B, S) keep-mask (default: ids != pad_id).
+
+        token_types (B, S) are segment ids when cfg.type_vocab_size > 0 (BERT's token_type_ids).
+        """
         self.check_ids(ids, "ids")
         key_mask = as_key_mask(mask, ids, self.cfg.pad_id)
-        hidden, weights = self.encoder(self.positions(self.token_embedding(ids)), key_mask,
-                                       need_weights=need_weights)
+        x = self.positions(self.token_embedding(ids), token_types=token_types)  # (B, S, d)
+        hidden, weights = self.encoder(x, key_mask, need_weights=need_weights)
         return (hidden, weights) if need_weights else hidden
 
-    def forward(self, ids: Tensor, mask: Tensor | None = None,
-                return_attention: bool = False) -> Tensor | ModelOutput:
+    def forward(self, ids: Tensor, mask: Tensor | None = None, return_attention: bool = False,
+                token_types: Tensor | None = None) -> Tensor | ModelOutput:
         """MLM logits (B, S, vocab) for every position."""
-        hidden, weights = self.encode(ids, mask, need_weights=True) if return_attention \
-            else (self.encode(ids, mask), None)
+        hidden, weights = self.encode(ids, mask, need_weights=True, token_types=token_types) \
+            if return_attention else (self.encode(ids, mask, token_types=token_types), None)
         h = self.mlm_norm(ACTIVATION_FUNCTIONS[self.cfg.activation](self.mlm_dense(hidden)))
         table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
         logits = F.linear(h, table, self.mlm_bias)
@@ -245,6 +251,7 @@ class DecoderLM(TransformerBase):
         self.decoder = Stack(cfg, cfg.n_decoder_layers, cross_attention=False)
         if not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        _add_final_logits_bias(self, cfg)
         self._init_linear_weights()
 
     def forward(self, ids: Tensor, mask: Tensor | None = None, return_attention: bool = False,
@@ -261,7 +268,7 @@ class DecoderLM(TransformerBase):
         x = self.positions(self.token_embedding(ids), start)
         hidden, weights = self.decoder(x, self_mask, caches=caches, need_weights=return_attention)
         table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
-        logits = F.linear(hidden, table)
+        logits = F.linear(hidden, table, self.final_logits_bias)  # (B, T, vocab)
         if not return_attention:
             return logits
         return ModelOutput(logits, Attentions(decoder_self=[w["self"] for w in weights]))
@@ -276,6 +283,12 @@ class DecoderLM(TransformerBase):
         from .decoding import generate_lm
 
         return generate_lm(self, prompt_ids, max_new_tokens=max_new_tokens, **options)
+
+
+def _add_final_logits_bias(model: nn.Module, cfg: ModelConfig) -> None:
+    """A fixed (vocab,) buffer added to the logits if cfg.final_logits_bias (Marian, BART), else None."""
+    bias = torch.zeros(cfg.vocab_size) if cfg.final_logits_bias else None
+    model.register_buffer("final_logits_bias", bias)
 
 
 MODEL_CLASSES: dict[str, type[TransformerBase]] = {
