@@ -324,3 +324,41 @@ def test_minilm_coreference_picture_shows_the_hugging_face_weights(tmp_path):
     assert len(drawn) == len(theirs) == 6
     for layer, matrix in enumerate(drawn):
         np.testing.assert_allclose(matrix, theirs[layer][0, :, 10].numpy(), atol=1e-5)
+
+
+def test_a_trained_word_for_word_translator_draws_the_diagonal_alignment():
+    """Pictures from a real (if tiny) trained model: on a word-for-word "English" -> "Spanish" task the
+    last layer's cross-attention, averaged over heads, puts each target word on its source word."""
+    import random
+
+    import torch.nn.functional as F
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    en = "the god man land king son day house people father city water lord hand earth light".split()
+    es = "el dios hombre tierra rey hijo dia casa pueblo padre ciudad agua senor mano mundo luz".split()
+    vocab = {token: i for i, token in enumerate(["<pad>", "<s>", "</s>", "<unk>", *en, *es])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    model = aiayn.Transformer(aiayn.ModelConfig.preset("tiny", dropout=0.0, vocab_size=len(vocab)))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98), eps=1e-9)
+    rng = random.Random(0)
+    for _ in range(300):  # batches of 32 pairs, 3..7 words, padded to 8
+        src, tgt_in, tgt_out = [], [], []
+        for _ in range(32):
+            words = [rng.randrange(16) for _ in range(rng.randint(3, 7))]
+            pad = [0] * (7 - len(words))
+            src.append([vocab[en[w]] for w in words] + [2] + pad)
+            tgt_in.append([1] + [vocab[es[w]] for w in words] + pad)
+            tgt_out.append([vocab[es[w]] for w in words] + [2] + pad)
+        logits = model(torch.tensor(src), torch.tensor(tgt_in))
+        loss = F.cross_entropy(logits.flatten(0, 1), torch.tensor(tgt_out).flatten(), ignore_index=0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.2
+    model.eval()
+    record = viz.collect_attention(model, tok, "the king son water light", beam_size=1)
+    assert record.target_text == "el rey hijo agua luz"  # its own translation, correct
+    [drawn] = images(viz.plot_attention(record, "cross", layer=-1, head="mean"))
+    assert drawn.shape == (6, 6)  # <s> el rey hijo agua luz  x  the king son water light </s>
+    assert (drawn.argmax(-1) == np.arange(6)).sum() >= 5  # the diagonal: word i looks at word i
