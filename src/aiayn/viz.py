@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -402,6 +403,7 @@ def plot_masks(record: AttentionRecord) -> Figure:
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write fig as a PNG at DPI, atomically; the pixel size is exactly figsize x DPI."""
     path = Path(path)
+    FigureCanvasAgg(fig)  # render with Agg (no display needed), whatever pyplot's backend is
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     return path
 
