@@ -23,8 +23,14 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/aiayn demo
 
+# The main job: train an English->Spanish translator on the bundled KJV / Reina-Valera corpus (about
+# 20 minutes on 2 CPU cores; it ends by printing test BLEU on the Gospel of John), then translate with it.
+# A finished run is reused; `rm -r runs/kjv-en-es` to train again, or `aiayn train --resume` to continue.
+RUN_DIR := runs/kjv-en-es
 run: setup
-	$(BIN)/aiayn demo
+	test -f $(RUN_DIR)/model/model.safetensors || OMP_WAIT_POLICY=PASSIVE $(BIN)/aiayn train --out $(RUN_DIR)
+	$(BIN)/aiayn translate $(RUN_DIR)/model "In the beginning God created the heaven and the earth." \
+		"The Lord is my shepherd; I shall not want." "And God said, Let there be light: and there was light."
 
 test: setup
 	$(BIN)/python -m pytest -q

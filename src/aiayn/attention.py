@@ -12,39 +12,43 @@ from torch import Tensor, nn
 class KVCache:
     """Keys and values of one attention module during incremental decoding, (B, H, T, d_k) each.
 
-    Self-attention appends one step at a time into a preallocated buffer; cross-attention stores the
-    projection of the encoder output once per source (`static`).
+    Self-attention appends one step at a time into one preallocated (2, B, H, capacity, d_k) block
+    (keys, values), so writing a step and following beam parents are one copy each; cross-attention
+    stores the projection of the encoder output once per source (`static`).
     """
 
     def __init__(self, capacity: int | None = None) -> None:
         """An empty cache; `capacity` preallocates that many positions (grown if exceeded)."""
         self.capacity = capacity
-        self.keys: Tensor | None = None  # (B, H, capacity, d_k)
+        self.block: Tensor | None = None  # (2, B, H, capacity, d_k): keys, values
+        self.keys: Tensor | None = None  # (B, H, capacity, d_k) views of the block (or static tensors)
         self.values: Tensor | None = None
         self.length = 0
         self.static = False
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write new keys/values (B, H, t, d_k) after the cached ones; return all so far."""
-        t = k.shape[2]
-        if self.keys is None or self.length + t > self.keys.shape[2]:
-            self._grow(k, v, self.length + t)
-        assert self.keys is not None and self.values is not None
-        self.keys[:, :, self.length:self.length + t] = k
-        self.values[:, :, self.length:self.length + t] = v
-        self.length += t
-        return self.keys[:, :, :self.length], self.values[:, :, :self.length]
+        return self.append_stacked(torch.stack([k, v]))
 
-    def _grow(self, k: Tensor, v: Tensor, needed: int) -> None:
-        """(Re)allocate the buffers to hold at least `needed` positions, keeping what is cached."""
-        size = max(needed, self.capacity or 0, 2 * (self.keys.shape[2] if self.keys is not None else 0))
-        b, h, _, d = k.shape
-        new_k = k.new_empty(b, h, size, d)
-        new_v = v.new_empty(b, h, size, v.shape[-1])
-        if self.keys is not None and self.values is not None and self.length:
-            new_k[:, :, :self.length] = self.keys[:, :, :self.length]
-            new_v[:, :, :self.length] = self.values[:, :, :self.length]
-        self.keys, self.values = new_k, new_v
+    def append_stacked(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """append() for keys and values stacked as (2, B, H, t, d_k), written with one copy."""
+        t = kv.shape[3]
+        if self.block is None or self.length + t > self.block.shape[3]:
+            self._grow(kv, self.length + t)
+        assert self.block is not None
+        self.block[:, :, :, self.length:self.length + t] = kv
+        self.length += t
+        return self.get()
+
+    def _grow(self, kv: Tensor, needed: int) -> None:
+        """(Re)allocate the block to hold at least `needed` positions, keeping what is cached."""
+        old = self.block
+        size = max(needed, self.capacity or 0, 2 * (old.shape[3] if old is not None else 0))
+        two, b, h, _, d = kv.shape
+        self.block = kv.new_empty(two, b, h, size, d)
+        if old is not None and self.length:
+            self.block[:, :, :, :self.length] = old[:, :, :, :self.length]
+        self.keys, self.values = self.block[0], self.block[1]
 
     def set_static(self, k: Tensor, v: Tensor) -> None:
         """Store cross-attention keys/values computed once from the encoder output."""
@@ -56,8 +60,17 @@ class KVCache:
         return self.keys[:, :, :self.length], self.values[:, :, :self.length]
 
     def reorder(self, index: Tensor) -> None:
-        """Keep batch rows `index` (beam search: follow each hypothesis's parent)."""
-        if self.keys is not None and self.values is not None:
+        """Keep batch rows `index` (beam search: follow each hypothesis's parent; finished rows leave).
+
+        Appended caches are rewritten in place inside the preallocated block (no new allocation);
+        `index` may be shorter than the batch, which then shrinks.
+        """
+        if self.block is not None and not self.static:
+            n, length = index.shape[0], self.length
+            self.block[:, :n, :, :length] = self.block[:, :, :, :length].index_select(1, index)
+            self.block = self.block[:, :n]
+            self.keys, self.values = self.block[0], self.block[1]
+        elif self.keys is not None and self.values is not None:
             self.keys = self.keys.index_select(0, index)
             self.values = self.values.index_select(0, index)
 
@@ -84,11 +97,19 @@ class MultiHeadAttention(nn.Module):
                 cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """Attend from x (B, Tq, d) to itself, or to `memory` (B, Tk, d) for cross-attention.
 
-        `mask` is boolean, broadcastable to (B, H, Tq, Tk), True = may attend. Returns the output
+        `mask` is boolean, broadcastable to (B, H, Tq, Tk), True = may attend. For beam search, memory
+        (and a cross-attention cache) may hold B / K rows, each shared by K consecutive rows of x; a
+        mask then has the memory's rows, (B / K, 1, 1, Tk). Returns the output
         (B, Tq, d) and, if `need_weights`, the attention weights (B, H, Tq, Tk).
         """
         q, k, v = self._project(x, memory, cache)  # (B, H, T, d_k) each
+        group = q.shape[0] // k.shape[0]
+        if group > 1:  # beam search: `group` consecutive query rows share one memory row (B = S_rows * group)
+            q = _fold(q, group)  # (S_rows, H, group * T, d_k): one source's K, V read once for all beams
         out, weights = attend(q, k, v, mask, self.attention_dropout if self.training else 0.0, need_weights)
+        if group > 1:
+            out = _unfold(out, group)
+            weights = None if weights is None else _unfold(weights, group)
         b, _, t, _ = out.shape
         out = out.transpose(1, 2).reshape(b, t, self.d_model)  # concat heads: (B, Tq, d)
         return self.out_proj(out), weights
@@ -98,9 +119,11 @@ class MultiHeadAttention(nn.Module):
         d = self.d_model
         w, b = self.in_proj.weight, self.in_proj.bias
         if memory is None:  # self-attention: one (B, T, 3d) matmul
-            q, k, v = self._split_heads(F.linear(x, w, b)).unbind(0)
+            qkv = self._split_heads(F.linear(x, w, b))  # (3, B, H, T, d_k)
             if cache is not None:
-                k, v = cache.append(k, v)
+                k, v = cache.append_stacked(qkv[1:])
+                return qkv[0], k, v
+            q, k, v = qkv.unbind(0)
             return q, k, v
         q = self._split_heads(F.linear(x, w[:d], None if b is None else b[:d]))[0]
         if cache is not None and cache.static:
@@ -116,6 +139,18 @@ class MultiHeadAttention(nn.Module):
         b, t, width = projected.shape
         n = width // self.d_model
         return projected.view(b, t, n, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)
+
+
+def _fold(x: Tensor, group: int) -> Tensor:
+    """(R * group, H, T, d) -> (R, H, group * T, d): stack each group's rows along the query axis."""
+    rg, h, t, d = x.shape
+    return x.view(rg // group, group, h, t, d).transpose(1, 2).reshape(rg // group, h, group * t, d)
+
+
+def _unfold(x: Tensor, group: int) -> Tensor:
+    """Inverse of _fold: (R, H, group * T, d) -> (R * group, H, T, d)."""
+    r, h, gt, d = x.shape
+    return x.view(r, h, group, gt // group, d).transpose(1, 2).reshape(r * group, h, gt // group, d)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0,

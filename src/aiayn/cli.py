@@ -99,6 +99,252 @@ def add_import_hf_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=cmd_import_hf)
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The library's user-fixable errors, shown by the CLI as one line."""
+    from .data.corpus import CorpusError
+    from .saving import CheckpointError
+    from .tokenizer import TokenizerError
+    from .training.loop import TrainingError
+
+    return CorpusError, CheckpointError, TokenizerError, TrainingError
+
+
+def _train_flag_types() -> dict[str, tuple[Callable[[str], object], str]]:
+    """TrainConfig field -> (parser of a flag's text, metavar), from the dataclass's type hints."""
+    import dataclasses
+    import typing
+
+    from .training.loop import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    kinds: dict[str, tuple[Callable[[str], object], str]] = {}
+    for f in dataclasses.fields(TrainConfig):
+        hint = str(hints[f.name])
+        if "list" in hint:
+            kinds[f.name] = (lambda text: [int(x) for x in text.split(",") if x.strip()], "N,N,...")
+        elif "bool" in hint:
+            kinds[f.name] = (bool, "")
+        elif "int" in hint and "float" not in hint:
+            kinds[f.name] = (int, "N")
+        elif "float" in hint:
+            kinds[f.name] = (float, "X")
+        else:
+            kinds[f.name] = (str, "PATH" if f.name in ("out", "data", "target", "dev", "dev_target", "test",
+                                                       "test_target") else "NAME")
+    return kinds
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train a translator: BPE, token-budget batches, the paper's recipe, checkpoints, BLEU at the end."""
+    import json
+    from pathlib import Path
+
+    from .training.loop import TRAIN_FILE, TrainConfig, train
+
+    flags = {name: getattr(args, name) for name in _train_flag_types() if getattr(args, name, None) is not None}
+    try:
+        values: dict[str, object] = {}
+        out = Path(flags.get("out", TrainConfig.out))
+        if args.config:
+            values.update(TrainConfig.from_toml(args.config).to_dict())
+            out = Path(flags.get("out", values["out"]))
+        if args.resume and (out / TRAIN_FILE).is_file():  # the run's own settings, then the file, then flags
+            values = {**json.loads((out / TRAIN_FILE).read_text(encoding="utf-8")),
+                      **(TrainConfig.from_toml(args.config).to_dict() if args.config else {})}
+        cfg = TrainConfig.from_dict({**values, **flags})
+        result = train(cfg, resume=args.resume)
+    except _user_errors() as error:
+        raise UserError(str(error)) from None
+    if result.interrupted:
+        raise KeyboardInterrupt
+    if result.test_scores is not None:
+        from .evaluation import beam_fell_back
+
+        beam = "1 (greedy: beam search unavailable)" if beam_fell_back() else cfg.beam
+        print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {beam}:")
+        print(result.test_scores)
+    print(f"model: {result.run_dir / 'model'}")
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn train`: every TrainConfig field is a flag (--batch-tokens etc.); flags win over --config."""
+    import dataclasses
+
+    from .training.loop import TrainConfig
+
+    parser = commands.add_parser(
+        "train", help="train a translator (default: English->Spanish on the bundled Bible)",
+        description=cmd_train.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  aiayn train                                   # bundled KJV -> Reina-Valera 1909\n"
+               "  aiayn train --data pairs.tsv --out runs/mine --steps 3000\n"
+               "  aiayn train --data train.en --target train.es --out runs/mine\n"
+               "  aiayn train --out runs/mine --resume --steps 6000   # continue a run exactly\n"
+               "  aiayn train --config run.toml                 # TOML keys = the flags' names with _")
+    parser.add_argument("--config", metavar="TOML", help="a TOML file of training settings (flags win)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
+                for f in dataclasses.fields(TrainConfig)}
+    for name, (kind, metavar) in _train_flag_types().items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"default {defaults[name]}")
+        else:
+            parser.add_argument(flag, dest=name, type=kind, metavar=metavar, default=None,
+                                help=f"default {defaults[name]}")
+    parser.set_defaults(run=cmd_train)
+
+
+def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]:
+    """An encoder-decoder model and its tokenizer from a model folder, checked to fit each other."""
+    from .saving import load
+    from .tokenizer import check_fits, load_tokenizer
+    from .training.loop import resolve_device
+
+    try:
+        model = load(folder, map_location=resolve_device(device))
+        if model.model_type != "transformer":
+            raise UserError(f"{folder} holds a {model.model_type} model; translation needs an encoder-decoder "
+                            f"(a folder written by `aiayn train`)")
+        tok = load_tokenizer(folder)
+        check_fits(tok, model.cfg, f"{folder}/tokenizer.json")
+    except _user_errors() as error:
+        raise UserError(str(error)) from None
+    return model, tok
+
+
+def _set_threads(threads: int) -> None:
+    """torch.set_num_threads when asked."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def cmd_translate(args: argparse.Namespace) -> None:
+    """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
+    from .data.corpus import CorpusError, read_lines
+    from .evaluation import translate
+
+    _set_threads(args.threads)
+    model, tok = _load_translator(args.model, args.device)
+    texts = list(args.text)
+    if args.input:
+        try:
+            texts += read_lines(args.input)
+        except CorpusError as error:
+            raise UserError(str(error)) from None
+    elif not texts:
+        if sys.stdin.isatty():
+            raise UserError("nothing to translate: give sentences as arguments, --input FILE, or lines on stdin")
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    beam = 1 if args.greedy else args.beam
+    for line in translate(model, tok, texts, beam_size=beam, length_penalty=args.alpha):
+        print(line, flush=True)
+
+
+def add_translate_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn translate MODEL_DIR [TEXT ...] [--input FILE] [--beam 4 | --greedy]`."""
+    parser = commands.add_parser(
+        "translate", help="translate sentences with a trained model", description=cmd_translate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='example:\n  aiayn translate runs/kjv-en-es/model "In the beginning God created the heaven '
+               'and the earth."')
+    parser.add_argument("model", metavar="MODEL_DIR", help="a model folder (config.json, model.safetensors, "
+                                                           "tokenizer.json)")
+    parser.add_argument("text", nargs="*", help="sentences to translate (else --input or stdin)")
+    parser.add_argument("--input", metavar="FILE", help="a text file, one sentence per line")
+    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4, §6.1)")
+    parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
+    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    parser.set_defaults(run=cmd_translate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Translate a test set and report sacreBLEU BLEU and chrF with signatures (detokenized vs raw refs)."""
+    from pathlib import Path
+
+    from .data.corpus import load_corpus, read_parallel
+    from .evaluation import score, translate
+    from .saving import atomic_write_text
+
+    _set_threads(args.threads)
+    model, tok = _load_translator(args.model, args.device)
+    try:
+        if (args.src is None) != (args.ref is None):
+            raise UserError("give both --src and --ref (or neither, for the bundled test set)")
+        pairs = read_parallel(args.src, args.ref) if args.src else load_corpus().test
+    except _user_errors() as error:
+        raise UserError(str(error)) from None
+    beam = 1 if args.greedy else args.beam
+    hyps = translate(model, tok, [s for s, _ in pairs], beam_size=beam, length_penalty=args.alpha)
+    if args.output:
+        atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))
+    print(f"{len(pairs)} sentences, beam {beam}, alpha {args.alpha}")
+    print(score(hyps, [t for _, t in pairs]))
+
+
+def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn evaluate MODEL_DIR [--src FILE --ref FILE]`."""
+    parser = commands.add_parser(
+        "evaluate", help="sacreBLEU + chrF of a model on a test set", description=cmd_evaluate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  aiayn evaluate runs/kjv-en-es/model            # the bundled test set (John)\n"
+               "  aiayn evaluate MODEL_DIR --src test.en --ref test.es --output hyp.es")
+    parser.add_argument("model", metavar="MODEL_DIR")
+    parser.add_argument("--src", metavar="FILE", help="source sentences, one per line")
+    parser.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
+    parser.add_argument("--output", metavar="FILE", help="also write the translations here")
+    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4, §6.1)")
+    parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
+    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    parser.set_defaults(run=cmd_evaluate)
+
+
+def cmd_average(args: argparse.Namespace) -> None:
+    """Average the weights of a run's last k checkpoints into one model folder (§6.1)."""
+    from pathlib import Path
+
+    from .saving import TOKENIZER_FILE, load, save_model
+    from .training.checkpoints import average_checkpoints, list_checkpoints
+
+    checkpoints = list_checkpoints(args.run_dir)
+    if not checkpoints:
+        raise UserError(f"{args.run_dir} has no checkpoints/step_N folders: give a run folder written by `aiayn train`")
+    if args.last < 1:
+        raise UserError(f"--last must be at least 1, got {args.last}")
+    chosen = checkpoints[-args.last:]
+    try:
+        model = load(chosen[-1])
+        state = average_checkpoints(chosen)
+    except _user_errors() as error:
+        raise UserError(str(error)) from None
+    model.load_state_dict(state)
+    tokenizer = chosen[-1] / TOKENIZER_FILE
+    save_model(model, Path(args.out), tokenizer if tokenizer.is_file() else None)
+    names = ", ".join(c.name for c in chosen)
+    print(f"averaged {len(chosen)} checkpoint(s) ({names}) into {args.out}")
+    if len(chosen) < args.last:
+        print(f"note: asked for {args.last} but the run keeps only {len(chosen)}", file=sys.stderr)
+
+
+def add_average_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn average RUN_DIR --last 5 --out MODEL_DIR`."""
+    parser = commands.add_parser(
+        "average", help="average the last k checkpoints of a run (§6.1)", description=cmd_average.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  aiayn average runs/kjv-en-es --last 5 --out runs/kjv-en-es/averaged")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--last", type=int, default=5, help="how many of the last checkpoints (default 5; "
+                                                            "the paper averaged the last 5 for base models)")
+    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="where to write the averaged model")
+    parser.set_defaults(run=cmd_average)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command."""
     parser = argparse.ArgumentParser(prog="aiayn", description=__doc__)
@@ -109,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
     add_attention_parser(commands)
     add_import_hf_parser(commands)
+    add_train_parser(commands)
+    add_translate_parser(commands)
+    add_evaluate_parser(commands)
+    add_average_parser(commands)
     return parser
 
 

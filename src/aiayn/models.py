@@ -140,6 +140,15 @@ class Transformer(TransformerBase):
         self.check_ids(tgt, "tgt")
         if src_mask is None and src is not None:
             src_mask = src != self.cfg.pad_id
+        return self._decode(tgt, memory, src_mask, tgt_mask, caches, start, need_weights)
+
+    def _decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None,
+                tgt_mask: Tensor | None = None, caches: list[LayerCache] | None = None, start: int = 0,
+                need_weights: bool = False, hidden_only: bool = False) -> Any:
+        """decode() without the ids checks: the per-step path of decoding.py, which validates once.
+
+        hidden_only returns the decoder output (B, T, d) before the pre-softmax projection.
+        """
         memory_mask = None if src_mask is None else (src_mask[:, None, None, :] if src_mask.dim() == 2
                                                      else src_mask)
         if caches is not None:  # incremental: tgt are the last T of start+T positions
@@ -151,6 +160,8 @@ class Transformer(TransformerBase):
             self_mask = decoder_self_mask(tgt_mask, tgt, self.cfg.pad_id)  # (B, 1, T, T)
         x = self.tgt_positions(self._tgt_tokens()(tgt), start)
         hidden, weights = self.decoder(x, self_mask, memory, memory_mask, caches, need_weights)
+        if hidden_only:
+            return hidden
         logits = self.output_logits(hidden)
         return (logits, weights) if need_weights else logits
 
@@ -260,6 +271,11 @@ class DecoderLM(TransformerBase):
         self.check_ids(ids, "ids")
         if start + ids.shape[1] > self.cfg.max_positions:
             raise ValueError(f"ids reach position {start + ids.shape[1]} > max_positions={self.cfg.max_positions}")
+        return self._forward(ids, mask, return_attention, caches, start)
+
+    def _forward(self, ids: Tensor, mask: Tensor | None = None, return_attention: bool = False,
+                 caches: list[LayerCache] | None = None, start: int = 0) -> Tensor | ModelOutput:
+        """forward() without the ids checks: the per-step path of decoding.py, which validates once."""
         if caches is not None:
             t = ids.shape[1]
             self_mask = None if t == 1 and mask is None else causal_mask(t, start + t, ids.device)

@@ -1,0 +1,85 @@
+"""Length-bucketed batches of about N source and N target tokens (§5.1), reshuffled each epoch with a seed."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+Example = tuple[list[int], list[int]]  # (source ids + [EOS], target BPE ids without specials)
+
+
+@dataclass
+class Batch:
+    """One padded batch: source (B, S), decoder input [BOS]+target (B, T), labels target+[EOS] (B, T)."""
+
+    src: Tensor
+    tgt_in: Tensor
+    labels: Tensor
+    n_tokens: int  # real (non-pad) label tokens: what the loss is averaged over
+
+    def to(self, device: torch.device) -> Batch:
+        """The batch on `device` (unchanged if already there)."""
+        if self.src.device == device:
+            return self
+        return Batch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
+                     self.labels.to(device, non_blocking=True), self.n_tokens)
+
+    @property
+    def n_src_tokens(self) -> int:
+        """Real (non-pad) source tokens."""
+        return int(self.src.ne(0).sum())
+
+
+def collate(examples: list[Example], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
+    """Pad a list of examples into a Batch (the sequence layout of the whole project)."""
+    src_len = max(len(src) for src, _ in examples)
+    tgt_len = max(len(tgt) for _, tgt in examples) + 1
+    src_rows = [src + [pad_id] * (src_len - len(src)) for src, _ in examples]
+    tgt_in = [[bos_id] + tgt + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
+    labels = [tgt + [eos_id] + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
+    n_tokens = sum(len(tgt) + 1 for _, tgt in examples)
+    return Batch(torch.tensor(src_rows), torch.tensor(tgt_in), torch.tensor(labels), n_tokens)
+
+
+class TokenBatcher:
+    """Group examples of similar length into batches whose padded source and target each hold at most
+    `batch_tokens` tokens; the grouping and the batch order are redrawn each epoch from (seed, epoch)."""
+
+    def __init__(self, examples: list[Example], batch_tokens: int, seed: int = 1) -> None:
+        """Examples are (source ids + EOS, target ids); one longer than batch_tokens forms a batch alone."""
+        if not examples:
+            raise ValueError("no training examples: the training split is empty")
+        if batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens}")
+        self.examples = examples
+        self.batch_tokens = batch_tokens
+        self.seed = seed
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        """Batches of example indices for one epoch, deterministic in (seed, epoch)."""
+        rng = random.Random(self.seed * 1_000_003 + epoch)
+        order = list(range(len(self.examples)))
+        rng.shuffle(order)  # random tie-breaks among equal lengths, so buckets differ between epochs
+        order.sort(key=lambda i: (len(self.examples[i][0]), len(self.examples[i][1])))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        max_src = max_tgt = 0
+        for i in order:
+            src_len, tgt_len = len(self.examples[i][0]), len(self.examples[i][1]) + 1
+            grow_src, grow_tgt = max(max_src, src_len), max(max_tgt, tgt_len)
+            if current and max(grow_src, grow_tgt) * (len(current) + 1) > self.batch_tokens:
+                batches.append(current)
+                current, grow_src, grow_tgt = [], src_len, tgt_len
+            current.append(i)
+            max_src, max_tgt = grow_src, grow_tgt
+        if current:
+            batches.append(current)
+        rng.shuffle(batches)
+        return batches
+
+    def batch(self, indices: list[int], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
+        """The padded Batch of these example indices."""
+        return collate([self.examples[i] for i in indices], pad_id, bos_id, eos_id)

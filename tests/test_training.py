@@ -1,0 +1,168 @@
+"""Training: the §5.3 schedule, the §5.4 label-smoothed loss, learning, exact resume, NaN stop, averaging."""
+
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+import aiayn
+from aiayn.training import InverseSqrtSchedule, average_checkpoints, label_smoothed_loss, list_checkpoints
+from aiayn.training.loop import TrainConfig, Trainer, TrainingError, read_metrics, train
+
+from .helpers_translation import write_corpus
+
+
+# ---------------------------------------------------------------- schedule (§5.3)
+def test_schedule_matches_the_paper_formula_by_hand() -> None:
+    s = InverseSqrtSchedule(d_model=512, warmup=4000)
+    # lrate = 512^-0.5 * min(step^-0.5, step * 4000^-1.5), computed by hand:
+    # 512^-0.5 = 0.0441941738; 4000^-1.5 = 3.95284708e-6; 4000^-0.5 = 0.0158113883; 40000^-0.5 = 0.005
+    assert s(1) == pytest.approx(0.0441941738 * 3.95284708e-6, rel=1e-8)  # 1.7469e-7
+    assert s(4000) == pytest.approx(0.0441941738 * 0.0158113883, rel=1e-8)  # 6.9877e-4, the peak
+    assert s(40000) == pytest.approx(0.0441941738 * 0.005, rel=1e-8)  # 2.2097e-4
+    assert s(2000) == pytest.approx(s(4000) / 2, rel=1e-9)  # linear warmup
+    assert s(16000) == pytest.approx(s(4000) / 2, rel=1e-9)  # inverse square root decay
+    assert s.peak == s(4000) == max(s(k) for k in range(1, 10000))
+
+
+def test_schedule_scale_and_peak() -> None:
+    s = InverseSqrtSchedule.with_peak(d_model=256, warmup=1000, peak_lr=1e-3)
+    assert s(1000) == pytest.approx(1e-3)
+    assert s.scale == pytest.approx(1e-3 / (256 ** -0.5 * 1000 ** -0.5))  # 0.50596
+    assert InverseSqrtSchedule(256, 1000, scale=2.0)(10) == pytest.approx(2 * 256 ** -0.5 * 10 * 1000 ** -1.5)
+
+
+# ---------------------------------------------------------------- loss (§5.4)
+def test_label_smoothed_loss_matches_hand_computation_and_ignores_pads() -> None:
+    eps, vocab = 0.1, 4
+    logits = torch.tensor([[[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4], [5.0, -5.0, 3.0, 1.0]]])
+    labels = torch.tensor([[1, 3, 0]])  # the last position is padding (pad_id 0)
+    expected = 0.0
+    for position, label in ((0, 1), (1, 3)):
+        row = logits[0, position].tolist()
+        log_z = math.log(sum(math.exp(v) for v in row))
+        log_p = [v - log_z for v in row]
+        # q = (1 - eps) one_hot + eps / V: cross entropy -sum_k q_k log p_k
+        expected += -(1 - eps) * log_p[label] - eps / vocab * sum(log_p)
+    got = label_smoothed_loss(logits, labels, eps, pad_id=0)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    assert float(label_smoothed_loss(logits, labels, eps, pad_id=0, reduction="mean")) == pytest.approx(expected / 2)
+    changed = logits.clone()
+    changed[0, 2] = torch.tensor([-9.0, 9.0, 0.0, 1.0])  # logits at the pad position do not matter
+    assert float(label_smoothed_loss(changed, labels, eps, pad_id=0)) == pytest.approx(expected, rel=1e-6)
+    # eps = 0 is the plain negative log-likelihood
+    nll = -(logits[0, 0].log_softmax(-1)[1] + logits[0, 1].log_softmax(-1)[3])
+    assert float(label_smoothed_loss(logits, labels, 0.0, pad_id=0)) == pytest.approx(float(nll), rel=1e-6)
+
+
+# ---------------------------------------------------------------- the loop
+def _cfg(tmp_path: Path, out: str, **changes) -> TrainConfig:
+    corpus = tmp_path / "corpus.tsv"
+    if not corpus.exists():
+        write_corpus(corpus, n=300)
+    values = {"out": str(tmp_path / out), "data": str(corpus), "preset": "tiny", "vocab_size": 60,
+              "dev_size": 20, "test_size": 20, "batch_tokens": 300, "steps": 10, "warmup": 5, "peak_lr": 3e-3,
+              "log_every": 1, "eval_every": 0, "save_every": 0, "final_test": False, "beam": 1, "seed": 3}
+    return TrainConfig(**{**values, **changes})
+
+
+def test_tiny_model_cuts_its_training_loss_by_80_percent(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "learn", steps=250, warmup=40, peak_lr=1e-2, label_smoothing=0.0, dropout=0.0,
+               log_every=10, batch_tokens=400)
+    result = train(cfg, log=lambda _: None)
+    first = result.losses[1]
+    last = sum(result.losses[s] for s in range(241, 251)) / 10
+    assert first > 3.5  # about ln(vocab): an untrained model
+    assert last < 0.2 * first, (first, last)
+
+
+def test_resume_after_ctrl_c_gives_the_same_losses(tmp_path: Path) -> None:
+    straight = train(_cfg(tmp_path, "straight"), log=lambda _: None)
+
+    def interrupt_at_step_4(message: str) -> None:
+        if message.startswith("step 4/"):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the loop finishes the step, saves, stops
+
+    first = train(_cfg(tmp_path, "stopped"), log=interrupt_at_step_4)
+    assert first.interrupted and first.step == 4
+    assert [p.name for p in list_checkpoints(tmp_path / "stopped")] == ["step_4"]
+    resumed = train(_cfg(tmp_path, "stopped"), resume=True, log=lambda _: None)
+    assert resumed.step == 10
+    for step in range(5, 11):
+        assert resumed.losses[step] == straight.losses[step], step  # bit-identical: model, Adam, RNG, data
+    assert [r["step"] for r in read_metrics(tmp_path / "stopped") if "loss" in r] == list(range(1, 11))
+
+
+def test_a_second_run_into_the_same_folder_needs_resume(tmp_path: Path) -> None:
+    train(_cfg(tmp_path, "run", steps=2), log=lambda _: None)
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(_cfg(tmp_path, "run", steps=2))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiayn.training import loop
+
+    calls = {"n": 0}
+
+    def poisoned(logits, labels, *args, **kwargs):
+        calls["n"] += 1
+        loss = label_smoothed_loss(logits, labels, *args, **kwargs)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(loop, "label_smoothed_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"nan at step 5.*step_4"):
+        train(_cfg(tmp_path, "nan", save_every=2), log=lambda _: None)
+    assert [p.name for p in list_checkpoints(tmp_path / "nan")] == ["step_2", "step_4"]
+    model = aiayn.load(tmp_path / "nan" / "checkpoints" / "step_4")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_checkpoints_keep_the_last_m_and_load(tmp_path: Path) -> None:
+    result = train(_cfg(tmp_path, "keep", steps=8, save_every=2, keep_last=2), log=lambda _: None)
+    run = result.run_dir
+    assert [p.name for p in list_checkpoints(run)] == ["step_6", "step_8"]
+    for name in ("config.json", "train.json", "tokenizer.json", "metrics.jsonl", "curves.png"):
+        assert (run / name).is_file(), name
+    final = aiayn.load(run / "model")
+    last = aiayn.load(run / "checkpoints" / "step_8")
+    for a, b in zip(final.state_dict().values(), last.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not list((run / "checkpoints").glob(".*"))  # no temporary folders left
+
+
+def test_averaging_identical_checkpoints_returns_the_same_weights(tmp_path: Path) -> None:
+    model = aiayn.Transformer(aiayn.ModelConfig.preset("tiny"))
+    for name in ("a", "b", "c"):
+        model.save(tmp_path / name)
+    averaged = average_checkpoints([tmp_path / n for n in ("a", "b", "c")])
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(averaged[name], tensor), name
+
+
+def test_averaging_two_checkpoints_is_their_mean(tmp_path: Path) -> None:
+    first = aiayn.Transformer(aiayn.ModelConfig.preset("tiny"))
+    second = aiayn.Transformer(aiayn.ModelConfig.preset("tiny"))
+    first.save(tmp_path / "a")
+    second.save(tmp_path / "b")
+    averaged = average_checkpoints([tmp_path / "a", tmp_path / "b"])
+    name = "encoder.layers.0.ffn.linear1.weight"
+    expected = (first.state_dict()[name] + second.state_dict()[name]) / 2
+    assert torch.allclose(averaged[name], expected, atol=1e-7)
+    other = aiayn.Transformer(aiayn.ModelConfig.preset("tiny", d_ff=32))
+    other.save(tmp_path / "other")
+    with pytest.raises(aiayn.CheckpointError, match="differ"):
+        average_checkpoints([tmp_path / "a", tmp_path / "other"])
+
+
+def test_train_config_from_toml_and_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('steps = 7\nbatch_tokens = 1024\ntest_bleu_at = [2, 4]\n', encoding="utf-8")
+    cfg = TrainConfig.from_toml(path, steps=9)
+    assert (cfg.steps, cfg.batch_tokens, cfg.test_bleu_at, cfg.warmup) == (9, 1024, [2, 4], 400)
+    path.write_text("stepz = 7\n", encoding="utf-8")
+    with pytest.raises(TrainingError, match="stepz"):
+        TrainConfig.from_toml(path)
