@@ -42,8 +42,9 @@ def add_attention_parser(commands: argparse._SubParsersAction) -> None:
         "attention", help="draw attention heatmaps (PNG) and an HTML explorer for one sentence",
         description=cmd_attention.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               '  aiayn attention runs/en-es/model "The cat sat on the mat." --html pictures/explorer.html\n'
-               '  aiayn attention runs/en-es/model "The cat sat on the mat." --kind cross --layer -1 --head mean\n'
+               '  aiayn attention runs/kjv-en-es/model "And God saw the light, that it was good." --html explorer.html\n'
+               '  aiayn attention runs/kjv-en-es/model "In the beginning God created the heaven and the earth." '
+               '--kind cross --layer -1 --head mean\n'
                '  aiayn attention MINILM_DIR "The animal didn\'t cross the street because it was too tired" '
                "--focus it")
     parser.add_argument("model_dir", metavar="MODEL_DIR",
