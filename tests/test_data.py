@@ -142,3 +142,25 @@ def test_collate_layout_bos_target_eos() -> None:
     assert batch.tgt_in.tolist() == [[1, 5, 6, 9], [1, 4, 0, 0]]  # [BOS] + target, padded
     assert batch.labels.tolist() == [[5, 6, 9, 2], [4, 2, 0, 0]]  # target + [EOS], padded
     assert batch.n_tokens == 6 and batch.src.dtype == torch.long
+
+
+def test_bucketed_batches_waste_little_padding_on_either_side():
+    import random as _random
+
+    from aiayn.data.batching import TokenBatcher as _Batcher
+
+    rng = _random.Random(0)
+    examples = []
+    for _ in range(3000):
+        n = rng.randint(3, 60)
+        examples.append(([5] * n, [6] * max(1, int(n * rng.uniform(0.7, 1.4)))))  # correlated lengths
+    batcher = _Batcher(examples, 1024, seed=1)
+    real = padded = real_tgt = padded_tgt = 0
+    for indices in batcher.epoch(0):
+        batch = batcher.batch(indices)
+        real += int((batch.src != 0).sum())
+        padded += batch.src.numel()
+        real_tgt += batch.n_tokens
+        padded_tgt += batch.labels.numel()
+        assert max(batch.src.shape[1], batch.labels.shape[1]) * len(indices) <= 1024 or len(indices) == 1
+    assert real / padded > 0.9 and real_tgt / padded_tgt > 0.9
