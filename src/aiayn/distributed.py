@@ -1,0 +1,127 @@
+"""Data-parallel training across processes and machines: torch.distributed under torchrun.
+
+`torchrun --nproc_per_node N -m aiayn train ...` starts N copies of the same command and gives each the
+environment variables RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT. `init` reads them and joins
+the process group (nccl when the rank trains on a GPU, gloo on the CPU); without them (or with
+WORLD_SIZE=1) nothing is initialised and every helper here is a cheap no-op, so one process trains exactly
+as before. The helpers are what the training loop needs: rank, world size, sum across ranks, broadcast
+from rank 0, barrier.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+DEFAULT_TIMEOUT_S = 1800.0  # torch's own default: a collective that waits longer raises instead of hanging
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: rank among world_size ranks, local_rank on its machine, its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        """True when several processes train together."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that logs, evaluates and writes files."""
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum of `values` over all ranks (float64, so token counts stay exact)."""
+        if not self.enabled:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is True on any rank."""
+        return bool(self.sum([float(flag)])[0]) if self.enabled else flag
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` (any picklable object) on every rank."""
+        if not self.enabled:
+            return value
+        box = [value if self.is_main else None]
+        dist.broadcast_object_list(box, src=0, device=self._comm_device)
+        return box[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value` (any picklable object), in rank order, on every rank."""
+        if not self.enabled:
+            return [value]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here (raises after the process-group timeout)."""
+        if self.enabled:
+            dist.barrier(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    @property
+    def _comm_device(self) -> torch.device:
+        """nccl moves tensors between GPUs; gloo between CPUs."""
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+
+def from_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment variables; (0, 1, 0) without them."""
+    try:
+        return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                int(os.environ.get("LOCAL_RANK", "0")))
+    except ValueError as error:
+        raise RuntimeError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers (set by torchrun): {error}") from None
+
+
+def init(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> Dist:
+    """Join the process group torchrun describes (nccl on CUDA, gloo on CPU) and pick this rank's device.
+
+    `device` is the device asked for; under torchrun a CUDA rank trains on cuda:LOCAL_RANK. A single
+    process (no torchrun variables, or WORLD_SIZE=1) gets Dist(device=device) and initialises nothing.
+    """
+    rank, world_size, local_rank = from_env()
+    if world_size <= 1:
+        return Dist(device=device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=device if device.type == "cuda" else None)
+    return Dist(rank, world_size, local_rank, device)
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel around `model`: copies rank 0's weights and buffers to every rank now, then
+    all-reduces the gradients in each backward. Buffers (the sinusoid tables, §3.5) are constants, so they
+    are not re-sent before every forward."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    no_resend = ({"forward_sync_buffers": False}
+                 if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                 else {"broadcast_buffers": False})  # the older name (torch < 2.13)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   **no_resend)
+
+
+def shutdown() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
