@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import aiayn
 from aiayn.saving import WEIGHTS_FILE, read_weights
 from aiayn.training.loop import TrainConfig, read_metrics, train
 
@@ -162,3 +163,35 @@ def test_a_failing_rank_ends_the_torchrun_job_non_zero_with_its_error(tmp_path: 
     job = _torchrun(tmp_path, [str(script), "train", *_flags(values)])  # raises TimeoutExpired if it hangs
     assert job.returncode != 0
     assert "rank 1 failed on purpose" in job.stderr, job.stderr[-3000:]
+
+
+def test_fsdp_on_two_ranks_trains_like_one_process_and_its_checkpoints_resume(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus.tsv", n=300)
+    _train_1_rank(tmp_path, "one", steps=5, accumulate=2, save_every=3)
+    _fork_2_ranks(tmp_path, "fsdp", steps=3, accumulate=1, fsdp=True)
+    _assert_same_weights(_weights(tmp_path / "fsdp", 3), _weights(tmp_path / "one", 3))
+    assert read_metrics(tmp_path / "fsdp")[-1]["step"] == 3 and "dev_loss" in read_metrics(tmp_path / "fsdp")[-1]
+    # Its checkpoint (whole weights and Adam state, gathered on rank 0) resumes sharded again, to step 5.
+    _fork_2_ranks(tmp_path, "fsdp", resume=True, steps=5, accumulate=1, fsdp=True)
+    _assert_same_weights(_weights(tmp_path / "fsdp", 5), _weights(tmp_path / "one", 5))
+    final = read_weights(tmp_path / "fsdp" / "model" / WEIGHTS_FILE)  # the final model folder, whole
+    _assert_same_weights(final, _weights(tmp_path / "one", 5))
+    assert aiayn.load(tmp_path / "fsdp" / "model").cfg == aiayn.load(tmp_path / "one" / "model").cfg
+
+
+def test_accumulating_on_each_rank_matches_one_process_up_to_rounding(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "corpus.tsv", n=300)
+    single = _weights(_train_1_rank(tmp_path, "one", steps=3, accumulate=4).run_dir, 3)
+    for kind in ("ddp", "fsdp"):  # 2 ranks x 2 batches, gradients exchanged after each rank's second batch
+        _fork_2_ranks(tmp_path, kind, steps=3, accumulate=2, fsdp=kind == "fsdp")
+        both = _weights(tmp_path / kind, 3)
+        # The sums run in another order, so the gradients differ by rounding. That is invisible except in the
+        # key biases: attention is shift-invariant along the keys, their true gradient is 0, and Adam turns
+        # the rounding noise left in its place into steps of +-lr. Everything else must agree.
+        # in_proj rows are W^Q; W^K; W^V, so its bias keeps rows [0, d) and [2d, 3d).
+        d = aiayn.load(tmp_path / "one" / "model").cfg.d_model
+        not_key = torch.cat([torch.arange(0, d), torch.arange(2 * d, 3 * d)])
+        biases = [name for name in both if name.endswith("attn.in_proj.bias")]
+        assert len(biases) == 6  # tiny: 2 encoder self-, 2 decoder self- and 2 cross-attentions
+        _assert_same_weights({n: t[not_key] if n in biases else t for n, t in both.items()},
+                             {n: t[not_key] if n in biases else t for n, t in single.items()})

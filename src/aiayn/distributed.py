@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +121,85 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
                  else {"broadcast_buffers": False})  # the older name (torch < 2.13)
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                    **no_resend)
+
+
+def broadcast_weights(model: torch.nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers with rank 0's."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def shard(model: torch.nn.Module, layer_types: tuple[type, ...]) -> torch.nn.Module:
+    """FSDP (torch's fully_shard): each rank keeps 1/W of every parameter, gradient and Adam moment; a layer's
+    full weights exist only while it runs. One unit per encoder/decoder layer, one for the rest (embeddings)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model.modules():
+        if isinstance(module, layer_types):
+            fully_shard(module)
+    fully_shard(model)
+    return model
+
+
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state dict of a sharded model, on rank 0's CPU ({} on the others); every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give a sharded model rank 0's whole state dict (the other ranks pass {}); every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """A sharded model's whole optimizer state in Optimizer.state_dict()'s layout (parameters by index), so a
+    checkpoint resumes with or without FSDP; on rank 0's CPU ({} on the others); every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    state = get_optimizer_state_dict(model, optimizer,
+                                     options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not state:
+        return {}
+    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
+    return {"state": {index[name]: value for name, value in state["state"].items()},
+            "param_groups": [{**group, "params": [index[name] for name in group["params"]]}
+                             for group in state["param_groups"]]}
+
+
+def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                              state: dict[str, Any]) -> None:
+    """Give a sharded model's optimizer a whole Optimizer.state_dict() (the same on every rank)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = [name for name, _ in model.named_parameters()]
+    by_name = {"state": {names[i]: value for i, value in state["state"].items()},
+               "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
+                                for group in state["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+
+
+@contextmanager
+def gradient_sync(net: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Inside: backward all-reduces (DDP) / reduce-scatters (FSDP) the gradients only if `enabled`;
+    skipping it on all but the last of several accumulated batches saves that traffic."""
+    if enabled:
+        yield
+    elif hasattr(net, "no_sync"):  # DDP
+        with net.no_sync():
+            yield
+    elif hasattr(net, "set_requires_gradient_sync"):  # FSDP
+        net.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            net.set_requires_gradient_sync(True)
+    else:  # one process: nothing to synchronise
+        yield
 
 
 def shutdown() -> None:

@@ -9,8 +9,8 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -23,6 +23,7 @@ from .. import distributed
 from ..config import ModelConfig
 from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, load_corpus
+from ..layers import TransformerLayer
 from ..models import Transformer
 from ..saving import (
     CONFIG_FILE,
@@ -92,6 +93,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
     # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
+    fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
     # --- logging, evaluation, checkpoints
     log_every: int = 25
     eval_every: int = 500  # validation loss and dev BLEU every K steps (0: only at the end)
@@ -317,6 +319,12 @@ class Trainer:
         if main and self.dist.enabled:
             self.dist.broadcast((self.tokenizer.to_str(), model_cfg))
         self.model = Transformer(model_cfg).to(self.device)
+        self.sharded = cfg.fsdp and self.dist.enabled
+        if cfg.fsdp and not self.dist.enabled:
+            self.log("--fsdp has no effect in a single process (start the run with torchrun)")
+        if self.sharded:  # rank 0's initial weights everywhere, then each rank keeps its shard
+            distributed.broadcast_weights(self.model)
+            distributed.shard(self.model, (TransformerLayer,))
         if self.dist.enabled and not main:  # the same weights (DDP copies rank 0's), other dropout masks
             torch.manual_seed(cfg.seed * 65_537 + self.dist.rank)
         self.examples = _encode_pairs(self.tokenizer, self.corpus.train, cfg.max_len)
@@ -342,20 +350,26 @@ class Trainer:
             atomic_write_text(self.run_dir / TRAIN_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
         self.write = _log_writer(self.run_dir) if main else (lambda record: None)
         self._batches = self.batcher.epoch(self.epoch)
-        # The module that trains: the model itself, or DDP around it, which copies rank 0's weights to every
-        # rank now and all-reduces the gradients in backward.
+        # The module that trains: the model itself (also when sharded), or DDP around it, which copies rank 0's
+        # weights to every rank now and all-reduces the gradients in backward.
         self.net: torch.nn.Module = self.model
-        if self.dist.enabled:
+        if self.dist.enabled and not self.sharded:
             self.net = distributed.wrap_ddp(self.model, self.device)
 
     def _restore(self, checkpoint: Path) -> None:
         """Model, optimizer, step, data position and RNG from a checkpoint folder (read by rank 0, sent to all)."""
-        state = None
+        state, weights = None, {}
         if self.dist.is_main:
             state = load_trainer_state(checkpoint)
-            load_state(self.model, read_weights(checkpoint / WEIGHTS_FILE), checkpoint / WEIGHTS_FILE)
-        state = self.dist.broadcast(state)  # the weights reach the other ranks when DDP wraps the model
-        self.optimizer.load_state_dict(state["optimizer"])
+            weights = read_weights(checkpoint / WEIGHTS_FILE)
+            if not self.sharded:
+                load_state(self.model, weights, checkpoint / WEIGHTS_FILE)
+        state = self.dist.broadcast(state)  # with DDP, the weights reach the other ranks when DDP wraps the model
+        if self.sharded:
+            distributed.load_full_state(self.model, weights)
+            distributed.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.tgt_tokens_seen = state.get("tgt_tokens_seen", 0)
         self.train_seconds = state.get("train_seconds", 0.0)
@@ -376,7 +390,9 @@ class Trainer:
     def trainer_state(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
         cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        state = {"optimizer": self.optimizer.state_dict(), "step": self.step, "epoch": self.epoch,
+        optimizer = (distributed.full_optimizer_state(self.model, self.optimizer) if self.sharded
+                     else self.optimizer.state_dict())
+        state = {"optimizer": optimizer, "step": self.step, "epoch": self.epoch,
                  "position": self.position, "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
                  "tgt_tokens_seen": self.tgt_tokens_seen, "train_seconds": self.train_seconds}
         if self.dist.enabled:  # every rank's dropout stream, so a resume with as many ranks is exact
@@ -387,10 +403,29 @@ class Trainer:
         """Write checkpoints/step_N/ (atomically; rank 0) and prune to keep_last; every rank waits for it."""
         state = self.trainer_state()
         path = self.run_dir / "checkpoints" / f"step_{self.step}"
-        if self.dist.is_main:
-            path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, self.cfg.keep_last)
+        with self._full_model():
+            if self.dist.is_main:
+                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                       self.cfg.keep_last)
         self.dist.barrier()
         return path
+
+    @contextmanager
+    def _full_model(self) -> Iterator[None]:
+        """Under FSDP: every rank sends its shards and, inside, self.model is a whole copy on rank 0 (to save and
+        evaluate); it must fit rank 0's device. Without FSDP, self.model is whole already: nothing happens."""
+        if not self.sharded:
+            yield
+            return
+        weights = distributed.full_state(self.model)  # every rank takes part
+        sharded = self.model
+        if self.dist.is_main:
+            self.model = Transformer(sharded.cfg).to(self.device)
+            self.model.load_state_dict(weights)
+        try:
+            yield
+        finally:
+            self.model = sharded
 
     def _next_batch(self) -> Batch:
         """This rank's next batch of the epoch's shuffled buckets, moving to the next epoch when one ends.
@@ -419,13 +454,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for i, batch in enumerate(batches):
-            last = i == len(batches) - 1  # DDP all-reduces the gradients in the last backward only
-            with nullcontext() if world == 1 or last else self.net.no_sync():
+            last = i == len(batches) - 1  # the gradients are exchanged in the last backward only
+            with distributed.gradient_sync(self.net, world == 1 or last):
                 logits = self.net(batch.src, batch.tgt_in)  # (B, T, V): teacher forcing behind BOS
                 loss = label_smoothed_loss(logits, batch.labels, cfg.label_smoothing, model.cfg.pad_id) / n_tokens
-                # Each rank's loss is its tokens' sum / the step's token count on ALL ranks. DDP averages the
-                # gradients over the W ranks; times W, that average is their sum: the gradient of one process
-                # training on all W ranks' batches (exactly, for W a power of two).
+                # Each rank's loss is its tokens' sum / the step's token count on ALL ranks. DDP (and FSDP)
+                # average the gradients over the W ranks; times W, that average is their sum: the gradient of
+                # one process training on all W ranks' batches (exactly, for W a power of two).
                 (loss * world if world > 1 else loss).backward()
             total += loss.item()
         if world > 1:
@@ -508,8 +543,8 @@ class Trainer:
                  f"{len(self._batches)} batches of <= {cfg.batch_tokens} tokens per epoch; "
                  f"peak lr {self.schedule.peak:.2e} at step {cfg.warmup}; torch threads {torch.get_num_threads()}")
         if self.dist.enabled:
-            self.log(f"data parallel: {self.dist.world_size} ranks ({torch.distributed.get_backend()}), "
-                     f"{cfg.accumulate} batch(es) per rank per step")
+            self.log(f"data parallel ({'FSDP' if self.sharded else 'DDP'}): {self.dist.world_size} ranks "
+                     f"({torch.distributed.get_backend()}), {cfg.accumulate} batch(es) per rank per step")
         with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
             while self.step < cfg.steps:
                 started = time.perf_counter()
@@ -526,8 +561,10 @@ class Trainer:
                     if bar.disable:
                         self.log(f"step {self.step}/{cfg.steps} loss {loss:.4f} lr {lr:.2e} {speed:.0f} tgt tok/s")
                 evaluate = cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps
-                if (evaluate or self.step in test_at and self.step < cfg.steps) and self.dist.is_main:
-                    self.evaluate(test=self.step in test_at)  # the other ranks wait in the next collective
+                if evaluate or self.step in test_at and self.step < cfg.steps:
+                    with self._full_model():
+                        if self.dist.is_main:  # the other ranks wait in the next collective
+                            self.evaluate(test=self.step in test_at)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
                 if self.dist.any(stop.requested):  # all ranks stop after the same step
@@ -538,10 +575,11 @@ class Trainer:
         if interrupted:
             self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
             return TrainResult(self.run_dir, self.step, losses, interrupted=True)
-        if not self.dist.is_main:
-            return TrainResult(self.run_dir, self.step, losses, main=False)
-        save_model(self.model, self.run_dir / "model", self.tokenizer)
-        record = self.evaluate(test=cfg.final_test or self.step in test_at)
+        with self._full_model():
+            if not self.dist.is_main:
+                return TrainResult(self.run_dir, self.step, losses, main=False)
+            save_model(self.model, self.run_dir / "model", self.tokenizer)
+            record = self.evaluate(test=cfg.final_test or self.step in test_at)
         self.log(f"done: {self.step} steps, {self.tgt_tokens_seen:,} target tokens, {self.train_seconds:.0f}s "
                  f"training; model in {self.run_dir / 'model'}")
         scores = None
