@@ -202,6 +202,12 @@ def gradient_sync(net: torch.nn.Module, enabled: bool) -> Iterator[None]:
         yield
 
 
+def is_timeout(error: BaseException) -> bool:
+    """True for the error a collective raises when the other ranks do not answer within the timeout."""
+    text = str(error).lower()
+    return dist.is_available() and dist.is_initialized() and ("timed out" in text or "timeout" in text)
+
+
 def shutdown() -> None:
     """Leave the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():

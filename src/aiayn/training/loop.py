@@ -270,15 +270,16 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
         """Read the corpus, train or load the BPE, build or restore the model, optimizer and data position."""
-        self.cfg = cfg
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-        self.run_dir = Path(cfg.out)
-        # Under torchrun: join the process group; rank 0 alone logs, evaluates and writes files.
+        # Under torchrun: join the process group; rank 0 alone logs, evaluates and writes files, and its
+        # settings (which on --resume come from its run folder) are every rank's.
         self.dist = distributed.init(resolve_device(cfg.device), cfg.dist_timeout)
         self.device = self.dist.device
         main = self.dist.is_main
         if not main:
             self.log = lambda message: None
+        self.cfg = cfg = self.dist.broadcast(cfg)
+        self.run_dir = Path(cfg.out)
         checkpoints = self.dist.broadcast(list_checkpoints(self.run_dir))  # rank 0's view of the run folder
         if checkpoints and not resume:
             raise TrainingError(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
@@ -612,5 +613,12 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | N
     """Set up (or resume) a run in cfg.out and train it to cfg.steps (under torchrun: on every rank)."""
     try:
         return Trainer(cfg, resume=resume, log=log).run()
+    except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
+        if not distributed.is_timeout(error):
+            raise
+        rank, cause = distributed.from_env()[0], str(error).strip().splitlines()[-1].split("] ", 1)[-1]
+        raise TrainingError(f"rank {rank}: the other ranks did not answer within dist_timeout={cfg.dist_timeout:g}s "
+                            f"({cause[:160]}); one of them failed or is stuck (see "
+                            f"its error), or rank 0 evaluates for longer than that: raise --dist-timeout") from None
     finally:
         distributed.shutdown()
