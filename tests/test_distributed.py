@@ -195,3 +195,27 @@ def test_accumulating_on_each_rank_matches_one_process_up_to_rounding(tmp_path: 
         assert len(biases) == 6  # tiny: 2 encoder self-, 2 decoder self- and 2 cross-attentions
         _assert_same_weights({n: t[not_key] if n in biases else t for n, t in both.items()},
                              {n: t[not_key] if n in biases else t for n, t in single.items()})
+
+
+def test_each_rank_takes_every_second_batch_and_an_epoch_ends_with_equal_shares(tmp_path: Path) -> None:
+    from aiayn.distributed import Dist
+    from aiayn.training.loop import Trainer, TrainingError
+
+    write_corpus(tmp_path / "corpus.tsv", n=300)
+    trainer = Trainer(TrainConfig(**{**SETTINGS, "data": str(tmp_path / "corpus.tsv"), "out": str(tmp_path / "r")}),
+                      log=lambda _: None)
+    epochs = [trainer.batcher.epoch(0), trainer.batcher.epoch(1)]
+    assert len(epochs[0]) % 2 == 1  # an odd count: its last batch is nobody's
+    for rank in (0, 1):
+        trainer.dist = Dist(rank=rank, world_size=2)  # only rank and world size matter to _next_batch
+        trainer.epoch, trainer.position, trainer._batches = 0, 0, epochs[0]
+        taken = [trainer._next_batch().src for _ in range(len(epochs[0]) // 2 + 1)]
+        wanted = [*epochs[0][rank:len(epochs[0]) - 1:2], epochs[1][rank]]  # then epoch 1, batch 0 + rank
+        assert len(taken) == len(wanted)
+        for src, indices in zip(taken, wanted):
+            assert torch.equal(src, trainer.batcher.batch(indices).src)
+        assert (trainer.epoch, trainer.position) == (1, 2)
+    trainer.dist = Dist(rank=0, world_size=len(epochs[0]) + 1)
+    with pytest.raises(TrainingError, match="fewer than the .* ranks: lower --batch-tokens"):
+        for _ in range(2):
+            trainer._next_batch()

@@ -78,6 +78,7 @@ class TrainConfig:
     # 20 minutes on 2 CPU cores: one step of 2,048 tokens costs ~1.4 CPU-seconds with the small preset)
     batch_tokens: int = 2048
     accumulate: int = 1  # optimizer step every `accumulate` batches (a larger effective batch)
+    # (under torchrun, a step takes ranks x accumulate batches: 8 ranks x 3,125 tokens ~ the paper's 25,000)
     # --- optimizer and schedule (§5.3): Adam(0.9, 0.98, 1e-9), lrate = scale * d^-0.5 * min(s^-0.5, s w^-1.5)
     steps: int = 1000  # the paper: 100,000 for the base model (§5.2)
     warmup: int = 400  # the paper: 4000 (§5.3); a short CPU run needs a shorter warmup
@@ -439,6 +440,10 @@ class Trainer:
         if self.position + world > len(self._batches):
             self.epoch, self.position = self.epoch + 1, 0
             self._batches = self.batcher.epoch(self.epoch)
+            if len(self._batches) < world:
+                raise TrainingError(f"an epoch of the training data makes only {len(self._batches)} batches of <= "
+                                    f"{self.cfg.batch_tokens} tokens, fewer than the {world} ranks: lower "
+                                    f"--batch-tokens or start fewer ranks")
         indices = self._batches[self.position + self.dist.rank]
         self.position += world
         batch = self.batcher.batch(indices, self.model.cfg.pad_id, self.model.cfg.bos_id, self.model.cfg.eos_id)
