@@ -48,7 +48,8 @@ def _torchrun(tmp_path: Path, target: list[str], nproc: int = 2) -> subprocess.C
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target]
-    return subprocess.run(command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    return subprocess.run(command, check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=JOB_TIMEOUT_S)
 
 
 def _train_2_ranks(tmp_path: Path, out: str, resume: bool = False, **changes) -> subprocess.CompletedProcess:

@@ -16,6 +16,8 @@ from safetensors.torch import load_file, save_file
 from .config import ModelConfig
 
 CONFIG_FILE = "config.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -31,6 +33,7 @@ def atomic_write(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
