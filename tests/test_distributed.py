@@ -220,3 +220,14 @@ def test_each_rank_takes_every_second_batch_and_an_epoch_ends_with_equal_shares(
     with pytest.raises(TrainingError, match="fewer than the .* ranks: lower --batch-tokens"):
         for _ in range(2):
             trainer._next_batch()
+
+
+def test_lm_training_refuses_to_run_as_several_unsynchronised_copies(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiayn.training.lm_loop import LMTrainConfig, train_lm
+    from aiayn.training.loop import TrainingError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TrainingError, match="only --task translate is data-parallel"):
+        train_lm(LMTrainConfig(out=str(tmp_path / "lm")))
+    assert not (tmp_path / "lm").exists()
