@@ -161,6 +161,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise UserError(str(error)) from None
     if result.interrupted:
         raise KeyboardInterrupt
+    if not result.main:  # under torchrun, rank 0 reports
+        return
     if result.test_scores is not None:
         from .evaluation import beam_fell_back
 

@@ -430,4 +430,9 @@ class LMTrainer:
 
 def train_lm(cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> LMTrainResult:
     """Set up (or resume) a language-model run in cfg.out and train it to cfg.steps."""
+    from ..distributed import from_env
+
+    if from_env()[1] > 1:  # N unsynchronised copies would all write cfg.out
+        raise TrainingError("--task lm|mlm trains in one process; under torchrun only --task translate is data-"
+                            "parallel so far: run it without torchrun")
     return LMTrainer(cfg, resume=resume, log=log).run()

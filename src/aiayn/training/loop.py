@@ -9,17 +9,21 @@ import signal
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from .. import distributed
 from ..config import ModelConfig
 from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, load_corpus
+from ..layers import TransformerLayer
 from ..models import Transformer
 from ..saving import (
     CONFIG_FILE,
@@ -74,6 +78,7 @@ class TrainConfig:
     # 20 minutes on 2 CPU cores: one step of 2,048 tokens costs ~1.4 CPU-seconds with the small preset)
     batch_tokens: int = 2048
     accumulate: int = 1  # optimizer step every `accumulate` batches (a larger effective batch)
+    # (under torchrun, a step takes ranks x accumulate batches: 8 ranks x 3,125 tokens ~ the paper's 25,000)
     # --- optimizer and schedule (§5.3): Adam(0.9, 0.98, 1e-9), lrate = scale * d^-0.5 * min(s^-0.5, s w^-1.5)
     steps: int = 1000  # the paper: 100,000 for the base model (§5.2)
     warmup: int = 400  # the paper: 4000 (§5.3); a short CPU run needs a shorter warmup
@@ -87,6 +92,9 @@ class TrainConfig:
     seed: int = 1
     threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
+    # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.distributed
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
+    fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
     # --- logging, evaluation, checkpoints
     log_every: int = 25
     eval_every: int = 500  # validation loss and dev BLEU every K steps (0: only at the end)
@@ -105,6 +113,8 @@ class TrainConfig:
                 raise TrainingError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TrainingError(f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.dist_timeout <= 0:
+            raise TrainingError(f"TrainConfig.dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if self.peak_lr < 0 or self.lr_scale <= 0:
             raise TrainingError(f"TrainConfig.peak_lr must be >= 0 (0: use lr_scale) and lr_scale > 0, got "
                                 f"{self.peak_lr} and {self.lr_scale}")
@@ -149,15 +159,21 @@ class TrainResult:
     step: int
     losses: dict[int, float]  # training loss of each logged step
     interrupted: bool = False
+    main: bool = True  # False on the ranks > 0 of a torchrun job (rank 0 reports)
     test_scores: Any = None
 
 
 class _StopFlag:
-    """Ctrl-C / SIGTERM set a flag checked after each step; a second Ctrl-C stops at once."""
+    """Ctrl-C / SIGTERM set a flag checked after each step; a second Ctrl-C stops at once.
 
-    def __init__(self) -> None:
+    Under torchrun only Ctrl-C (SIGINT, which the terminal sends to every rank) is caught: torchrun sends
+    SIGTERM to the surviving ranks when one fails, and they must then end at once, not wait for a step.
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         """Not yet requested."""
         self.requested = False
+        self._signals = signals
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
@@ -165,7 +181,7 @@ class _StopFlag:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in self._signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -260,10 +276,17 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
         """Read the corpus, train or load the BPE, build or restore the model, optimizer and data position."""
-        self.cfg = cfg
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        # Under torchrun: join the process group; rank 0 alone logs, evaluates and writes files, and its
+        # settings (which on --resume come from its run folder) are every rank's.
+        self.dist = distributed.init(resolve_device(cfg.device), cfg.dist_timeout)
+        self.device = self.dist.device
+        main = self.dist.is_main
+        if not main:
+            self.log = lambda message: None
+        self.cfg = cfg = self.dist.broadcast(cfg)
         self.run_dir = Path(cfg.out)
-        checkpoints = list_checkpoints(self.run_dir)
+        checkpoints = self.dist.broadcast(list_checkpoints(self.run_dir))  # rank 0's view of the run folder
         if checkpoints and not resume:
             raise TrainingError(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
                                 f"or choose another --out")
@@ -279,7 +302,10 @@ class Trainer:
             raise TrainingError(f"the training split of {self.corpus.name} is empty")
         self.log(f"corpus {self.corpus.name}: " + ", ".join(f"{k} {v:,}" for k, v in self.corpus.counts().items())
                  + " pairs")
-        if resume:
+        if not main:  # the other ranks take rank 0's tokenizer and model settings (no shared folder needed)
+            tokenizer_json, model_cfg = self.dist.broadcast(None)
+            self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        elif resume:
             self.tokenizer = load_tokenizer(self.run_dir / TOKENIZER_FILE)
             _, model_cfg = read_config(self.run_dir)
             check_fits(self.tokenizer, model_cfg, str(self.run_dir / TOKENIZER_FILE))
@@ -297,8 +323,17 @@ class Trainer:
                 model_cfg = ModelConfig.preset(cfg.preset, **overrides)
             except ValueError as error:
                 raise TrainingError(str(error)) from None
-        self.device = resolve_device(cfg.device)
+        if main and self.dist.enabled:
+            self.dist.broadcast((self.tokenizer.to_str(), model_cfg))
         self.model = Transformer(model_cfg).to(self.device)
+        self.sharded = cfg.fsdp and self.dist.enabled
+        if cfg.fsdp and not self.dist.enabled:
+            self.log("--fsdp has no effect in a single process (start the run with torchrun)")
+        if self.sharded:  # rank 0's initial weights everywhere, then each rank keeps its shard
+            distributed.broadcast_weights(self.model)
+            distributed.shard(self.model, (TransformerLayer,))
+        if self.dist.enabled and not main:  # the same weights (DDP copies rank 0's), other dropout masks
+            torch.manual_seed(cfg.seed * 65_537 + self.dist.rank)
         self.examples = _encode_pairs(self.tokenizer, self.corpus.train, cfg.max_len)
         if not self.examples:
             raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
@@ -312,66 +347,137 @@ class Trainer:
         self.train_seconds = 0.0
         if resume:
             self._restore(checkpoints[-1])
-        else:
+        elif main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
             config = {"model_type": self.model.model_type, **model_cfg.to_dict()}
             atomic_write_text(self.run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
             save_tokenizer(self.tokenizer, self.run_dir / TOKENIZER_FILE)
-        atomic_write_text(self.run_dir / TRAIN_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self.write = _log_writer(self.run_dir)
+        if main:
+            atomic_write_text(self.run_dir / TRAIN_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.write = _log_writer(self.run_dir) if main else (lambda record: None)
         self._batches = self.batcher.epoch(self.epoch)
+        # The module that trains: the model itself (also when sharded), or DDP around it, which copies rank 0's
+        # weights to every rank now and all-reduces the gradients in backward.
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled and not self.sharded:
+            self.net = distributed.wrap_ddp(self.model, self.device)
 
     def _restore(self, checkpoint: Path) -> None:
-        """Model, optimizer, step, data position and RNG from a checkpoint folder."""
-        state = load_trainer_state(checkpoint)
-        load_state(self.model, read_weights(checkpoint / WEIGHTS_FILE), checkpoint / WEIGHTS_FILE)
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Model, optimizer, step, data position and RNG from a checkpoint folder (read by rank 0, sent to all)."""
+        state, weights = None, {}
+        if self.dist.is_main:
+            state = load_trainer_state(checkpoint)
+            weights = read_weights(checkpoint / WEIGHTS_FILE)
+            if not self.sharded:
+                load_state(self.model, weights, checkpoint / WEIGHTS_FILE)
+        state = self.dist.broadcast(state)  # with DDP, the weights reach the other ranks when DDP wraps the model
+        if self.sharded:
+            distributed.load_full_state(self.model, weights)
+            distributed.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
         self.tgt_tokens_seen = state.get("tgt_tokens_seen", 0)
         self.train_seconds = state.get("train_seconds", 0.0)
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        _truncate_metrics(self.run_dir, self.step)
+        torch_rng, cuda_rng = state["torch_rng"], state.get("cuda_rng")
+        rank_rngs = state.get("rank_rngs") or []
+        if len(rank_rngs) == self.dist.world_size:  # the same number of ranks: each continues its own stream
+            torch_rng, cuda_rng = rank_rngs[self.dist.rank]
+        elif self.dist.rank > 0:  # another number of ranks: fresh dropout streams, distinct per rank and step
+            torch.manual_seed(self.cfg.seed * 65_537 + self.dist.rank + self.step * 1_000_003)
+            torch_rng, cuda_rng = torch.get_rng_state(), None
+        torch.set_rng_state(torch_rng)
+        if self.device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+        if self.dist.is_main:
+            _truncate_metrics(self.run_dir, self.step)
         self.log(f"resuming {self.run_dir} from {checkpoint.name} (epoch {self.epoch}, batch {self.position})")
 
     def trainer_state(self) -> dict[str, Any]:
-        """Everything besides the weights that an exact resume needs."""
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step, "epoch": self.epoch,
-                "position": self.position, "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-                "tgt_tokens_seen": self.tgt_tokens_seen, "train_seconds": self.train_seconds}
+        """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        optimizer = (distributed.full_optimizer_state(self.model, self.optimizer) if self.sharded
+                     else self.optimizer.state_dict())
+        state = {"optimizer": optimizer, "step": self.step, "epoch": self.epoch,
+                 "position": self.position, "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
+                 "tgt_tokens_seen": self.tgt_tokens_seen, "train_seconds": self.train_seconds}
+        if self.dist.enabled:  # every rank's dropout stream, so a resume with as many ranks is exact
+            state["rank_rngs"] = self.dist.gather((torch.get_rng_state(), cuda_rng))
+        return state
 
     def save(self) -> Path:
-        """Write checkpoints/step_N/ (atomically) and prune to keep_last."""
-        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self.trainer_state(),
-                               self.cfg.keep_last)
+        """Write checkpoints/step_N/ (atomically; rank 0) and prune to keep_last; every rank waits for it."""
+        state = self.trainer_state()
+        path = self.run_dir / "checkpoints" / f"step_{self.step}"
+        with self._full_model():
+            if self.dist.is_main:
+                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                       self.cfg.keep_last)
+        self.dist.barrier()
+        return path
+
+    @contextmanager
+    def _full_model(self) -> Iterator[None]:
+        """Under FSDP: every rank sends its shards and, inside, self.model is a whole copy on rank 0 (to save and
+        evaluate); it must fit rank 0's device. Without FSDP, self.model is whole already: nothing happens."""
+        if not self.sharded:
+            yield
+            return
+        weights = distributed.full_state(self.model)  # every rank takes part
+        sharded = self.model
+        if self.dist.is_main:
+            self.model = Transformer(sharded.cfg).to(self.device)
+            self.model.load_state_dict(weights)
+        try:
+            yield
+        finally:
+            self.model = sharded
 
     def _next_batch(self) -> Batch:
-        """The next batch of the epoch's shuffled buckets, moving to the next epoch when one ends."""
-        if self.position >= len(self._batches):
+        """This rank's next batch of the epoch's shuffled buckets, moving to the next epoch when one ends.
+
+        With W ranks, each micro-step takes the next W batches of the epoch, batch position + rank on rank
+        `rank`: disjoint shares, as many on every rank; an epoch's last (< W) batches are skipped. `position`
+        counts batches of the whole epoch, so a checkpoint resumes with any number of ranks.
+        """
+        world = self.dist.world_size
+        if self.position + world > len(self._batches):
             self.epoch, self.position = self.epoch + 1, 0
             self._batches = self.batcher.epoch(self.epoch)
-        indices = self._batches[self.position]
-        self.position += 1
+            if len(self._batches) < world:
+                raise TrainingError(f"an epoch of the training data makes only {len(self._batches)} batches of <= "
+                                    f"{self.cfg.batch_tokens} tokens, fewer than the {world} ranks: lower "
+                                    f"--batch-tokens or start fewer ranks")
+        indices = self._batches[self.position + self.dist.rank]
+        self.position += world
         batch = self.batcher.batch(indices, self.model.cfg.pad_id, self.model.cfg.bos_id, self.model.cfg.eos_id)
         return batch.to(self.device)
 
     def train_step(self) -> float:
-        """One optimizer step over `accumulate` batches; returns the smoothed loss per target token."""
-        model, cfg = self.model, self.cfg
-        model.train()
+        """One optimizer step over `accumulate` batches (on each rank); returns the smoothed loss per target token."""
+        model, cfg, world = self.model, self.cfg, self.dist.world_size
+        self.net.train()
         batches = [self._next_batch() for _ in range(cfg.accumulate)]
         n_tokens = sum(b.n_tokens for b in batches)
+        if world > 1:
+            n_tokens = int(self.dist.sum([n_tokens])[0])  # target tokens of the step on all ranks
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for batch in batches:
-            scored = batch.labels != model.cfg.pad_id  # (B, T): padding gets no logits at all
-            logits = model(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing behind BOS
-            loss = label_smoothed_loss(logits, batch.labels[scored], cfg.label_smoothing, model.cfg.pad_id) / n_tokens
-            loss.backward()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1  # the gradients are exchanged in the last backward only
+            with distributed.gradient_sync(self.net, world == 1 or last):
+                scored = batch.labels != model.cfg.pad_id  # (B, T): padding gets no logits at all
+                logits = self.net(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing behind BOS
+                loss = label_smoothed_loss(logits, batch.labels[scored], cfg.label_smoothing,
+                                           model.cfg.pad_id) / n_tokens
+                # Each rank's loss is its tokens' sum / the step's token count on ALL ranks. DDP (and FSDP)
+                # average the gradients over the W ranks; times W, that average is their sum: the gradient of
+                # one process training on all W ranks' batches (exactly, for W a power of two).
+                (loss * world if world > 1 else loss).backward()
             total += loss.item()
+        if world > 1:
+            total = self.dist.sum([total])[0]
         if not math.isfinite(total):
             kept = list_checkpoints(self.run_dir)
             raise TrainingError(f"the loss became {total} at step {self.step + 1}; stopped. The last good "
@@ -445,11 +551,14 @@ class Trainer:
         interrupted = False
         test_at = set(cfg.test_bleu_at)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not sys.stderr.isatty())
+                   disable=not (sys.stderr.isatty() and self.dist.is_main))
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {cfg.batch_tokens} tokens per epoch; "
                  f"peak lr {self.schedule.peak:.2e} at step {cfg.warmup}; torch threads {torch.get_num_threads()}")
-        with _StopFlag() as stop:
+        if self.dist.enabled:
+            self.log(f"data parallel ({'FSDP' if self.sharded else 'DDP'}): {self.dist.world_size} ranks "
+                     f"({torch.distributed.get_backend()}), {cfg.accumulate} batch(es) per rank per step")
+        with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
             while self.step < cfg.steps:
                 started = time.perf_counter()
                 loss = self.train_step()
@@ -466,10 +575,12 @@ class Trainer:
                         self.log(f"step {self.step}/{cfg.steps} loss {loss:.4f} lr {lr:.2e} {speed:.0f} tgt tok/s")
                 evaluate = cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps
                 if evaluate or self.step in test_at and self.step < cfg.steps:
-                    self.evaluate(test=self.step in test_at)
+                    with self._full_model():
+                        if self.dist.is_main:  # the other ranks wait in the next collective
+                            self.evaluate(test=self.step in test_at)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
-                if stop.requested:
+                if self.dist.any(stop.requested):  # all ranks stop after the same step
                     interrupted = True
                     break
         bar.close()
@@ -477,8 +588,11 @@ class Trainer:
         if interrupted:
             self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
             return TrainResult(self.run_dir, self.step, losses, interrupted=True)
-        save_model(self.model, self.run_dir / "model", self.tokenizer)
-        record = self.evaluate(test=cfg.final_test or self.step in test_at)
+        with self._full_model():
+            if not self.dist.is_main:
+                return TrainResult(self.run_dir, self.step, losses, main=False)
+            save_model(self.model, self.run_dir / "model", self.tokenizer)
+            record = self.evaluate(test=cfg.final_test or self.step in test_at)
         self.log(f"done: {self.step} steps, {self.tgt_tokens_seen:,} target tokens, {self.train_seconds:.0f}s "
                  f"training; model in {self.run_dir / 'model'}")
         scores = None
@@ -508,5 +622,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> TrainResult:
-    """Set up (or resume) a run in cfg.out and train it to cfg.steps."""
-    return Trainer(cfg, resume=resume, log=log).run()
+    """Set up (or resume) a run in cfg.out and train it to cfg.steps (under torchrun: on every rank)."""
+    try:
+        return Trainer(cfg, resume=resume, log=log).run()
+    except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
+        if not distributed.is_timeout(error):
+            raise
+        rank, cause = distributed.from_env()[0], str(error).strip().splitlines()[-1].split("] ", 1)[-1]
+        raise TrainingError(f"rank {rank}: the other ranks did not answer within dist_timeout={cfg.dist_timeout:g}s "
+                            f"({cause[:160]}); one of them failed or is stuck (see "
+                            f"its error), or rank 0 evaluates for longer than that: raise --dist-timeout") from None
+    finally:
+        distributed.shutdown()
