@@ -53,7 +53,8 @@ def marian_from_aiayn(model: aiayn.Transformer):
     def attention(prefix: str, mha: aiayn.MultiHeadAttention) -> None:
         w, b = mha.in_proj.weight, mha.in_proj.bias
         for i, name in enumerate(("q_proj", "k_proj", "v_proj")):  # split the fused (3d, d) projection
-            state[f"{prefix}.{name}.weight"], state[f"{prefix}.{name}.bias"] = w[i * d:(i + 1) * d], b[i * d:(i + 1) * d]
+            rows = slice(i * d, (i + 1) * d)
+            state[f"{prefix}.{name}.weight"], state[f"{prefix}.{name}.bias"] = w[rows], b[rows]
         state[f"{prefix}.out_proj.weight"], state[f"{prefix}.out_proj.bias"] = mha.out_proj.weight, mha.out_proj.bias
 
     def norm(prefix: str, module: torch.nn.LayerNorm) -> None:

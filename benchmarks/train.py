@@ -99,21 +99,30 @@ def make_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0
     return src, tgt_in, y
 
 
-def step_fn(model: nn.Module, batch, device: torch.device) -> Callable[[], None]:
-    """One fp32 training step: forward, label-smoothed loss (eps 0.1, pads ignored), backward, AdamW."""
+def step_fn(model: nn.Module, batch, device: torch.device, compile_model: bool = False) -> Callable[[], None]:
+    """One training step: forward, label-smoothed loss (eps 0.1, pads ignored), backward, AdamW.
+
+    fp32 on a CPU; on a GPU bf16 autocast and the fused AdamW.
+    """
     model.to(device).train()
     src, tgt_in, labels = (t.to(device) for t in batch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9,
+                                  fused=device.type == "cuda")
+    forward = torch.compile(model) if compile_model else model
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     scored = labels != PAD
 
+    n_scored = int(scored.sum())
+
     def step() -> None:
-        if isinstance(model, aiayn.Transformer):  # aiayn's trainer computes logits only where a label is
-            logits, targets = model(src, tgt_in, positions=scored), labels[scored]
-        else:
-            logits, targets = model(src, tgt_in).flatten(0, 1), labels.flatten()
-        loss = F.cross_entropy(logits, targets, ignore_index=PAD, label_smoothing=0.1, reduction="sum")
-        loss = loss / int(scored.sum())
+        with autocast:
+            if isinstance(model, aiayn.Transformer):  # aiayn's trainer computes logits only where a label is
+                logits, targets = forward(src, tgt_in, positions=scored), labels[scored]
+            else:
+                logits, targets = forward(src, tgt_in).flatten(0, 1), labels.flatten()
+            loss = F.cross_entropy(logits.float(), targets, ignore_index=PAD, label_smoothing=0.1,
+                                   reduction="sum") / n_scored
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -169,6 +178,7 @@ def main() -> None:
     parser.add_argument("--contenders", default="aiayn,nn.Transformer,HF Marian")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-contender peak-memory runs")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every contender's forward")
     args = parser.parse_args()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,15 +189,22 @@ def main() -> None:
     target_tokens = shape["batch"] * shape["tgt_len"]  # B x T, the count peers' figures use
     useful_tokens = int((batch[2] != PAD).sum())
     names = args.contenders.split(",")
-    steps = {name: step_fn(build(name, cfg), batch, device) for name in names}
-    peak = matmul_peak_flops(device)
+    steps = {name: step_fn(build(name, cfg), batch, device, args.compile) for name in names}
+    peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what the steps run in
+    peak = matmul_peak_flops(device, peak_dtype)
+    if device.type == "cpu":  # bf16 is no win on CPUs without AVX-512 BF16 / AMX: say what this one does
+        bf16 = matmul_peak_flops(device, torch.bfloat16, size=512, rounds=2)
+        print(f"cpu bf16 matmul: {bf16 / 1e9:.1f} GFLOP/s (512^3) -> "
+              f"{'fp32 kept' if bf16 < peak else 'bf16 would be faster here'}")
     times = interleaved(steps, args.rounds, device)
-    peak_after = matmul_peak_flops(device)
+    peak_after = matmul_peak_flops(device, peak_dtype)
     flops = step_flops(cfg, shape["batch"], shape["src_len"], shape["tgt_len"])
     print(f"preset {args.preset}: B={shape['batch']} S={shape['src_len']} T={shape['tgt_len']}, "
-          f"vocab {cfg.vocab_size}, {target_tokens} target tokens/step ({useful_tokens} not padding), {flops / 1e9:.1f} GFLOP/step, "
+          f"vocab {cfg.vocab_size}, {target_tokens} target tokens/step ({useful_tokens} not padding), "
+          f"{flops / 1e9:.1f} GFLOP/step, "
           f"device {device}")
-    print(f"fp32 matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after the rounds")
+    print(f"{peak_dtype} matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s before, "
+          f"{peak_after / 1e9:.1f} after the rounds")
     reference = names[1] if len(names) > 1 else names[0]
     results = {}
     print(f"{'model':16} {'s/step':>8} {'tgt tok/s':>10} {'MFU':>6} {'peak MB':>8}  per-round ratio vs {reference}")
