@@ -66,11 +66,11 @@ def add_import_hf_parser(commands: argparse._SubParsersAction) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     """The library's user-fixable errors, shown by the CLI as one line."""
     from .data.corpus import CorpusError
-    from .saving import CheckpointError
+    from .saving import CheckpointError, WriteError
     from .tokenizer import TokenizerError
     from .training.loop import TrainingError
 
-    return CorpusError, CheckpointError, TokenizerError, TrainingError
+    return CorpusError, CheckpointError, TokenizerError, TrainingError, WriteError
 
 
 def _train_flag_types() -> dict[str, tuple[Callable[[str], object], str]]:
@@ -120,6 +120,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     except _user_errors() as error:
         raise UserError(str(error)) from None
     if result.interrupted:
+        import signal
+
+        if result.stop_signal == signal.SIGTERM:  # asked to stop (a scheduler, `kill`): a clean exit 0
+            print(f"aiayn train: stopped by SIGTERM at step {result.step}; checkpoint saved, continue with "
+                  f"--resume", file=sys.stderr)
+            return
         raise KeyboardInterrupt
     if result.test_scores is not None:
         from .evaluation import beam_fell_back

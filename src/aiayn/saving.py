@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -24,17 +25,52 @@ class CheckpointError(ValueError):
     """A model folder or file that cannot be loaded; the message names the file and the fix."""
 
 
+class WriteError(OSError):
+    """A file that could not be written (full disk, no permission); the previous version is left as it was."""
+
+    def __str__(self) -> str:
+        """The message alone (no "[Errno N]" prefix)."""
+        return str(self.strerror)
+
+
 def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) then rename tmp_path onto path, so path is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Call write(tmp_path) then rename tmp_path onto path, so path is never half-written.
+
+    A failed write (e.g. a full disk) removes the temporary file, leaves any older `path` untouched and
+    raises WriteError naming the file, the cause and the fix.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as error:
+        raise as_write_error(path, error) from None
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise as_write_error(path, error) from None
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def as_write_error(path: Path, error: OSError) -> WriteError:
+    """A WriteError naming the file, the operating system's reason and what to do."""
+    reason = error.strerror or str(error)
+    kept = "; the previous version is unchanged" if path.exists() else ""
+    fix = ("free some disk space or write elsewhere" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+           else "check the folder exists and is writable, or write elsewhere")
+    return WriteError(error.errno, f"could not write {path}: {reason}{kept}. {fix.capitalize()}, then try again")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

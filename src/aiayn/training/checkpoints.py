@@ -32,15 +32,24 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, 
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step}"
     tmp = folder / f".step_{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp, tokenizer)
-    atomic_write(tmp / TRAINER_FILE, lambda path: torch.save(trainer_state, path))
-    if final.exists():
-        shutil.rmtree(final)
+    for stale in [*folder.glob(".step_*.tmp"), *folder.glob(".step_*.old")]:  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        save_model(model, tmp, tokenizer)
+        atomic_write(tmp / TRAINER_FILE, lambda path: torch.save(trainer_state, path))
+    except BaseException:  # e.g. a full disk: drop the half-written folder, keep every older checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replaced = folder / f".step_{step}.old"
+    if final.exists():  # the same step saved again (a resumed run's last step): swap, then delete
+        os.replace(final, replaced)
     os.replace(tmp, final)
+    shutil.rmtree(replaced, ignore_errors=True)
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            trash = old.with_name(f".{old.name}.old")  # renamed first, so a kill mid-delete leaves no half
+            os.replace(old, trash)                     # step_N folder behind
+            shutil.rmtree(trash, ignore_errors=True)
     return final
 
 

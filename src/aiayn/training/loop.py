@@ -25,6 +25,7 @@ from ..saving import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    as_write_error,
     atomic_write_text,
     load_state,
     read_config,
@@ -150,6 +151,7 @@ class TrainResult:
     losses: dict[int, float]  # training loss of each logged step
     interrupted: bool = False
     test_scores: Any = None
+    stop_signal: int | None = None  # signal.SIGINT or signal.SIGTERM when interrupted
 
 
 class _StopFlag:
@@ -158,6 +160,7 @@ class _StopFlag:
     def __init__(self) -> None:
         """Not yet requested."""
         self.requested = False
+        self.signal: int | None = None  # the first signal received
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
@@ -172,7 +175,7 @@ class _StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signum
 
     def __exit__(self, *exc: object) -> None:
         """Restore the previous handlers."""
@@ -185,8 +188,11 @@ def _log_writer(run_dir: Path) -> Callable[[dict[str, Any]], None]:
     path = run_dir / METRICS_FILE
 
     def write(record: dict[str, Any]) -> None:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # e.g. a full disk
+            raise as_write_error(path, error) from None
 
     return write
 
@@ -196,7 +202,13 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a run killed mid-write; resume rewrites the file
+            continue
+    return [r for r in records if isinstance(r, dict)]
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
@@ -443,6 +455,7 @@ class Trainer:
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {cfg.batch_tokens} tokens per epoch; "
                  f"peak lr {self.schedule.peak:.2e} at step {cfg.warmup}; torch threads {torch.get_num_threads()}")
+        stop_signal = None
         with _StopFlag() as stop:
             while self.step < cfg.steps:
                 started = time.perf_counter()
@@ -464,13 +477,13 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
                 if stop.requested:
-                    interrupted = True
+                    interrupted, stop_signal = True, stop.signal
                     break
         bar.close()
         checkpoint = self.save()
         if interrupted:
             self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
-            return TrainResult(self.run_dir, self.step, losses, interrupted=True)
+            return TrainResult(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
         save_model(self.model, self.run_dir / "model", self.tokenizer)
         record = self.evaluate(test=cfg.final_test or self.step in test_at)
         self.log(f"done: {self.step} steps, {self.tgt_tokens_seen:,} target tokens, {self.train_seconds:.0f}s "
