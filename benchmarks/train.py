@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -106,9 +105,15 @@ def step_fn(model: nn.Module, batch, device: torch.device) -> Callable[[], None]
     src, tgt_in, labels = (t.to(device) for t in batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9)
 
+    scored = labels != PAD
+
     def step() -> None:
-        logits = model(src, tgt_in)
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=PAD, label_smoothing=0.1)
+        if isinstance(model, aiayn.Transformer):  # aiayn's trainer computes logits only where a label is
+            logits, targets = model(src, tgt_in, positions=scored), labels[scored]
+        else:
+            logits, targets = model(src, tgt_in).flatten(0, 1), labels.flatten()
+        loss = F.cross_entropy(logits, targets, ignore_index=PAD, label_smoothing=0.1, reduction="sum")
+        loss = loss / int(scored.sum())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

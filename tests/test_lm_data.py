@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from aiayn.data.lm import (IGNORE_INDEX, MASK_TOKEN, bundled_shakespeare, encode_text, mask_tokens,
-                           random_windows, read_text, split_text, train_char_tokenizer)
+from aiayn.data.lm import (
+    IGNORE_INDEX,
+    MASK_TOKEN,
+    bundled_shakespeare,
+    encode_text,
+    mask_tokens,
+    random_windows,
+    read_text,
+    split_text,
+    train_char_tokenizer,
+)
 
 
 def test_bundled_shakespeare_has_the_documented_size_and_split():

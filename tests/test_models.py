@@ -161,3 +161,12 @@ def test_bad_masks_raise_clear_errors(tiny_cfg):
         model(src, tgt, src_mask=torch.ones(2, 7, dtype=torch.bool))
     with pytest.raises(ValueError, match="batch size"):
         model(src, random_ids(3, 4))
+
+
+def test_positions_returns_the_logits_of_the_selected_positions_only(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(3, 6), random_ids(3, 5)
+    keep = torch.rand(3, 5) > 0.4
+    assert torch.allclose(model(src, tgt, positions=keep), model(src, tgt)[keep], atol=1e-6)
+    with pytest.raises(ValueError, match="positions must be a bool tensor"):
+        model(src, tgt, positions=keep.long())

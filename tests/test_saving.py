@@ -79,3 +79,14 @@ def test_saving_over_an_existing_model_leaves_no_temporary_files(tmp_path, tiny_
     Transformer(tiny_cfg).save(tmp_path / "m")
     Transformer(tiny_cfg).save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path, tiny_cfg):
+    import os
+    import stat
+
+    folder = Transformer(tiny_cfg).save(tmp_path / "m")
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("config.json", "model.safetensors"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o666 & ~umask

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 
 class UserError(Exception):
@@ -29,6 +29,43 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"  {row[:6]}... -> {out} (random weights: noise until trained)")
 
 
+def cmd_attention(args: argparse.Namespace) -> None:
+    """Draw a model's attention for one sentence: PNG heatmaps (and an HTML explorer with --html)."""
+    from .viz import attention_command
+
+    attention_command(args)
+
+
+def add_attention_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn attention MODEL_DIR "text" [--target "..."] [--html FILE] [--out DIR]`."""
+    parser = commands.add_parser(
+        "attention", help="draw attention heatmaps (PNG) and an HTML explorer for one sentence",
+        description=cmd_attention.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               '  aiayn attention runs/kjv-en-es/model "And God saw the light, that it was good." --html explorer.html\n'
+               '  aiayn attention runs/kjv-en-es/model "In the beginning God created the heaven and the earth." '
+               '--kind cross --layer -1 --head mean\n'
+               '  aiayn attention MINILM_DIR "The animal didn\'t cross the street because it was too tired" '
+               "--focus it")
+    parser.add_argument("model_dir", metavar="MODEL_DIR",
+                        help="an aiayn model folder (config.json, model.safetensors, tokenizer.json)")
+    parser.add_argument("text", metavar="TEXT", help="the source sentence (EncoderLM/DecoderLM: the text)")
+    parser.add_argument("--target", default=None,
+                        help="the target sentence (encoder-decoder only); default: the model's own translation")
+    parser.add_argument("--out", default="attention", metavar="DIR",
+                        help="folder for the PNGs (default: ./attention)")
+    parser.add_argument("--html", default=None, metavar="FILE", help="also write the HTML attention explorer")
+    parser.add_argument("--focus", default=None, metavar="TOKEN",
+                        help="also draw where this token (a word or a position) attends in every layer")
+    parser.add_argument("--kind", choices=("encoder_self", "decoder_self", "cross"), default=None,
+                        help="draw only this kind of attention (default: every kind the model has)")
+    parser.add_argument("--layer", type=int, default=None,
+                        help="draw only this layer (0 is the first, -1 the last; default: every layer)")
+    parser.add_argument("--head", default=None, metavar="H|mean",
+                        help="draw only head H, or 'mean' for the mean over heads (default: a grid of all)")
+    parser.add_argument("--beam", type=int, default=4,
+                        help="beam size for the model's own translation (default 4, as in §6.1)")
+    parser.set_defaults(run=cmd_attention)
 def cmd_import_hf(args: argparse.Namespace) -> None:
     """Convert a local Hugging Face checkpoint (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
     from pathlib import Path
@@ -323,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description=cmd_demo.__doc__)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo)
+    add_attention_parser(commands)
     add_import_hf_parser(commands)
     add_train_parser(commands)
     add_translate_parser(commands)

@@ -166,24 +166,30 @@ class Transformer(TransformerBase):
         return (logits, weights) if need_weights else logits
 
     def forward(self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None,
-                return_attention: bool = False) -> Tensor | ModelOutput:
+                return_attention: bool = False, positions: Tensor | None = None) -> Tensor | ModelOutput:
         """Teacher forcing: tgt is BOS + target shifted right; returns logits (B, T, vocab) for each step.
 
         Masks (True = may attend) default from pad_id: src_mask (B, S); tgt_mask (B, T) is combined
-        with the causal mask, a (T, T) or (B, T, T) one is used as given.
+        with the causal mask, a (T, T) or (B, T, T) one is used as given. `positions`, a (B, T) bool
+        tensor, returns logits (N, vocab) only where it is True: training scores no padding, so it
+        skips the pre-softmax projection there (the largest matmul of a small model).
         """
         self.check_ids(src, "src")
         self.check_ids(tgt, "tgt")
         if src.shape[0] != tgt.shape[0]:
             raise ValueError(f"src has batch size {src.shape[0]} but tgt has {tgt.shape[0]}")
-        key_mask = None if src_mask is None else src_mask
+        src_keep = src_mask if src_mask is not None else src != self.cfg.pad_id
         if not return_attention:
-            memory = self.encode(src, key_mask)
-            return self.decode(tgt, memory, src_mask=key_mask if key_mask is not None else src != self.cfg.pad_id,
-                               tgt_mask=tgt_mask)
-        memory, enc_w = self.encode(src, key_mask, need_weights=True)
-        logits, dec_w = self.decode(tgt, memory, src_mask=key_mask if key_mask is not None
-                                    else src != self.cfg.pad_id, tgt_mask=tgt_mask, need_weights=True)
+            memory = self.encode(src, src_mask)
+            hidden = self._decode(tgt, memory, src_keep, tgt_mask, hidden_only=True)  # (B, T, d)
+            if positions is not None:
+                if positions.dtype != torch.bool or positions.shape != tgt.shape:
+                    raise ValueError(f"positions must be a bool tensor shaped like tgt {tuple(tgt.shape)}, got "
+                                     f"{positions.dtype} {tuple(positions.shape)}")
+                hidden = hidden[positions]  # (N, d)
+            return self.output_logits(hidden)
+        memory, enc_w = self.encode(src, src_mask, need_weights=True)
+        logits, dec_w = self.decode(tgt, memory, src_mask=src_keep, tgt_mask=tgt_mask, need_weights=True)
         attentions = Attentions(encoder_self=[w["self"] for w in enc_w], decoder_self=[w["self"] for w in dec_w],
                                 cross=[w["cross"] for w in dec_w])
         return ModelOutput(logits, attentions)

@@ -17,6 +17,8 @@ from safetensors.torch import load_file, save_file
 from .config import ModelConfig
 
 CONFIG_FILE = "config.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -48,20 +50,13 @@ def atomic_write(path: Path, write: Any) -> None:
         raise as_write_error(path, error) from None
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError) and not isinstance(error, WriteError):
             raise as_write_error(path, error) from None
         raise
-
-
-def _umask() -> int:
-    """The process's umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def as_write_error(path: Path, error: OSError) -> WriteError:

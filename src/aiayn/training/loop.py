@@ -374,8 +374,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for batch in batches:
-            logits = model(batch.src, batch.tgt_in)  # (B, T, V): teacher forcing behind BOS
-            loss = label_smoothed_loss(logits, batch.labels, cfg.label_smoothing, model.cfg.pad_id) / n_tokens
+            scored = batch.labels != model.cfg.pad_id  # (B, T): padding gets no logits at all
+            logits = model(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing behind BOS
+            loss = label_smoothed_loss(logits, batch.labels[scored], cfg.label_smoothing, model.cfg.pad_id) / n_tokens
             loss.backward()
             total += loss.item()
         if not math.isfinite(total):
