@@ -204,7 +204,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 
 def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]:
     """An encoder-decoder model and its tokenizer from a model folder, checked to fit each other."""
-    from .saving import load
+    from .saving import check_tokenizer, load
     from .tokenizer import check_fits, load_tokenizer
     from .training.loop import resolve_device
 
@@ -215,6 +215,7 @@ def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]
                             f"(a folder written by `aiayn train`)")
         tok = load_tokenizer(folder)
         check_fits(tok, model.cfg, f"{folder}/tokenizer.json")
+        check_tokenizer(folder, tok)
     except _user_errors() as error:
         raise UserError(str(error)) from None
     return model, tok

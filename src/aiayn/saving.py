@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +22,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_KEY = "tokenizer_vocab_sha256"  # in config.json: the vocabulary the model was saved with
+# Fields a config.json must state: a missing one would silently take a default and change the model
+# (options added to ModelConfig later may be absent and take their paper defaults).
+REQUIRED_FIELDS = ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers",
+                   "max_positions", "pad_id", "bos_id", "eos_id", "norm", "positions", "activation",
+                   "tie_embeddings", "scale_embeddings")
 
 
 class CheckpointError(ValueError):
@@ -80,10 +87,35 @@ def save_model(model: Any, path: str | Path, tokenizer: Any = None) -> Path:
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     config = {"model_type": model.model_type, **model.cfg.to_dict()}
+    if tokenizer is not None:
+        config[TOKENIZER_KEY] = tokenizer_fingerprint(tokenizer)
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         save_tokenizer(tokenizer, folder / TOKENIZER_FILE)
     return folder
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """SHA-256 of a tokenizer's vocabulary (token -> id), whatever the layout of its JSON file."""
+    if isinstance(tokenizer, (str, Path)):
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer))
+    vocab = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: (item[1], item[0]))
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def check_tokenizer(folder: str | Path, tokenizer: Any) -> None:
+    """Raise CheckpointError if folder/config.json names another tokenizer vocabulary than `tokenizer`'s."""
+    config_path = Path(folder) / CONFIG_FILE
+    try:
+        expected = json.loads(config_path.read_text(encoding="utf-8")).get(TOKENIZER_KEY)
+    except (OSError, ValueError, AttributeError):
+        return  # read_config reports a missing or broken config.json
+    if expected is not None and expected != tokenizer_fingerprint(tokenizer):
+        raise CheckpointError(f"{Path(folder) / TOKENIZER_FILE} is not the tokenizer this model was saved with "
+                              f"(its vocabulary differs from the one {config_path} records); copy the "
+                              f"{TOKENIZER_FILE} of the model's own run folder next to it")
 
 
 def save_tokenizer(tokenizer: Any, path: Path) -> None:
@@ -109,13 +141,20 @@ def read_config(folder: Path) -> tuple[str, ModelConfig]:
     from .models import MODEL_CLASSES
 
     model_type = values.pop("model_type", "transformer")
+    values.pop(TOKENIZER_KEY, None)
     if model_type not in MODEL_CLASSES:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; expected one of "
                               f"{sorted(MODEL_CLASSES)}")
     try:
-        return model_type, ModelConfig.from_dict(values)
+        cfg = ModelConfig.from_dict(values)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
+    missing = [name for name in REQUIRED_FIELDS if name not in values]
+    if missing:
+        raise CheckpointError(f"{config_path} lacks the field(s) {missing}: without them the model would be "
+                              f"built with default values that may not match its weights; restore the "
+                              f"config.json saved with the model (model.save writes every field)")
+    return model_type, cfg
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

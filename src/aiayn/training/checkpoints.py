@@ -59,8 +59,15 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: {checkpoint} is a model folder but not a resumable checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:  # truncated/corrupt
+        return torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only, never code
+    except pickle.UnpicklingError as error:
+        if "allowed global" in str(error) or "Unsupported global" in str(error):
+            raise CheckpointError(f"{path} holds objects other than tensors and plain data (pickled code?); it "
+                                  f"was not written by aiayn and is refused unread. Delete {checkpoint} to resume "
+                                  f"from the previous checkpoint") from None
+        raise CheckpointError(f"{path} is truncated or corrupt ({error}); delete {checkpoint} to resume from the "
+                              f"previous checkpoint") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:  # truncated/corrupt
         raise CheckpointError(f"{path} is truncated or corrupt ({error}); delete {checkpoint} to resume from the "
                               f"previous checkpoint") from None
 
