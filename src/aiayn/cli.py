@@ -231,24 +231,52 @@ def _set_threads(threads: int) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
-    from .data.corpus import CorpusError, read_lines
+    from pathlib import Path
+
     from .evaluation import translate
 
     _set_threads(args.threads)
     model, tok = _load_translator(args.model, args.device)
     texts = list(args.text)
     if args.input:
+        path = Path(args.input)
+        if not path.is_file():
+            raise UserError(f"--input {path} does not exist or is not a file; give a text file, one sentence "
+                            f"per line")
         try:
-            texts += read_lines(args.input)
-        except CorpusError as error:
-            raise UserError(str(error)) from None
+            data = path.read_bytes()
+        except OSError as error:
+            raise UserError(f"cannot read --input {path}: {error.strerror}") from None
+        texts += _text_lines(data, str(path))
     elif not texts:
         if sys.stdin.isatty():
             raise UserError("nothing to translate: give sentences as arguments, --input FILE, or lines on stdin")
-        texts = [line.rstrip("\n") for line in sys.stdin]
+        texts = _text_lines(sys.stdin.buffer.read(), "stdin")
     beam = 1 if args.greedy else args.beam
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")  # a terminal that is not UTF-8: "?" instead of a crash
     for line in translate(model, tok, texts, beam_size=beam, length_penalty=args.alpha):
-        print(line, flush=True)
+        print(" ".join(line.splitlines()), flush=True)  # exactly one output line per input line
+
+
+def _text_lines(data: bytes, name: str) -> list[str]:
+    """Lines of raw input, split on "\\n" only (a stray \\r, \\f or U+2028 stays inside its line); bytes that
+    are not UTF-8 become U+FFFD, with a warning naming the lines. Empty input gives no lines."""
+    chunks = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 byte-order mark is not text
+    if chunks[-1] == b"":
+        chunks.pop()  # the newline that ends the last line does not start another
+    lines, bad = [], []
+    for number, chunk in enumerate(chunks, 1):
+        chunk = chunk.removesuffix(b"\r")
+        try:
+            lines.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(chunk.decode("utf-8", errors="replace"))
+            bad.append(number)
+    if bad:
+        print(f"warning: {name} line(s) {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''} are not "
+              f"valid UTF-8; their undecodable bytes were replaced by U+FFFD", file=sys.stderr)
+    return lines
 
 
 def add_translate_parser(commands: argparse._SubParsersAction) -> None:
