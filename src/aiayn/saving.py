@@ -87,8 +87,9 @@ def save_model(model: Any, path: str | Path, tokenizer: Any = None) -> Path:
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     config = {"model_type": model.model_type, **model.cfg.to_dict()}
-    if tokenizer is not None:
-        config[TOKENIZER_KEY] = tokenizer_fingerprint(tokenizer)
+    fingerprint = _fingerprint_or_none(tokenizer)
+    if fingerprint is not None:
+        config[TOKENIZER_KEY] = fingerprint
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         save_tokenizer(tokenizer, folder / TOKENIZER_FILE)
@@ -103,6 +104,16 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         tokenizer = Tokenizer.from_file(str(tokenizer))
     vocab = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: (item[1], item[0]))
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _fingerprint_or_none(tokenizer: Any) -> str | None:
+    """The tokenizer's fingerprint, or None if there is none or it cannot be read (then it is copied as is)."""
+    if tokenizer is None:
+        return None
+    try:
+        return tokenizer_fingerprint(tokenizer)
+    except Exception:  # noqa: BLE001 - tokenizers raises a plain Exception for a file it cannot parse
+        return None
 
 
 def check_tokenizer(folder: str | Path, tokenizer: Any) -> None:
