@@ -139,6 +139,8 @@ def _random_kills(corpus: Path, reference: dict[int, float], name: str, kills: i
         assert proc.returncode == -signal.SIGKILL
         latest = check_checkpoints(run)
         assert seen - latest <= SAVE_EVERY, (seen, latest)  # step `seen` ran, so save `seen - 1` was done
+        mid_write = sorted(p.name for p in (run / "checkpoints").glob(".step_*"))
+        print(f"killed after step {seen}: latest checkpoint step_{latest}; mid-write leftovers {mid_write}")
     code, out = finish(start(run, corpus, *extra))
     assert code == 0, out
     assert losses(run) == reference
