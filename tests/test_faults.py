@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -35,15 +36,27 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start(run: Path, corpus: Path, *extra: str, kill_at: str | None = None) -> subprocess.Popen:
-    """`python -m aiayn train` (or the self-killing wrapper) as a child process; output on one pipe."""
+def start(run: Path, corpus: Path, *extra: str, kill_at: str | None = None,
+          max_file_bytes: int | None = None) -> subprocess.Popen:
+    """`python -m aiayn train` (or the self-killing wrapper) as a child process; output on one pipe.
+
+    max_file_bytes: the kernel refuses to grow any file past it (RLIMIT_FSIZE; Python ignores SIGXFSZ, so
+    the write fails with EFBIG), a real I/O error in the middle of a write, as a full disk gives.
+    """
     resume = bool(list_checkpoints(run))  # a run killed before its first checkpoint starts afresh
     args = ["train", "--out", str(run), "--resume"] if resume else \
         ["train", "--data", str(corpus), "--out", str(run), *TINY]
     program = ["-m", "aiayn"] if kill_at is None else [str(ROOT / "tests" / "helpers_faults.py")]
     env = _env() if kill_at is None else {**_env(), "AIAYN_KILL_AT": kill_at}
+
+    def limit_file_size() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     return subprocess.Popen([sys.executable, *program, *args, *extra], env=env, cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=None if max_file_bytes is None else limit_file_size)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 180) -> tuple[int, str]:
@@ -175,5 +188,28 @@ def test_sigterm_saves_a_checkpoint_and_exits_0_then_resume_continues(corpus: Pa
     assert check_checkpoints(run) == stopped
     assert not (run / "model").exists()  # stopped early: no final model yet
     code, out = finish(start(run, corpus))
+    assert code == 0, out
+    assert losses(run) == reference
+
+
+@pytest.mark.slow  # three more runs; tests/test_files.py hits the same kernel error in-process by default
+def test_a_real_write_error_mid_checkpoint_exits_1_and_keeps_older_checkpoints(corpus: Path,
+                                                                             reference: dict[int, float]) -> None:
+    run = corpus.parent / "fsize"
+    code, out = finish(start(run, corpus, "--save-every", str(SAVE_EVERY), "--steps", "4"))
+    assert code == 0, out
+    before = {p.name: (p / "model.safetensors").read_bytes() for p in list_checkpoints(run)}
+    assert sorted(before) == ["step_2", "step_4"]
+    weights = (run / "checkpoints" / "step_4" / "model.safetensors").stat().st_size
+    # resume to 16 steps, but no file may grow past half the weights: the write of step_6 fails in the middle
+    code, out = finish(start(run, corpus, "--steps", str(STEPS), max_file_bytes=weights // 2))
+    assert code == 1, out
+    assert "Traceback" not in out
+    assert re.search(r"error: could not write \S*step_6\.tmp/model\.safetensors: File too large\. Free some disk "
+                     r"space or write elsewhere, then try again", out), out
+    assert {p.name: (p / "model.safetensors").read_bytes() for p in list_checkpoints(run)} == before
+    assert not list((run / "checkpoints").glob(".*"))  # no half-written folder or file left
+    assert check_checkpoints(run) == 4
+    code, out = finish(start(run, corpus, "--steps", str(STEPS)))  # space again: resume from step 4
     assert code == 0, out
     assert losses(run) == reference

@@ -73,6 +73,41 @@ def test_full_disk_in_a_text_write_and_a_fresh_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing half-written appears
 
 
+@pytest.fixture
+def file_size_limit():
+    """Set RLIMIT_FSIZE (the soft limit, restored after): the kernel then fails any write that grows a file
+    past it with EFBIG (Python ignores SIGXFSZ), a real I/O error part-way through a write."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def set_limit(limit: int) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+
+    yield set_limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+@pytest.mark.parametrize("what", ["weights", "trainer state"])
+def test_a_real_kernel_write_error_in_safetensors_or_torch_save_is_a_write_error(
+        tmp_path: Path, tiny_cfg, file_size_limit, what: str) -> None:
+    model = Transformer(tiny_cfg)
+    target = tmp_path / ("model.safetensors" if what == "weights" else "trainer.pt")
+    state = {"optimizer": torch.optim.Adam(model.parameters()).state_dict(), "weights": model.state_dict()}
+    write = ((lambda tmp: saving.save_file(dict(model.state_dict()), str(tmp))) if what == "weights"
+             else (lambda tmp: torch.save(state, tmp)))
+    atomic_write(target, write)
+    before = target.read_bytes()
+    file_size_limit(len(before) // 2)
+    try:
+        with pytest.raises(WriteError) as caught:  # safetensors: SafetensorError, torch: RuntimeError, underneath
+            atomic_write(target, write)
+    finally:
+        file_size_limit(2**62)
+    assert str(caught.value).startswith(f"could not write {target}: ")
+    assert "the previous version is unchanged. Free some disk space or write elsewhere" in str(caught.value)
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
 def _tiny_run(tmp_path: Path, out: str, **changes) -> TrainConfig:
     corpus = tmp_path / "corpus.tsv"
     if not corpus.exists():

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -61,16 +62,38 @@ def atomic_write(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and not isinstance(error, WriteError):
-            raise as_write_error(path, error) from None
+        io_error = _as_os_error(error)
+        if io_error is not None:
+            raise as_write_error(path, io_error) from None
         raise
+
+
+def _as_os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write, also when a library reports it as its own type; else None.
+
+    safetensors raises SafetensorError("... I/O error: No space left on device (os error 28)"); torch.save
+    raises RuntimeError("[enforce fail at inline_container.cc] ... unexpected pos ...") without the cause.
+    """
+    if isinstance(error, WriteError):
+        return None
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    if isinstance(error, SafetensorError) and (found := re.search(r"os error (\d+)", text)):
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    if isinstance(error, (SafetensorError, RuntimeError)) and re.search(
+            r"I/O error|inline_container|file write failed|unexpected pos", text):
+        return OSError(errno.EIO, f"the write failed part-way ({text[:100]}), most often a full disk")
+    return None
 
 
 def as_write_error(path: Path, error: OSError) -> WriteError:
     """A WriteError naming the file, the operating system's reason and what to do."""
     reason = error.strerror or str(error)
     kept = "; the previous version is unchanged" if path.exists() else ""
-    fix = ("free some disk space or write elsewhere" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = ("free some disk space or write elsewhere" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                                                                      errno.EIO)
            else "check the folder exists and is writable, or write elsewhere")
     return WriteError(error.errno, f"could not write {path}: {reason}{kept}. {fix.capitalize()}, then try again")
 
