@@ -135,3 +135,18 @@ def test_any_lines_give_one_output_line_each(model_dir: Path, tmp_path: Path, ca
         raw = raw.removeprefix(b"\xef\xbb\xbf") if number == 0 else raw  # a byte-order mark opens the file only
         if not raw.removesuffix(b"\r").decode("utf-8", "replace").strip():
             assert translated == ""  # blank in, blank out
+
+
+def test_corpus_and_reference_files_that_are_not_utf8_name_the_line(model_dir: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """Training and scoring read text that must be exact: there, bytes that are not UTF-8 are a clear error."""
+    corpus = tmp_path / "latin1.tsv"
+    corpus.write_bytes(b"the king\tel rey\nthe caf\xe9\tel caf\xe9\n")
+    code, out, err = run_cli(["train", "--data", str(corpus), "--out", str(tmp_path / "run")], capsys)
+    assert code == 1 and "latin1.tsv, line 2: bytes that are not UTF-8 (b'\\xe9')" in err and "iconv" in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()
+    src, ref = tmp_path / "test.en", tmp_path / "test.es"
+    src.write_bytes(b"the king\n")
+    ref.write_bytes(b"\xff\xfeel rey\n")  # UTF-16's byte-order mark
+    code, out, err = run_cli(["evaluate", str(model_dir), "--src", str(src), "--ref", str(ref)], capsys)
+    assert code == 1 and "test.es, line 1: bytes that are not UTF-8" in err and "Traceback" not in err
