@@ -110,16 +110,17 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return CorpusError, CheckpointError, TokenizerError, TrainingError, WriteError
 
 
-def _train_flag_types() -> dict[str, tuple[Callable[[str], object], str]]:
-    """TrainConfig field -> (parser of a flag's text, metavar), from the dataclass's type hints."""
+def _train_flag_types(config_cls: type | None = None) -> dict[str, tuple[Callable[[str], object], str]]:
+    """TrainConfig (or config_cls) field -> (parser of a flag's text, metavar), from the type hints."""
     import dataclasses
     import typing
 
     from .training.loop import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)
+    config_cls = config_cls or TrainConfig
+    hints = typing.get_type_hints(config_cls)
     kinds: dict[str, tuple[Callable[[str], object], str]] = {}
-    for f in dataclasses.fields(TrainConfig):
+    for f in dataclasses.fields(config_cls):
         hint = str(hints[f.name])
         if "list" in hint:
             kinds[f.name] = (lambda text: [int(x) for x in text.split(",") if x.strip()], "N,N,...")
@@ -136,13 +137,15 @@ def _train_flag_types() -> dict[str, tuple[Callable[[str], object], str]]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train a translator: BPE, token-budget batches, the paper's recipe, checkpoints, BLEU at the end."""
+    """Train a translator (default), a GPT-style LM (--task lm) or a BERT-style masked LM (--task mlm)."""
     import json
     from pathlib import Path
 
     from .training.loop import TRAIN_FILE, TrainConfig, train
 
-    flags = {name: getattr(args, name) for name in _train_flag_types() if getattr(args, name, None) is not None}
+    if _train_task(args) != "translate":
+        return cmd_train_lm(args)
+    flags = _task_flags(args, TrainConfig, "translate")
     try:
         values: dict[str, object] = {}
         out = Path(flags.get("out", TrainConfig.out))
@@ -186,20 +189,211 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                "  aiayn train --data pairs.tsv --out runs/mine --steps 3000\n"
                "  aiayn train --data train.en --target train.es --out runs/mine\n"
                "  aiayn train --out runs/mine --resume --steps 6000   # continue a run exactly\n"
-               "  aiayn train --config run.toml                 # TOML keys = the flags' names with _")
+               "  aiayn train --config run.toml                 # TOML keys = the flags' names with _\n"
+               "  aiayn train --task lm --out runs/shakespeare   # character-level GPT on bundled Shakespeare\n"
+               "  aiayn train --task lm --config configs/lm-shakespeare-char.toml   # nanoGPT's CPU run\n"
+               "  aiayn train --task mlm --out runs/shakespeare-mlm --data my_texts/")
     parser.add_argument("--config", metavar="TOML", help="a TOML file of training settings (flags win)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--task", choices=("translate", "lm", "mlm"), default=None,
+                        help="translate (default): encoder-decoder; lm: GPT-style DecoderLM; mlm: BERT-style "
+                             "EncoderLM (a resumed run keeps its task)")
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
                 for f in dataclasses.fields(TrainConfig)}
-    for name, (kind, metavar) in _train_flag_types().items():
+    lm_defaults = _lm_train_defaults()
+    kinds = {**_train_flag_types(), **{name: kind for name, kind in _train_flag_types(_lm_config_class()).items()
+                                       if name not in defaults and name != "task"}}
+    for name, (kind, metavar) in kinds.items():
         flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"default {defaults[name]}")
+        if name not in defaults:
+            text = f"default {lm_defaults[name]} (--task lm|mlm only)"
+        elif name in lm_defaults and lm_defaults[name] != defaults[name]:
+            text = f"default {defaults[name]}; --task lm|mlm: {lm_defaults[name]}"
         else:
-            parser.add_argument(flag, dest=name, type=kind, metavar=metavar, default=None,
-                                help=f"default {defaults[name]}")
+            text = f"default {defaults[name]}" + ("" if name in lm_defaults else " (--task translate only)")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, metavar=metavar, default=None, help=text)
     parser.set_defaults(run=cmd_train)
+
+
+def _lm_config_class() -> type:
+    """LMTrainConfig (imported late: the CLI starts fast)."""
+    from .training.lm_loop import LMTrainConfig
+
+    return LMTrainConfig
+
+
+def _lm_train_defaults() -> dict[str, object]:
+    """LMTrainConfig field -> default."""
+    import dataclasses
+
+    return {f.name: f.default for f in dataclasses.fields(_lm_config_class())}
+
+
+def _train_task(args: argparse.Namespace) -> str:
+    """--task, else the resumed run's task (its train.json), else the --config file's, else translate."""
+    import json
+    from pathlib import Path
+
+    if args.task:
+        return args.task
+    out = Path(args.out) if args.out else None
+    if args.config:
+        try:
+            values = _lm_config_class().read_toml(args.config)
+        except _user_errors() as error:
+            raise UserError(str(error)) from None
+        out = out or (Path(values["out"]) if "out" in values else None)
+        if not args.resume and "task" in values:
+            return str(values["task"])
+    if args.resume and out is not None and (out / "train.json").is_file():
+        return str(json.loads((out / "train.json").read_text(encoding="utf-8")).get("task", "translate"))
+    return "translate"
+
+
+def _task_flags(args: argparse.Namespace, config_cls: type, task: str) -> dict[str, object]:
+    """The flags given on the command line that are fields of config_cls; others raise a UserError."""
+    import dataclasses
+
+    from .training.loop import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    every = (fields | {f.name for f in dataclasses.fields(TrainConfig)} | set(_lm_train_defaults())) - {"task"}
+    given = {name: getattr(args, name) for name in every if getattr(args, name, None) is not None}
+    wrong = sorted(set(given) - fields)
+    if wrong:
+        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
+        raise UserError(f"{flags} do(es) not apply to --task {task}; see `aiayn train --help`")
+    return given
+
+
+def cmd_train_lm(args: argparse.Namespace) -> None:
+    """Train a DecoderLM (--task lm) or an EncoderLM (--task mlm) on a text; report the validation loss."""
+    import json
+    from pathlib import Path
+
+    from .training.lm_loop import LMTrainConfig, train_lm
+    from .training.loop import TRAIN_FILE
+
+    task = _train_task(args)
+    flags = {**_task_flags(args, LMTrainConfig, task), "task": task}
+    try:
+        values: dict[str, object] = LMTrainConfig.read_toml(args.config) if args.config else {}
+        out = Path(str(flags.get("out", values.get("out", LMTrainConfig.out))))
+        if args.resume and (out / TRAIN_FILE).is_file():  # the run's own settings, then the file, then flags
+            values = {**json.loads((out / TRAIN_FILE).read_text(encoding="utf-8")), **values}
+        cfg = LMTrainConfig.from_dict({**values, **flags})
+        result = train_lm(cfg, resume=args.resume)
+    except _user_errors() as error:
+        raise UserError(str(error)) from None
+    if result.interrupted:
+        raise KeyboardInterrupt
+    final = result.final or {}
+    unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
+    line = f"validation loss {final.get('val_loss', float('nan')):.4f} {unit}"
+    if "val_acc" in final:
+        line += f", masked-token accuracy {final['val_acc']:.3f}"
+    print(f"{line} (step {result.step}, {final.get('train_s', 0):.0f}s training)")
+    print(f"model: {result.run_dir / 'model'}")
+
+
+def _load_lm(folder: str, model_type: str, device: str, command: str) -> tuple[object, object]:
+    """A DecoderLM or EncoderLM and its tokenizer from a model folder; UserError if it is another kind."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from .saving import TOKENIZER_FILE, load
+    from .training.loop import resolve_device
+
+    try:
+        model = load(folder, map_location=resolve_device(device))
+    except _user_errors() as error:
+        raise UserError(str(error)) from None
+    if model.model_type != model_type:
+        trained_by = "--task lm" if model_type == "decoder_lm" else "--task mlm"
+        names = {"decoder_lm": "a DecoderLM", "encoder_lm": "an EncoderLM", "transformer": "an encoder-decoder"}
+        raise UserError(f"{folder} holds {names[model.model_type]} model; `aiayn {command}` needs {names[model_type]} "
+                        f"(a folder written by `aiayn train {trained_by}`)")
+    path = Path(folder) / TOKENIZER_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: the model folder needs the {TOKENIZER_FILE} it was trained with")
+    tokenizer = Tokenizer.from_file(str(path))
+    if tokenizer.get_vocab_size() > model.cfg.vocab_size:
+        raise UserError(f"{path} has {tokenizer.get_vocab_size()} tokens but the model only "
+                        f"{model.cfg.vocab_size}: use the tokenizer.json saved with this model")
+    return model, tokenizer
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    """Continue a prompt with a GPT-style model: sampling with temperature, top-k, top-p and a seed."""
+    from .lm import generate_text
+
+    _set_threads(args.threads)
+    model, tokenizer = _load_lm(args.model, "decoder_lm", args.device, "generate")
+    options = {"do_sample": not args.greedy, "temperature": args.temperature, "top_k": args.top_k or None,
+               "top_p": args.top_p, "seed": args.seed}
+    if args.greedy:
+        options = {}
+    try:
+        text = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, **options)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    print(args.prompt + text)
+
+
+def add_generate_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn generate MODEL_DIR ["prompt"] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]`."""
+    parser = commands.add_parser(
+        "generate", help="sample text from a GPT-style model (aiayn train --task lm)",
+        description=cmd_generate.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='example:\n  aiayn generate runs/shakespeare-char/model "ROMEO:" --max-new-tokens 300 --seed 1')
+    parser.add_argument("model", metavar="MODEL_DIR", help="a DecoderLM folder (config.json, model.safetensors, "
+                                                           "tokenizer.json)")
+    parser.add_argument("prompt", nargs="?", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--max-new-tokens", type=int, default=500, help="default 500")
+    parser.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k most probable (0: all)")
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with "
+                                                                   "probability >= p (default: off)")
+    parser.add_argument("--seed", type=int, default=None, help="a seed makes the output reproducible")
+    parser.add_argument("--greedy", action="store_true", help="always the most probable token (no sampling)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    parser.set_defaults(run=cmd_generate)
+
+
+def cmd_fill_mask(args: argparse.Namespace) -> None:
+    """Print the most probable fillers of each [MASK] with their probabilities (BERT-style model)."""
+    from .lm import fill_mask
+
+    _set_threads(args.threads)
+    model, tokenizer = _load_lm(args.model, "encoder_lm", args.device, "fill-mask")
+    try:
+        results = fill_mask(model, tokenizer, args.text, top_k=args.top_k)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    for n, candidates in enumerate(results, 1):
+        if len(results) > 1:
+            print(f"[MASK] {n}:")
+        for candidate in candidates:
+            print(f"{candidate.probability:8.4f}  {candidate.token}")
+
+
+def add_fill_mask_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn fill-mask MODEL_DIR "text with [MASK]" [--top-k 5]`."""
+    parser = commands.add_parser(
+        "fill-mask", help="fill in [MASK] with a BERT-style model (aiayn train --task mlm)",
+        description=cmd_fill_mask.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='example:\n  aiayn fill-mask runs/shakespeare-mlm/model "To be or not to [MASK]." --top-k 5')
+    parser.add_argument("model", metavar="MODEL_DIR", help="an EncoderLM folder")
+    parser.add_argument("text", help="text with one or more [MASK]")
+    parser.add_argument("--top-k", type=int, default=5, help="how many candidates per [MASK] (default 5)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    parser.set_defaults(run=cmd_fill_mask)
 
 
 def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]:
@@ -395,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_translate_parser(commands)
     add_evaluate_parser(commands)
     add_average_parser(commands)
+    add_generate_parser(commands)
+    add_fill_mask_parser(commands)
     return parser
 
 

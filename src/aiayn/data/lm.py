@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, the ModelConfig defaults
@@ -94,3 +94,20 @@ def mask_tokens(ids: Tensor, mask_id: int, vocab_size: int, special_ids: list[in
     inputs = torch.where(to_random, random_ids, inputs)
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
     return inputs, labels
+
+
+def train_wordpiece_tokenizer(text: str, vocab_size: int = 8000) -> Tokenizer:
+    """BERT's tokenizer for masked-LM: WordPiece over words and punctuation, ids 0-3 as above, [MASK]=4.
+
+    Splitting punctuation from words (BERT's pre-tokenizer) lets "[MASK]." stand for one word; "##" marks
+    word continuations, which the decoder joins back.
+    """
+    tokenizer = Tokenizer(models.WordPiece(unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS + [MASK_TOKEN],
+                                        show_progress=False)
+    lines = text.splitlines()
+    tokenizer.train_from_iterator((" ".join(lines[i:i + 1000]) for i in range(0, len(lines), 1000)), trainer)
+    return tokenizer

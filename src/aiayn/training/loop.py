@@ -217,8 +217,13 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
     atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def plot_curves(run_dir: str | Path) -> Path | None:
-    """curves.png: training and dev loss, dev and test BLEU against the step (matplotlib, written atomically)."""
+TRANSLATION_LOSSES = (("loss", "train loss (smoothed)"), ("dev_loss", "dev loss (smoothed)"))
+TRANSLATION_SCORES = (("dev_bleu", "dev BLEU"), ("test_bleu", "test BLEU"))
+
+
+def plot_curves(run_dir: str | Path, losses: tuple[tuple[str, str], ...] = TRANSLATION_LOSSES,
+                scores: tuple[tuple[str, str], ...] = TRANSLATION_SCORES, score_label: str = "BLEU") -> Path | None:
+    """curves.png: training and dev loss, dev and test BLEU (or other `scores`) against the step (atomic)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,19 +235,19 @@ def plot_curves(run_dir: str | Path) -> Path | None:
     if not records:
         return None
     fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("loss", "train loss (smoothed)"), ("dev_loss", "dev loss (smoothed)")):
+    for key, label in losses:
         points = [(r["step"], r[key]) for r in records if key in r]
         if points:
-            ax_loss.plot(*zip(*points), label=label, marker="." if key == "dev_loss" or len(points) < 30 else None)
+            ax_loss.plot(*zip(*points), label=label, marker="." if key != "loss" or len(points) < 30 else None)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("cross entropy (nats/token)")
     ax_loss.legend()
-    for key, label in (("dev_bleu", "dev BLEU"), ("test_bleu", "test BLEU")):
+    for key, label in scores:
         points = [(r["step"], r[key]) for r in records if key in r]
         if points:
             ax_bleu.plot(*zip(*points), label=label, marker="o")
     ax_bleu.set_xlabel("step")
-    ax_bleu.set_ylabel("BLEU")
+    ax_bleu.set_ylabel(score_label)
     if ax_bleu.lines:
         ax_bleu.legend()
     fig.tight_layout()

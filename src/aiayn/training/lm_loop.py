@@ -1,0 +1,433 @@
+"""Language-model training: GPT-style causal LM (`--task lm`) and BERT-style masked LM (`--task mlm`).
+
+A sibling of loop.py (the translator's loop) that shares its run folder, checkpoints, resume, metrics,
+curves, progress bar and Ctrl-C handling. Batches are random windows of a long text, as in nanoGPT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from ..config import ModelConfig
+from ..data.lm import (
+    IGNORE_INDEX,
+    MASK_TOKEN,
+    encode_text,
+    mask_tokens,
+    random_windows,
+    read_text,
+    split_text,
+    train_char_tokenizer,
+    train_wordpiece_tokenizer,
+)
+from ..models import DecoderLM, EncoderLM, TransformerBase
+from ..saving import (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    WEIGHTS_FILE,
+    atomic_write_text,
+    load_state,
+    read_config,
+    read_weights,
+    save_model,
+    save_tokenizer,
+)
+from ..tokenizer import check_fits, load_tokenizer, train_bpe
+from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
+from .loop import (
+    METRICS_FILE,
+    TRAIN_FILE,
+    TrainingError,
+    TrainResult,
+    _log_writer,
+    _StopFlag,
+    _truncate_metrics,
+    plot_curves,
+    resolve_device,
+)
+from .schedule import CosineSchedule, InverseSqrtSchedule
+
+TASKS = ("lm", "mlm")
+TOKENIZERS = ("char", "bpe", "wordpiece")
+SCHEDULES = ("cosine", "inverse-sqrt")
+MASK_ID = 4  # [MASK] follows <pad> <s> </s> <unk> in the char and wordpiece tokenizers of a masked-LM run
+BUNDLED_TEXT = "shakespeare"  # the name that selects the bundled complete works (aiayn.data.lm)
+
+
+@dataclass
+class LMTrainResult(TrainResult):
+    """What a language-model run ended with; `final` is the last validation record (whole split)."""
+
+    final: dict[str, Any] | None = None
+
+
+@dataclass
+class LMTrainConfig:
+    """Settings of a language-model run; a TOML file and `aiayn train --task lm|mlm` flags set the same fields.
+
+    Architecture defaults are the paper's (post-LN §3.1, sinusoids §3.5, ReLU §3.3, embeddings x sqrt(d)
+    §3.4, dropout 0.1 §5.4); sizes, batches and the cosine schedule are nanoGPT's shakespeare_char CPU
+    run (the paper trains no language model). configs/lm-shakespeare-char.toml is that run in full.
+    """
+
+    out: str = "runs/shakespeare-char"
+    task: str = "lm"  # "lm": DecoderLM, next character/token; "mlm": EncoderLM, BERT's masking
+    data: str = BUNDLED_TEXT  # a text file, a folder of .txt files, or the bundled Shakespeare
+    train_fraction: float = 0.9  # first 90% of the characters train, the last 10% validate (as nanoGPT)
+    tokenizer: str | None = None  # None: "char" for lm, "wordpiece" (BERT's word pieces) for mlm
+    vocab_size: int = 8000  # for bpe / wordpiece; the char vocabulary is the text's characters
+    # --- model
+    n_layers: int = 4
+    n_heads: int = 4
+    d_model: int = 128
+    d_ff: int = 512  # nanoGPT: 4 * d_model
+    dropout: float | None = None  # None: 0.1 (§5.4)
+    norm: str | None = None  # None: "post" (§3.1); nanoGPT / GPT-2: "pre"
+    positions: str = "sinusoidal"  # §3.5; nanoGPT / GPT-2: "learned"
+    activation: str = "relu"  # §3.3; nanoGPT / GPT-2: "gelu"
+    scale_embeddings: bool = True  # x sqrt(d_model), §3.4; nanoGPT does not scale
+    # --- batches: random windows of `context` tokens
+    context: int = 64
+    batch_size: int = 12
+    mask_prob: float = 0.15  # mlm: share of tokens chosen (BERT); of those 80% [MASK], 10% random, 10% kept
+    # --- optimizer (AdamW; weight_decay 0 is the paper's Adam, §5.3) and schedule
+    steps: int = 2000
+    schedule: str = "cosine"  # nanoGPT's; "inverse-sqrt" is the paper's §5.3 (peaks at peak_lr)
+    peak_lr: float = 1e-3
+    min_lr: float = 1e-4  # cosine: the rate at the last step
+    warmup: int = 100
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98  # §5.3; nanoGPT: 0.99
+    adam_eps: float = 1e-9  # §5.3; nanoGPT: 1e-8 (PyTorch's default)
+    weight_decay: float = 0.0  # decoupled (AdamW), on matrices and embeddings only; nanoGPT: 0.1
+    clip_norm: float = 0.0  # nanoGPT: 1.0
+    seed: int = 1
+    threads: int = 0
+    device: str = "auto"
+    # --- logging, evaluation, checkpoints
+    log_every: int = 25
+    eval_every: int = 250  # validation on eval_windows windows every K steps; the whole split at the end
+    eval_windows: int = 500
+    save_every: int = 500
+    keep_last: int = 2
+
+    def __post_init__(self) -> None:
+        """Check the values a user is most likely to get wrong."""
+        for name in ("steps", "warmup", "context", "batch_size", "vocab_size", "n_layers", "eval_windows"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name, allowed in (("task", TASKS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise TrainingError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
+            raise TrainingError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise TrainingError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise TrainingError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.peak_lr <= 0 or not 0 <= self.min_lr <= self.peak_lr:
+            raise TrainingError(f"need peak_lr > 0 and 0 <= min_lr <= peak_lr, got {self.peak_lr} and {self.min_lr}")
+
+    @property
+    def tokenizer_kind(self) -> str:
+        """The tokenizer this run uses: the one asked for, else char (lm) or wordpiece (mlm)."""
+        return self.tokenizer or ("char" if self.task == "lm" else "wordpiece")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> LMTrainConfig:
+        """Build from a dict; unknown keys raise TrainingError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainingError(f"{source}: setting(s) {unknown} do not apply to language-model training; "
+                                f"known: {sorted(known)}")
+        return cls(**values)
+
+    @staticmethod
+    def read_toml(path: str | Path) -> dict[str, Any]:
+        """The settings of a TOML file as a dict (checked when the config is built)."""
+        path = Path(path)
+        if not path.is_file():
+            raise TrainingError(f"config file {path} does not exist")
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise TrainingError(f"{path} is not valid TOML: {error}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable settings."""
+        return dataclasses.asdict(self)
+
+    def lr_schedule(self, d_model: int) -> Callable[[int], float]:
+        """step -> learning rate: nanoGPT's cosine, or the paper's inverse square root peaking at peak_lr."""
+        if self.schedule == "cosine":
+            return CosineSchedule(self.peak_lr, self.warmup, self.steps, self.min_lr)
+        return InverseSqrtSchedule.with_peak(d_model, self.warmup, self.peak_lr)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        """The ModelConfig of this run's DecoderLM (lm) or EncoderLM (mlm)."""
+        layers = {"n_encoder_layers": 0, "n_decoder_layers": self.n_layers} if self.task == "lm" else \
+            {"n_encoder_layers": self.n_layers, "n_decoder_layers": 0}
+        try:
+            return ModelConfig(vocab_size=vocab_size, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
+                               dropout=0.1 if self.dropout is None else self.dropout, norm=self.norm or "post",
+                               positions=self.positions, activation=self.activation,
+                               scale_embeddings=self.scale_embeddings, max_positions=self.context, **layers)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
+
+
+def make_tokenizer(kind: str, text: str, vocab_size: int, task: str) -> Any:
+    """A char, BPE (aiayn.tokenizer.train_bpe) or WordPiece tokenizer learned on text; mlm adds [MASK]."""
+    if kind == "char":
+        return train_char_tokenizer(text, [MASK_TOKEN] if task == "mlm" else None)
+    if kind == "wordpiece":
+        return train_wordpiece_tokenizer(text, vocab_size)
+    if task == "mlm":
+        raise TrainingError("--tokenizer bpe is for --task lm; masked-LM needs [MASK] at id 4: use --tokenizer "
+                            "wordpiece (the default, BERT's) or char")
+    lines = text.splitlines(keepends=True)  # chunks that keep the newlines, so "\n" is in the vocabulary
+    return train_bpe(("".join(lines[i:i + 200]) for i in range(0, len(lines), 200)), vocab_size)
+
+
+def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross entropy over the chosen positions only (labels != IGNORE_INDEX); logits (B, T, V)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on matrices and embedding tables, none on biases and LayerNorms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+class LMTrainer:
+    """One language-model run in one folder: set up (or resume), step, validate, checkpoint."""
+
+    def __init__(self, cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
+        """Read and split the text, learn or load the tokenizer, build or restore model and optimizer."""
+        self.cfg = cfg
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.run_dir = Path(cfg.out)
+        checkpoints = list_checkpoints(self.run_dir)
+        if checkpoints and not resume:
+            raise TrainingError(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
+                                f"or choose another --out")
+        if resume and not checkpoints:
+            raise TrainingError(f"nothing to resume: {self.run_dir} has no checkpoints/step_N folder")
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        # Everything that can fail comes before anything is written, so a bad input leaves no run folder.
+        try:
+            text = read_text(None if cfg.data == BUNDLED_TEXT else cfg.data)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
+        train_text, val_text = split_text(text, cfg.train_fraction)
+        if resume:
+            self.tokenizer = load_tokenizer(self.run_dir / TOKENIZER_FILE)
+            _, model_cfg = read_config(self.run_dir)
+            check_fits(self.tokenizer, model_cfg, str(self.run_dir / TOKENIZER_FILE))
+        else:
+            started = time.perf_counter()
+            self.tokenizer = make_tokenizer(cfg.tokenizer_kind, train_text, cfg.vocab_size, cfg.task)
+            learned = f"; {cfg.tokenizer_kind} tokenizer of {self.tokenizer.get_vocab_size():,} tokens learned in " \
+                      f"{time.perf_counter() - started:.1f}s"
+            model_cfg = cfg.model_config(self.tokenizer.get_vocab_size())
+        if cfg.task == "mlm" and self.tokenizer.token_to_id(MASK_TOKEN) != MASK_ID:
+            raise TrainingError(f"the tokenizer's {MASK_TOKEN} token has id {self.tokenizer.token_to_id(MASK_TOKEN)}"
+                                f", expected {MASK_ID}: a masked-LM run needs a char or wordpiece tokenizer")
+        self.train_ids, self.val_ids = encode_text(self.tokenizer, train_text), encode_text(self.tokenizer, val_text)
+        source = "the bundled Shakespeare" if cfg.data == BUNDLED_TEXT else cfg.data
+        for split, ids in (("training", self.train_ids), ("validation", self.val_ids)):
+            if ids.numel() < cfg.context + 1:
+                raise TrainingError(f"the {split} split of {source} has {ids.numel():,} tokens, fewer than one "
+                                    f"context window of {cfg.context} + 1: give more text or a smaller --context")
+        self.log(f"text {source}: {len(text):,} characters; train {self.train_ids.numel():,} and validation "
+                 f"{self.val_ids.numel():,} tokens" + ("" if resume else learned))
+        self.device = resolve_device(cfg.device)
+        model_class = DecoderLM if cfg.task == "lm" else EncoderLM
+        self.model: TransformerBase = model_class(model_cfg).to(self.device)
+        self.schedule = cfg.lr_schedule(model_cfg.d_model)
+        self.optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=self.schedule(1),
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # windows and masks: restored on resume
+        self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
+        if resume:
+            self._restore(checkpoints[-1])
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
+            config = {"model_type": self.model.model_type, **model_cfg.to_dict()}
+            atomic_write_text(self.run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+            save_tokenizer(self.tokenizer, self.run_dir / TOKENIZER_FILE)
+        atomic_write_text(self.run_dir / TRAIN_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.write = _log_writer(self.run_dir)
+
+    def _restore(self, checkpoint: Path) -> None:
+        """Model, optimizer, step, data generator and RNG from a checkpoint folder."""
+        state = load_trainer_state(checkpoint)
+        load_state(self.model, read_weights(checkpoint / WEIGHTS_FILE), checkpoint / WEIGHTS_FILE)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        self.train_seconds = state.get("train_seconds", 0.0)
+        self.generator.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        _truncate_metrics(self.run_dir, self.step)
+        self.log(f"resuming {self.run_dir} from {checkpoint.name}")
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything besides the weights that an exact resume needs."""
+        return {"optimizer": self.optimizer.state_dict(), "step": self.step, "tokens_seen": self.tokens_seen,
+                "train_seconds": self.train_seconds, "data_rng": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def save(self) -> Path:
+        """Write checkpoints/step_N/ (atomically) and prune to keep_last."""
+        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self.trainer_state(),
+                               self.cfg.keep_last)
+
+    def _mask(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """BERT's masking of windows x (B, T): (inputs, labels), labels IGNORE_INDEX where not chosen."""
+        specials = list(range(MASK_ID + 1))  # <pad> <s> </s> <unk> [MASK]: never chosen, never drawn
+        return mask_tokens(x, MASK_ID, self.model.cfg.vocab_size, specials, generator,
+                           select_prob=self.cfg.mask_prob, first_regular_id=MASK_ID + 1)
+
+    def loss_on(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None, int]:
+        """(mean loss, correct-prediction mask of the scored positions or None, number scored) of windows."""
+        if self.cfg.task == "lm":
+            logits = self.model(x.to(self.device))  # (B, T, V): causal, next token
+            return F.cross_entropy(logits.flatten(0, 1), y.to(self.device).flatten()), None, y.numel()
+        inputs, labels = self._mask(x, generator)
+        inputs, labels = inputs.to(self.device), labels.to(self.device)
+        logits = self.model(inputs, torch.ones_like(inputs, dtype=torch.bool))  # no padding in windows
+        chosen = labels != IGNORE_INDEX
+        correct = logits.argmax(-1)[chosen] == labels[chosen]
+        return mlm_loss(logits, labels), correct, int(chosen.sum())
+
+    def train_step(self) -> float:
+        """One optimizer step on batch_size random windows; returns the loss (nats per scored token)."""
+        cfg = self.cfg
+        self.model.train()
+        x, y = random_windows(self.train_ids, cfg.batch_size, cfg.context, self.generator)
+        loss, _, _ = self.loss_on(x, y, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        value = loss.item()
+        if not math.isfinite(value):
+            kept = list_checkpoints(self.run_dir)
+            raise TrainingError(f"the loss became {value} at step {self.step + 1}; stopped. The last good "
+                                f"checkpoint is {kept[-1] if kept else 'none'}: resume from it with a lower "
+                                f"--peak-lr / longer --warmup, or set --clip-norm")
+        if cfg.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
+        self.step += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(self.step)
+        self.optimizer.step()
+        self.tokens_seen += x.numel()
+        return value
+
+    @torch.no_grad()
+    def validate(self, max_windows: int | None = None) -> dict[str, float]:
+        """Loss on non-overlapping validation windows (all, or max_windows spread evenly); mlm: accuracy too.
+
+        lm: val_loss is nats per token (per character with the char tokenizer), as nanoGPT reports.
+        mlm: the same fixed masking every time (seed 0), val_acc = share of chosen tokens predicted exactly.
+        """
+        cfg, ids = self.cfg, self.val_ids
+        self.model.eval()
+        starts = torch.arange(0, ids.numel() - cfg.context, cfg.context)  # (N,)
+        if max_windows is not None and starts.numel() > max_windows:
+            starts = starts[torch.linspace(0, starts.numel() - 1, max_windows).long()]
+        generator = torch.Generator().manual_seed(0)
+        total, scored, correct = 0.0, 0, 0
+        for batch in starts.split(256):
+            offsets = batch[:, None] + torch.arange(cfg.context)  # (B, T)
+            loss, hits, n = self.loss_on(ids[offsets], ids[offsets + 1], generator)
+            total += float(loss) * n
+            scored += n
+            correct += int(hits.sum()) if hits is not None else 0
+        self.model.train()
+        record = {"val_loss": total / max(scored, 1), "val_windows": starts.numel()}
+        if cfg.task == "mlm":
+            record["val_acc"] = correct / max(scored, 1)
+        return record
+
+    def evaluate(self, final: bool = False) -> dict[str, Any]:
+        """Validation metrics logged to metrics.jsonl (the whole split when final), curves redrawn."""
+        started = time.perf_counter()
+        record: dict[str, Any] = {"step": self.step, **self.validate(None if final else self.cfg.eval_windows)}
+        record.update(tokens_seen=self.tokens_seen, train_s=round(self.train_seconds, 1),
+                      eval_s=round(time.perf_counter() - started, 1))
+        self.write(record)
+        parts = [f"val loss {record['val_loss']:.4f} ({record['val_windows']} windows)"]
+        if "val_acc" in record:
+            parts.append(f"masked-token accuracy {record['val_acc']:.3f}")
+        self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
+        scores = (("val_acc", "masked-token accuracy"),) if self.cfg.task == "mlm" else ()
+        plot_curves(self.run_dir, (("loss", "train loss"), ("val_loss", "validation loss")), scores, "accuracy")
+        return record
+
+    def run(self) -> TrainResult:
+        """Train to cfg.steps, validating and checkpointing on schedule; Ctrl-C saves and stops cleanly."""
+        cfg = self.cfg
+        losses: dict[int, float] = {}
+        interrupted = False
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.task}", unit="step", dynamic_ncols=True,
+                   disable=not sys.stderr.isatty())
+        self.log(f"{self.model.model_type}: {self.model.num_parameters():,} parameters; batches of "
+                 f"{cfg.batch_size} x {cfg.context} tokens; {cfg.schedule} schedule, peak lr {cfg.peak_lr:g}; "
+                 f"torch threads {torch.get_num_threads()}")
+        with _StopFlag() as stop:
+            while self.step < cfg.steps:
+                started = time.perf_counter()
+                loss = self.train_step()
+                self.train_seconds += time.perf_counter() - started
+                losses[self.step] = loss
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    speed = self.tokens_seen / self.train_seconds if self.train_seconds else 0.0
+                    self.write({"step": self.step, "loss": round(loss, 5), "lr": lr, "tok_per_s": round(speed),
+                                "tokens_seen": self.tokens_seen, "train_s": round(self.train_seconds, 2)})
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
+                    if bar.disable:
+                        self.log(f"step {self.step}/{cfg.steps} loss {loss:.4f} lr {lr:.2e} {speed:.0f} tok/s")
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    self.evaluate()
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                    self.save()
+                if stop.requested:
+                    interrupted = True
+                    break
+        bar.close()
+        checkpoint = self.save()
+        if interrupted:
+            self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
+            return LMTrainResult(self.run_dir, self.step, losses, interrupted=True)
+        save_model(self.model, self.run_dir / "model", self.tokenizer)
+        record = self.evaluate(final=True)
+        self.log(f"done: {self.step} steps, {self.tokens_seen:,} tokens, {self.train_seconds:.0f}s training; "
+                 f"model in {self.run_dir / 'model'}")
+        return LMTrainResult(self.run_dir, self.step, losses, final=record)
+
+
+def train_lm(cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> LMTrainResult:
+    """Set up (or resume) a language-model run in cfg.out and train it to cfg.steps."""
+    return LMTrainer(cfg, resume=resume, log=log).run()

@@ -1,0 +1,171 @@
+"""GPT-style and BERT-style training end to end: loss falls, seeded generation, MLM loss, fill-mask, errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import aiayn
+from aiayn.cli import main
+from aiayn.data.lm import IGNORE_INDEX, bundled_shakespeare
+from aiayn.lm import fill_mask, generate_text
+from aiayn.tokenizer import load_tokenizer
+from aiayn.training.lm_loop import LMTrainConfig, LMTrainer, decay_groups, mlm_loss, train_lm
+from aiayn.training.schedule import CosineSchedule
+
+TINY = dict(n_layers=2, n_heads=2, d_model=32, d_ff=64, context=32, batch_size=8, eval_every=0, save_every=0,
+            log_every=10, threads=1, dropout=0.0, peak_lr=3e-3, warmup=10)
+TINY_FLAGS = ["--n-layers", "2", "--n-heads", "2", "--d-model", "32", "--d-ff", "64", "--context", "32",
+              "--batch-size", "8", "--eval-every", "0", "--threads", "1", "--warmup", "10"]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 30,000 characters of the bundled Shakespeare."""
+    path = tmp_path_factory.mktemp("lm") / "small.txt"
+    path.write_text(bundled_shakespeare()[:30_000], encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlm_run(text_file: Path) -> Path:
+    """A tiny masked-LM run (WordPiece, [MASK] = id 4), 30 steps."""
+    out = text_file.parent / "mlm"
+    train_lm(LMTrainConfig(task="mlm", data=str(text_file), out=str(out), steps=30, vocab_size=300, **TINY),
+             log=lambda message: None)
+    return out
+
+
+def test_lm_loss_falls_on_a_small_text(text_file: Path) -> None:
+    cfg = LMTrainConfig(data=str(text_file), out=str(text_file.parent / "lm-falls"), steps=150, **TINY)
+    trainer = LMTrainer(cfg, log=lambda message: None)
+    vocab = trainer.tokenizer.get_vocab_size()
+    before = trainer.validate()["val_loss"]
+    assert before == pytest.approx(math.log(vocab), abs=1.0)  # about uniform over the characters at the start
+    result = trainer.run()
+    after = result.final["val_loss"]
+    assert after < before - 1.2  # ~4.4 -> ~2.8 nats per character in 150 steps
+    losses = result.losses
+    assert sum(list(losses.values())[-10:]) / 10 < sum(list(losses.values())[:10]) / 10 - 1.0
+    assert (Path(cfg.out) / "curves.png").is_file() and (Path(cfg.out) / "model" / "tokenizer.json").is_file()
+
+
+def test_generation_is_reproducible_with_a_seed(text_file: Path, capsys: pytest.CaptureFixture) -> None:
+    out = text_file.parent / "lm-generate"
+    assert main(["train", "--task", "lm", "--data", str(text_file), "--out", str(out), "--steps", "40",
+                 *TINY_FLAGS]) == 0
+    assert "nats per character" in capsys.readouterr().out
+    runs = []
+    for seed in ("1", "1", "2"):
+        assert main(["generate", str(out / "model"), "ROMEO:", "--max-new-tokens", "80", "--seed", seed,
+                     "--top-k", "10"]) == 0
+        runs.append(capsys.readouterr().out)
+    assert runs[0] == runs[1] != runs[2]
+    assert runs[0].startswith("ROMEO:")
+    # 80 new characters from a 32-character context: generation goes on past the model's window
+    model, tok = aiayn.load(out / "model"), load_tokenizer(out / "model")
+    text = generate_text(model, tok, "ROMEO:", max_new_tokens=80, do_sample=True, top_k=10, seed=1)
+    assert len(text) == 80 and runs[0] == "ROMEO:" + text + "\n"
+
+
+def test_mlm_loss_ignores_unchosen_positions() -> None:
+    logits = torch.randn(2, 6, 11, requires_grad=True)
+    labels = torch.full((2, 6), IGNORE_INDEX)
+    labels[0, 1], labels[1, 4], labels[1, 5] = 3, 7, 10
+    loss = mlm_loss(logits, labels)
+    chosen = [(0, 1, 3), (1, 4, 7), (1, 5, 10)]
+    by_hand = -sum(float(torch.log_softmax(logits.detach()[b, t], -1)[y]) for b, t, y in chosen) / len(chosen)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    loss.backward()
+    unchosen = labels == IGNORE_INDEX
+    assert torch.count_nonzero(logits.grad[unchosen]) == 0 and torch.count_nonzero(logits.grad[~unchosen]) > 0
+    changed = logits.detach().clone()
+    changed[unchosen] = torch.randn(int(unchosen.sum()), 11) * 100
+    assert mlm_loss(changed, labels).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_fill_mask_returns_k_candidates_sorted_by_probability(mlm_run: Path, capsys: pytest.CaptureFixture) -> None:
+    model, tok = aiayn.load(mlm_run / "model"), load_tokenizer(mlm_run / "model")
+    assert isinstance(model, aiayn.EncoderLM) and tok.token_to_id("[MASK]") == 4
+    [candidates] = fill_mask(model, tok, "To be or not to [MASK].", top_k=7)
+    probs = [c.probability for c in candidates]
+    assert len(candidates) == 7 and probs == sorted(probs, reverse=True)
+    # the same numbers from the model's logits at the [MASK] position, computed here
+    ids = tok.encode("To be or not to [MASK].").ids
+    with torch.no_grad():
+        expected = model.eval()(torch.tensor([ids]))[0, ids.index(4)].softmax(-1)
+    for c in candidates:
+        assert c.probability == pytest.approx(float(expected[c.id]), rel=1e-5) and tok.id_to_token(c.id) == c.token
+    assert float(expected.topk(7).values[-1]) == pytest.approx(probs[-1], rel=1e-5)
+    assert main(["fill-mask", str(mlm_run / "model"), "To be or not to [MASK].", "--top-k", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    printed = [float(line.split()[0]) for line in lines]
+    assert len(lines) == 5 and printed == sorted(printed, reverse=True)
+    assert main(["fill-mask", str(mlm_run / "model"), "no mask here"]) == 1
+    assert "no [MASK]" in capsys.readouterr().err
+
+
+def test_mlm_run_reports_masked_token_accuracy(mlm_run: Path) -> None:
+    records = [r for r in aiayn.training.loop.read_metrics(mlm_run) if "val_acc" in r]
+    assert records and 0.0 <= records[-1]["val_acc"] <= 1.0 and records[-1]["val_loss"] > 0
+
+
+def test_text_shorter_than_one_context_window_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    short = tmp_path / "short.txt"
+    short.write_text("To be, or not to be, that is the question.\n" * 2, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train", "--task", "lm", "--data", str(short), "--out", str(out), "--context", "64"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "fewer than one context window of 64" in err and "smaller --context" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()  # nothing written
+    assert main(["train", "--task", "lm", "--data", str(short), "--out", str(out), "--batch-tokens", "9"]) == 1
+    assert "--batch-tokens do(es) not apply to --task lm" in capsys.readouterr().err
+    assert main(["train", "--task", "mlm", "--data", str(short), "--out", str(out), "--tokenizer", "bpe"]) == 1
+    assert "use --tokenizer wordpiece" in capsys.readouterr().err
+
+
+def test_cosine_schedule_is_nanogpts() -> None:
+    lr = CosineSchedule(peak=1e-3, warmup=100, total=2000, min_lr=1e-4)
+    assert lr(50) == pytest.approx(5e-4) and lr(100) == pytest.approx(1e-3)
+    assert lr(1050) == pytest.approx(1e-4 + 0.5 * 9e-4)  # halfway through the decay: cos(pi/2) = 0
+    assert lr(1525) == pytest.approx(1e-4 + 0.5 * (1 + math.cos(0.75 * math.pi)) * 9e-4)
+    assert lr(2000) == pytest.approx(1e-4) and lr(5000) == pytest.approx(1e-4)
+
+
+def test_weight_decay_only_on_matrices_and_tables() -> None:
+    model = aiayn.DecoderLM(aiayn.ModelConfig.preset("tiny", n_encoder_layers=0, positions="learned"))
+    decayed, plain = decay_groups(model, 0.1)
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in plain["params"]} == {n for n, p in model.named_parameters() if p.dim() == 1}
+    assert any("token_embedding" in names[id(p)] for p in decayed["params"])
+    assert all("norm" not in names[id(p)] and not names[id(p)].endswith("bias") for p in decayed["params"])
+
+
+def test_resume_continues_exactly(text_file: Path) -> None:
+    settings = dict(data=str(text_file), steps=6, **{**TINY, "save_every": 3})
+    straight = train_lm(LMTrainConfig(out=str(text_file.parent / "straight"), **settings), log=lambda m: None)
+    first = LMTrainConfig(out=str(text_file.parent / "halves"), **{**settings, "steps": 3})
+    train_lm(first, log=lambda m: None)
+    resumed = train_lm(LMTrainConfig(out=first.out, **settings), resume=True, log=lambda m: None)
+    assert resumed.step == 6
+    a, b = aiayn.load(straight.run_dir / "model"), aiayn.load(resumed.run_dir / "model")
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_bpe_language_model(text_file: Path, capsys: pytest.CaptureFixture) -> None:
+    out = text_file.parent / "lm-bpe"
+    assert main(["train", "--task", "lm", "--tokenizer", "bpe", "--vocab-size", "400", "--data", str(text_file),
+                 "--out", str(out), "--steps", "5", *TINY_FLAGS]) == 0
+    assert "nats per token" in capsys.readouterr().out
+    tok = load_tokenizer(out / "model")
+    assert 100 < tok.get_vocab_size() <= 400
+    line = "KING HENRY:\nO God!"
+    assert tok.decode(tok.encode(line, add_special_tokens=False).ids) == line  # newlines survive BPE
+    assert main(["generate", str(out / "model"), "KING", "--max-new-tokens", "5", "--greedy"]) == 0
+    assert capsys.readouterr().out.startswith("KING")
