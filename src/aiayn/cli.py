@@ -159,14 +159,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         result = train(cfg, resume=args.resume)
     except _user_errors() as error:
         raise UserError(str(error)) from None
-    if result.interrupted:
-        import signal
-
-        if result.stop_signal == signal.SIGTERM:  # asked to stop (a scheduler, `kill`): a clean exit 0
-            print(f"aiayn train: stopped by SIGTERM at step {result.step}; checkpoint saved, continue with "
-                  f"--resume", file=sys.stderr)
-            return
-        raise KeyboardInterrupt
+    if _stopped(result):
+        return
     if result.test_scores is not None:
         from .evaluation import beam_fell_back
 
@@ -174,6 +168,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {beam}:")
         print(result.test_scores)
     print(f"model: {result.run_dir / 'model'}")
+
+
+def _stopped(result: object) -> bool:
+    """True if a training run stopped early: SIGTERM (a scheduler, `kill`) is a clean stop (exit 0) after its
+    checkpoint; Ctrl-C (SIGINT) is an interruption (exit 130)."""
+    import signal
+
+    if not getattr(result, "interrupted", False):
+        return False
+    if getattr(result, "stop_signal", None) == signal.SIGTERM:
+        print(f"aiayn train: stopped by SIGTERM at step {getattr(result, 'step', '?')}; checkpoint saved, continue "
+              f"with --resume",
+              file=sys.stderr)
+        return True
+    raise KeyboardInterrupt
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -288,8 +297,8 @@ def cmd_train_lm(args: argparse.Namespace) -> None:
         result = train_lm(cfg, resume=args.resume)
     except _user_errors() as error:
         raise UserError(str(error)) from None
-    if result.interrupted:
-        raise KeyboardInterrupt
+    if _stopped(result):
+        return
     final = result.final or {}
     unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
     line = f"validation loss {final.get('val_loss', float('nan')):.4f} {unit}"
