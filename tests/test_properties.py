@@ -72,3 +72,35 @@ def test_masks_of_the_wrong_shape_are_rejected(cfg, batch, extra):
         EncoderLM(cfg)(ids, mask=torch.ones(batch, length + extra, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask has shape"):
         Transformer(cfg)(ids, ids, src_mask=torch.ones(batch, length + extra, dtype=torch.bool))
+
+
+@SETTINGS
+@given(configs(), st.integers(1, 3), st.integers(1, 3), st.sampled_from(["batch", "query", "tgt_batch", "tgt_query"]))
+def test_masks_of_the_wrong_batch_or_query_size_are_rejected(cfg, batch, extra, kind):
+    """Not only the key length: a mask for another batch size or another number of queries is a clear error."""
+    length = min(4, cfg.max_positions)
+    ids = torch.full((batch, length), 3 % cfg.vocab_size)
+    bad = {"batch": torch.ones(batch + extra, length, dtype=torch.bool),
+           "query": torch.ones(batch, length + extra, length, dtype=torch.bool),
+           "tgt_batch": torch.ones(batch + extra, length, length, dtype=torch.bool),
+           "tgt_query": torch.ones(batch, 1, length + extra, length, dtype=torch.bool)}[kind]
+    with pytest.raises(ValueError, match="mask has shape"):
+        if kind.startswith("tgt"):
+            DecoderLM(cfg)(ids, mask=bad)
+        else:
+            EncoderLM(cfg)(ids, mask=bad)
+    with pytest.raises(ValueError, match="mask has shape"):
+        if kind.startswith("tgt"):
+            Transformer(cfg)(ids, ids, tgt_mask=bad)
+        else:
+            Transformer(cfg)(ids, ids, src_mask=bad)
+
+
+@SETTINGS
+@given(configs(), st.sampled_from(["float", "too_big", "negative", "long"]))
+def test_invalid_decoder_input_of_the_transformer_is_rejected(cfg, kind):
+    src = torch.full((1, 1), 3 % cfg.vocab_size)
+    bad = {"float": torch.zeros(1, 1), "too_big": torch.full((1, 1), cfg.vocab_size),
+           "negative": torch.full((1, 1), -1), "long": torch.zeros(1, cfg.max_positions + 1, dtype=torch.long)}[kind]
+    with pytest.raises((TypeError, ValueError), match="tgt"):
+        Transformer(cfg)(src, bad)

@@ -103,11 +103,11 @@ def add_import_hf_parser(commands: argparse._SubParsersAction) -> None:
 def _user_errors() -> tuple[type[Exception], ...]:
     """The library's user-fixable errors, shown by the CLI as one line."""
     from .data.corpus import CorpusError
-    from .saving import CheckpointError
+    from .saving import CheckpointError, WriteError
     from .tokenizer import TokenizerError
     from .training.loop import TrainingError
 
-    return CorpusError, CheckpointError, TokenizerError, TrainingError
+    return CorpusError, CheckpointError, TokenizerError, TrainingError, WriteError
 
 
 def _train_flag_types(config_cls: type | None = None) -> dict[str, tuple[Callable[[str], object], str]]:
@@ -159,9 +159,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         result = train(cfg, resume=args.resume)
     except _user_errors() as error:
         raise UserError(str(error)) from None
-    if result.interrupted:
-        raise KeyboardInterrupt
-    if not result.main:  # under torchrun, rank 0 reports
+    if _stopped(result) or not result.main:  # under torchrun, rank 0 reports
         return
     if result.test_scores is not None:
         from .evaluation import beam_fell_back
@@ -170,6 +168,21 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {beam}:")
         print(result.test_scores)
     print(f"model: {result.run_dir / 'model'}")
+
+
+def _stopped(result: object) -> bool:
+    """True if a training run stopped early: SIGTERM (a scheduler, `kill`) is a clean stop (exit 0) after its
+    checkpoint; Ctrl-C (SIGINT) is an interruption (exit 130)."""
+    import signal
+
+    if not getattr(result, "interrupted", False):
+        return False
+    if getattr(result, "stop_signal", None) == signal.SIGTERM:
+        print(f"aiayn train: stopped by SIGTERM at step {getattr(result, 'step', '?')}; checkpoint saved, continue "
+              f"with --resume",
+              file=sys.stderr)
+        return True
+    raise KeyboardInterrupt
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -284,8 +297,8 @@ def cmd_train_lm(args: argparse.Namespace) -> None:
         result = train_lm(cfg, resume=args.resume)
     except _user_errors() as error:
         raise UserError(str(error)) from None
-    if result.interrupted:
-        raise KeyboardInterrupt
+    if _stopped(result):
+        return
     final = result.final or {}
     unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
     line = f"validation loss {final.get('val_loss', float('nan')):.4f} {unit}"
@@ -394,7 +407,7 @@ def add_fill_mask_parser(commands: argparse._SubParsersAction) -> None:
 
 def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]:
     """An encoder-decoder model and its tokenizer from a model folder, checked to fit each other."""
-    from .saving import load
+    from .saving import check_tokenizer, load
     from .tokenizer import check_fits, load_tokenizer
     from .training.loop import resolve_device
 
@@ -405,6 +418,7 @@ def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]
                             f"(a folder written by `aiayn train`)")
         tok = load_tokenizer(folder)
         check_fits(tok, model.cfg, f"{folder}/tokenizer.json")
+        check_tokenizer(folder, tok)
     except _user_errors() as error:
         raise UserError(str(error)) from None
     return model, tok
@@ -420,24 +434,52 @@ def _set_threads(threads: int) -> None:
 
 def cmd_translate(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
-    from .data.corpus import CorpusError, read_lines
+    from pathlib import Path
+
     from .evaluation import translate
 
     _set_threads(args.threads)
     model, tok = _load_translator(args.model, args.device)
     texts = list(args.text)
     if args.input:
+        path = Path(args.input)
+        if not path.is_file():
+            raise UserError(f"--input {path} does not exist or is not a file; give a text file, one sentence "
+                            f"per line")
         try:
-            texts += read_lines(args.input)
-        except CorpusError as error:
-            raise UserError(str(error)) from None
+            data = path.read_bytes()
+        except OSError as error:
+            raise UserError(f"cannot read --input {path}: {error.strerror}") from None
+        texts += _text_lines(data, str(path))
     elif not texts:
         if sys.stdin.isatty():
             raise UserError("nothing to translate: give sentences as arguments, --input FILE, or lines on stdin")
-        texts = [line.rstrip("\n") for line in sys.stdin]
+        texts = _text_lines(sys.stdin.buffer.read(), "stdin")
     beam = 1 if args.greedy else args.beam
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")  # a terminal that is not UTF-8: "?" instead of a crash
     for line in translate(model, tok, texts, beam_size=beam, length_penalty=args.alpha):
-        print(line, flush=True)
+        print(" ".join(line.splitlines()), flush=True)  # exactly one output line per input line
+
+
+def _text_lines(data: bytes, name: str) -> list[str]:
+    """Lines of raw input, split on "\\n" only (a stray \\r, \\f or U+2028 stays inside its line); bytes that
+    are not UTF-8 become U+FFFD, with a warning naming the lines. Empty input gives no lines."""
+    chunks = data.removeprefix(b"\xef\xbb\xbf").split(b"\n")  # a UTF-8 byte-order mark is not text
+    if chunks[-1] == b"":
+        chunks.pop()  # the newline that ends the last line does not start another
+    lines, bad = [], []
+    for number, chunk in enumerate(chunks, 1):
+        chunk = chunk.removesuffix(b"\r")
+        try:
+            lines.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(chunk.decode("utf-8", errors="replace"))
+            bad.append(number)
+    if bad:
+        print(f"warning: {name} line(s) {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''} are not "
+              f"valid UTF-8; their undecodable bytes were replaced by U+FFFD", file=sys.stderr)
+    return lines
 
 
 def add_translate_parser(commands: argparse._SubParsersAction) -> None:

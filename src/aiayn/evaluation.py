@@ -47,14 +47,26 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
 @torch.no_grad()
 def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length_penalty: float = 0.6,
               batch_tokens: int = 4000, max_source_tokens: int | None = None,
-              progress: Callable[[int], None] | None = None) -> list[str]:
-    """Translate texts in length-sorted batches (beam 4, alpha 0.6 by default, §6.1); output in input order."""
+              progress: Callable[[int], None] | None = None, warn: Callable[[str], None] | None = None) -> list[str]:
+    """Translate texts in length-sorted batches (beam 4, alpha 0.6 by default, §6.1); output in input order.
+
+    One output per text, always: an empty (or blank) text gives "", a text longer than the model takes
+    (max_positions - 50 tokens, leaving §6.1's +50 for the output) is cut to its first tokens, with a warning.
+    """
     global _warned_greedy
     cfg = model.cfg
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
     limit = max_source_tokens or max(cfg.max_positions - 50, 1)
+    texts = [_valid_unicode(text) for text in texts]
     encoded = [encode_source(tok, text) for text in texts]
+    too_long = [i for i, ids in enumerate(encoded) if len(ids) > limit]
+    if too_long:
+        shown = ", ".join(f"{i + 1} ({len(encoded[i])} tokens)" for i in too_long[:5])
+        more = f" and {len(too_long) - 5} more" if len(too_long) > 5 else ""
+        warn(f"input line(s) {shown}{more} exceed the {limit} source tokens this model takes (max_positions "
+             f"{cfg.max_positions} - 50 for the output, §6.1); translating only their first {limit}")
     encoded = [ids if len(ids) <= limit else ids[:limit - 1] + ids[-1:] for ids in encoded]  # keep the EOS
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    order = sorted((i for i in range(len(texts)) if texts[i].strip()), key=lambda i: len(encoded[i]))
     results: list[str] = [""] * len(texts)
     budget = max(batch_tokens // max(beam_size, 1), 1)
     start = 0
@@ -84,3 +96,10 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
         start = end
     model.train(was_training)
     return results
+
+
+def _valid_unicode(text: str) -> str:
+    """Text with lone surrogates (e.g. undecodable bytes kept by surrogateescape) replaced by U+FFFD."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in text):
+        return text
+    return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text)

@@ -29,6 +29,10 @@ def as_key_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
     if mask is None:
         return padding_mask(ids, pad_id)
     check_mask(mask, "src_mask", ids.shape)
+    batch, length = ids.shape
+    if mask.shape[0] not in (1, batch) or mask.dim() >= 3 and mask.shape[-2] not in (1, length):
+        raise ValueError(f"src_mask has shape {tuple(mask.shape)} but the ids have shape {tuple(ids.shape)}: give "
+                         f"a (B, S) keep-mask of the same shape as the ids (or (B, 1|S, S), (B, 1|H, 1|S, S))")
     if mask.dim() == 2:
         return mask[:, None, None, :]
     return mask if mask.dim() == 4 else mask[:, None]
@@ -46,6 +50,9 @@ def decoder_self_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
         check_mask(keep, "tgt_mask", ids.shape)
         return causal_mask(length, device=ids.device) & keep[:, None, None, :]
     check_mask(mask, "tgt_mask", (length, length))
+    if mask.shape[-2] != length or mask.dim() >= 3 and mask.shape[0] not in (1, ids.shape[0]):
+        raise ValueError(f"tgt_mask has shape {tuple(mask.shape)} but the decoder ids have shape {tuple(ids.shape)}: "
+                         f"give a (B, T) keep-mask, or a (T, T), (B, T, T) or (B, 1|H, T, T) attention mask")
     while mask.dim() < 4:
         mask = mask.unsqueeze(0) if mask.dim() == 2 else mask.unsqueeze(1)
     return mask

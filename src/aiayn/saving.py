@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,24 +23,79 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_KEY = "tokenizer_vocab_sha256"  # in config.json: the vocabulary the model was saved with
+# Fields a config.json must state: a missing one would silently take a default and change the model
+# (options added to ModelConfig later may be absent and take their paper defaults).
+REQUIRED_FIELDS = ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers",
+                   "max_positions", "pad_id", "bos_id", "eos_id", "norm", "positions", "activation",
+                   "tie_embeddings", "scale_embeddings")
 
 
 class CheckpointError(ValueError):
     """A model folder or file that cannot be loaded; the message names the file and the fix."""
 
 
+class WriteError(OSError):
+    """A file that could not be written (full disk, no permission); the previous version is left as it was."""
+
+    def __str__(self) -> str:
+        """The message alone (no "[Errno N]" prefix)."""
+        return str(self.strerror)
+
+
 def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) then rename tmp_path onto path, so path is never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    """Call write(tmp_path) then rename tmp_path onto path, so path is never half-written.
+
+    A failed write (e.g. a full disk) removes the temporary file, leaves any older `path` untouched and
+    raises WriteError naming the file, the cause and the fix.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as error:
+        raise as_write_error(path, error) from None
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        io_error = _as_os_error(error)
+        if io_error is not None:
+            raise as_write_error(path, io_error) from None
         raise
+
+
+def _as_os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write, also when a library reports it as its own type; else None.
+
+    safetensors raises SafetensorError("... I/O error: No space left on device (os error 28)"); torch.save
+    raises RuntimeError("[enforce fail at inline_container.cc] ... unexpected pos ...") without the cause.
+    """
+    if isinstance(error, WriteError):
+        return None
+    if isinstance(error, OSError):
+        return error
+    text = str(error)
+    if isinstance(error, SafetensorError) and (found := re.search(r"os error (\d+)", text)):
+        code = int(found.group(1))
+        return OSError(code, os.strerror(code))
+    if isinstance(error, (SafetensorError, RuntimeError)) and re.search(
+            r"I/O error|inline_container|file write failed|unexpected pos", text):
+        return OSError(errno.EIO, f"the write failed part-way ({text[:100]}), most often a full disk")
+    return None
+
+
+def as_write_error(path: Path, error: OSError) -> WriteError:
+    """A WriteError naming the file, the operating system's reason and what to do."""
+    reason = error.strerror or str(error)
+    kept = "; the previous version is unchanged" if path.exists() else ""
+    fix = ("free some disk space or write elsewhere" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                                                                      errno.EIO)
+           else "check the folder exists and is writable, or write elsewhere")
+    return WriteError(error.errno, f"could not write {path}: {reason}{kept}. {fix.capitalize()}, then try again")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -52,10 +110,46 @@ def save_model(model: Any, path: str | Path, tokenizer: Any = None) -> Path:
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     config = {"model_type": model.model_type, **model.cfg.to_dict()}
+    fingerprint = _fingerprint_or_none(tokenizer)
+    if fingerprint is not None:
+        config[TOKENIZER_KEY] = fingerprint
     atomic_write_text(folder / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         save_tokenizer(tokenizer, folder / TOKENIZER_FILE)
     return folder
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """SHA-256 of a tokenizer's vocabulary (token -> id), whatever the layout of its JSON file."""
+    if isinstance(tokenizer, (str, Path)):
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(tokenizer))
+    vocab = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: (item[1], item[0]))
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def _fingerprint_or_none(tokenizer: Any) -> str | None:
+    """The tokenizer's fingerprint, or None if there is none or it cannot be read (then it is copied as is)."""
+    if tokenizer is None:
+        return None
+    try:
+        return tokenizer_fingerprint(tokenizer)
+    except Exception:  # noqa: BLE001 - tokenizers raises a plain Exception for a file it cannot parse
+        return None
+
+
+def check_tokenizer(folder: str | Path, tokenizer: Any) -> None:
+    """Raise CheckpointError if folder/config.json names another tokenizer vocabulary than `tokenizer`'s."""
+    config_path = Path(folder) / CONFIG_FILE
+    try:
+        expected = json.loads(config_path.read_text(encoding="utf-8")).get(TOKENIZER_KEY)
+    except (OSError, ValueError, AttributeError):
+        return  # read_config reports a missing or broken config.json
+    if expected is not None and expected != tokenizer_fingerprint(tokenizer):
+        raise CheckpointError(f"{Path(folder) / TOKENIZER_FILE} is not the tokenizer this model was saved with "
+                              f"(its vocabulary differs from the one {config_path} records); copy the "
+                              f"{TOKENIZER_FILE} of the model's own run folder next to it")
 
 
 def save_tokenizer(tokenizer: Any, path: Path) -> None:
@@ -81,13 +175,20 @@ def read_config(folder: Path) -> tuple[str, ModelConfig]:
     from .models import MODEL_CLASSES
 
     model_type = values.pop("model_type", "transformer")
+    values.pop(TOKENIZER_KEY, None)
     if model_type not in MODEL_CLASSES:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; expected one of "
                               f"{sorted(MODEL_CLASSES)}")
     try:
-        return model_type, ModelConfig.from_dict(values)
+        cfg = ModelConfig.from_dict(values)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
+    missing = [name for name in REQUIRED_FIELDS if name not in values]
+    if missing:
+        raise CheckpointError(f"{config_path} lacks the field(s) {missing}: without them the model would be "
+                              f"built with default values that may not match its weights; restore the "
+                              f"config.json saved with the model (model.save writes every field)")
+    return model_type, cfg
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gzip
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 CORPORA = Path(__file__).parent / "corpora"
 BUNDLED = "kjv-rv1909"  # the name that selects the bundled English-Spanish Bible
@@ -36,13 +36,6 @@ class Corpus:
         return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
 
 
-def _open_text(path: Path) -> IO[str]:
-    """Open a UTF-8 text file, gzip-compressed if it ends in .gz."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return path.open("r", encoding="utf-8", newline="\n")
-
-
 def _check_file(path: Path, what: str) -> None:
     """Raise CorpusError unless path is an existing, non-empty file."""
     if not path.exists() or path.is_dir():
@@ -58,21 +51,20 @@ def read_tsv(path: str | Path) -> list[tuple[str, ...]]:
     _check_file(path, "corpus file")
     rows: list[tuple[str, ...]] = []
     width = 0
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            fields = tuple(field.strip() for field in line.split("\t"))
-            if not width:
-                width = len(fields)
-                if width not in (2, 3):
-                    raise CorpusError(f"{path}, line {number}: {width} tab-separated field(s); a corpus TSV has "
-                                      f"2 (source, target) or 3 (reference, source, target)")
-            if len(fields) != width:
-                raise CorpusError(f"{path}, line {number}: {len(fields)} tab-separated field(s) but earlier lines "
-                                  f"have {width}; fix or remove that line")
-            rows.append(fields)
+    for number, line in enumerate(_utf8_lines(path), 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        fields = tuple(field.strip() for field in line.split("\t"))
+        if not width:
+            width = len(fields)
+            if width not in (2, 3):
+                raise CorpusError(f"{path}, line {number}: {width} tab-separated field(s); a corpus TSV has "
+                                  f"2 (source, target) or 3 (reference, source, target)")
+        if len(fields) != width:
+            raise CorpusError(f"{path}, line {number}: {len(fields)} tab-separated field(s) but earlier lines "
+                              f"have {width}; fix or remove that line")
+        rows.append(fields)
     if not rows:
         raise CorpusError(f"{path} holds no sentence pairs (only blank lines)")
     return rows
@@ -82,8 +74,20 @@ def read_lines(path: str | Path) -> list[str]:
     """The lines of a text file (optionally .gz), without line endings."""
     path = Path(path)
     _check_file(path, "text file")
-    with _open_text(path) as handle:
-        return [line.rstrip("\r\n") for line in handle]
+    return [line.rstrip("\r\n") for line in _utf8_lines(path)]
+
+
+def _utf8_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 text file (optionally .gz), split on "\\n"; bytes that are not UTF-8 raise
+    CorpusError naming the line."""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise CorpusError(f"{path}, line {number}: bytes that are not UTF-8 "
+                                  f"({error.object[error.start:error.end]!r}); convert the file, e.g. "
+                                  f"`iconv -f latin1 -t utf-8 {path.name}`") from None
 
 
 def read_parallel(src_path: str | Path, tgt_path: str | Path) -> list[Pair]:

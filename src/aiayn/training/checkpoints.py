@@ -32,15 +32,24 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, 
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step}"
     tmp = folder / f".step_{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp, tokenizer)
-    atomic_write(tmp / TRAINER_FILE, lambda path: torch.save(trainer_state, path))
-    if final.exists():
-        shutil.rmtree(final)
+    for stale in [*folder.glob(".step_*.tmp"), *folder.glob(".step_*.old")]:  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        save_model(model, tmp, tokenizer)
+        atomic_write(tmp / TRAINER_FILE, lambda path: torch.save(trainer_state, path))
+    except BaseException:  # e.g. a full disk: drop the half-written folder, keep every older checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replaced = folder / f".step_{step}.old"
+    if final.exists():  # the same step saved again (a resumed run's last step): swap, then delete
+        os.replace(final, replaced)
     os.replace(tmp, final)
+    shutil.rmtree(replaced, ignore_errors=True)
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            trash = old.with_name(f".{old.name}.old")  # renamed first, so a kill mid-delete leaves no half
+            os.replace(old, trash)                     # step_N folder behind
+            shutil.rmtree(trash, ignore_errors=True)
     return final
 
 
@@ -50,8 +59,15 @@ def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: {checkpoint} is a model folder but not a resumable checkpoint")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as error:  # truncated/corrupt
+        return torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain data only, never code
+    except pickle.UnpicklingError as error:
+        if "allowed global" in str(error) or "Unsupported global" in str(error):
+            raise CheckpointError(f"{path} holds objects other than tensors and plain data (pickled code?); it "
+                                  f"was not written by aiayn and is refused unread. Delete {checkpoint} to resume "
+                                  f"from the previous checkpoint") from None
+        raise CheckpointError(f"{path} is truncated or corrupt ({error}); delete {checkpoint} to resume from the "
+                              f"previous checkpoint") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:  # truncated/corrupt
         raise CheckpointError(f"{path} is truncated or corrupt ({error}); delete {checkpoint} to resume from the "
                               f"previous checkpoint") from None
 

@@ -394,6 +394,7 @@ class LMTrainer:
         self.log(f"{self.model.model_type}: {self.model.num_parameters():,} parameters; batches of "
                  f"{cfg.batch_size} x {cfg.context} tokens; {cfg.schedule} schedule, peak lr {cfg.peak_lr:g}; "
                  f"torch threads {torch.get_num_threads()}")
+        stop_signal = None
         with _StopFlag() as stop:
             while self.step < cfg.steps:
                 started = time.perf_counter()
@@ -414,13 +415,13 @@ class LMTrainer:
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
                 if stop.requested:
-                    interrupted = True
+                    interrupted, stop_signal = True, stop.signal
                     break
         bar.close()
         checkpoint = self.save()
         if interrupted:
             self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
-            return LMTrainResult(self.run_dir, self.step, losses, interrupted=True)
+            return LMTrainResult(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
         save_model(self.model, self.run_dir / "model", self.tokenizer)
         record = self.evaluate(final=True)
         self.log(f"done: {self.step} steps, {self.tokens_seen:,} tokens, {self.train_seconds:.0f}s training; "

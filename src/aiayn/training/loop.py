@@ -29,6 +29,7 @@ from ..saving import (
     CONFIG_FILE,
     TOKENIZER_FILE,
     WEIGHTS_FILE,
+    as_write_error,
     atomic_write_text,
     load_state,
     read_config,
@@ -161,6 +162,7 @@ class TrainResult:
     interrupted: bool = False
     main: bool = True  # False on the ranks > 0 of a torchrun job (rank 0 reports)
     test_scores: Any = None
+    stop_signal: int | None = None  # signal.SIGINT or signal.SIGTERM when interrupted
 
 
 class _StopFlag:
@@ -174,6 +176,7 @@ class _StopFlag:
         """Not yet requested."""
         self.requested = False
         self._signals = signals
+        self.signal: int | None = None  # the first signal received
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Self:
@@ -188,7 +191,7 @@ class _StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signum
 
     def __exit__(self, *exc: object) -> None:
         """Restore the previous handlers."""
@@ -201,8 +204,11 @@ def _log_writer(run_dir: Path) -> Callable[[dict[str, Any]], None]:
     path = run_dir / METRICS_FILE
 
     def write(record: dict[str, Any]) -> None:
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as error:  # e.g. a full disk
+            raise as_write_error(path, error) from None
 
     return write
 
@@ -212,7 +218,13 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a run killed mid-write; resume rewrites the file
+            continue
+    return [r for r in records if isinstance(r, dict)]
 
 
 def _truncate_metrics(run_dir: Path, step: int) -> None:
@@ -558,6 +570,7 @@ class Trainer:
         if self.dist.enabled:
             self.log(f"data parallel ({'FSDP' if self.sharded else 'DDP'}): {self.dist.world_size} ranks "
                      f"({torch.distributed.get_backend()}), {cfg.accumulate} batch(es) per rank per step")
+        stop_signal = None
         with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
             while self.step < cfg.steps:
                 started = time.perf_counter()
@@ -581,13 +594,13 @@ class Trainer:
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save()
                 if self.dist.any(stop.requested):  # all ranks stop after the same step
-                    interrupted = True
+                    interrupted, stop_signal = True, stop.signal or signal.SIGINT
                     break
         bar.close()
         checkpoint = self.save()
         if interrupted:
             self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
-            return TrainResult(self.run_dir, self.step, losses, interrupted=True)
+            return TrainResult(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
         with self._full_model():
             if not self.dist.is_main:
                 return TrainResult(self.run_dir, self.step, losses, main=False)
