@@ -120,3 +120,16 @@ def test_translate_keeps_input_order_across_length_sorted_batches() -> None:
     out = translate(model, tok, texts, beam_size=4, batch_tokens=120)
     assert out == texts
     assert model.beams and set(model.beams) == {4} and len(model.beams) > 1  # several batches, beam 4 (§6.1)
+
+
+
+def test_translate_samples_reproducibly_with_a_seed(trained: Path, capsys: pytest.CaptureFixture) -> None:
+    model = str(trained / "run" / "model")
+    args = ["translate", model, "the king", "god of the land", "--sample", "--top-p", "0.9"]
+    capsys.readouterr()
+    runs = []
+    for seed in ("3", "3", "4"):
+        assert main([*args, "--seed", seed]) == 0
+        runs.append(capsys.readouterr().out.splitlines())
+    assert runs[0] == runs[1] and len(runs[0]) == 2
+    assert runs[2] != runs[0]  # a barely trained model: another seed draws other tokens

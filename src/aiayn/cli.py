@@ -458,7 +458,18 @@ def cmd_translate(args: argparse.Namespace) -> None:
     beam = 1 if args.greedy else args.beam
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # a terminal that is not UTF-8: "?" instead of a crash
-    for line in translate(model, tok, texts, beam_size=beam, length_penalty=args.alpha):
+    sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k or None,
+                    top_p=args.top_p if args.top_p < 1.0 else None, seed=args.seed) if args.sample else {}
+    bar = None
+    if args.input and sys.stderr.isatty():  # a progress bar for files, on a terminal only
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(texts), unit="line", desc="translating", file=sys.stderr)
+    lines = translate(model, tok, texts, beam_size=beam, length_penalty=args.alpha,
+                      progress=bar.update if bar else None, **sampling)
+    if bar:
+        bar.close()
+    for line in lines:
         print(" ".join(line.splitlines()), flush=True)  # exactly one output line per input line
 
 
@@ -496,6 +507,11 @@ def add_translate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--beam", type=int, default=4, help="beam size (default 4, §6.1)")
     parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of searching (see --top-p, --top-k)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample: softmax temperature")
+    parser.add_argument("--top-k", type=int, default=0, help="with --sample: keep the k likeliest tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="with --sample: nucleus mass (1.0: all)")
+    parser.add_argument("--seed", type=int, default=None, help="with --sample: seed, for reproducible output")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     parser.set_defaults(run=cmd_translate)
@@ -539,6 +555,11 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--beam", type=int, default=4, help="beam size (default 4, §6.1)")
     parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of searching (see --top-p, --top-k)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample: softmax temperature")
+    parser.add_argument("--top-k", type=int, default=0, help="with --sample: keep the k likeliest tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="with --sample: nucleus mass (1.0: all)")
+    parser.add_argument("--seed", type=int, default=None, help="with --sample: seed, for reproducible output")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     parser.set_defaults(run=cmd_evaluate)

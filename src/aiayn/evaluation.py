@@ -47,9 +47,11 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
 @torch.no_grad()
 def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length_penalty: float = 0.6,
               batch_tokens: int = 4000, max_source_tokens: int | None = None,
-              progress: Callable[[int], None] | None = None, warn: Callable[[str], None] | None = None) -> list[str]:
+              progress: Callable[[int], None] | None = None, warn: Callable[[str], None] | None = None,
+              **generate_options: Any) -> list[str]:
     """Translate texts in length-sorted batches (beam 4, alpha 0.6 by default, §6.1); output in input order.
 
+    `generate_options` go to model.generate (e.g. do_sample=True, top_p=0.9, seed=0).
     One output per text, always: an empty (or blank) text gives "", a text longer than the model takes
     (max_positions - 50 tokens, leaving §6.1's +50 for the output) is cut to its first tokens, with a warning.
     """
@@ -82,7 +84,7 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
         src = torch.tensor([encoded[i] + [cfg.pad_id] * (width - len(encoded[i])) for i in chunk],
                            device=device)  # (B, S)
         try:
-            hyps = model.generate(src, beam_size=beam_size, length_penalty=length_penalty)
+            hyps = model.generate(src, beam_size=beam_size, length_penalty=length_penalty, **generate_options)
         except NotImplementedError:  # beam search not in this build: say so once, then decode greedily
             if not _warned_greedy:
                 print(f"warning: beam search (beam {beam_size}) is not available in this build; decoding "
