@@ -25,6 +25,7 @@ from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, load_corpus
 from ..layers import TransformerLayer
 from ..models import Transformer
+from ..precision import autocast, autocast_dtype
 from ..saving import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -93,6 +94,9 @@ class TrainConfig:
     seed: int = 1
     threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
+    # Not in the paper (fp32): "auto" runs forward and loss under bf16 autocast where the hardware multiplies
+    # bf16 fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". See precision.py.
+    precision: str = "auto"
     # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
     fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
@@ -297,6 +301,10 @@ class Trainer:
         if not main:
             self.log = lambda message: None
         self.cfg = cfg = self.dist.broadcast(cfg)
+        try:
+            self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
+        except ValueError as error:
+            raise TrainingError(f"TrainConfig.{error}") from None
         self.run_dir = Path(cfg.out)
         checkpoints = self.dist.broadcast(list_checkpoints(self.run_dir))  # rank 0's view of the run folder
         if checkpoints and not resume:
@@ -480,8 +488,9 @@ class Trainer:
             last = i == len(batches) - 1  # the gradients are exchanged in the last backward only
             with distributed.gradient_sync(self.net, world == 1 or last):
                 scored = batch.labels != model.cfg.pad_id  # (B, T): padding gets no logits at all
-                logits = self.net(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing behind BOS
-                loss = label_smoothed_loss(logits, batch.labels[scored], cfg.label_smoothing,
+                with autocast(self.device, self.autocast_dtype):
+                    logits = self.net(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing
+                loss = label_smoothed_loss(logits.float(), batch.labels[scored], cfg.label_smoothing,
                                            model.cfg.pad_id) / n_tokens
                 # Each rank's loss is its tokens' sum / the step's token count on ALL ranks. DDP (and FSDP)
                 # average the gradients over the W ranks; times W, that average is their sum: the gradient of
@@ -515,7 +524,9 @@ class Trainer:
         tokens = 0
         for indices in batcher.epoch(0):
             batch = batcher.batch(indices).to(self.device)
-            logits = model(batch.src, batch.tgt_in)
+            with autocast(self.device, self.autocast_dtype):
+                logits = model(batch.src, batch.tgt_in)
+            logits = logits.float()
             smoothed += float(label_smoothed_loss(logits, batch.labels, self.cfg.label_smoothing, model.cfg.pad_id))
             nll += float(label_smoothed_loss(logits, batch.labels, 0.0, model.cfg.pad_id))
             tokens += batch.n_tokens
@@ -551,7 +562,8 @@ class Trainer:
         if "dev_bleu" in record:
             parts.append(f"dev BLEU {record['dev_bleu']:.2f}")
         if "test_bleu" in record:
-            parts.append(f"test BLEU {record['test_bleu']:.2f} chrF {record['test_chrf']:.1f} (beam {record['test_beam']})")
+            parts.append(f"test BLEU {record['test_bleu']:.2f} chrF {record['test_chrf']:.1f} "
+                         f"(beam {record['test_beam']})")
         self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
         plot_curves(self.run_dir)
         return record
@@ -566,7 +578,8 @@ class Trainer:
                    disable=not (sys.stderr.isatty() and self.dist.is_main))
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {cfg.batch_tokens} tokens per epoch; "
-                 f"peak lr {self.schedule.peak:.2e} at step {cfg.warmup}; torch threads {torch.get_num_threads()}")
+                 f"peak lr {self.schedule.peak:.2e} at step {cfg.warmup}; torch threads {torch.get_num_threads()}; "
+                 f"{'bf16 autocast' if self.autocast_dtype else 'fp32'}")
         if self.dist.enabled:
             self.log(f"data parallel ({'FSDP' if self.sharded else 'DDP'}): {self.dist.world_size} ranks "
                      f"({torch.distributed.get_backend()}), {cfg.accumulate} batch(es) per rank per step")
