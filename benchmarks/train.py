@@ -99,17 +99,18 @@ def make_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0
     return src, tgt_in, y
 
 
-def step_fn(model: nn.Module, batch, device: torch.device, compile_model: bool = False) -> Callable[[], None]:
+def step_fn(model: nn.Module, batch, device: torch.device, compile_model: bool = False,
+            bf16: bool = False) -> Callable[[], None]:
     """One training step: forward, label-smoothed loss (eps 0.1, pads ignored), backward, AdamW.
 
-    fp32 on a CPU; on a GPU bf16 autocast and the fused AdamW.
+    fp32 on a CPU unless bf16; on a GPU bf16 autocast and the fused AdamW.
     """
     model.to(device).train()
     src, tgt_in, labels = (t.to(device) for t in batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9,
                                   fused=device.type == "cuda")
     forward = torch.compile(model) if compile_model else model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 or device.type == "cuda")
 
     scored = labels != PAD
 
@@ -145,7 +146,7 @@ def step_flops(cfg: aiayn.ModelConfig, batch: int, src_len: int, tgt_len: int) -
 def build(name: str, cfg: aiayn.ModelConfig) -> nn.Module:
     """One contender by name."""
     torch.manual_seed(0)
-    if name == "aiayn":
+    if name.startswith("aiayn"):
         return aiayn.Transformer(cfg)
     if name == "nn.Transformer":
         return TorchTransformerMT(cfg)
@@ -153,14 +154,15 @@ def build(name: str, cfg: aiayn.ModelConfig) -> nn.Module:
 
 
 def peak_memory_mb(name: str, preset: str, threads: int) -> float:
-    """Peak resident memory (MB) of a fresh process running 3 steps of one contender (CPU)."""
+    """Peak resident memory (MB) that 3 steps of one contender add to a fresh process (CPU): the model,
+    its gradients, Adam's state and the activations; the libraries loaded before are not counted."""
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {__file__.rsplit('/', 1)[0]!r});"
             f"import train as t, torch, resource; torch.set_num_threads({threads});"
             f"cfg=t.config_for({preset!r}); s=t.PRESETS[{preset!r}];"
             f"base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
             f"f=t.step_fn(t.build({name!r}, cfg), t.make_batch(cfg.vocab_size, s['batch'], s['src_len'], s['tgt_len']),"
-            f"torch.device('cpu')); [f() for _ in range(3)];"
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            f"torch.device('cpu'), bf16={name.endswith('bf16')}); [f() for _ in range(3)];"
+            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
@@ -175,7 +177,8 @@ def main() -> None:
     parser.add_argument("--preset", default="small", choices=sorted(PRESETS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--contenders", default="aiayn,nn.Transformer,HF Marian")
+    parser.add_argument("--contenders", default="aiayn,nn.Transformer,HF Marian",
+                        help='comma-separated; add "aiayn bf16" for aiayn under CPU bf16 autocast')
     parser.add_argument("--no-memory", action="store_true", help="skip the per-contender peak-memory runs")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender's forward")
@@ -189,7 +192,8 @@ def main() -> None:
     target_tokens = shape["batch"] * shape["tgt_len"]  # B x T, the count peers' figures use
     useful_tokens = int((batch[2] != PAD).sum())
     names = args.contenders.split(",")
-    steps = {name: step_fn(build(name, cfg), batch, device, args.compile) for name in names}
+    steps = {name: step_fn(build(name, cfg), batch, device, args.compile, bf16=name.endswith("bf16"))
+             for name in names}
     peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what the steps run in
     peak = matmul_peak_flops(device, peak_dtype)
     if device.type == "cpu":  # bf16 is no win on CPUs without AVX-512 BF16 / AMX: say what this one does
