@@ -1,5 +1,12 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017) in PyTorch."""
 
+import os as _os
+
+# OpenMP threads that spin while waiting (the default) lose badly when another process holds a core: a
+# 2-thread step ran ~3x slower on a shared 2-core machine. Sleeping waiters degrade gracefully. This only
+# takes effect if torch was not imported first, and never overrides a value the user set.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .attention import KVCache, MultiHeadAttention, attend
 from .config import PRESETS, ModelConfig
 from .embeddings import PositionalEncoding, sinusoidal_table
