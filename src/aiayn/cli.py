@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 
 class UserError(Exception):
@@ -42,7 +43,8 @@ def add_attention_parser(commands: argparse._SubParsersAction) -> None:
         "attention", help="draw attention heatmaps (PNG) and an HTML explorer for one sentence",
         description=cmd_attention.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               '  aiayn attention runs/kjv-en-es/model "And God saw the light, that it was good." --html explorer.html\n'
+               '  aiayn attention runs/kjv-en-es/model "And God saw the light, that it was good." '
+               '--html explorer.html\n'
                '  aiayn attention runs/kjv-en-es/model "In the beginning God created the heaven and the earth." '
                '--kind cross --layer -1 --head mean\n'
                '  aiayn attention MINILM_DIR "The animal didn\'t cross the street because it was too tired" '
@@ -455,18 +457,14 @@ def cmd_translate(args: argparse.Namespace) -> None:
         if sys.stdin.isatty():
             raise UserError("nothing to translate: give sentences as arguments, --input FILE, or lines on stdin")
         texts = _text_lines(sys.stdin.buffer.read(), "stdin")
-    beam = 1 if args.greedy else args.beam
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # a terminal that is not UTF-8: "?" instead of a crash
-    sampling = dict(do_sample=True, temperature=args.temperature, top_k=args.top_k or None,
-                    top_p=args.top_p if args.top_p < 1.0 else None, seed=args.seed) if args.sample else {}
     bar = None
     if args.input and sys.stderr.isatty():  # a progress bar for files, on a terminal only
         from tqdm import tqdm
 
         bar = tqdm(total=len(texts), unit="line", desc="translating", file=sys.stderr)
-    lines = translate(model, tok, texts, beam_size=beam, length_penalty=args.alpha,
-                      progress=bar.update if bar else None, **sampling)
+    lines = translate(model, tok, texts, progress=bar.update if bar else None, **_decoding_options(args))
     if bar:
         bar.close()
     for line in lines:
@@ -493,6 +491,29 @@ def _text_lines(data: bytes, name: str) -> list[str]:
     return lines
 
 
+def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    """--beam/--greedy/--alpha (§6.1), sampling, threads and device: shared by translate and evaluate."""
+    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4, §6.1)")
+    parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
+    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of searching (see --top-p, --top-k)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample: softmax temperature")
+    parser.add_argument("--top-k", type=int, default=0, help="with --sample: keep the k likeliest tokens (0: all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="with --sample: nucleus mass (1.0: all)")
+    parser.add_argument("--seed", type=int, default=None, help="with --sample: seed, for reproducible output")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+
+
+def _decoding_options(args: argparse.Namespace) -> dict[str, Any]:
+    """model.generate options from the decoding flags."""
+    options: dict[str, Any] = {"beam_size": 1 if args.greedy else args.beam, "length_penalty": args.alpha}
+    if args.sample:
+        options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k or None,
+                       top_p=args.top_p if args.top_p < 1.0 else None, seed=args.seed)
+    return options
+
+
 def add_translate_parser(commands: argparse._SubParsersAction) -> None:
     """`aiayn translate MODEL_DIR [TEXT ...] [--input FILE] [--beam 4 | --greedy]`."""
     parser = commands.add_parser(
@@ -504,16 +525,7 @@ def add_translate_parser(commands: argparse._SubParsersAction) -> None:
                                                            "tokenizer.json)")
     parser.add_argument("text", nargs="*", help="sentences to translate (else --input or stdin)")
     parser.add_argument("--input", metavar="FILE", help="a text file, one sentence per line")
-    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4, §6.1)")
-    parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
-    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
-    parser.add_argument("--sample", action="store_true", help="sample instead of searching (see --top-p, --top-k)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample: softmax temperature")
-    parser.add_argument("--top-k", type=int, default=0, help="with --sample: keep the k likeliest tokens (0: all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="with --sample: nucleus mass (1.0: all)")
-    parser.add_argument("--seed", type=int, default=None, help="with --sample: seed, for reproducible output")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    _add_decoding_flags(parser)
     parser.set_defaults(run=cmd_translate)
 
 
@@ -533,11 +545,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         pairs = read_parallel(args.src, args.ref) if args.src else load_corpus().test
     except _user_errors() as error:
         raise UserError(str(error)) from None
-    beam = 1 if args.greedy else args.beam
-    hyps = translate(model, tok, [s for s, _ in pairs], beam_size=beam, length_penalty=args.alpha)
+    options = _decoding_options(args)
+    hyps = translate(model, tok, [s for s, _ in pairs], **options)
     if args.output:
         atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))
-    print(f"{len(pairs)} sentences, beam {beam}, alpha {args.alpha}")
+    how = "sampling" if args.sample else f"beam {options['beam_size']}, alpha {args.alpha}"
+    print(f"{len(pairs)} sentences, {how}")
     print(score(hyps, [t for _, t in pairs]))
 
 
@@ -552,16 +565,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--src", metavar="FILE", help="source sentences, one per line")
     parser.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
     parser.add_argument("--output", metavar="FILE", help="also write the translations here")
-    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4, §6.1)")
-    parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
-    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty alpha (default 0.6, §6.1)")
-    parser.add_argument("--sample", action="store_true", help="sample instead of searching (see --top-p, --top-k)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="with --sample: softmax temperature")
-    parser.add_argument("--top-k", type=int, default=0, help="with --sample: keep the k likeliest tokens (0: all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="with --sample: nucleus mass (1.0: all)")
-    parser.add_argument("--seed", type=int, default=None, help="with --sample: seed, for reproducible output")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    _add_decoding_flags(parser)
     parser.set_defaults(run=cmd_evaluate)
 
 

@@ -56,6 +56,7 @@ from .loop import (
     _log_writer,
     _StopFlag,
     _truncate_metrics,
+    check_run_folder,
     plot_curves,
     resolve_device,
 )
@@ -225,11 +226,7 @@ class LMTrainer:
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.run_dir = Path(cfg.out)
         checkpoints = list_checkpoints(self.run_dir)
-        if checkpoints and not resume:
-            raise TrainingError(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
-                                f"or choose another --out")
-        if resume and not checkpoints:
-            raise TrainingError(f"nothing to resume: {self.run_dir} has no checkpoints/step_N folder")
+        check_run_folder(self.run_dir, checkpoints, resume)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)

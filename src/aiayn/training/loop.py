@@ -156,6 +156,15 @@ class TrainConfig:
         return InverseSqrtSchedule(d_model, self.warmup, self.lr_scale)
 
 
+
+def check_run_folder(run_dir: Path, checkpoints: list[Path], resume: bool) -> None:
+    """Refuse to start over a run that has checkpoints (without --resume), or to resume one that has none."""
+    if checkpoints and not resume:
+        raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
+                            f"or choose another --out")
+    if resume and not checkpoints:
+        raise TrainingError(f"nothing to resume: {run_dir} has no checkpoints/step_N folder")
+
 @dataclass
 class TrainResult:
     """What a run ended with."""
@@ -307,11 +316,7 @@ class Trainer:
             raise TrainingError(f"TrainConfig.{error}") from None
         self.run_dir = Path(cfg.out)
         checkpoints = self.dist.broadcast(list_checkpoints(self.run_dir))  # rank 0's view of the run folder
-        if checkpoints and not resume:
-            raise TrainingError(f"{self.run_dir} already holds checkpoints: pass --resume to continue that run, "
-                                f"or choose another --out")
-        if resume and not checkpoints:
-            raise TrainingError(f"nothing to resume: {self.run_dir} has no checkpoints/step_N folder")
+        check_run_folder(self.run_dir, checkpoints, resume)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
