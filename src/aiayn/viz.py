@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,8 +232,8 @@ def plot_heads(weights: np.ndarray | Tensor, query_tokens: Sequence[str], key_to
             continue
         image = draw_heatmap(ax, heads[index], query_tokens, key_tokens, f"head {index}", vmax=vmax)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-    if title:
-        fig.suptitle(title, fontsize=11)
+    if title:  # wrapped to the figure's width (about 11 characters per inch at this size)
+        fig.suptitle(textwrap.fill(title, max(20, int(columns * width * 11))), fontsize=11)
     return fig
 
 
