@@ -155,14 +155,18 @@ def build(name: str, cfg: aiayn.ModelConfig) -> nn.Module:
 
 def peak_memory_mb(name: str, preset: str, threads: int) -> float:
     """Peak resident memory (MB) that 3 steps of one contender add to a fresh process (CPU): the model,
-    its gradients, Adam's state and the activations; the libraries loaded before are not counted."""
+    its gradients, Adam's state and the activations; the libraries loaded before are not counted.
+
+    Read from /proc/self/status VmHWM, which a new program starts afresh (ru_maxrss would carry over the
+    parent's peak through fork and exec).
+    """
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {__file__.rsplit('/', 1)[0]!r});"
-            f"import train as t, torch, resource; torch.set_num_threads({threads});"
-            f"cfg=t.config_for({preset!r}); s=t.PRESETS[{preset!r}];"
-            f"base=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+            f"import train as t, torch; torch.set_num_threads({threads});"
+            f"hwm=lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]);"
+            f"cfg=t.config_for({preset!r}); s=t.PRESETS[{preset!r}]; base=hwm();"
             f"f=t.step_fn(t.build({name!r}, cfg), t.make_batch(cfg.vocab_size, s['batch'], s['src_len'], s['tgt_len']),"
             f"torch.device('cpu'), bf16={name.endswith('bf16')}); [f() for _ in range(3)];"
-            f"print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)")
+            f"print(hwm() - base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
