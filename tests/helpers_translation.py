@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-EN = ["the", "god", "man", "land", "king", "son", "day", "house", "people", "father", "city", "water", "lord", "hand", "earth", "light"]
-ES = ["el", "dios", "hombre", "tierra", "rey", "hijo", "dia", "casa", "pueblo", "padre", "ciudad", "agua", "senor", "mano", "mundo", "luz"]
+EN = ["the", "god", "man", "land", "king", "son", "day", "house", "people", "father", "city", "water", "lord", "hand",
+      "earth", "light"]
+ES = ["el", "dios", "hombre", "tierra", "rey", "hijo", "dia", "casa", "pueblo", "padre", "ciudad", "agua", "senor",
+      "mano", "mundo", "luz"]
 BOOKS = ["Genesis", "Exodus", "Ruth", "James", "John", "Mark"]
 
 

@@ -39,8 +39,9 @@ class Corpus:
 def _check_file(path: Path, what: str) -> None:
     """Raise CorpusError unless path is an existing, non-empty file."""
     if not path.exists() or path.is_dir():
-        raise CorpusError(f"{what} {path} does not exist{' (it is a folder)' if path.is_dir() else ''}; give the path of a TSV file (source<TAB>target) or "
-                          f"two aligned text files")
+        folder = " (it is a folder)" if path.is_dir() else ""
+        raise CorpusError(f"{what} {path} does not exist{folder}; give the path of a TSV file (source<TAB>target) "
+                          f"or two aligned text files")
     if path.is_file() and path.stat().st_size == 0:
         raise CorpusError(f"{what} {path} is empty; it needs one sentence pair per line")
 
