@@ -164,10 +164,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if _stopped(result) or not result.main:  # under torchrun, rank 0 reports
         return
     if result.test_scores is not None:
-        from .evaluation import beam_fell_back
-
-        beam = "1 (greedy: beam search unavailable)" if beam_fell_back() else cfg.beam
-        print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {beam}:")
+        print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {cfg.beam}:")
         print(result.test_scores)
     print(f"model: {result.run_dir / 'model'}")
 

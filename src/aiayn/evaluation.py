@@ -12,8 +12,6 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from .tokenizer import decode, encode_source
 
-_warned_greedy = False  # set once beam search was asked for but unavailable (greedy was used)
-
 
 @dataclass
 class Scores:
@@ -27,11 +25,6 @@ class Scores:
     def __str__(self) -> str:
         """Two report lines, as sacreBLEU prints them."""
         return f"BLEU = {self.bleu:.2f}  ({self.bleu_signature})\nchrF = {self.chrf:.2f}  ({self.chrf_signature})"
-
-
-def beam_fell_back() -> bool:
-    """True if an earlier `translate` asked for beam search but this build only had greedy search."""
-    return _warned_greedy
 
 
 def score(hypotheses: list[str], references: list[str]) -> Scores:
@@ -55,7 +48,6 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     One output per text, always: an empty (or blank) text gives "", a text longer than the model takes
     (max_positions - 50 tokens, leaving §6.1's +50 for the output) is cut to its first tokens, with a warning.
     """
-    global _warned_greedy
     cfg = model.cfg
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
     limit = max_source_tokens or max(cfg.max_positions - 50, 1)
@@ -83,14 +75,7 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
         width = max(len(encoded[i]) for i in chunk)
         src = torch.tensor([encoded[i] + [cfg.pad_id] * (width - len(encoded[i])) for i in chunk],
                            device=device)  # (B, S)
-        try:
-            hyps = model.generate(src, beam_size=beam_size, length_penalty=length_penalty, **generate_options)
-        except NotImplementedError:  # beam search not in this build: say so once, then decode greedily
-            if not _warned_greedy:
-                print(f"warning: beam search (beam {beam_size}) is not available in this build; decoding "
-                      f"greedily", file=sys.stderr)
-                _warned_greedy = True
-            hyps = model.generate(src, beam_size=1)
+        hyps = model.generate(src, beam_size=beam_size, length_penalty=length_penalty, **generate_options)
         for i, ids in zip(chunk, hyps):
             results[i] = decode(tok, ids)
         if progress is not None:

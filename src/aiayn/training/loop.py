@@ -549,8 +549,6 @@ class Trainer:
 
     def evaluate(self, test: bool) -> dict[str, Any]:
         """Dev loss and dev BLEU (and, if asked, test BLEU/chrF with beam search), logged to metrics.jsonl."""
-        from ..evaluation import beam_fell_back
-
         started = time.perf_counter()
         record: dict[str, Any] = {"step": self.step, **self.validate()}
         if self.corpus.dev:
@@ -559,7 +557,7 @@ class Trainer:
             scores = self.bleu("test", self.cfg.beam)
             record.update(test_bleu=scores.bleu, test_chrf=scores.chrf, bleu_signature=scores.bleu_signature,
                           chrf_signature=scores.chrf_signature,
-                          test_beam=1 if beam_fell_back() else self.cfg.beam)
+                          test_beam=self.cfg.beam)
         record.update(tgt_tokens_seen=self.tgt_tokens_seen, train_s=round(self.train_seconds, 1),
                       eval_s=round(time.perf_counter() - started, 1))
         self.write(record)
