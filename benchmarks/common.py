@@ -35,10 +35,11 @@ def time_call(fn: Callable[[], object], device: torch.device, repeats: int = 1) 
 
 
 def interleaved(contenders: dict[str, Callable[[], object]], rounds: int, device: torch.device,
-                repeats: int = 1) -> dict[str, list[float]]:
-    """Time each contender once per round, A B C A B C ..., after one warm-up call each."""
+                repeats: int = 1, warmup: int = 1) -> dict[str, list[float]]:
+    """Time each contender once per round, A B C A B C ..., after `warmup` warm-up calls each."""
     for fn in contenders.values():
-        fn()
+        for _ in range(warmup):
+            fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():

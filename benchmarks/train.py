@@ -8,6 +8,12 @@ against the fp32 matmul peak measured in the same run.
 
     python benchmarks/train.py --preset small --rounds 7
     python benchmarks/train.py --preset paper-base --rounds 5
+    python benchmarks/train.py --preset paper-base --batch 256 \
+        --contenders "aiayn,aiayn compile,nn.Transformer,HF Marian"    # on a GPU
+
+On a GPU every contender runs under bf16 autocast with the fused AdamW, attention through SDPA's fused
+kernels, MFU against the bf16 matmul peak measured in the same run (8192^3), peak memory from the CUDA
+allocator; a contender named "... compile" has its forward compiled with torch.compile.
 
 FLOPs per step (stated formula): 6 x (matmul parameters x the tokens they see) + attention terms, where
 encoder weights see B*S tokens, decoder weights and the output projection see B*T tokens, and each
@@ -22,6 +28,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -33,7 +40,8 @@ from common import configure_threads, interleaved, matmul_peak_flops, median  # 
 
 import aiayn  # noqa: E402
 
-PRESETS = {"small": dict(batch=32, src_len=64, tgt_len=64), "paper-base": dict(batch=16, src_len=64, tgt_len=64)}
+PRESETS = {"small": dict(batch=32, src_len=64, tgt_len=64), "paper-base": dict(batch=16, src_len=64, tgt_len=64),
+           "paper-big": dict(batch=16, src_len=64, tgt_len=64)}
 PAD, BOS, EOS = 0, 1, 2
 
 
@@ -171,6 +179,16 @@ def peak_memory_mb(name: str, preset: str, threads: int) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
+def cuda_peak_memory_mb(step: Callable[[], None], device: torch.device) -> float:
+    """Peak CUDA memory (MB) the allocator held during one more step, above what it held before it."""
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
 def config_for(preset: str) -> aiayn.ModelConfig:
     """The preset's model config, with the paper's dropout 0.1."""
     return aiayn.ModelConfig.preset(preset, dropout=0.1, max_positions=512)
@@ -182,53 +200,83 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--contenders", default="aiayn,nn.Transformer,HF Marian",
-                        help='comma-separated; add "aiayn bf16" for aiayn under CPU bf16 autocast')
+                        help='comma-separated; "aiayn bf16" runs aiayn under CPU bf16 autocast, '
+                             '"aiayn compile" (or any "... compile") compiles that contender\'s forward')
+    parser.add_argument("--batch", type=int, default=None, help="sentences per batch (default: the preset's)")
+    parser.add_argument("--src-len", type=int, default=None, help="source length (default: the preset's)")
+    parser.add_argument("--tgt-len", type=int, default=None, help="target length (default: the preset's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="steps per timed sample (default 1 on a CPU, 10 on a GPU)")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-contender peak-memory runs")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender's forward")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    repeats = args.repeats or (10 if on_gpu else 1)
     print(configure_threads(args.threads))
+    if on_gpu:
+        print(f"device: {torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, "
+              f"bf16 autocast, fused AdamW, SDPA")
     cfg = config_for(args.preset)
-    shape = PRESETS[args.preset]
+    shape = dict(PRESETS[args.preset])
+    for key in ("batch", "src_len", "tgt_len"):
+        if getattr(args, key) is not None:
+            shape[key] = getattr(args, key)
     batch = make_batch(cfg.vocab_size, shape["batch"], shape["src_len"], shape["tgt_len"])
     target_tokens = shape["batch"] * shape["tgt_len"]  # B x T, the count peers' figures use
     useful_tokens = int((batch[2] != PAD).sum())
     names = args.contenders.split(",")
-    steps = {name: step_fn(build(name, cfg), batch, device, args.compile, bf16=name.endswith("bf16"))
+    steps = {name: step_fn(build(name.removesuffix(" compile"), cfg), batch, device,
+                           args.compile or name.endswith(" compile"), bf16=name.endswith("bf16"))
              for name in names}
-    peak_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what the steps run in
-    peak = matmul_peak_flops(device, peak_dtype)
+    peak_dtype = torch.bfloat16 if on_gpu else torch.float32  # what the steps run in
+    peak_size = 8192 if on_gpu else 2048  # a GPU needs a large product to reach its peak
+    peak = matmul_peak_flops(device, peak_dtype, size=peak_size)
     if device.type == "cpu":  # bf16 is no win on CPUs without AVX-512 BF16 / AMX: say what this one does
         bf16 = matmul_peak_flops(device, torch.bfloat16, size=512, rounds=2)
         print(f"cpu bf16 matmul: {bf16 / 1e9:.1f} GFLOP/s (512^3) -> "
               f"{'fp32 kept' if bf16 < peak else 'bf16 would be faster here'}")
-    times = interleaved(steps, args.rounds, device)
-    peak_after = matmul_peak_flops(device, peak_dtype)
+    compile_started = time.perf_counter()
+    # the warm-up also compiles the "compile" contenders
+    times = interleaved(steps, args.rounds, device, repeats, warmup=3 if on_gpu else 1)
+    print(f"warm-up and {args.rounds} rounds of {repeats} step(s) each: "
+          f"{time.perf_counter() - compile_started:.1f}s")
+    peak_after = matmul_peak_flops(device, peak_dtype, size=peak_size)
     flops = step_flops(cfg, shape["batch"], shape["src_len"], shape["tgt_len"])
     print(f"preset {args.preset}: B={shape['batch']} S={shape['src_len']} T={shape['tgt_len']}, "
           f"vocab {cfg.vocab_size}, {target_tokens} target tokens/step ({useful_tokens} not padding), "
           f"{flops / 1e9:.1f} GFLOP/step, "
           f"device {device}")
-    print(f"{peak_dtype} matmul peak (2048^3): {peak / 1e9:.1f} GFLOP/s before, "
-          f"{peak_after / 1e9:.1f} after the rounds")
-    reference = names[1] if len(names) > 1 else names[0]
+    unit, scale = ("TFLOP/s", 1e12) if on_gpu else ("GFLOP/s", 1e9)
+    print(f"{peak_dtype} matmul peak ({peak_size}^3): {peak / scale:.1f} {unit} before, "
+          f"{peak_after / scale:.1f} after the rounds")
+    reference = next((n for n in names if n == "nn.Transformer"), names[0])
     results = {}
     print(f"{'model':16} {'s/step':>8} {'tgt tok/s':>10} {'MFU':>6} {'peak MB':>8}  per-round ratio vs {reference}")
     for name in names:
         t = median(times[name])
         ratios = [r / a for a, r in zip(times[name], times[reference])]
-        memory = float("nan") if args.no_memory or device.type == "cuda" else \
-            peak_memory_mb(name, args.preset, args.threads)
+        if args.no_memory:
+            memory = float("nan")
+        elif on_gpu:
+            memory = cuda_peak_memory_mb(steps[name], device)
+        else:
+            memory = peak_memory_mb(name, args.preset, args.threads)
         mfu = flops / t / max(peak, peak_after)
         results[name] = dict(seconds=t, tokens_per_s=target_tokens / t, mfu=mfu, peak_mb=memory,
                              ratios=ratios, times=times[name])
-        print(f"{name:16} {t:8.3f} {target_tokens / t:10.0f} {mfu:6.1%} {memory:8.0f}  "
+        print(f"{name:16} {t:8.4f} {target_tokens / t:10.0f} {mfu:6.1%} {memory:8.0f}  "
               + " ".join(f"{r:.2f}" for r in ratios) + f"  (median {median(ratios):.2f}x)")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump(dict(preset=args.preset, peak_flops=peak, results=results), handle, indent=2)
+            json.dump(dict(preset=args.preset, shape=shape, device=str(device), peak_flops=max(peak, peak_after),
+                           results=results), handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -166,3 +166,12 @@ def test_train_config_from_toml_and_unknown_keys(tmp_path: Path) -> None:
     path.write_text("stepz = 7\n", encoding="utf-8")
     with pytest.raises(TrainingError, match="stepz"):
         TrainConfig.from_toml(path)
+
+
+@pytest.mark.slow  # compiling takes ~40 s on 2 CPU cores
+def test_compiled_training_gives_the_eager_losses(tmp_path: Path) -> None:
+    eager = train(_cfg(tmp_path, "eager", steps=6, precision="fp32", dropout=0.0), log=lambda _: None)
+    compiled = train(_cfg(tmp_path, "compiled", steps=6, precision="fp32", dropout=0.0, compile=True),
+                     log=lambda _: None)
+    for step in range(1, 7):
+        assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=1e-5), step

@@ -75,9 +75,13 @@ class TransformerBase(nn.Module):
                              f"add a batch dimension with ids.unsqueeze(0)")
         if ids.shape[1] == 0:
             raise ValueError(f"{name} is empty (length 0): give at least one token")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.cfg.vocab_size):
-            raise ValueError(f"{name} holds ids outside [0, vocab_size={self.cfg.vocab_size}): "
-                             f"min {int(ids.min())}, max {int(ids.max())}; check the tokenizer matches the model")
+        # The value check reads the ids back (a GPU sync) and would break a compiled graph: compiled code
+        # skips it (an id out of range then fails inside the embedding lookup instead).
+        if ids.numel() and not torch.compiler.is_compiling():
+            low, high = torch.stack(torch.aminmax(ids)).tolist()  # one read-back
+            if low < 0 or high >= self.cfg.vocab_size:
+                raise ValueError(f"{name} holds ids outside [0, vocab_size={self.cfg.vocab_size}): "
+                                 f"min {low}, max {high}; check the tokenizer matches the model")
         if ids.shape[1] > self.cfg.max_positions:
             raise ValueError(f"{name} has length {ids.shape[1]} > max_positions={self.cfg.max_positions}: "
                              f"truncate the input or build the model with a larger max_positions")
@@ -124,6 +128,10 @@ class Transformer(TransformerBase):
     def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False) -> Any:
         """Encoder output ("memory") (B, S, d_model); with need_weights also the per-layer weights."""
         self.check_ids(src, "src")
+        return self._encode(src, src_mask, need_weights)
+
+    def _encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False) -> Any:
+        """encode() without the ids check (forward checked them already)."""
         key_mask = as_key_mask(src_mask, src, self.cfg.pad_id)  # (B, 1, 1, S)
         x = self.src_positions(self._src_tokens()(src))
         memory, weights = self.encoder(x, key_mask, need_weights=need_weights)
@@ -180,7 +188,7 @@ class Transformer(TransformerBase):
             raise ValueError(f"src has batch size {src.shape[0]} but tgt has {tgt.shape[0]}")
         src_keep = src_mask if src_mask is not None else src != self.cfg.pad_id
         if not return_attention:
-            memory = self.encode(src, src_mask)
+            memory = self._encode(src, src_mask)
             hidden = self._decode(tgt, memory, src_keep, tgt_mask, hidden_only=True)  # (B, T, d)
             if positions is not None:
                 if positions.dtype != torch.bool or positions.shape != tgt.shape:

@@ -97,6 +97,9 @@ class TrainConfig:
     # Not in the paper (fp32): "auto" runs forward and loss under bf16 autocast where the hardware multiplies
     # bf16 fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". See precision.py.
     precision: str = "auto"
+    # Not in the paper: torch.compile the model's forward (fuses the elementwise work around the matmuls). It
+    # pays on GPUs; on CPUs it measured no faster (see benchmarks/train.py). The first steps compile (minutes).
+    compile: bool = False
     # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
     fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
@@ -365,8 +368,11 @@ class Trainer:
         self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
         self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
         self.schedule = cfg.schedule(model_cfg.d_model)
+        # On a GPU the fused Adam (one kernel for all parameters) gives the same update as the loop, faster.
+        fused = self.device.type == "cuda" and not self.sharded
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule(1),
-                                          betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+                                          betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                          fused=fused or None)
         self.step, self.epoch, self.position = 0, 0, 0
         self.tgt_tokens_seen = 0
         self.train_seconds = 0.0
@@ -387,6 +393,8 @@ class Trainer:
         self.net: torch.nn.Module = self.model
         if self.dist.enabled and not self.sharded:
             self.net = distributed.wrap_ddp(self.model, self.device)
+        if cfg.compile:  # batches differ in shape: dynamic shapes spare a recompilation per new (B, T)
+            self.net = torch.compile(self.net, dynamic=True)
 
     def _restore(self, checkpoint: Path) -> None:
         """Model, optimizer, step, data position and RNG from a checkpoint folder (read by rank 0, sent to all)."""

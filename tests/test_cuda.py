@@ -1,0 +1,126 @@
+"""The GPU path: CUDA results against the CPU's, bf16 autocast, the fused Adam, torch.compile, decoding.
+
+Skipped where no CUDA device is present (CI has none): run them on a GPU machine with
+`python -m pytest tests/test_cuda.py` (benchmarks/gpu_check.sh does, and records the output).
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aiayn import MultiHeadAttention, Transformer
+from aiayn.config import ModelConfig
+from aiayn.training.loop import TrainConfig, train
+
+from .conftest import random_ids
+from .helpers_translation import write_corpus
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def _full_fp32() -> None:
+    """No TF32: fp32 on the GPU must be comparable with fp32 on the CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _padded_batch(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A source batch with padded rows and a teacher-forcing target batch."""
+    src, tgt = random_ids(4, 12, cfg.vocab_size), random_ids(4, 9, cfg.vocab_size)
+    src[1, 7:] = src[3, 3:] = cfg.pad_id
+    tgt[2, 5:] = cfg.pad_id
+    return src, tgt
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_cuda_logits_equal_cpu_logits(norm: str) -> None:
+    cfg = ModelConfig.preset("small", vocab_size=500, dropout=0.0, norm=norm)
+    model = Transformer(cfg).eval()
+    src, tgt = _padded_batch(cfg)
+    with torch.no_grad():
+        on_cpu = model(src, tgt)
+        on_gpu = model.to(CUDA)(src.to(CUDA), tgt.to(CUDA)).cpu()
+    assert on_gpu.shape == on_cpu.shape == (4, 9, 500)
+    assert (on_gpu - on_cpu).abs().max() < 1e-4
+
+
+def test_cuda_fused_attention_equals_explicit_softmax_path() -> None:
+    mha = MultiHeadAttention(64, 4).to(CUDA).eval()
+    x, memory = torch.randn(3, 7, 64, device=CUDA), torch.randn(3, 5, 64, device=CUDA)
+    causal = torch.ones(7, 7, dtype=torch.bool, device=CUDA).tril()  # True = may attend
+    keep = torch.ones(3, 1, 1, 5, dtype=torch.bool, device=CUDA)
+    keep[1, ..., 3:] = False
+    with torch.no_grad():
+        for query, mask, key in ((x, causal, None), (x, keep, memory)):
+            fast, _ = mha(query, key, mask=mask)
+            explicit, weights = mha(query, key, mask=mask, need_weights=True)
+            assert (fast - explicit).abs().max() < 1e-5
+    assert weights[1, :, :, 3:].abs().max() == 0  # masked keys get exactly zero weight
+
+
+def test_bf16_autocast_stays_close_to_fp32_on_cuda() -> None:
+    cfg = ModelConfig.preset("small", vocab_size=500, dropout=0.0)
+    model = Transformer(cfg).to(CUDA).eval()
+    src, tgt = (t.to(CUDA) for t in _padded_batch(cfg))
+    with torch.no_grad():
+        exact = model(src, tgt).float().log_softmax(-1)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            fast = model(src, tgt)
+    assert fast.dtype == torch.bfloat16  # the matmuls ran in bf16
+    # bf16 keeps 8 mantissa bits: log-probabilities agree to a few hundredths
+    assert (fast.float().log_softmax(-1) - exact).abs().max() < 0.1
+
+
+def test_cuda_greedy_and_beam_match_cpu_and_cached_logits() -> None:
+    cfg = ModelConfig.preset("tiny", vocab_size=64, dropout=0.0)
+    model = Transformer(cfg).eval()
+    src = random_ids(3, 8)
+    src[2, 5:] = cfg.pad_id
+    for beam in (1, 4):
+        on_cpu = model.generate(src, beam_size=beam, max_new_tokens=10)
+        on_gpu = model.to(CUDA).generate(src.to(CUDA), beam_size=beam, max_new_tokens=10)
+        model.cpu()
+        assert on_gpu == on_cpu, beam
+    # the cached greedy tokens are the argmax of a full (uncached) recomputation at every step
+    model.to(CUDA)
+    out = model.generate(src.to(CUDA), beam_size=1, max_new_tokens=10)
+    for row, ids in enumerate(out):
+        tgt_in = torch.tensor([[cfg.bos_id] + ids[:-1]], device=CUDA)
+        with torch.no_grad():
+            logits = model(src[row:row + 1].to(CUDA), tgt_in)[0]  # (T, V)
+        assert logits.argmax(-1).tolist() == ids
+
+
+def _cfg(tmp_path: Path, out: str, **changes) -> TrainConfig:
+    corpus = tmp_path / "corpus.tsv"
+    if not corpus.exists():
+        write_corpus(corpus, n=300)
+    values = {"out": str(tmp_path / out), "data": str(corpus), "preset": "tiny", "vocab_size": 60,
+              "dev_size": 20, "test_size": 20, "batch_tokens": 400, "steps": 250, "warmup": 40, "peak_lr": 1e-2,
+              "log_every": 10, "eval_every": 0, "save_every": 0, "final_test": False, "beam": 1, "seed": 3,
+              "label_smoothing": 0.0, "dropout": 0.0, "device": "cuda"}
+    return TrainConfig(**{**values, **changes})
+
+
+def test_training_on_cuda_learns_with_bf16_autocast_and_fused_adam(tmp_path: Path) -> None:
+    from aiayn.training.loop import Trainer
+
+    trainer = Trainer(_cfg(tmp_path, "setup", steps=1), log=lambda _: None)
+    assert trainer.autocast_dtype == torch.bfloat16  # precision "auto" on a bf16 GPU
+    assert trainer.optimizer.defaults["fused"] is True
+    assert next(trainer.model.parameters()).is_cuda
+    result = train(_cfg(tmp_path, "learn", final_test=True, test_size=20, beam=2), log=lambda _: None)
+    first, last = result.losses[1], sum(result.losses[s] for s in range(241, 251)) / 10
+    assert first > 3.5 and last < 0.2 * first, (first, last)
+    assert result.test_scores is not None and result.test_scores.bleu > 10  # untrained: ~0 (CPU fp32: 19)
+
+
+def test_compiled_training_matches_eager_training_on_cuda(tmp_path: Path) -> None:
+    eager = train(_cfg(tmp_path, "eager", steps=12, log_every=1, precision="fp32"), log=lambda _: None)
+    compiled = train(_cfg(tmp_path, "compiled", steps=12, log_every=1, precision="fp32", compile=True),
+                     log=lambda _: None)
+    for step in range(1, 13):
+        assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=1e-4), step
