@@ -74,7 +74,7 @@ stage env 60 env_report
 stage tests 150 '"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py'
 TAIL=8 stage bench-base 170 'bench paper-base "$BASE_B" "aiayn,aiayn compile,nn.Transformer,HF Marian"'
 TAIL=30 stage train 230 translate_run
-TAIL=8 stage bench-small 60 'bench small "$SMALL_B" "aiayn,aiayn compile,nn.Transformer,HF Marian"'
+TAIL=8 stage bench-small 90 'bench small "$SMALL_B" "aiayn,aiayn compile,nn.Transformer,HF Marian"'
 TAIL=8 stage bench-big 120 'bench paper-big "$BIG_B" "aiayn,aiayn compile,nn.Transformer"'
 
 ls -la "$OUT"
