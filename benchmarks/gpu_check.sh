@@ -10,7 +10,7 @@
 # Each stage has a time limit and a share of one overall deadline (BUDGET seconds, default 540): a stage
 # that fails or runs out of time leaves its log and the next stage still runs. Logs go to $OUT (or
 # ./gpu-out). Run from the repository root, with no install: `bash benchmarks/gpu_check.sh`.
-# DRY=1 runs every stage on the CPU with toy sizes, to check the script itself before a GPU is at hand.
+# STAGES="bench-base train" runs only those stages. DRY=1 runs every stage on the CPU with toy sizes, to check the script itself before a GPU is at hand.
 set -u
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -24,10 +24,14 @@ else
   DEV=cuda; BASE_B=256; SMALL_B=256; BIG_B=128; ROUNDS=5; STEPS=1500; TOKENS=25000; WARM=500; EVAL=500
   PRESET=paper-base; THREADS=4
 fi
-export OUT PY DEV BASE_B SMALL_B BIG_B ROUNDS STEPS TOKENS WARM EVAL PRESET THREADS
+TRAIN_FLAGS=${TRAIN_FLAGS:-}  # more `aiayn train` flags, e.g. "--steps 300 --no-final-test"
+export OUT PY DEV TRAIN_FLAGS BASE_B SMALL_B BIG_B ROUNDS STEPS TOKENS WARM EVAL PRESET THREADS
+
+want() { [[ " ${STAGES:-env tests bench-base train bench-small bench-big} " == *" $1 "* ]]; }
 
 stage() {  # stage NAME LIMIT_SECONDS "COMMAND": run it under a time limit, log to $OUT/NAME.txt
   local name=$1 limit=$2 command=$3 left start rc
+  want "$name" || return 0
   left=$(( DEADLINE - $(date +%s) - 5 ))
   if [ "$left" -lt 20 ]; then echo "== $name: skipped, ${left}s left of the budget"; return; fi
   [ "$left" -lt "$limit" ] && limit=$left
@@ -63,7 +67,7 @@ translate_run() {
   rm -rf /tmp/aiayn-gpu-run
   "$PY" -m aiayn train --out /tmp/aiayn-gpu-run --device "$DEV" --preset "$PRESET" --batch-tokens "$TOKENS" \
     --steps "$STEPS" --warmup "$WARM" --peak-lr 7e-4 --log-every 100 --eval-every "$EVAL" --save-every 0 \
-    --test-bleu-at "$EVAL,$(( 2 * EVAL ))" --threads "$THREADS" || return
+    --test-bleu-at "$EVAL,$(( 2 * EVAL ))" --threads "$THREADS" $TRAIN_FLAGS || return
   cp /tmp/aiayn-gpu-run/metrics.jsonl "$OUT/train-metrics.jsonl"
   echo "In the beginning God created the heaven and the earth." |
     "$PY" -m aiayn translate /tmp/aiayn-gpu-run/model --device "$DEV"

@@ -61,7 +61,7 @@ class TorchTransformerMT(nn.Module):
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, V); torch's masks use True = blocked, the opposite of aiayn's."""
         src_pad, tgt_pad = src == PAD, tgt == PAD
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], dtype=torch.bool)
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], tgt.device, torch.bool)
         x = self.drop(self.embed(src) * self.scale + self.pe[: src.shape[1]])
         y = self.drop(self.embed(tgt) * self.scale + self.pe[: tgt.shape[1]])
         h = self.core(x, y, tgt_mask=causal, src_key_padding_mask=src_pad, tgt_key_padding_mask=tgt_pad,

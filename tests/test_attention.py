@@ -81,6 +81,23 @@ def test_fully_masked_rows_give_zeros_and_finite_gradients(need_weights):
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_the_gpu_way_of_repairing_masked_rows_gives_the_cpu_results(monkeypatch, need_weights):
+    import aiayn.attention as attention
+
+    q, k, v = torch.randn(2, 2, 4, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    masks = [torch.ones(2, 1, 4, 5, dtype=torch.bool), torch.rand(2, 1, 4, 5) > 0.4]
+    masks[1][0, :, 1] = False  # a fully masked row
+    cpu_way = [attention.attend(q, k, v, m, need_weights=need_weights) for m in masks]
+    monkeypatch.setattr(attention, "_can_branch_on_values", lambda x: False)  # as on a GPU: never read back
+    for mask, (out, weights) in zip(masks, cpu_way):
+        gpu_out, gpu_weights = attention.attend(q, k, v, mask, need_weights=need_weights)
+        assert torch.allclose(gpu_out, out, atol=1e-6)
+        if need_weights:
+            assert torch.allclose(gpu_weights, weights, atol=1e-6)
+    assert float(cpu_way[1][0][0, :, 1].abs().max()) == 0.0
+
+
 def test_causal_mask_with_cache_is_aligned_bottom_right():
     mask = causal_mask(2, 5)[0, 0]
     assert mask.tolist() == [[True, True, True, True, False], [True, True, True, True, True]]

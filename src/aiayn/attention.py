@@ -153,6 +153,11 @@ def _unfold(x: Tensor, group: int) -> Tensor:
     return x.view(r, h, group, gt // group, d).transpose(1, 2).reshape(r * group, h, gt // group, d)
 
 
+def _can_branch_on_values(x: Tensor) -> bool:
+    """True where reading a tensor's value back is cheap: eager code on a CPU."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0,
            need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
     """softmax(Q K^T / sqrt(d_k)) V (§3.2.1) on (B, H, T, d_k) inputs; fully masked rows give zeros.
@@ -165,10 +170,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: floa
         # A query with no allowed key would softmax over all -inf (NaN): let it see every key, then
         # zero its output so values and gradients stay finite and it contributes nothing.
         row_has_key = mask.any(dim=-1, keepdim=True)  # (B|1, H|1, Tq, 1)
-        if not bool(row_has_key.all()):
+        if _can_branch_on_values(q) and bool(row_has_key.all()):
+            row_has_key = None  # the common case on a CPU: nothing to repair
+        else:  # on a GPU reading the flag back would stall the queue (and break a compiled graph): repair always
             mask = mask | ~row_has_key
-        else:
-            row_has_key = None
     if need_weights:
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
         if mask is not None:
