@@ -365,3 +365,82 @@ def test_kv_cache_appends_grows_and_reorders_in_place():
     assert cache.block.data_ptr() == block.data_ptr()  # rewritten in place, nothing reallocated
     keys, values = cache.get()
     assert torch.equal(keys, torch.cat(steps, 2)[[2, 0]]) and torch.equal(values, -keys)
+
+
+# ------------------------------------------------------------------------------------ step threads
+
+
+def test_small_steps_run_on_one_thread_larger_ones_on_torchs_count():
+    from types import SimpleNamespace
+
+    from aiayn.decoding import _StepThreads
+
+    cfg = ModelConfig.preset("small")  # d_model 256, d_ff 1024: 262,144 multiply-adds per row
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threads = _StepThreads(SimpleNamespace(cfg=cfg), None)
+        counts = []
+        for rows in (1, 16, 64, 4):  # 0.26M and 4.2M: one thread; 16.8M: two
+            threads.set_for(rows)
+            counts.append(torch.get_num_threads())
+        assert counts == [1, 1, 2, 1]
+        threads.restore()
+        assert torch.get_num_threads() == 2
+        fixed = _StepThreads(SimpleNamespace(cfg=cfg), 2)
+        fixed.set_for(1)
+        assert torch.get_num_threads() == 2
+        for bad in (0, -1, True, 1.5):
+            with pytest.raises(ValueError, match="threads must be a positive integer"):
+                _StepThreads(SimpleNamespace(cfg=cfg), bad)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_generate_steps_on_one_thread_gives_the_same_tokens_and_restores_the_count(tiny_cfg):
+    model = eos_prone(Transformer(tiny_cfg).eval())
+    lm = DecoderLM(tiny_cfg).eval()
+    seen: list[int] = []
+    hook = model.decoder.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    src = random_ids(3, 7)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = {}
+        for threads in (None, 1, 2):
+            seen.clear()
+            results[threads] = (model.generate(src, beam_size=1, max_new_tokens=4, threads=threads),
+                                model.generate(src, beam_size=3, max_new_tokens=4, threads=threads),
+                                lm.generate(src, max_new_tokens=4, threads=threads))
+            assert torch.get_num_threads() == 2  # put back after the search
+            assert set(seen) == {1 if threads is None else threads}  # tiny steps: one thread by default
+        assert results[None] == results[1] == results[2]
+        with pytest.raises(ValueError, match="empty source"):  # an error inside the search restores too
+            model.generate(torch.full((1, 3), tiny_cfg.pad_id), threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        hook.remove()
+        torch.set_num_threads(before)
+
+
+def test_transposed_table_is_kept_until_the_weight_changes(tiny_cfg):
+    import copy
+    import pickle
+
+    from aiayn.decoding import _transposed
+
+    model = eos_prone(Transformer(tiny_cfg).eval())
+    table = model.token_embedding.weight
+    first = _transposed(model, table, "output_table")
+    assert _transposed(model, table, "output_table") is first and torch.equal(first, table.t())
+    src = random_ids(2, 6)
+    model.generate(src, beam_size=1)
+    with torch.no_grad():
+        table.mul_(1.5)  # an in-place update (optimizer step, load_state_dict) bumps the version
+    second = _transposed(model, table, "output_table")
+    assert second is not first and torch.equal(second, table.t())
+    fresh = Transformer(tiny_cfg).eval()
+    fresh.load_state_dict(model.state_dict())
+    assert model.generate(src, beam_size=1) == fresh.generate(src, beam_size=1)  # never a stale copy
+    assert len(copy.deepcopy(model)._derived_weights) == 0  # derived copies are rebuilt, not copied
+    assert len(pickle.loads(pickle.dumps(model))._derived_weights) == 0

@@ -12,6 +12,10 @@ Policies (the same for every search):
 - Results are token ids without BOS, EOS or padding, one list per source row, in order.
 - Finished sentences leave the batch (their cache rows are dropped), so a sentence gets the same result
   decoded alone or in a batch with longer and shorter ones.
+- Threads: a step over a few rows is dozens of small ops, and waking a second intra-op thread for each
+  costs more than it shares (tens of microseconds per op under OMP_WAIT_POLICY=PASSIVE). Steps whose
+  largest matmul is under SERIAL_STEP_MACS multiply-adds run on one thread; larger ones on torch's count.
+  Option `threads` fixes the count instead. The count in force before the search is restored after it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ if TYPE_CHECKING:
 
 LENGTH_PENALTY_FORMS = ("gnmt", "plain")
 SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
-                   "top_k", "top_p", "generator", "seed"}
-LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed"}
+                   "top_k", "top_p", "generator", "seed", "threads"}
+LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads"}
+# Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
+# on one intra-op thread. Measured on a 2-core AMD EPYC, "small" preset, PASSIVE waits: 1 and 16 rows
+# (0.26M, 4.2M) ran faster on one thread, 64 rows (16.8M) on two.
+SERIAL_STEP_MACS = 8_000_000
 
 
 @dataclass
@@ -118,6 +126,32 @@ def _chooser(options: dict[str, Any], device: torch.device) -> Callable[[Tensor]
 
 # ----------------------------------------------------------------------------------------- shared helpers
 
+class _StepThreads:
+    """The intra-op thread count of a search loop: one thread for small steps (SERIAL_STEP_MACS), or fixed."""
+
+    def __init__(self, model: Transformer | DecoderLM, threads: int | None) -> None:
+        """Remember torch's count (put back by restore()); `threads`, when given, is used for every step."""
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive integer or None (automatic), got {threads!r}")
+        self.saved = self.current = torch.get_num_threads()
+        self.fixed = threads
+        cfg = model.cfg
+        self.macs_per_row = cfg.d_model * max(cfg.d_ff, 3 * cfg.d_model)  # largest per-layer matmul, one row
+
+    def set_for(self, rows: int) -> None:
+        """Use the count for a step over `rows` rows (rows x d_model x d_ff multiply-adds in its largest matmul)."""
+        wanted = self.fixed or (1 if rows * self.macs_per_row < SERIAL_STEP_MACS else self.saved)
+        if wanted != self.current:
+            torch.set_num_threads(wanted)
+            self.current = wanted
+
+    def restore(self) -> None:
+        """Put back the count that was in force before the search."""
+        if self.current != self.saved:
+            torch.set_num_threads(self.saved)
+            self.current = self.saved
+
+
 def _check_options(options: dict[str, Any], allowed: set[str], where: str) -> None:
     """Raise TypeError naming unknown options (a typo must not be ignored silently)."""
     unknown = sorted(set(options) - allowed)
@@ -136,12 +170,37 @@ def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return out
 
 
+class _DerivedWeights(dict):
+    """Copies of a model's weights in decoding-friendly layouts; never pickled or deep-copied (rebuilt)."""
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        """Pickle and deepcopy as an empty store."""
+        return (type(self), ())
+
+
+def _transposed(model: Transformer, weight: Tensor, name: str) -> Tensor:
+    """A contiguous copy of weight.t(), made once and kept on the model (as `name`) until the weight changes.
+
+    The copy is keyed on the tensor, its storage and its version counter (every in-place update, e.g. an
+    optimizer step or load_state_dict, bumps it), so a changed weight is never served stale.
+    """
+    store = model.__dict__.setdefault("_derived_weights", _DerivedWeights())
+    stamp = (weight.data_ptr(), weight._version)
+    hit = store.get(name)
+    if hit is not None and hit[0] is weight and hit[1] == stamp:
+        return hit[2]
+    with torch.inference_mode(False):  # a plain tensor, usable (and copyable) outside inference mode too
+        copy = weight.detach().t().contiguous()
+    store[name] = (weight, stamp, copy)
+    return copy
+
+
 def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
     """Decoder output (b, 1, d) -> logits (b, V) through the model's pre-softmax table (§3.4).
 
-    The (V, d) table is transposed into a contiguous (d, V) copy once per search: on CPUs the plain
-    (b, d) @ (d, V) product is faster than the transposed-weight one that F.linear runs every step.
-    Any model that changes output_logits keeps its own projection.
+    The (V, d) table is transposed into a contiguous (d, V) copy, kept on the model until the table
+    changes: on CPUs the plain (b, d) @ (d, V) product is faster than the transposed-weight one that
+    F.linear runs every step. Any model that changes output_logits keeps its own projection.
     """
     from .models import Transformer
 
@@ -151,7 +210,7 @@ def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
             not cfg.tie_embeddings and lm_head is not None and lm_head.bias is not None):
         return lambda hidden: model.output_logits(hidden)[:, -1]
     table = model.token_embedding.weight if cfg.tie_embeddings else lm_head.weight
-    table_t = table.t().contiguous()  # (d, V)
+    table_t = _transposed(model, table, "output_table")  # (d, V)
     bias = model.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
     if bias is not None:
         return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
@@ -204,7 +263,8 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     Options: length_penalty_form="gnmt" (((5+|Y|)/6)^alpha, the paper's) or "plain" (|Y|^alpha, as in
     Hugging Face and fairseq); n_best (hypotheses per source, <= beam_size); return_scores (return lists
     of Hypothesis instead of token lists); min_length (no EOS before that many tokens); do_sample with
-    temperature, top_k, top_p and generator or seed (one draw per row; beam_size is then not used).
+    temperature, top_k, top_p and generator or seed (one draw per row; beam_size is then not used);
+    threads (intra-op threads for the decoding steps; default: 1 for small steps, else torch's count).
     beam_size=1 is greedy search. Returns one id list per row, or with n_best > 1 one list of id lists
     per row (best first).
     """
@@ -218,6 +278,7 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     if form not in LENGTH_PENALTY_FORMS:
         raise ValueError(f"length_penalty_form must be one of {LENGTH_PENALTY_FORMS}, got {form!r}")
     min_length = int(options.get("min_length", 0))
+    threads = _StepThreads(model, options.get("threads"))
     was_training = model.training
     model.eval()
     try:
@@ -226,11 +287,12 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
             if n_best > 1:
                 raise ValueError("n_best > 1 needs beam search (beam_size > 1, do_sample=False)")
             hyps = _greedy_or_sample(model, source, _chooser(options, src.device), min_length,
-                                     want_scores=options.get("return_scores", False))
+                                     want_scores=options.get("return_scores", False), threads=threads)
             results: list[list[Hypothesis]] = [[h] for h in hyps]
         else:
-            results = _beam_search(model, source, beam_size, length_penalty, form, min_length, n_best)
+            results = _beam_search(model, source, beam_size, length_penalty, form, min_length, n_best, threads)
     finally:
+        threads.restore()
         model.train(was_training)
     if not options.get("return_scores", False):
         results = [[h.tokens for h in row] for row in results]  # type: ignore[misc]
@@ -238,7 +300,7 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
 
 
 def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Tensor], Tensor],
-                      min_length: int, want_scores: bool) -> list[Hypothesis]:
+                      min_length: int, want_scores: bool, threads: _StepThreads | None = None) -> list[Hypothesis]:
     """One hypothesis per row: the argmax (greedy) or a draw at each step, until EOS or the row's limit."""
     cfg = model.cfg
     device = source.ids.device
@@ -256,6 +318,8 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
     log_probs = torch.zeros(batch, device=device)
     token = torch.full((batch, 1), cfg.bos_id, dtype=torch.long, device=device)
     for step in range(longest):
+        if threads is not None:
+            threads.set_for(token.shape[0])
         logits = project(model._decode(token, memory, memory_mask, caches=caches, start=step,
                                        hidden_only=True))  # (b, V)
         if step < min_length:
@@ -286,7 +350,7 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
 
 
 def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: float, form: str,
-                 min_length: int, n_best: int) -> list[list[Hypothesis]]:
+                 min_length: int, n_best: int, threads: _StepThreads | None = None) -> list[list[Hypothesis]]:
     """Batched beam search: K beams per sentence, scores log P / lp(|Y|), stop when K beams have ended.
 
     Each step takes the 2K best (beam, token) continuations of every sentence; those ending in EOS
@@ -313,6 +377,8 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
     beam_offsets = torch.arange(batch, device=device)[:, None] * k  # (b, 1)
     for step in range(longest):
         b = len(active)
+        if threads is not None:
+            threads.set_for(b * k)
         logits = project(model._decode(token, memory, memory_mask, caches=caches, start=step,
                                        hidden_only=True))  # (b*K, V)
         log_probs = logits.float().log_softmax(-1)
@@ -403,6 +469,7 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
     Prompts may differ in length: pass a (B, T) tensor padded with pad_id (left or right) or a list of
     id lists. Prompts of equal length decode together as one batch, so each row's result is the same as
     decoded alone. Stops at EOS, after max_new_tokens, or at max_positions; returns the new ids only.
+    threads: intra-op threads for the decoding steps (default: 1 for small steps, else torch's count).
     """
     _check_options(options, LM_OPTIONS, "generate")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
@@ -412,6 +479,7 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
     device = next(model.parameters()).device
     choose = _chooser(options, device)
     min_length = int(options.get("min_length", 0))
+    threads = _StepThreads(model, options.get("threads"))
     was_training = model.training
     model.eval()
     results: list[list[int]] = [[] for _ in rows]
@@ -422,21 +490,24 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
         for length, members in sorted(by_length.items()):
             prompts = torch.tensor([rows[i] for i in members], dtype=torch.long, device=device)
             limit = min(max_new_tokens, cfg.max_positions - length)
-            for i, out in zip(members, _continue(model, prompts, limit, choose, min_length)):
+            for i, out in zip(members, _continue(model, prompts, limit, choose, min_length, threads)):
                 results[i] = out
     finally:
+        threads.restore()
         model.train(was_training)
     return results
 
 
 def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[Tensor], Tensor],
-              min_length: int) -> list[list[int]]:
+              min_length: int, threads: _StepThreads | None = None) -> list[list[int]]:
     """Up to `limit` new tokens after equal-length prompts (B, T), on the KV cache; finished rows leave."""
     cfg = model.cfg
     batch, length = prompts.shape
     if limit <= 0:
         return [[] for _ in range(batch)]
     caches = model.new_caches(length + limit)
+    if threads is not None:
+        threads.set_for(prompts.numel())
     logits = model._forward(prompts, caches=caches)[:, -1]  # (B, V): the prompt in one pass
     tokens = torch.full((batch, limit), cfg.pad_id, dtype=torch.long, device=prompts.device)
     active = torch.arange(batch, device=prompts.device)
@@ -454,5 +525,7 @@ def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[T
                 break
             active, next_token = active[keep], next_token[keep]
             _reorder_self_caches(caches, keep)
+        if threads is not None:
+            threads.set_for(next_token.shape[0])
         logits = model._forward(next_token[:, None], caches=caches, start=length + step)[:, -1]
     return [_strip(row, cfg.eos_id, cfg.pad_id) for row in tokens.tolist()]

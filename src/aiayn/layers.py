@@ -19,6 +19,11 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
+def _identity(x: Tensor) -> Tensor:
+    """x itself (dropout in eval mode)."""
+    return x
+
+
 class FeedForward(nn.Module):
     """FFN(x) = act(x W1 + b1) W2 + b2, applied to each position alike: (B, T, d) -> (B, T, d)."""
 
@@ -87,9 +92,10 @@ class TransformerLayer(nn.Module):
 
     def _sublayer(self, x: Tensor, norm: nn.LayerNorm, fn: Callable[[Tensor], Tensor]) -> Tensor:
         """Residual connection around fn with dropout and LayerNorm placed per cfg.norm."""
+        dropout = self.dropout if self.training else _identity  # eval (decoding steps): skip the call
         if self.pre_norm:
-            return x + self.dropout(fn(norm(x)))
-        return norm(x + self.dropout(fn(x)))
+            return x + dropout(fn(norm(x)))
+        return norm(x + dropout(fn(x)))
 
 
 class LayerCache:
