@@ -379,7 +379,7 @@ def test_small_steps_run_on_one_thread_larger_ones_on_torchs_count():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        threads = _StepThreads(SimpleNamespace(cfg=cfg), None)
+        threads = _StepThreads(SimpleNamespace(cfg=cfg, parameters=lambda: iter([torch.zeros(1)])), None)
         counts = []
         for rows in (1, 16, 64, 4):  # 0.26M and 4.2M: one thread; 16.8M: two
             threads.set_for(rows)

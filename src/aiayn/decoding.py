@@ -137,9 +137,12 @@ class _StepThreads:
         self.fixed = threads
         cfg = model.cfg
         self.macs_per_row = cfg.d_model * max(cfg.d_ff, 3 * cfg.d_model)  # largest per-layer matmul, one row
+        self.on_cpu = next(model.parameters()).device.type == "cpu"  # on a GPU the CPU's threads only launch
 
     def set_for(self, rows: int) -> None:
         """Use the count for a step over `rows` rows (rows x d_model x d_ff multiply-adds in its largest matmul)."""
+        if self.fixed is None and not self.on_cpu:
+            return
         wanted = self.fixed or (1 if rows * self.macs_per_row < SERIAL_STEP_MACS else self.saved)
         if wanted != self.current:
             torch.set_num_threads(wanted)
