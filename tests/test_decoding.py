@@ -376,10 +376,11 @@ def test_small_steps_run_on_one_thread_larger_ones_on_torchs_count():
     from aiayn.decoding import _StepThreads
 
     cfg = ModelConfig.preset("small")  # d_model 256, d_ff 1024: 262,144 multiply-adds per row
+    on_cpu = SimpleNamespace(cfg=cfg, parameters=lambda: iter([torch.zeros(1)]))  # a model's cfg and device
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        threads = _StepThreads(SimpleNamespace(cfg=cfg, parameters=lambda: iter([torch.zeros(1)])), None)
+        threads = _StepThreads(on_cpu, None)
         counts = []
         for rows in (1, 16, 64, 4):  # 0.26M and 4.2M: one thread; 16.8M: two
             threads.set_for(rows)
@@ -387,12 +388,12 @@ def test_small_steps_run_on_one_thread_larger_ones_on_torchs_count():
         assert counts == [1, 1, 2, 1]
         threads.restore()
         assert torch.get_num_threads() == 2
-        fixed = _StepThreads(SimpleNamespace(cfg=cfg), 2)
+        fixed = _StepThreads(on_cpu, 2)
         fixed.set_for(1)
         assert torch.get_num_threads() == 2
         for bad in (0, -1, True, 1.5):
             with pytest.raises(ValueError, match="threads must be a positive integer"):
-                _StepThreads(SimpleNamespace(cfg=cfg), bad)
+                _StepThreads(on_cpu, bad)
     finally:
         torch.set_num_threads(before)
 
