@@ -232,6 +232,14 @@ def test_a_tokenizer_from_another_model_of_the_same_size_is_refused(translator: 
     err = capsys.readouterr().err
     assert "tokenizer.json is not the tokenizer this model was saved with" in err and "Traceback" not in err
     assert err.count("\n") == 1
+    assert main(["attention", str(folder), "the king", "--out", str(tmp_path / "pictures")]) == 1
+    assert "is not the tokenizer this model was saved with" in capsys.readouterr().err
+    lm_folder = tmp_path / "lm"  # the same for `aiayn generate` with a DecoderLM folder
+    aiayn.DecoderLM(aiayn.ModelConfig.preset("tiny", vocab_size=own.get_vocab_size())).save(lm_folder, tokenizer=own)
+    other.save(str(lm_folder / "tokenizer.json"))
+    assert main(["generate", str(lm_folder), "the", "--max-new-tokens", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "is not the tokenizer this model was saved with" in err and "Traceback" not in err
     own.save(str(folder / "tokenizer.json"), pretty=False)  # the same vocabulary, written differently: fine
     assert main(["translate", str(folder), "the king", "--greedy"]) == 0
 

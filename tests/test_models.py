@@ -161,6 +161,13 @@ def test_bad_masks_raise_clear_errors(tiny_cfg):
         model(src, tgt, src_mask=torch.ones(2, 7, dtype=torch.bool))
     with pytest.raises(ValueError, match="batch size"):
         model(src, random_ids(3, 4))
+    heads = tiny_cfg.n_heads  # 4
+    with pytest.raises(ValueError, match=f"dimension 1 \\(3\\) must be 1 .* n_heads={heads}"):
+        model(src, tgt, src_mask=torch.ones(2, 3, 1, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="tgt_mask .* n_heads"):
+        model(src, tgt, tgt_mask=torch.ones(2, heads + 1, 4, 4, dtype=torch.bool))
+    per_head = torch.ones(2, heads, 4, 4, dtype=torch.bool).tril()  # one mask per head is allowed
+    assert torch.allclose(model.eval()(src, tgt, tgt_mask=per_head), model(src, tgt, tgt_mask=per_head[:, :1]))
 
 
 def test_positions_returns_the_logits_of_the_selected_positions_only(tiny_cfg):

@@ -313,7 +313,7 @@ def _load_lm(folder: str, model_type: str, device: str, command: str) -> tuple[o
 
     from tokenizers import Tokenizer
 
-    from .saving import TOKENIZER_FILE, load
+    from .saving import TOKENIZER_FILE, check_tokenizer, load
     from .training.loop import resolve_device
 
     try:
@@ -332,6 +332,10 @@ def _load_lm(folder: str, model_type: str, device: str, command: str) -> tuple[o
     if tokenizer.get_vocab_size() > model.cfg.vocab_size:
         raise UserError(f"{path} has {tokenizer.get_vocab_size()} tokens but the model only "
                         f"{model.cfg.vocab_size}: use the tokenizer.json saved with this model")
+    try:
+        check_tokenizer(folder, tokenizer)  # the vocabulary fingerprint config.json records
+    except _user_errors() as error:
+        raise UserError(str(error)) from None
     return model, tokenizer
 
 

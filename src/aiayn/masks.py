@@ -24,11 +24,11 @@ def causal_mask(query_len: int, key_len: int | None = None, device: torch.device
     return (k <= q + offset)[None, None]
 
 
-def as_key_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
+def as_key_mask(mask: Tensor | None, ids: Tensor, pad_id: int, n_heads: int | None = None) -> Tensor:
     """A user's (B, S) keep-mask (True = token) or None -> the (B, 1, 1, S) attention mask."""
     if mask is None:
         return padding_mask(ids, pad_id)
-    check_mask(mask, "src_mask", ids.shape)
+    check_mask(mask, "src_mask", ids.shape, n_heads)
     batch, length = ids.shape
     if mask.shape[0] not in (1, batch) or mask.dim() >= 3 and mask.shape[-2] not in (1, length):
         raise ValueError(f"src_mask has shape {tuple(mask.shape)} but the ids have shape {tuple(ids.shape)}: give "
@@ -38,7 +38,7 @@ def as_key_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
     return mask if mask.dim() == 4 else mask[:, None]
 
 
-def decoder_self_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
+def decoder_self_mask(mask: Tensor | None, ids: Tensor, pad_id: int, n_heads: int | None = None) -> Tensor:
     """Causal self-attention mask (B, 1, T, T) for decoder input ids, combined with padding.
 
     `mask` may be None (padding from pad_id), a (B, T) keep-mask combined with the causal mask, or a
@@ -49,7 +49,7 @@ def decoder_self_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
         keep = ids != ids.new_full((), pad_id) if mask is None else mask
         check_mask(keep, "tgt_mask", ids.shape)
         return causal_mask(length, device=ids.device) & keep[:, None, None, :]
-    check_mask(mask, "tgt_mask", (length, length))
+    check_mask(mask, "tgt_mask", (length, length), n_heads)
     if mask.shape[-2] != length or mask.dim() >= 3 and mask.shape[0] not in (1, ids.shape[0]):
         raise ValueError(f"tgt_mask has shape {tuple(mask.shape)} but the decoder ids have shape {tuple(ids.shape)}: "
                          f"give a (B, T) keep-mask, or a (T, T), (B, T, T) or (B, 1|H, T, T) attention mask")
@@ -58,8 +58,10 @@ def decoder_self_mask(mask: Tensor | None, ids: Tensor, pad_id: int) -> Tensor:
     return mask
 
 
-def check_mask(mask: Tensor, name: str, expected_tail: tuple[int, ...] | torch.Size) -> None:
-    """Raise a clear error unless `mask` is boolean and its last dims match `expected_tail`."""
+def check_mask(mask: Tensor, name: str, expected_tail: tuple[int, ...] | torch.Size,
+               n_heads: int | None = None) -> None:
+    """Raise a clear error unless `mask` is boolean, its last dims match `expected_tail` and a 4-D mask's
+    head dimension is 1 or n_heads (when given)."""
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         kind = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
         raise TypeError(f"{name} must be a torch.bool tensor (True = may attend), got {kind}; "
@@ -68,3 +70,6 @@ def check_mask(mask: Tensor, name: str, expected_tail: tuple[int, ...] | torch.S
     if mask.dim() < 2 or mask.dim() > 4 or tuple(mask.shape[-1:]) != tail:
         raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected (B, S) matching the ids "
                          f"{tuple(expected_tail)} or a (.., T_query, T_key) attention mask")
+    if n_heads is not None and mask.dim() == 4 and mask.shape[1] not in (1, n_heads):
+        raise ValueError(f"{name} has shape {tuple(mask.shape)}: its dimension 1 ({mask.shape[1]}) must be 1 (the "
+                         f"same for every head) or the model's n_heads={n_heads}")

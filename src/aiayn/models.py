@@ -132,7 +132,7 @@ class Transformer(TransformerBase):
 
     def _encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False) -> Any:
         """encode() without the ids check (forward checked them already)."""
-        key_mask = as_key_mask(src_mask, src, self.cfg.pad_id)  # (B, 1, 1, S)
+        key_mask = as_key_mask(src_mask, src, self.cfg.pad_id, self.cfg.n_heads)  # (B, 1, 1, S)
         x = self.src_positions(self._src_tokens()(src))
         memory, weights = self.encoder(x, key_mask, need_weights=need_weights)
         return (memory, weights) if need_weights else memory
@@ -165,7 +165,7 @@ class Transformer(TransformerBase):
         else:
             if tgt_mask is None and self.cfg.bos_id == self.cfg.pad_id:  # Marian starts with its pad id:
                 tgt_mask = (tgt != self.cfg.pad_id).index_fill(1, tgt.new_zeros(1), True)  # BOS is no pad
-            self_mask = decoder_self_mask(tgt_mask, tgt, self.cfg.pad_id)  # (B, 1, T, T)
+            self_mask = decoder_self_mask(tgt_mask, tgt, self.cfg.pad_id, self.cfg.n_heads)  # (B, 1, T, T)
         x = self.tgt_positions(self._tgt_tokens()(tgt), start)
         hidden, weights = self.decoder(x, self_mask, memory, memory_mask, caches, need_weights)
         if hidden_only:
@@ -245,7 +245,7 @@ class EncoderLM(TransformerBase):
         token_types (B, S) are segment ids when cfg.type_vocab_size > 0 (BERT's token_type_ids).
         """
         self.check_ids(ids, "ids")
-        key_mask = as_key_mask(mask, ids, self.cfg.pad_id)
+        key_mask = as_key_mask(mask, ids, self.cfg.pad_id, self.cfg.n_heads)
         x = self.positions(self.token_embedding(ids), token_types=token_types)  # (B, S, d)
         hidden, weights = self.encoder(x, key_mask, need_weights=need_weights)
         return (hidden, weights) if need_weights else hidden
@@ -294,7 +294,7 @@ class DecoderLM(TransformerBase):
             t = ids.shape[1]
             self_mask = None if t == 1 and mask is None else causal_mask(t, start + t, ids.device)
         else:
-            self_mask = decoder_self_mask(mask, ids, self.cfg.pad_id)
+            self_mask = decoder_self_mask(mask, ids, self.cfg.pad_id, self.cfg.n_heads)
         x = self.positions(self.token_embedding(ids), start)
         hidden, weights = self.decoder(x, self_mask, caches=caches, need_weights=return_attention)
         table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight

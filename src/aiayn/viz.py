@@ -491,7 +491,7 @@ def load_model_and_tokenizer(folder: str | Path) -> tuple[Any, Any]:
     """An aiayn model folder (or a Hugging Face one, once aiayn.from_huggingface exists) and its tokenizer."""
     from .cli import UserError
     from .models import MODEL_CLASSES
-    from .saving import CONFIG_FILE, TOKENIZER_FILE, CheckpointError, load
+    from .saving import CONFIG_FILE, TOKENIZER_FILE, CheckpointError, check_tokenizer, load
 
     folder = Path(folder)
     tokenizer_path = folder / TOKENIZER_FILE
@@ -519,6 +519,11 @@ def load_model_and_tokenizer(folder: str | Path) -> tuple[Any, Any]:
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     except Exception as error:  # noqa: BLE001 (tokenizers raises a bare Exception for a bad file)
         raise UserError(f"{tokenizer_path} is not a valid tokenizers JSON file ({error}); save it again") from None
+    if model_type in MODEL_CLASSES:  # an aiayn folder records its tokenizer's vocabulary fingerprint
+        try:
+            check_tokenizer(folder, tokenizer)
+        except CheckpointError as error:
+            raise UserError(str(error)) from None
     tokenizer.no_padding()  # one sentence: no padding, and no silent truncation (an over-long text is an error)
     tokenizer.no_truncation()
     return model, tokenizer
