@@ -299,3 +299,24 @@ def test_a_trainer_state_carrying_pickled_code_is_refused_without_running_it(tmp
     with pytest.raises(CheckpointError, match="trainer.pt"):
         load_trainer_state(checkpoint)
     assert not ran.exists()
+
+
+# ---------------------------------------------------------------- durability of atomic writes
+def test_atomic_write_syncs_the_file_and_folder_and_clears_temporaries_of_killed_writes(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    import os
+
+    from aiayn.saving import atomic_write_text
+
+    target = tmp_path / "config.json"
+    stale = [tmp_path / ".config.json.abc123.tmp", tmp_path / ".config.json.zz.tmp"]  # as a SIGKILL leaves them
+    other = tmp_path / ".model.safetensors.q1.tmp"  # another file's temporary: not this write's business
+    for path in (*stale, other):
+        path.write_text("half")
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    atomic_write_text(target, "{}\n")
+    assert target.read_text() == "{}\n"
+    assert not any(path.exists() for path in stale) and other.exists()
+    assert synced[-1] == str(tmp_path) and synced[0].startswith(str(tmp_path / ".config.json."))  # file, then folder

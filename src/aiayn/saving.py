@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -59,13 +60,32 @@ def atomic_write(path: Path, write: Any) -> None:
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
+        _fsync(Path(tmp))  # the bytes reach the disk before the name does: a power cut leaves old or new
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         io_error = _as_os_error(error)
         if io_error is not None:
             raise as_write_error(path, io_error) from None
         raise
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by an earlier killed write
+        stale.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk; a file system that cannot is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _as_os_error(error: BaseException) -> OSError | None:
