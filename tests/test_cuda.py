@@ -14,7 +14,7 @@ from aiayn.config import ModelConfig
 from aiayn.training.loop import TrainConfig, train
 
 from .conftest import random_ids
-from .helpers_translation import write_corpus
+from .test_training import _cfg as training_cfg
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -95,14 +95,10 @@ def test_cuda_greedy_and_beam_match_cpu_and_cached_logits() -> None:
 
 
 def _cfg(tmp_path: Path, out: str, **changes) -> TrainConfig:
-    corpus = tmp_path / "corpus.tsv"
-    if not corpus.exists():
-        write_corpus(corpus, n=300)
-    values = {"out": str(tmp_path / out), "data": str(corpus), "preset": "tiny", "vocab_size": 60,
-              "dev_size": 20, "test_size": 20, "batch_tokens": 400, "steps": 250, "warmup": 40, "peak_lr": 1e-2,
-              "log_every": 10, "eval_every": 0, "save_every": 0, "final_test": False, "beam": 1, "seed": 3,
-              "label_smoothing": 0.0, "dropout": 0.0, "device": "cuda"}
-    return TrainConfig(**{**values, **changes})
+    """test_training's tiny word-for-word run, on the GPU, long enough to learn."""
+    learn = {"batch_tokens": 400, "steps": 250, "warmup": 40, "peak_lr": 1e-2, "log_every": 10,
+             "label_smoothing": 0.0, "dropout": 0.0, "device": "cuda"}
+    return training_cfg(tmp_path, out, **{**learn, **changes})
 
 
 def test_training_on_cuda_learns_with_bf16_autocast_and_fused_adam(tmp_path: Path) -> None:
