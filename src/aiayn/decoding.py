@@ -173,37 +173,12 @@ def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return out
 
 
-class _DerivedWeights(dict):
-    """Copies of a model's weights in decoding-friendly layouts; never pickled or deep-copied (rebuilt)."""
-
-    def __reduce__(self) -> tuple[type, tuple[()]]:
-        """Pickle and deepcopy as an empty store."""
-        return (type(self), ())
-
-
-def _transposed(model: Transformer, weight: Tensor, name: str) -> Tensor:
-    """A contiguous copy of weight.t(), made once and kept on the model (as `name`) until the weight changes.
-
-    The copy is keyed on the tensor, its storage and its version counter (every in-place update, e.g. an
-    optimizer step or load_state_dict, bumps it), so a changed weight is never served stale.
-    """
-    store = model.__dict__.setdefault("_derived_weights", _DerivedWeights())
-    stamp = (weight.data_ptr(), weight._version)
-    hit = store.get(name)
-    if hit is not None and hit[0] is weight and hit[1] == stamp:
-        return hit[2]
-    with torch.inference_mode(False):  # a plain tensor, usable (and copyable) outside inference mode too
-        copy = weight.detach().t().contiguous()
-    store[name] = (weight, stamp, copy)
-    return copy
-
-
 def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
     """Decoder output (b, 1, d) -> logits (b, V) through the model's pre-softmax table (§3.4).
 
-    The (V, d) table is transposed into a contiguous (d, V) copy, kept on the model until the table
-    changes: on CPUs the plain (b, d) @ (d, V) product is faster than the transposed-weight one that
-    F.linear runs every step. Any model that changes output_logits keeps its own projection.
+    The (V, d) table is transposed into a contiguous (d, V) copy once per search: on CPUs the plain
+    (b, d) @ (d, V) product is faster than the transposed-weight one that F.linear runs every step.
+    Any model that changes output_logits keeps its own projection.
     """
     from .models import Transformer
 
@@ -213,7 +188,9 @@ def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
             not cfg.tie_embeddings and lm_head is not None and lm_head.bias is not None):
         return lambda hidden: model.output_logits(hidden)[:, -1]
     table = model.token_embedding.weight if cfg.tie_embeddings else lm_head.weight
-    table_t = _transposed(model, table, "output_table")  # (d, V)
+    # Once per search, never kept across searches: a weight can change without a trace torch keeps (the
+    # fused Adam does not bump a tensor's version counter), and a stale copy would decode with old weights.
+    table_t = table.detach().t().contiguous()  # (d, V)
     bias = model.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
     if bias is not None:
         return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
