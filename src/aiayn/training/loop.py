@@ -99,7 +99,7 @@ class TrainConfig:
     precision: str = "auto"
     # Not in the paper: torch.compile the model's forward (fuses the elementwise work around the matmuls).
     # benchmarks/train.py, paper-base: 1.43x eager on an H200 (bf16, B=256); 0.96x on the 2-core CPU. The
-    # first steps compile (tens of seconds; batches of new shapes recompile once, then run dynamic).
+    # first steps compile (tens of seconds to minutes), for dynamic shapes: new batch shapes need no recompiling.
     compile: bool = False
     # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
