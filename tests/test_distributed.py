@@ -1,10 +1,12 @@
 """Data-parallel training under torchrun on the CPU (gloo, 2 processes started from the test).
 
 Two ranks with one batch each per step must train exactly like one process with two batches per step over
-the same global batches; checkpoints move between 1 and 2 ranks; a failing or stuck rank ends the job with
-a non-zero exit and its error instead of a hang.
+the same global batches (the translator, and the GPT- and BERT-style language models); checkpoints move
+between 1 and 2 ranks; a failing or stuck rank ends the job with a non-zero exit and its error instead of a
+hang.
 """
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -18,7 +20,10 @@ import pytest
 import torch
 
 import aiayn
+from aiayn.data.lm import IGNORE_INDEX, MASK_TOKEN, bundled_shakespeare
+from aiayn.distributed import Dist
 from aiayn.saving import WEIGHTS_FILE, read_weights
+from aiayn.training.lm_loop import LMTrainConfig, LMTrainer, train_lm
 from aiayn.training.loop import TrainConfig, read_metrics, train
 
 from .helpers_translation import write_corpus
@@ -82,16 +87,21 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _rank(rank: int, world_size: int, port: int, cfg: TrainConfig, resume: bool) -> None:
+def _rank(rank: int, world_size: int, port: int, cfg: TrainConfig | LMTrainConfig, resume: bool) -> None:
     """One rank of a job forked from the test (cheaper than torchrun's fresh interpreters; the same env vars)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    train(cfg, resume=resume, log=lambda _: None)
+    (train_lm if isinstance(cfg, LMTrainConfig) else train)(cfg, resume=resume, log=lambda _: None)
 
 
 def _fork_2_ranks(tmp_path: Path, out: str, resume: bool = False, **changes) -> None:
-    """Train on 2 ranks forked from this process (gloo on localhost); raises the first rank's error."""
+    """Train a translator on 2 ranks forked from this process (gloo on localhost); raises a rank's error."""
     cfg = TrainConfig(**{**SETTINGS, "data": str(tmp_path / "corpus.tsv"), "out": str(tmp_path / out), **changes})
+    _fork_job(cfg, resume)
+
+
+def _fork_job(cfg: TrainConfig | LMTrainConfig, resume: bool) -> None:
+    """Train with cfg on 2 ranks forked from this process; raises the first rank's error, fails on a hang."""
     job = torch.multiprocessing.start_processes(_rank, (2, _free_port(), cfg, resume), nprocs=2, join=False,
                                                 start_method="fork")
     deadline = time.monotonic() + JOB_TIMEOUT_S
@@ -199,7 +209,6 @@ def test_accumulating_on_each_rank_matches_one_process_up_to_rounding(tmp_path: 
 
 
 def test_each_rank_takes_every_second_batch_and_an_epoch_ends_with_equal_shares(tmp_path: Path) -> None:
-    from aiayn.distributed import Dist
     from aiayn.training.loop import Trainer, TrainingError
 
     write_corpus(tmp_path / "corpus.tsv", n=300)
@@ -223,12 +232,105 @@ def test_each_rank_takes_every_second_batch_and_an_epoch_ends_with_equal_shares(
             trainer._next_batch()
 
 
-def test_lm_training_refuses_to_run_as_several_unsynchronised_copies(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from aiayn.training.lm_loop import LMTrainConfig, train_lm
-    from aiayn.training.loop import TrainingError
+# --- GPT-style (--task lm) and BERT-style (--task mlm) language models
 
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(TrainingError, match="only --task translate is data-parallel"):
-        train_lm(LMTrainConfig(out=str(tmp_path / "lm")))
-    assert not (tmp_path / "lm").exists()
+LM_SETTINGS = {"n_layers": 2, "n_heads": 2, "d_model": 32, "d_ff": 64, "context": 16, "batch_size": 4,
+               "warmup": 5, "peak_lr": 3e-3, "log_every": 1, "eval_every": 0, "save_every": 0,
+               "eval_windows": 20, "seed": 3, "dropout": 0.0, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def lm_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 20,000 characters of the bundled Shakespeare."""
+    path = tmp_path_factory.mktemp("lm-text") / "text.txt"
+    path.write_text(bundled_shakespeare()[:20_000], encoding="utf-8")
+    return path
+
+
+def _lm_cfg(text: Path, out: Path, **changes) -> LMTrainConfig:
+    """LM_SETTINGS on `text`, written to `out`, with `changes` on top.
+
+    Character tokenizers for both tasks: the WordPiece trainer (mlm's default) learns a different vocabulary
+    from the same text from one call to the next, so two runs would start from different models.
+    """
+    return LMTrainConfig(**{**LM_SETTINGS, "tokenizer": "char", "data": str(text), "out": str(out), **changes})
+
+
+def _assert_equal_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name, tensor in a.items():
+        assert torch.equal(tensor, b[name]), name
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_lm_on_two_ranks_trains_bit_identically_to_one_process_accumulating_two_and_resumes_either_way(
+        tmp_path: Path, lm_text: Path, task: str) -> None:
+    # One process, 2 batches per step: steps 1-3, a checkpoint at 3, steps 4-5.
+    single = train_lm(_lm_cfg(lm_text, tmp_path / "one", task=task, steps=5, accumulate=2, save_every=3),
+                      log=lambda _: None)
+    # Two ranks, 1 batch each per step: the same 2 batches (windows, and with mlm masks) per step, split.
+    _fork_job(_lm_cfg(lm_text, tmp_path / "two", task=task, steps=3, accumulate=1), resume=False)
+    # Bit-identical, not merely close: each rank's loss is its sum / the step's tokens on both ranks, times 2;
+    # scaling by 2 is exact, the all-reduce adds the same two gradients as one process accumulates (a + b is
+    # b + a), and DDP's division by 2 is exact again. (With more batches per rank the sums group differently.)
+    _assert_equal_weights(_weights(tmp_path / "two", 3), _weights(tmp_path / "one", 3))
+    name = "token_embedding.weight"  # the comparison has teeth: step 3 differs from step 5
+    assert not torch.equal(_weights(tmp_path / "two", 3)[name], _weights(tmp_path / "one", 5)[name])
+    losses = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "two") if "loss" in r}  # rank 0's log only
+    assert losses == {step: round(single.losses[step], 5) for step in (1, 2, 3)}
+    assert read_metrics(tmp_path / "two")[-1]["tokens_seen"] == 3 * 2 * 4 * 16  # steps x batches x windows x T
+    # 2 ranks -> 1 rank: the 2-rank checkpoint (one shared window stream) continues in one process, to step 5.
+    train_lm(_lm_cfg(lm_text, tmp_path / "two", task=task, steps=5, accumulate=2), resume=True, log=lambda _: None)
+    _assert_equal_weights(_weights(tmp_path / "two", 5), _weights(tmp_path / "one", 5))
+
+
+def test_lm_resumes_a_one_process_checkpoint_on_two_ranks_through_torchrun(tmp_path: Path, lm_text: Path) -> None:
+    single = _lm_cfg(lm_text, tmp_path / "one", steps=5, accumulate=2, save_every=3)
+    train_lm(single, log=lambda _: None)
+    shutil.copytree(tmp_path / "one", tmp_path / "one_then_two")
+    shutil.rmtree(tmp_path / "one_then_two" / "checkpoints" / "step_5")
+    # `aiayn train --resume` without --task: the run's train.json says lm; --accumulate 1 overrides its 2.
+    flags = _flags({"out": str(tmp_path / "one_then_two"), "steps": 5, "accumulate": 1})
+    job = _torchrun(tmp_path, ["-m", "aiayn", "train", "--resume", *flags])
+    assert job.returncode == 0, job.stdout + job.stderr
+    _assert_equal_weights(_weights(tmp_path / "one_then_two", 5), _weights(tmp_path / "one", 5))
+    assert job.stdout.count("validation loss") == 1 and job.stderr.count("step 5/5 loss") == 1  # rank 0 reports
+    assert "data parallel (DDP): 2 ranks (gloo)" in job.stderr
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_lm_fsdp_on_two_ranks_trains_like_one_process_and_checkpoints_move_between_fsdp_and_one_process(
+        tmp_path: Path, lm_text: Path, task: str) -> None:
+    train_lm(_lm_cfg(lm_text, tmp_path / "one", task=task, steps=5, accumulate=2, save_every=3), log=lambda _: None)
+    _fork_job(_lm_cfg(lm_text, tmp_path / "fsdp", task=task, steps=3, fsdp=True), resume=False)
+    _assert_same_weights(_weights(tmp_path / "fsdp", 3), _weights(tmp_path / "one", 3))
+    assert "val_loss" in read_metrics(tmp_path / "fsdp")[-1]  # rank 0 validated on the whole model
+    # FSDP -> one process: AdamW's two parameter groups (decayed, not decayed) keep their numbering.
+    train_lm(_lm_cfg(lm_text, tmp_path / "fsdp", task=task, steps=5, accumulate=2), resume=True, log=lambda _: None)
+    _assert_same_weights(_weights(tmp_path / "fsdp", 5), _weights(tmp_path / "one", 5))
+    # One process -> FSDP: the step-3 checkpoint of the single run, resumed sharded, to step 5.
+    shutil.copytree(tmp_path / "one", tmp_path / "one_then_fsdp")
+    shutil.rmtree(tmp_path / "one_then_fsdp" / "checkpoints" / "step_5")
+    _fork_job(_lm_cfg(lm_text, tmp_path / "one_then_fsdp", task=task, steps=5, fsdp=True), resume=True)
+    _assert_same_weights(_weights(tmp_path / "one_then_fsdp", 5), _weights(tmp_path / "one", 5))
+    final = read_weights(tmp_path / "one_then_fsdp" / "model" / WEIGHTS_FILE)  # the final model folder, whole
+    _assert_same_weights(final, _weights(tmp_path / "one", 5))
+
+
+def test_each_rank_draws_every_window_and_masks_only_its_own_batches_as_one_process_would(
+        tmp_path: Path, lm_text: Path) -> None:
+    trainer = LMTrainer(_lm_cfg(lm_text, tmp_path / "r", task="mlm", accumulate=4), log=lambda _: None)
+    assert trainer.tokenizer.token_to_id(MASK_TOKEN) == 4
+    start = trainer.generator.get_state()
+    single = trainer._rank_batches()  # one process, 4 batches per step
+    after = trainer.generator.get_state()
+    assert len(single) == 4 and not torch.equal(single[0][1], single[1][1])  # every batch masked differently
+    trainer.cfg = dataclasses.replace(trainer.cfg, accumulate=2)
+    for rank in (0, 1):  # 2 ranks x 2 batches: rank r masks the batches r and r + 2 of the same 4
+        trainer.dist = Dist(rank=rank, world_size=2)  # only rank and world size matter to _rank_batches
+        trainer.generator.set_state(start)
+        mine = trainer._rank_batches()
+        assert torch.equal(trainer.generator.get_state(), after)  # the shared stream moved on alike everywhere
+        for (inputs, labels), (want_inputs, want_labels) in zip(mine, single[rank::2], strict=True):
+            assert torch.equal(inputs, want_inputs) and torch.equal(labels, want_labels)
+            assert ((inputs == 4) & (labels != IGNORE_INDEX)).any()  # [MASK] where a label is scored

@@ -107,7 +107,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from .data.corpus import CorpusError
     from .saving import CheckpointError, WriteError
     from .tokenizer import TokenizerError
-    from .training.loop import TrainingError
+    from .training.base import TrainingError
 
     return CorpusError, CheckpointError, TokenizerError, TrainingError, WriteError
 
@@ -296,7 +296,7 @@ def cmd_train_lm(args: argparse.Namespace) -> None:
         result = train_lm(cfg, resume=args.resume)
     except _user_errors() as error:
         raise UserError(str(error)) from None
-    if _stopped(result):
+    if _stopped(result) or not result.main:  # under torchrun, rank 0 reports
         return
     final = result.final or {}
     unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
@@ -314,7 +314,7 @@ def _load_lm(folder: str, model_type: str, device: str, command: str) -> tuple[o
     from tokenizers import Tokenizer
 
     from .saving import TOKENIZER_FILE, check_tokenizer, load
-    from .training.loop import resolve_device
+    from .training.base import resolve_device
 
     try:
         model = load(folder, map_location=resolve_device(device))
@@ -412,7 +412,7 @@ def _load_translator(folder: str, device: str = "auto") -> tuple[object, object]
     """An encoder-decoder model and its tokenizer from a model folder, checked to fit each other."""
     from .saving import check_tokenizer, load
     from .tokenizer import check_fits, load_tokenizer
-    from .training.loop import resolve_device
+    from .training.base import resolve_device
 
     try:
         model = load(folder, map_location=resolve_device(device))

@@ -157,15 +157,16 @@ def load_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
 
 
 def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """A sharded model's whole optimizer state in Optimizer.state_dict()'s layout (parameters by index), so a
-    checkpoint resumes with or without FSDP; on rank 0's CPU ({} on the others); every rank must call it."""
+    """A sharded model's whole optimizer state in Optimizer.state_dict()'s layout (parameters numbered group by
+    group), so a checkpoint resumes with or without FSDP; on rank 0's CPU ({} on the others); every rank must
+    call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     state = get_optimizer_state_dict(model, optimizer,
                                      options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not state:
         return {}
-    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
+    index = {name: i for i, name in enumerate(_parameter_order(model, optimizer))}
     return {"state": {index[name]: value for name, value in state["state"].items()},
             "param_groups": [{**group, "params": [index[name] for name in group["params"]]}
                              for group in state["param_groups"]]}
@@ -176,11 +177,17 @@ def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Opt
     """Give a sharded model's optimizer a whole Optimizer.state_dict() (the same on every rank)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    names = [name for name, _ in model.named_parameters()]
+    names = _parameter_order(model, optimizer)
     by_name = {"state": {names[i]: value for i, value in state["state"].items()},
                "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
                                 for group in state["param_groups"]]}
     set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))
+
+
+def _parameter_order(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The names of the optimizer's parameters in Optimizer.state_dict()'s numbering: group by group."""
+    names = {id(param): name for name, param in model.named_parameters()}
+    return [names[id(param)] for group in optimizer.param_groups for param in group["params"]]
 
 
 @contextmanager

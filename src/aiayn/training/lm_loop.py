@@ -1,27 +1,25 @@
 """Language-model training: GPT-style causal LM (`--task lm`) and BERT-style masked LM (`--task mlm`).
 
 A sibling of loop.py (the translator's loop) that shares its run folder, checkpoints, resume, metrics,
-curves, progress bar and Ctrl-C handling. Batches are random windows of a long text, as in nanoGPT.
+curves, progress bar, Ctrl-C handling and, under torchrun, data parallelism (base.RankTrainer). Batches are
+random windows of a long text, as in nanoGPT.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import sys
 import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
+from .. import distributed
 from ..config import ModelConfig
 from ..data.lm import (
     IGNORE_INDEX,
@@ -34,32 +32,10 @@ from ..data.lm import (
     train_char_tokenizer,
     train_wordpiece_tokenizer,
 )
-from ..models import DecoderLM, EncoderLM, TransformerBase
-from ..saving import (
-    CONFIG_FILE,
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
-    atomic_write_text,
-    load_state,
-    read_config,
-    read_weights,
-    save_model,
-    save_tokenizer,
-)
-from ..tokenizer import check_fits, load_tokenizer, train_bpe
-from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
-from .loop import (
-    METRICS_FILE,
-    TRAIN_FILE,
-    TrainingError,
-    TrainResult,
-    _log_writer,
-    _StopFlag,
-    _truncate_metrics,
-    check_run_folder,
-    plot_curves,
-    resolve_device,
-)
+from ..models import DecoderLM, EncoderLM
+from ..tokenizer import train_bpe
+from .base import RankTrainer, TrainingError, TrainResult, train_on_every_rank
+from .loop import _read_run_tokenizer, _start_run_folder, _truncate_metrics, plot_curves
 from .schedule import CosineSchedule, InverseSqrtSchedule
 
 TASKS = ("lm", "mlm")
@@ -103,7 +79,8 @@ class LMTrainConfig:
     scale_embeddings: bool = True  # x sqrt(d_model), §3.4; nanoGPT does not scale
     # --- batches: random windows of `context` tokens
     context: int = 64
-    batch_size: int = 12
+    batch_size: int = 12  # windows per batch; a step takes ranks x accumulate batches
+    accumulate: int = 1  # optimizer step every `accumulate` batches (a larger effective batch)
     mask_prob: float = 0.15  # mlm: share of tokens chosen (BERT); of those 80% [MASK], 10% random, 10% kept
     # --- optimizer (AdamW; weight_decay 0 is the paper's Adam, §5.3) and schedule
     steps: int = 2000
@@ -119,6 +96,9 @@ class LMTrainConfig:
     seed: int = 1
     threads: int = 0
     device: str = "auto"
+    # --- several processes (`torchrun --nproc_per_node N -m aiayn train --task lm ...`): see aiayn.distributed
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
+    fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
     # --- logging, evaluation, checkpoints
     log_every: int = 25
     eval_every: int = 250  # validation on eval_windows windows every K steps; the whole split at the end
@@ -128,7 +108,8 @@ class LMTrainConfig:
 
     def __post_init__(self) -> None:
         """Check the values a user is most likely to get wrong."""
-        for name in ("steps", "warmup", "context", "batch_size", "vocab_size", "n_layers", "eval_windows"):
+        for name in ("steps", "warmup", "context", "batch_size", "accumulate", "vocab_size", "n_layers",
+                     "eval_windows"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         for name, allowed in (("task", TASKS), ("schedule", SCHEDULES)):
@@ -138,6 +119,8 @@ class LMTrainConfig:
             raise TrainingError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if not 0.0 < self.train_fraction < 1.0:
             raise TrainingError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if self.dist_timeout <= 0:
+            raise TrainingError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if not 0.0 < self.mask_prob < 1.0:
             raise TrainingError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.peak_lr <= 0 or not 0 <= self.min_lr <= self.peak_lr:
@@ -217,16 +200,17 @@ def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
-class LMTrainer:
-    """One language-model run in one folder: set up (or resume), step, validate, checkpoint."""
+class LMTrainer(RankTrainer):
+    """One language-model run in one folder: set up (or resume), step, validate, checkpoint (on every rank)."""
+
+    result_type = LMTrainResult
+    _learned = ""  # rank 0 of a fresh run: how long learning the tokenizer took
 
     def __init__(self, cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
         """Read and split the text, learn or load the tokenizer, build or restore model and optimizer."""
-        self.cfg = cfg
-        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.cfg = cfg = self._join(cfg, log)
         self.run_dir = Path(cfg.out)
-        checkpoints = list_checkpoints(self.run_dir)
-        check_run_folder(self.run_dir, checkpoints, resume)
+        checkpoints = self._run_folder(self.run_dir, resume)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -236,16 +220,7 @@ class LMTrainer:
         except ValueError as error:
             raise TrainingError(str(error)) from None
         train_text, val_text = split_text(text, cfg.train_fraction)
-        if resume:
-            self.tokenizer = load_tokenizer(self.run_dir / TOKENIZER_FILE)
-            _, model_cfg = read_config(self.run_dir)
-            check_fits(self.tokenizer, model_cfg, str(self.run_dir / TOKENIZER_FILE))
-        else:
-            started = time.perf_counter()
-            self.tokenizer = make_tokenizer(cfg.tokenizer_kind, train_text, cfg.vocab_size, cfg.task)
-            learned = f"; {cfg.tokenizer_kind} tokenizer of {self.tokenizer.get_vocab_size():,} tokens learned in " \
-                      f"{time.perf_counter() - started:.1f}s"
-            model_cfg = cfg.model_config(self.tokenizer.get_vocab_size())
+        self.tokenizer, model_cfg = self._from_rank_0(lambda: self._tokenizer_and_config(train_text, resume))
         if cfg.task == "mlm" and self.tokenizer.token_to_id(MASK_TOKEN) != MASK_ID:
             raise TrainingError(f"the tokenizer's {MASK_TOKEN} token has id {self.tokenizer.token_to_id(MASK_TOKEN)}"
                                 f", expected {MASK_ID}: a masked-LM run needs a char or wordpiece tokenizer")
@@ -256,48 +231,44 @@ class LMTrainer:
                 raise TrainingError(f"the {split} split of {source} has {ids.numel():,} tokens, fewer than one "
                                     f"context window of {cfg.context} + 1: give more text or a smaller --context")
         self.log(f"text {source}: {len(text):,} characters; train {self.train_ids.numel():,} and validation "
-                 f"{self.val_ids.numel():,} tokens" + ("" if resume else learned))
-        self.device = resolve_device(cfg.device)
-        model_class = DecoderLM if cfg.task == "lm" else EncoderLM
-        self.model: TransformerBase = model_class(model_cfg).to(self.device)
+                 f"{self.val_ids.numel():,} tokens" + self._learned)
+        self._place((DecoderLM if cfg.task == "lm" else EncoderLM)(model_cfg))
         self.schedule = cfg.lr_schedule(model_cfg.d_model)
         self.optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=self.schedule(1),
                                            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
-        self.generator = torch.Generator().manual_seed(cfg.seed)  # windows and masks: restored on resume
+        # The windows (and mlm's masking seeds) of every rank come from this one stream, the same on all ranks;
+        # restored on resume, so a run continues exactly with any ranks and accumulate of the same product.
+        self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
         if resume:
             self._restore(checkpoints[-1])
-        else:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
-            config = {"model_type": self.model.model_type, **model_cfg.to_dict()}
-            atomic_write_text(self.run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
-            save_tokenizer(self.tokenizer, self.run_dir / TOKENIZER_FILE)
-        atomic_write_text(self.run_dir / TRAIN_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self.write = _log_writer(self.run_dir)
+        self.write = _start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
+        self._wrap()
+
+    def _tokenizer_and_config(self, train_text: str, resume: bool) -> tuple[Any, ModelConfig]:
+        """Rank 0: the run folder's tokenizer and model settings on --resume, else a tokenizer learned now."""
+        if resume:
+            return _read_run_tokenizer(self.run_dir)
+        cfg = self.cfg
+        started = time.perf_counter()
+        tokenizer = make_tokenizer(cfg.tokenizer_kind, train_text, cfg.vocab_size, cfg.task)
+        self._learned = f"; {cfg.tokenizer_kind} tokenizer of {tokenizer.get_vocab_size():,} tokens learned in " \
+                        f"{time.perf_counter() - started:.1f}s"  # logged once the text passed its checks
+        return tokenizer, cfg.model_config(tokenizer.get_vocab_size())
 
     def _restore(self, checkpoint: Path) -> None:
-        """Model, optimizer, step, data generator and RNG from a checkpoint folder."""
-        state = load_trainer_state(checkpoint)
-        load_state(self.model, read_weights(checkpoint / WEIGHTS_FILE), checkpoint / WEIGHTS_FILE)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-        self.train_seconds = state.get("train_seconds", 0.0)
+        """Model, optimizer, step, data generator and RNG from a checkpoint folder (read by rank 0, sent to all)."""
+        state = self._load(checkpoint)
+        self.tokens_seen = state["tokens_seen"]
         self.generator.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        _truncate_metrics(self.run_dir, self.step)
+        self._restore_rngs(state)
+        if self.dist.is_main:
+            _truncate_metrics(self.run_dir, self.step)
         self.log(f"resuming {self.run_dir} from {checkpoint.name}")
 
     def trainer_state(self) -> dict[str, Any]:
-        """Everything besides the weights that an exact resume needs."""
-        return {"optimizer": self.optimizer.state_dict(), "step": self.step, "tokens_seen": self.tokens_seen,
-                "train_seconds": self.train_seconds, "data_rng": self.generator.get_state(),
-                "torch_rng": torch.get_rng_state()}
-
-    def save(self) -> Path:
-        """Write checkpoints/step_N/ (atomically) and prune to keep_last."""
-        return save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, self.trainer_state(),
-                               self.cfg.keep_last)
+        """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
+        return {**self._rank_state(), "tokens_seen": self.tokens_seen, "data_rng": self.generator.get_state()}
 
     def _mask(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """BERT's masking of windows x (B, T): (inputs, labels), labels IGNORE_INDEX where not chosen."""
@@ -305,40 +276,49 @@ class LMTrainer:
         return mask_tokens(x, MASK_ID, self.model.cfg.vocab_size, specials, generator,
                            select_prob=self.cfg.mask_prob, first_regular_id=MASK_ID + 1)
 
-    def loss_on(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor | None, int]:
-        """(mean loss, correct-prediction mask of the scored positions or None, number scored) of windows."""
+    def _inputs_and_labels(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """lm: the windows (B, T) and their next tokens; mlm: the masked windows and the chosen tokens' labels."""
+        return (x, y) if self.cfg.task == "lm" else self._mask(x, generator)
+
+    def _logits(self, module: torch.nn.Module, inputs: Tensor) -> Tensor:
+        """Logits (B, T, V) of `module` (the model, or DDP around it) for windows (B, T)."""
+        inputs = inputs.to(self.device)
         if self.cfg.task == "lm":
-            logits = self.model(x.to(self.device))  # (B, T, V): causal, next token
-            return F.cross_entropy(logits.flatten(0, 1), y.to(self.device).flatten()), None, y.numel()
-        inputs, labels = self._mask(x, generator)
-        inputs, labels = inputs.to(self.device), labels.to(self.device)
-        logits = self.model(inputs, torch.ones_like(inputs, dtype=torch.bool))  # no padding in windows
-        chosen = labels != IGNORE_INDEX
-        correct = logits.argmax(-1)[chosen] == labels[chosen]
-        return mlm_loss(logits, labels), correct, int(chosen.sum())
+            return module(inputs)  # causal: next token
+        return module(inputs, torch.ones_like(inputs, dtype=torch.bool))  # no padding in windows
+
+    def _loss_sum(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Cross entropy of a training batch's scored tokens (all for lm, the chosen ones for mlm), summed."""
+        inputs, labels = batch
+        logits = self._logits(self.net, inputs)  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), labels.to(self.device).flatten(), ignore_index=IGNORE_INDEX,
+                               reduction="sum")
+
+    def _rank_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """This rank's `accumulate` batches of the step's ranks x accumulate (inputs, labels) batches.
+
+        Every rank draws the windows of all of them from the shared stream, so the stream is the same
+        everywhere; rank r keeps batches r, r + W, r + 2W, ... With mlm each batch also draws a seed from the
+        stream and masks its windows with a generator of that seed: the masks depend on the batch, not on
+        which rank masks it, and a rank masks only its own batches.
+        """
+        cfg, world = self.cfg, self.dist.world_size
+        batches = []
+        for index in range(world * cfg.accumulate):
+            x, y = random_windows(self.train_ids, cfg.batch_size, cfg.context, self.generator)
+            seed = int(torch.randint(2**62, (1,), generator=self.generator)) if cfg.task == "mlm" else 0
+            if index % world == self.dist.rank:
+                batches.append(self._inputs_and_labels(x, y, torch.Generator().manual_seed(seed)))
+        return batches
 
     def train_step(self) -> float:
-        """One optimizer step on batch_size random windows; returns the loss (nats per scored token)."""
-        cfg = self.cfg
-        self.model.train()
-        x, y = random_windows(self.train_ids, cfg.batch_size, cfg.context, self.generator)
-        loss, _, _ = self.loss_on(x, y, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        value = loss.item()
-        if not math.isfinite(value):
-            kept = list_checkpoints(self.run_dir)
-            raise TrainingError(f"the loss became {value} at step {self.step + 1}; stopped. The last good "
-                                f"checkpoint is {kept[-1] if kept else 'none'}: resume from it with a lower "
-                                f"--peak-lr / longer --warmup, or set --clip-norm")
-        if cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
-        self.step += 1
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule(self.step)
-        self.optimizer.step()
-        self.tokens_seen += x.numel()
-        return value
+        """One optimizer step on this rank's batches; returns the loss (nats per scored token, over all ranks)."""
+        self.net.train()
+        batches = self._rank_batches()
+        loss, _ = self._optimizer_step(batches, self._loss_sum,
+                                       sum(int((labels != IGNORE_INDEX).sum()) for _, labels in batches))
+        self.tokens_seen += len(batches) * self.dist.world_size * batches[0][0].numel()  # input tokens, all ranks
+        return loss
 
     @torch.no_grad()
     def validate(self, max_windows: int | None = None) -> dict[str, float]:
@@ -356,10 +336,14 @@ class LMTrainer:
         total, scored, correct = 0.0, 0, 0
         for batch in starts.split(256):
             offsets = batch[:, None] + torch.arange(cfg.context)  # (B, T)
-            loss, hits, n = self.loss_on(ids[offsets], ids[offsets + 1], generator)
-            total += float(loss) * n
-            scored += n
-            correct += int(hits.sum()) if hits is not None else 0
+            inputs, labels = self._inputs_and_labels(ids[offsets], ids[offsets + 1], generator)
+            logits = self._logits(self.model, inputs).flatten(0, 1)  # (B * T, V)
+            labels = labels.to(self.device).flatten()  # (B * T,)
+            total += float(F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum"))
+            chosen = labels != IGNORE_INDEX  # lm: every position
+            scored += int(chosen.sum())
+            if cfg.task == "mlm":
+                correct += int((logits[chosen].argmax(-1) == labels[chosen]).sum())
         self.model.train()
         record = {"val_loss": total / max(scored, 1), "val_windows": starts.numel()}
         if cfg.task == "mlm":
@@ -381,45 +365,20 @@ class LMTrainer:
         plot_curves(self.run_dir, (("loss", "train loss"), ("val_loss", "validation loss")), scores, "accuracy")
         return record
 
-    def run(self) -> TrainResult:
-        """Train to cfg.steps, validating and checkpointing on schedule; Ctrl-C saves and stops cleanly."""
+    @property
+    def bar_label(self) -> str:
+        """The progress bar's description."""
+        return f"train {self.cfg.task}"
+
+    def _announce(self) -> None:
+        """Log the model, the batches and the schedule about to train."""
         cfg = self.cfg
-        losses: dict[int, float] = {}
-        interrupted = False
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {cfg.task}", unit="step", dynamic_ncols=True,
-                   disable=not sys.stderr.isatty())
         self.log(f"{self.model.model_type}: {self.model.num_parameters():,} parameters; batches of "
                  f"{cfg.batch_size} x {cfg.context} tokens; {cfg.schedule} schedule, peak lr {cfg.peak_lr:g}; "
                  f"torch threads {torch.get_num_threads()}")
-        stop_signal = None
-        with _StopFlag() as stop:
-            while self.step < cfg.steps:
-                started = time.perf_counter()
-                loss = self.train_step()
-                self.train_seconds += time.perf_counter() - started
-                losses[self.step] = loss
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    lr = self.optimizer.param_groups[0]["lr"]
-                    speed = self.tokens_seen / self.train_seconds if self.train_seconds else 0.0
-                    self.write({"step": self.step, "loss": round(loss, 5), "lr": lr, "tok_per_s": round(speed),
-                                "tokens_seen": self.tokens_seen, "train_s": round(self.train_seconds, 2)})
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
-                    if bar.disable:
-                        self.log(f"step {self.step}/{cfg.steps} loss {loss:.4f} lr {lr:.2e} {speed:.0f} tok/s")
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                    self.evaluate()
-                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
-                    self.save()
-                if stop.requested:
-                    interrupted, stop_signal = True, stop.signal
-                    break
-        bar.close()
-        checkpoint = self.save()
-        if interrupted:
-            self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
-            return LMTrainResult(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
-        save_model(self.model, self.run_dir / "model", self.tokenizer)
+
+    def _final(self, losses: dict[int, float]) -> LMTrainResult:
+        """The final validation on the whole split and the run's result."""
         record = self.evaluate(final=True)
         self.log(f"done: {self.step} steps, {self.tokens_seen:,} tokens, {self.train_seconds:.0f}s training; "
                  f"model in {self.run_dir / 'model'}")
@@ -427,10 +386,5 @@ class LMTrainer:
 
 
 def train_lm(cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> LMTrainResult:
-    """Set up (or resume) a language-model run in cfg.out and train it to cfg.steps."""
-    from ..distributed import from_env
-
-    if from_env()[1] > 1:  # N unsynchronised copies would all write cfg.out
-        raise TrainingError("--task lm|mlm trains in one process; under torchrun only --task translate is data-"
-                            "parallel so far: run it without torchrun")
-    return LMTrainer(cfg, resume=resume, log=log).run()
+    """Set up (or resume) a language-model run in cfg.out and train it to cfg.steps (under torchrun: every rank)."""
+    return cast(LMTrainResult, train_on_every_rank(lambda: LMTrainer(cfg, resume=resume, log=log), cfg.dist_timeout))

@@ -5,51 +5,39 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import signal
-import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer
-from tqdm import tqdm
+from torch import Tensor
 
 from .. import distributed
 from ..config import ModelConfig
 from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, load_corpus
-from ..layers import TransformerLayer
 from ..models import Transformer
 from ..precision import autocast, autocast_dtype
 from ..saving import (
     CONFIG_FILE,
     TOKENIZER_FILE,
-    WEIGHTS_FILE,
     as_write_error,
     atomic_write_text,
-    load_state,
     read_config,
-    read_weights,
-    save_model,
     save_tokenizer,
 )
 from ..tokenizer import EOS_ID, check_fits, encode_batch, load_tokenizer, train_bpe
-from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
+from .base import RankTrainer, TrainingError, TrainResult, train_on_every_rank
 from .loss import label_smoothed_loss
 from .schedule import InverseSqrtSchedule
 
 TRAIN_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
-
-
-class TrainingError(ValueError):
-    """A training run that cannot start or continue; the message names the cause and the fix."""
 
 
 @dataclass
@@ -161,61 +149,6 @@ class TrainConfig:
 
 
 
-def check_run_folder(run_dir: Path, checkpoints: list[Path], resume: bool) -> None:
-    """Refuse to start over a run that has checkpoints (without --resume), or to resume one that has none."""
-    if checkpoints and not resume:
-        raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
-                            f"or choose another --out")
-    if resume and not checkpoints:
-        raise TrainingError(f"nothing to resume: {run_dir} has no checkpoints/step_N folder")
-
-@dataclass
-class TrainResult:
-    """What a run ended with."""
-
-    run_dir: Path
-    step: int
-    losses: dict[int, float]  # training loss of each logged step
-    interrupted: bool = False
-    main: bool = True  # False on the ranks > 0 of a torchrun job (rank 0 reports)
-    test_scores: Any = None
-    stop_signal: int | None = None  # signal.SIGINT or signal.SIGTERM when interrupted
-
-
-class _StopFlag:
-    """Ctrl-C / SIGTERM set a flag checked after each step; a second Ctrl-C stops at once.
-
-    Under torchrun only Ctrl-C (SIGINT, which the terminal sends to every rank) is caught: torchrun sends
-    SIGTERM to the surviving ranks when one fails, and they must then end at once, not wait for a step.
-    """
-
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
-        """Not yet requested."""
-        self.requested = False
-        self._signals = signals
-        self.signal: int | None = None  # the first signal received
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Self:
-        """Install the handlers (main thread only)."""
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in self._signals:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested, self.signal = True, signum
-
-    def __exit__(self, *exc: object) -> None:
-        """Restore the previous handlers."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _log_writer(run_dir: Path) -> Callable[[dict[str, Any]], None]:
     """Append one JSON line per record to metrics.jsonl."""
     path = run_dir / METRICS_FILE
@@ -300,27 +233,42 @@ def _encode_pairs(tok: Any, pairs: list[tuple[str, str]], max_len: int | None) -
     return examples
 
 
-class Trainer:
-    """One training run in one folder: set up (or resume), step, evaluate, checkpoint."""
+def _read_run_tokenizer(run_dir: Path) -> tuple[Tokenizer, ModelConfig]:
+    """A run folder's tokenizer and model settings, checked to fit each other."""
+    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
+    _, model_cfg = read_config(run_dir)
+    check_fits(tokenizer, model_cfg, str(run_dir / TOKENIZER_FILE))
+    return tokenizer, model_cfg
+
+
+def _start_run_folder(trainer: RankTrainer, fresh: bool) -> Callable[[dict[str, Any]], None]:
+    """Rank 0: a fresh run's config.json, tokenizer.json and empty metrics (a resumed run keeps its own), the
+    settings in train.json; returns the metrics.jsonl writer."""
+    run_dir, model = trainer.run_dir, trainer.model
+    if fresh:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+        config = {"model_type": model.model_type, **model.cfg.to_dict()}
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_tokenizer(trainer.tokenizer, run_dir / TOKENIZER_FILE)
+    atomic_write_text(run_dir / TRAIN_FILE, json.dumps(trainer.cfg.to_dict(), indent=2) + "\n")
+    return _log_writer(run_dir)
+
+
+class Trainer(RankTrainer):
+    """One training run in one folder: set up (or resume), step, evaluate, checkpoint (on every rank)."""
+
+    token_prefix = "tgt_"  # the translator counts target tokens
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
         """Read the corpus, train or load the BPE, build or restore the model, optimizer and data position."""
-        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-        # Under torchrun: join the process group; rank 0 alone logs, evaluates and writes files, and its
-        # settings (which on --resume come from its run folder) are every rank's.
-        self.dist = distributed.init(resolve_device(cfg.device), cfg.dist_timeout)
-        self.device = self.dist.device
-        main = self.dist.is_main
-        if not main:
-            self.log = lambda message: None
-        self.cfg = cfg = self.dist.broadcast(cfg)
+        self.cfg = cfg = self._join(cfg, log)
         try:
             self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         except ValueError as error:
             raise TrainingError(f"TrainConfig.{error}") from None
         self.run_dir = Path(cfg.out)
-        checkpoints = self.dist.broadcast(list_checkpoints(self.run_dir))  # rank 0's view of the run folder
-        check_run_folder(self.run_dir, checkpoints, resume)
+        checkpoints = self._run_folder(self.run_dir, resume)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -331,38 +279,8 @@ class Trainer:
             raise TrainingError(f"the training split of {self.corpus.name} is empty")
         self.log(f"corpus {self.corpus.name}: " + ", ".join(f"{k} {v:,}" for k, v in self.corpus.counts().items())
                  + " pairs")
-        if not main:  # the other ranks take rank 0's tokenizer and model settings (no shared folder needed)
-            tokenizer_json, model_cfg = self.dist.broadcast(None)
-            self.tokenizer = Tokenizer.from_str(tokenizer_json)
-        elif resume:
-            self.tokenizer = load_tokenizer(self.run_dir / TOKENIZER_FILE)
-            _, model_cfg = read_config(self.run_dir)
-            check_fits(self.tokenizer, model_cfg, str(self.run_dir / TOKENIZER_FILE))
-        else:
-            started = time.perf_counter()
-            self.tokenizer = train_bpe((text for pair in self.corpus.train for text in pair), cfg.vocab_size)
-            self.log(f"joint BPE: {self.tokenizer.get_vocab_size():,} tokens learned on the training split in "
-                     f"{time.perf_counter() - started:.1f}s")
-            overrides: dict[str, Any] = {"vocab_size": self.tokenizer.get_vocab_size()}
-            if cfg.dropout is not None:
-                overrides["dropout"] = cfg.dropout
-            if cfg.norm is not None:
-                overrides["norm"] = cfg.norm
-            try:
-                model_cfg = ModelConfig.preset(cfg.preset, **overrides)
-            except ValueError as error:
-                raise TrainingError(str(error)) from None
-        if main and self.dist.enabled:
-            self.dist.broadcast((self.tokenizer.to_str(), model_cfg))
-        self.model = Transformer(model_cfg).to(self.device)
-        self.sharded = cfg.fsdp and self.dist.enabled
-        if cfg.fsdp and not self.dist.enabled:
-            self.log("--fsdp has no effect in a single process (start the run with torchrun)")
-        if self.sharded:  # rank 0's initial weights everywhere, then each rank keeps its shard
-            distributed.broadcast_weights(self.model)
-            distributed.shard(self.model, (TransformerLayer,))
-        if self.dist.enabled and not main:  # the same weights (DDP copies rank 0's), other dropout masks
-            torch.manual_seed(cfg.seed * 65_537 + self.dist.rank)
+        self.tokenizer, model_cfg = self._from_rank_0(lambda: self._tokenizer_and_config(resume))
+        self._place(Transformer(model_cfg))
         self.examples = _encode_pairs(self.tokenizer, self.corpus.train, cfg.max_len)
         if not self.examples:
             raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
@@ -377,99 +295,48 @@ class Trainer:
                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                                           fused=fused or None)
         self.step, self.epoch, self.position = 0, 0, 0
-        self.tgt_tokens_seen = 0
-        self.train_seconds = 0.0
+        self.tokens_seen, self.train_seconds = 0, 0.0
         if resume:
             self._restore(checkpoints[-1])
-        elif main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / METRICS_FILE).unlink(missing_ok=True)
-            config = {"model_type": self.model.model_type, **model_cfg.to_dict()}
-            atomic_write_text(self.run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
-            save_tokenizer(self.tokenizer, self.run_dir / TOKENIZER_FILE)
-        if main:
-            atomic_write_text(self.run_dir / TRAIN_FILE, json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self.write = _log_writer(self.run_dir) if main else (lambda record: None)
+        self.write = _start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
         self._batches = self.batcher.epoch(self.epoch)
-        # The module that trains: the model itself (also when sharded), or DDP around it, which copies rank 0's
-        # weights to every rank now and all-reduces the gradients in backward.
-        self.net: torch.nn.Module = self.model
-        if self.dist.enabled and not self.sharded:
-            self.net = distributed.wrap_ddp(self.model, self.device)
+        self._wrap()
         if cfg.compile:  # batches differ in shape: dynamic shapes spare a recompilation per new (B, T)
             self.net = torch.compile(self.net, dynamic=True)
 
+    def _tokenizer_and_config(self, resume: bool) -> tuple[Tokenizer, ModelConfig]:
+        """Rank 0: the run folder's tokenizer and model settings on --resume, else a joint BPE learned now."""
+        if resume:
+            return _read_run_tokenizer(self.run_dir)
+        cfg = self.cfg
+        started = time.perf_counter()
+        tokenizer = train_bpe((text for pair in self.corpus.train for text in pair), cfg.vocab_size)
+        self.log(f"joint BPE: {tokenizer.get_vocab_size():,} tokens learned on the training split in "
+                 f"{time.perf_counter() - started:.1f}s")
+        overrides: dict[str, Any] = {"vocab_size": tokenizer.get_vocab_size()}
+        if cfg.dropout is not None:
+            overrides["dropout"] = cfg.dropout
+        if cfg.norm is not None:
+            overrides["norm"] = cfg.norm
+        try:
+            return tokenizer, ModelConfig.preset(cfg.preset, **overrides)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
+
     def _restore(self, checkpoint: Path) -> None:
         """Model, optimizer, step, data position and RNG from a checkpoint folder (read by rank 0, sent to all)."""
-        state, weights = None, {}
-        if self.dist.is_main:
-            state = load_trainer_state(checkpoint)
-            weights = read_weights(checkpoint / WEIGHTS_FILE)
-            if not self.sharded:
-                load_state(self.model, weights, checkpoint / WEIGHTS_FILE)
-        state = self.dist.broadcast(state)  # with DDP, the weights reach the other ranks when DDP wraps the model
-        if self.sharded:
-            distributed.load_full_state(self.model, weights)
-            distributed.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.epoch, self.position = state["step"], state["epoch"], state["position"]
-        self.tgt_tokens_seen = state.get("tgt_tokens_seen", 0)
-        self.train_seconds = state.get("train_seconds", 0.0)
-        torch_rng, cuda_rng = state["torch_rng"], state.get("cuda_rng")
-        rank_rngs = state.get("rank_rngs") or []
-        if len(rank_rngs) == self.dist.world_size:  # the same number of ranks: each continues its own stream
-            torch_rng, cuda_rng = rank_rngs[self.dist.rank]
-        elif self.dist.rank > 0:  # another number of ranks: fresh dropout streams, distinct per rank and step
-            torch.manual_seed(self.cfg.seed * 65_537 + self.dist.rank + self.step * 1_000_003)
-            torch_rng, cuda_rng = torch.get_rng_state(), None
-        torch.set_rng_state(torch_rng)
-        if self.device.type == "cuda" and cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng, self.device)
+        state = self._load(checkpoint)
+        self.epoch, self.position = state["epoch"], state["position"]
+        self.tokens_seen = state.get("tgt_tokens_seen", 0)
+        self._restore_rngs(state)
         if self.dist.is_main:
             _truncate_metrics(self.run_dir, self.step)
         self.log(f"resuming {self.run_dir} from {checkpoint.name} (epoch {self.epoch}, batch {self.position})")
 
     def trainer_state(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
-        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        optimizer = (distributed.full_optimizer_state(self.model, self.optimizer) if self.sharded
-                     else self.optimizer.state_dict())
-        state = {"optimizer": optimizer, "step": self.step, "epoch": self.epoch,
-                 "position": self.position, "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
-                 "tgt_tokens_seen": self.tgt_tokens_seen, "train_seconds": self.train_seconds}
-        if self.dist.enabled:  # every rank's dropout stream, so a resume with as many ranks is exact
-            state["rank_rngs"] = self.dist.gather((torch.get_rng_state(), cuda_rng))
-        return state
-
-    def save(self) -> Path:
-        """Write checkpoints/step_N/ (atomically; rank 0) and prune to keep_last; every rank waits for it."""
-        state = self.trainer_state()
-        path = self.run_dir / "checkpoints" / f"step_{self.step}"
-        with self._full_model():
-            if self.dist.is_main:
-                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
-                                       self.cfg.keep_last)
-        self.dist.barrier()
-        return path
-
-    @contextmanager
-    def _full_model(self) -> Iterator[None]:
-        """Under FSDP: every rank sends its shards and, inside, self.model is a whole copy on rank 0 (to save and
-        evaluate); it must fit rank 0's device. Without FSDP, self.model is whole already: nothing happens."""
-        if not self.sharded:
-            yield
-            return
-        weights = distributed.full_state(self.model)  # every rank takes part
-        sharded = self.model
-        if self.dist.is_main:
-            self.model = Transformer(sharded.cfg).to(self.device)
-            self.model.load_state_dict(weights)
-        try:
-            yield
-        finally:
-            self.model = sharded
-
+        return {**self._rank_state(), "epoch": self.epoch, "position": self.position,
+                "tgt_tokens_seen": self.tokens_seen}
     def _next_batch(self) -> Batch:
         """This rank's next batch of the epoch's shuffled buckets, moving to the next epoch when one ends.
 
@@ -492,43 +359,19 @@ class Trainer:
 
     def train_step(self) -> float:
         """One optimizer step over `accumulate` batches (on each rank); returns the smoothed loss per target token."""
-        model, cfg, world = self.model, self.cfg, self.dist.world_size
         self.net.train()
-        batches = [self._next_batch() for _ in range(cfg.accumulate)]
-        n_tokens = sum(b.n_tokens for b in batches)
-        if world > 1:
-            n_tokens = int(self.dist.sum([n_tokens])[0])  # target tokens of the step on all ranks
-        self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1  # the gradients are exchanged in the last backward only
-            with distributed.gradient_sync(self.net, world == 1 or last):
-                scored = batch.labels != model.cfg.pad_id  # (B, T): padding gets no logits at all
-                with autocast(self.device, self.autocast_dtype):
-                    logits = self.net(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing
-                loss = label_smoothed_loss(logits.float(), batch.labels[scored], cfg.label_smoothing,
-                                           model.cfg.pad_id) / n_tokens
-                # Each rank's loss is its tokens' sum / the step's token count on ALL ranks. DDP (and FSDP)
-                # average the gradients over the W ranks; times W, that average is their sum: the gradient of
-                # one process training on all W ranks' batches (exactly, for W a power of two).
-                (loss * world if world > 1 else loss).backward()
-            total += loss.item()
-        if world > 1:
-            total = self.dist.sum([total])[0]
-        if not math.isfinite(total):
-            kept = list_checkpoints(self.run_dir)
-            raise TrainingError(f"the loss became {total} at step {self.step + 1}; stopped. The last good "
-                                f"checkpoint is {kept[-1] if kept else 'none'}: resume from it with a lower "
-                                f"peak_lr / longer warmup, or set clip_norm")
-        if cfg.clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        self.step += 1
-        lr = self.schedule(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        self.tgt_tokens_seen += n_tokens
-        return total
+        batches = [self._next_batch() for _ in range(self.cfg.accumulate)]
+        loss, n_tokens = self._optimizer_step(batches, self._loss_sum, sum(b.n_tokens for b in batches))
+        self.tokens_seen += n_tokens
+        return loss
+
+    def _loss_sum(self, batch: Batch) -> Tensor:
+        """The label-smoothed loss of a batch's target tokens, summed (§5.4)."""
+        pad_id = self.model.cfg.pad_id
+        scored = batch.labels != pad_id  # (B, T): padding gets no logits at all
+        with autocast(self.device, self.autocast_dtype):
+            logits = self.net(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing
+        return label_smoothed_loss(logits.float(), batch.labels[scored], self.cfg.label_smoothing, pad_id)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -558,9 +401,10 @@ class Trainer:
                          length_penalty=self.cfg.length_penalty)
         return score(hyps, [t for _, t in pairs])
 
-    def evaluate(self, test: bool) -> dict[str, Any]:
-        """Dev loss and dev BLEU (and, if asked, test BLEU/chrF with beam search), logged to metrics.jsonl."""
+    def evaluate(self, test: bool | None = None) -> dict[str, Any]:
+        """Dev loss and dev BLEU (and test BLEU/chrF with beam search if asked; None: at test_bleu_at), logged."""
         started = time.perf_counter()
+        test = self.step in self.cfg.test_bleu_at if test is None else test
         record: dict[str, Any] = {"step": self.step, **self.validate()}
         if self.corpus.dev:
             record["dev_bleu"] = self.bleu("dev", self.cfg.dev_beam).bleu
@@ -569,7 +413,7 @@ class Trainer:
             record.update(test_bleu=scores.bleu, test_chrf=scores.chrf, bleu_signature=scores.bleu_signature,
                           chrf_signature=scores.chrf_signature,
                           test_beam=self.cfg.beam)
-        record.update(tgt_tokens_seen=self.tgt_tokens_seen, train_s=round(self.train_seconds, 1),
+        record.update(tgt_tokens_seen=self.tokens_seen, train_s=round(self.train_seconds, 1),
                       eval_s=round(time.perf_counter() - started, 1))
         self.write(record)
         parts = [f"dev loss {record['dev_loss']:.3f} ppl {record['dev_ppl']:.1f}"]
@@ -582,58 +426,21 @@ class Trainer:
         plot_curves(self.run_dir)
         return record
 
-    def run(self) -> TrainResult:
-        """Train to cfg.steps, evaluating and checkpointing on schedule; Ctrl-C saves and stops cleanly."""
-        cfg = self.cfg
-        losses: dict[int, float] = {}
-        interrupted = False
-        test_at = set(cfg.test_bleu_at)
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (sys.stderr.isatty() and self.dist.is_main))
+    def _announce(self) -> None:
+        """Log the model, the data and the schedule about to train."""
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
-                 f"{len(self._batches)} batches of <= {cfg.batch_tokens} tokens per epoch; "
-                 f"peak lr {self.schedule.peak:.2e} at step {cfg.warmup}; torch threads {torch.get_num_threads()}; "
-                 f"{'bf16 autocast' if self.autocast_dtype else 'fp32'}")
-        if self.dist.enabled:
-            self.log(f"data parallel ({'FSDP' if self.sharded else 'DDP'}): {self.dist.world_size} ranks "
-                     f"({torch.distributed.get_backend()}), {cfg.accumulate} batch(es) per rank per step")
-        stop_signal = None
-        with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
-            while self.step < cfg.steps:
-                started = time.perf_counter()
-                loss = self.train_step()
-                self.train_seconds += time.perf_counter() - started
-                losses[self.step] = loss
-                lr = self.optimizer.param_groups[0]["lr"]
-                bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    speed = self._tokens_per_second()
-                    self.write({"step": self.step, "loss": round(loss, 5), "lr": lr, "tgt_tok_per_s": round(speed),
-                                "tgt_tokens_seen": self.tgt_tokens_seen, "train_s": round(self.train_seconds, 2)})
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
-                    if bar.disable:
-                        self.log(f"step {self.step}/{cfg.steps} loss {loss:.4f} lr {lr:.2e} {speed:.0f} tgt tok/s")
-                evaluate = cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps
-                if evaluate or self.step in test_at and self.step < cfg.steps:
-                    with self._full_model():
-                        if self.dist.is_main:  # the other ranks wait in the next collective
-                            self.evaluate(test=self.step in test_at)
-                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
-                    self.save()
-                if self.dist.any(stop.requested):  # all ranks stop after the same step
-                    interrupted, stop_signal = True, stop.signal or signal.SIGINT
-                    break
-        bar.close()
-        checkpoint = self.save()
-        if interrupted:
-            self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
-            return TrainResult(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
-        with self._full_model():
-            if not self.dist.is_main:
-                return TrainResult(self.run_dir, self.step, losses, main=False)
-            save_model(self.model, self.run_dir / "model", self.tokenizer)
-            record = self.evaluate(test=cfg.final_test or self.step in test_at)
-        self.log(f"done: {self.step} steps, {self.tgt_tokens_seen:,} target tokens, {self.train_seconds:.0f}s "
+                 f"{len(self._batches)} batches of <= {self.cfg.batch_tokens} tokens per epoch; "
+                 f"peak lr {self.schedule.peak:.2e} at step {self.cfg.warmup}; torch threads "
+                 f"{torch.get_num_threads()}; {'bf16 autocast' if self.autocast_dtype else 'fp32'}")
+
+    def _evaluation_due(self) -> bool:
+        """Every eval_every steps, and at the test_bleu_at steps."""
+        return super()._evaluation_due() or self.step in self.cfg.test_bleu_at
+
+    def _final(self, losses: dict[int, float]) -> TrainResult:
+        """The final evaluation (test BLEU with beam search unless final_test is off) and the run's result."""
+        record = self.evaluate(test=self.cfg.final_test or self.step in self.cfg.test_bleu_at)
+        self.log(f"done: {self.step} steps, {self.tokens_seen:,} target tokens, {self.train_seconds:.0f}s "
                  f"training; model in {self.run_dir / 'model'}")
         scores = None
         if "test_bleu" in record:
@@ -643,34 +450,7 @@ class Trainer:
                             record["chrf_signature"])
         return TrainResult(self.run_dir, self.step, losses, test_scores=scores)
 
-    def _tokens_per_second(self) -> float:
-        """Target tokens per second of training time so far in this process."""
-        return self.tgt_tokens_seen / self.train_seconds if self.train_seconds else 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else as torch.device, checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainingError(f"unknown device {name!r}: use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
-    return device
-
 
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> TrainResult:
     """Set up (or resume) a run in cfg.out and train it to cfg.steps (under torchrun: on every rank)."""
-    try:
-        return Trainer(cfg, resume=resume, log=log).run()
-    except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
-        if not distributed.is_timeout(error):
-            raise
-        rank, cause = distributed.from_env()[0], str(error).strip().splitlines()[-1].split("] ", 1)[-1]
-        raise TrainingError(f"rank {rank}: the other ranks did not answer within dist_timeout={cfg.dist_timeout:g}s "
-                            f"({cause[:160]}); one of them failed or is stuck (see "
-                            f"its error), or rank 0 evaluates for longer than that: raise --dist-timeout") from None
-    finally:
-        distributed.shutdown()
+    return train_on_every_rank(lambda: Trainer(cfg, resume=resume, log=log), cfg.dist_timeout)

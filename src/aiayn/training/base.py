@@ -1,0 +1,384 @@
+"""What the translation trainer (loop.py) and the language-model trainer (lm_loop.py) share on every rank.
+
+Under `torchrun` every rank runs the same trainer: it joins the process group (aiayn.distributed), takes rank
+0's settings, tokenizer and weights, trains its own share of every step's batches under DDP or FSDP, and
+leaves logging, evaluation and files to rank 0. In one process the same code runs with every collective a
+no-op. A subclass supplies its data, its loss and its evaluation; this class supplies the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+from tqdm import tqdm
+
+from .. import distributed
+from ..config import ModelConfig
+from ..layers import TransformerLayer
+from ..models import TransformerBase
+from ..saving import WEIGHTS_FILE, load_state, read_weights, save_model
+from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
+
+
+class TrainingError(ValueError):
+    """A training run that cannot start or continue; the message names the cause and the fix."""
+
+
+@dataclass
+class TrainResult:
+    """What a run ended with."""
+
+    run_dir: Path
+    step: int
+    losses: dict[int, float]  # training loss of each logged step
+    interrupted: bool = False
+    main: bool = True  # False on the ranks > 0 of a torchrun job (rank 0 reports)
+    test_scores: Any = None
+    stop_signal: int | None = None  # signal.SIGINT or signal.SIGTERM when interrupted
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM set a flag checked after each step; a second Ctrl-C stops at once.
+
+    Under torchrun only Ctrl-C (SIGINT, which the terminal sends to every rank) is caught: torchrun sends
+    SIGTERM to the surviving ranks when one fails, and they must then end at once, not wait for a step.
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        """Not yet requested."""
+        self.requested = False
+        self._signals = signals
+        self.signal: int | None = None  # the first signal received
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Self:
+        """Install the handlers (main thread only)."""
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested, self.signal = True, signum
+
+    def __exit__(self, *exc: object) -> None:
+        """Restore the previous handlers."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else as torch.device, checked to exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"unknown device {name!r}: use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def check_run_folder(run_dir: Path, checkpoints: list[Path], resume: bool) -> None:
+    """Refuse to start over a run that has checkpoints (without --resume), or to resume one that has none."""
+    if checkpoints and not resume:
+        raise TrainingError(f"{run_dir} already holds checkpoints: pass --resume to continue that run, "
+                            f"or choose another --out")
+    if resume and not checkpoints:
+        raise TrainingError(f"nothing to resume: {run_dir} has no checkpoints/step_N folder")
+
+
+class RankTrainer:
+    """A trainer as every rank of a torchrun job runs it (one process: the same, every collective a no-op).
+
+    The subclass's __init__ calls _join, _run_folder, _from_rank_0, _place, then builds its optimizer and
+    schedule, and calls _wrap; it defines train_step (drawing its batches, then _optimizer_step),
+    trainer_state, evaluate, _announce and _final. Its cfg has device, dist_timeout, fsdp, seed, accumulate,
+    clip_norm, steps, log_every, eval_every, save_every and keep_last.
+    """
+
+    token_prefix = ""  # metric names: "tok_per_s", "tokens_seen"; the translator counts target tokens: "tgt_"
+    result_type: type[TrainResult] = TrainResult
+    cfg: Any
+    run_dir: Path
+    tokenizer: Any
+    optimizer: torch.optim.Optimizer
+    schedule: Callable[[int], float]
+    write: Callable[[dict[str, Any]], None]
+    step: int = 0
+    tokens_seen: int = 0  # tokens trained on, over all ranks
+    train_seconds: float = 0.0
+
+    # --- setting up
+    def _join(self, cfg: Any, log: Callable[[str], None] | None) -> Any:
+        """Join torchrun's process group (if any) on this rank's device; returns rank 0's settings.
+
+        Rank 0 alone logs; its settings (which on --resume come from its run folder) are every rank's.
+        """
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.dist = distributed.init(resolve_device(cfg.device), cfg.dist_timeout)
+        self.device = self.dist.device
+        if not self.dist.is_main:
+            self.log = lambda message: None
+        return self.dist.broadcast(cfg)
+
+    def _run_folder(self, run_dir: Path, resume: bool) -> list[Path]:
+        """Rank 0's checkpoints of run_dir, checked against --resume (only rank 0 needs the folder)."""
+        checkpoints = self.dist.broadcast(list_checkpoints(run_dir))
+        check_run_folder(run_dir, checkpoints, resume)
+        return checkpoints
+
+    def _from_rank_0(self, make: Callable[[], tuple[Tokenizer, ModelConfig]]) -> tuple[Tokenizer, ModelConfig]:
+        """Rank 0 makes (learns or loads) the tokenizer and model settings and sends them to the other ranks."""
+        if not self.dist.is_main:  # no shared folder needed
+            tokenizer_json, model_cfg = self.dist.broadcast(None)
+            return Tokenizer.from_str(tokenizer_json), model_cfg
+        tokenizer, model_cfg = make()
+        if self.dist.enabled:
+            self.dist.broadcast((tokenizer.to_str(), model_cfg))
+        return tokenizer, model_cfg
+
+    def _place(self, model: TransformerBase) -> None:
+        """self.model on this rank's device; under --fsdp rank 0's initial weights, sharded; own dropout masks."""
+        self._model_class = type(model)
+        self.model = model.to(self.device)
+        self.sharded = self.cfg.fsdp and self.dist.enabled
+        if self.cfg.fsdp and not self.dist.enabled:
+            self.log("--fsdp has no effect in a single process (start the run with torchrun)")
+        if self.sharded:  # rank 0's initial weights everywhere, then each rank keeps its shard
+            distributed.broadcast_weights(self.model)
+            distributed.shard(self.model, (TransformerLayer,))
+        if self.dist.enabled and not self.dist.is_main:  # the same weights (DDP copies rank 0's), other dropout
+            torch.manual_seed(self.cfg.seed * 65_537 + self.dist.rank)
+
+    def _wrap(self) -> None:
+        """self.net, the module that trains: the model itself (also when sharded), or DDP around it, which
+        copies rank 0's weights to every rank now and all-reduces the gradients in backward."""
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled and not self.sharded:
+            self.net = distributed.wrap_ddp(self.model, self.device)
+
+    # --- checkpoints
+    def _load(self, checkpoint: Path) -> dict[str, Any]:
+        """Weights and optimizer state from a checkpoint folder (read by rank 0, sent to all); its trainer state."""
+        state, weights = None, {}
+        if self.dist.is_main:
+            state = load_trainer_state(checkpoint)
+            weights = read_weights(checkpoint / WEIGHTS_FILE)
+            if not self.sharded:
+                load_state(self.model, weights, checkpoint / WEIGHTS_FILE)
+        state = self.dist.broadcast(state)  # with DDP, the weights reach the other ranks when DDP wraps the model
+        if self.sharded:
+            distributed.load_full_state(self.model, weights)
+            distributed.load_full_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        self.train_seconds = state.get("train_seconds", 0.0)
+        return state
+
+    def _restore_rngs(self, state: dict[str, Any]) -> None:
+        """Dropout streams: with as many ranks as saved each rank continues its own; else fresh per-rank ones."""
+        torch_rng, cuda_rng = state["torch_rng"], state.get("cuda_rng")
+        rank_rngs = state.get("rank_rngs") or []
+        if len(rank_rngs) == self.dist.world_size:
+            torch_rng, cuda_rng = rank_rngs[self.dist.rank]
+        elif self.dist.rank > 0:  # distinct per rank and step
+            torch.manual_seed(self.cfg.seed * 65_537 + self.dist.rank + self.step * 1_000_003)
+            torch_rng, cuda_rng = torch.get_rng_state(), None
+        torch.set_rng_state(torch_rng)
+        if self.device.type == "cuda" and cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, self.device)
+
+    def _rank_state(self) -> dict[str, Any]:
+        """The whole optimizer state and the RNG states (every rank's under torchrun); every rank must call it."""
+        cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        optimizer = (distributed.full_optimizer_state(self.model, self.optimizer) if self.sharded
+                     else self.optimizer.state_dict())
+        state = {"optimizer": optimizer, "step": self.step, "train_seconds": self.train_seconds,
+                 "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}
+        if self.dist.enabled:  # every rank's dropout stream, so a resume with as many ranks is exact
+            state["rank_rngs"] = self.dist.gather((torch.get_rng_state(), cuda_rng))
+        return state
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
+        raise NotImplementedError
+
+    def save(self) -> Path:
+        """Write checkpoints/step_N/ (atomically; rank 0) and prune to keep_last; every rank waits for it."""
+        state = self.trainer_state()
+        path = self.run_dir / "checkpoints" / f"step_{self.step}"
+        with self._full_model():
+            if self.dist.is_main:
+                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
+                                       self.cfg.keep_last)
+        self.dist.barrier()
+        return path
+
+    @contextmanager
+    def _full_model(self) -> Iterator[None]:
+        """Under FSDP: every rank sends its shards and, inside, self.model is a whole copy on rank 0 (to save and
+        evaluate); it must fit rank 0's device. Without FSDP, self.model is whole already: nothing happens."""
+        if not self.sharded:
+            yield
+            return
+        weights = distributed.full_state(self.model)  # every rank takes part
+        sharded = self.model
+        if self.dist.is_main:
+            self.model = self._model_class(sharded.cfg).to(self.device)
+            self.model.load_state_dict(weights)
+        try:
+            yield
+        finally:
+            self.model = sharded
+
+    # --- training
+    def train_step(self) -> float:
+        """One optimizer step; returns the loss per scored token over all ranks."""
+        raise NotImplementedError
+
+    def _optimizer_step(self, batches: list[Any], loss_sum: Callable[[Any], Tensor],
+                        n_scored: int) -> tuple[float, int]:
+        """One optimizer step over this rank's `batches`, whose n_scored tokens loss_sum(batch) sums the loss of;
+        the gradients are exchanged after the last. Returns (loss per scored token, scored tokens), all ranks'."""
+        world = self.dist.world_size
+        n_tokens = int(self.dist.sum([n_scored])[0]) if world > 1 else n_scored  # the step's, on all ranks
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for i, batch in enumerate(batches):
+            with distributed.gradient_sync(self.net, world == 1 or i == len(batches) - 1):
+                loss = loss_sum(batch) / n_tokens
+                # Each rank's loss is its tokens' sum / the step's token count on ALL ranks. DDP (and FSDP)
+                # average the gradients over the W ranks; times W, that average is their sum: the gradient of
+                # one process training on all W ranks' batches (exactly, for W a power of two).
+                (loss * world if world > 1 else loss).backward()
+            total += loss.item()
+        if world > 1:
+            total = self.dist.sum([total])[0]
+        if not math.isfinite(total):
+            kept = list_checkpoints(self.run_dir)
+            raise TrainingError(f"the loss became {total} at step {self.step + 1}; stopped. The last good "
+                                f"checkpoint is {kept[-1] if kept else 'none'}: resume from it with a lower "
+                                f"--peak-lr / longer --warmup, or set --clip-norm")
+        if self.cfg.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+        self.step += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(self.step)
+        self.optimizer.step()
+        return total, n_tokens
+
+    def run(self) -> TrainResult:
+        """Train to cfg.steps, evaluating and checkpointing on schedule; Ctrl-C saves and stops every rank cleanly."""
+        self._announce()
+        if self.dist.enabled:
+            self.log(f"data parallel ({'FSDP' if self.sharded else 'DDP'}): {self.dist.world_size} ranks "
+                     f"({torch.distributed.get_backend()}), {self.cfg.accumulate} batch(es) per rank per step")
+        losses, stop_signal = self._train_loop()
+        checkpoint = self.save()
+        if stop_signal is not None:
+            self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
+            return self.result_type(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
+        with self._full_model():
+            if not self.dist.is_main:
+                return self.result_type(self.run_dir, self.step, losses, main=False)
+            save_model(self.model, self.run_dir / "model", self.tokenizer)
+            return self._final(losses)
+
+    def _train_loop(self) -> tuple[dict[int, float], int | None]:
+        """Steps to cfg.steps or a stop request; returns (loss of each step, the stop signal or None)."""
+        cfg = self.cfg
+        losses: dict[int, float] = {}
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.bar_label, unit="step", dynamic_ncols=True,
+                   disable=not (sys.stderr.isatty() and self.dist.is_main))
+        stop_signal = None
+        with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
+            while self.step < cfg.steps:
+                started = time.perf_counter()
+                loss = self.train_step()
+                self.train_seconds += time.perf_counter() - started
+                losses[self.step] = loss
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log_step(loss, bar)
+                if self.step < cfg.steps:
+                    self._on_schedule()
+                if self.dist.any(stop.requested):  # all ranks stop after the same step
+                    stop_signal = stop.signal or signal.SIGINT
+                    break
+        bar.close()
+        return losses, stop_signal
+
+    @property
+    def bar_label(self) -> str:
+        """The progress bar's description."""
+        return "train"
+
+    def _log_step(self, loss: float, bar: tqdm) -> None:
+        """A training record in metrics.jsonl, and the loss on the bar (or a log line when there is none)."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        speed = self.tokens_seen / self.train_seconds if self.train_seconds else 0.0
+        prefix = self.token_prefix
+        self.write({"step": self.step, "loss": round(loss, 5), "lr": lr, f"{prefix}tok_per_s": round(speed),
+                    f"{prefix}tokens_seen": self.tokens_seen, "train_s": round(self.train_seconds, 2)})
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
+        if bar.disable:
+            self.log(f"step {self.step}/{self.cfg.steps} loss {loss:.4f} lr {lr:.2e} {speed:.0f} "
+                     f"{prefix.replace('_', ' ')}tok/s")
+
+    def _on_schedule(self) -> None:
+        """Between steps: evaluate (rank 0, on the whole model) and checkpoint when their turn has come."""
+        if self._evaluation_due():
+            with self._full_model():
+                if self.dist.is_main:  # the other ranks wait in the next collective
+                    self.evaluate()
+        if self.cfg.save_every and self.step % self.cfg.save_every == 0:
+            self.save()
+
+    def _evaluation_due(self) -> bool:
+        """True every eval_every steps."""
+        return bool(self.cfg.eval_every) and self.step % self.cfg.eval_every == 0
+
+    def evaluate(self) -> dict[str, Any]:
+        """Validation metrics of the current model, logged (rank 0)."""
+        raise NotImplementedError
+
+    def _announce(self) -> None:
+        """Log what is about to train."""
+        raise NotImplementedError
+
+    def _final(self, losses: dict[int, float]) -> TrainResult:
+        """Rank 0, after saving model/: the final evaluation and the run's result."""
+        raise NotImplementedError
+
+
+def train_on_every_rank(start: Callable[[], RankTrainer], timeout_s: float) -> TrainResult:
+    """start().run() on this rank; a collective that times out becomes one TrainingError naming dist_timeout."""
+    try:
+        return start().run()
+    except RuntimeError as error:  # torch.distributed's errors are RuntimeErrors
+        if not distributed.is_timeout(error):
+            raise
+        rank, cause = distributed.from_env()[0], str(error).strip().splitlines()[-1].split("] ", 1)[-1]
+        raise TrainingError(f"rank {rank}: the other ranks did not answer within dist_timeout={timeout_s:g}s "
+                            f"({cause[:160]}); one of them failed or is stuck (see "
+                            f"its error), or rank 0 evaluates for longer than that: raise --dist-timeout") from None
+    finally:
+        distributed.shutdown()
