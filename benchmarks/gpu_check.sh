@@ -10,7 +10,8 @@
 # Each stage has a time limit and a share of one overall deadline (BUDGET seconds, default 540): a stage
 # that fails or runs out of time leaves its log and the next stage still runs. Logs go to $OUT (or
 # ./gpu-out). Run from the repository root, with no install: `bash benchmarks/gpu_check.sh`.
-# STAGES="bench-base train" runs only those stages. DRY=1 runs every stage on the CPU with toy sizes, to check the script itself before a GPU is at hand.
+# STAGES="bench-base train" runs only those stages. DRY=1 runs every stage on the CPU with toy sizes, to
+# check the script itself before a GPU is at hand.
 set -u
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"

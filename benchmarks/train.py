@@ -125,7 +125,6 @@ def step_fn(model: nn.Module, batch, device: torch.device, compile_model: bool =
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 or device.type == "cuda")
 
     scored = labels != PAD
-
     n_scored = int(scored.sum())
 
     def step() -> None:
@@ -166,7 +165,14 @@ def build(name: str, cfg: aiayn.ModelConfig) -> nn.Module:
     return build_marian(cfg)
 
 
-def peak_memory_mb(name: str, preset: str, threads: int) -> float:
+def contender_step(name: str, cfg: aiayn.ModelConfig, batch, device: torch.device,
+                   compile_all: bool = False) -> Callable[[], None]:
+    """The step of a contender by name: "... compile" compiles its forward, "... bf16" runs CPU bf16 autocast."""
+    return step_fn(build(name.removesuffix(" compile"), cfg), batch, device,
+                   compile_all or name.endswith(" compile"), bf16=name.endswith("bf16"))
+
+
+def peak_memory_mb(name: str, preset: str, shape: dict[str, int], threads: int, compile_all: bool) -> float:
     """Peak resident memory (MB) that 3 steps of one contender add to a fresh process (CPU): the model,
     its gradients, Adam's state and the activations; the libraries loaded before are not counted.
 
@@ -176,9 +182,9 @@ def peak_memory_mb(name: str, preset: str, threads: int) -> float:
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {__file__.rsplit('/', 1)[0]!r});"
             f"import train as t, torch; torch.set_num_threads({threads});"
             f"hwm=lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]);"
-            f"cfg=t.config_for({preset!r}); s=t.PRESETS[{preset!r}]; base=hwm();"
-            f"f=t.step_fn(t.build({name!r}, cfg), t.make_batch(cfg.vocab_size, s['batch'], s['src_len'], s['tgt_len']),"
-            f"torch.device('cpu'), bf16={name.endswith('bf16')}); [f() for _ in range(3)];"
+            f"cfg=t.config_for({preset!r}); s={shape!r}; base=hwm();"
+            f"f=t.contender_step({name!r}, cfg, t.make_batch(cfg.vocab_size, s['batch'], s['src_len'], s['tgt_len']),"
+            f"torch.device('cpu'), {compile_all!r}); [f() for _ in range(3)];"
             f"print(hwm() - base)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
@@ -237,9 +243,7 @@ def main() -> None:
     target_tokens = shape["batch"] * shape["tgt_len"]  # B x T, the count peers' figures use
     useful_tokens = int((batch[2] != PAD).sum())
     names = args.contenders.split(",")
-    steps = {name: step_fn(build(name.removesuffix(" compile"), cfg), batch, device,
-                           args.compile or name.endswith(" compile"), bf16=name.endswith("bf16"))
-             for name in names}
+    steps = {name: contender_step(name, cfg, batch, device, args.compile) for name in names}
     peak_dtype = torch.bfloat16 if on_gpu else torch.float32  # what the steps run in
     peak_size = 8192 if on_gpu else 2048  # a GPU needs a large product to reach its peak
     peak = matmul_peak_flops(device, peak_dtype, size=peak_size)
@@ -272,7 +276,7 @@ def main() -> None:
         elif on_gpu:
             memory = cuda_peak_memory_mb(steps[name], device)
         else:
-            memory = peak_memory_mb(name, args.preset, args.threads)
+            memory = peak_memory_mb(name, args.preset, shape, args.threads, args.compile)
         mfu = flops / t / max(peak, peak_after)
         results[name] = dict(seconds=t, tokens_per_s=target_tokens / t, mfu=mfu, peak_mb=memory,
                              ratios=ratios, times=times[name])

@@ -113,8 +113,7 @@ class MultiHeadAttention(nn.Module):
             out = _unfold(out, group)
             weights = None if weights is None else _unfold(weights, group)
         b, _, t, _ = out.shape
-        # concat heads: (B, Tq, d); one query (a decoding step) is one reshape
-        out = out.reshape(b, t, self.d_model) if t == 1 else out.transpose(1, 2).reshape(b, t, self.d_model)
+        out = out.transpose(1, 2).reshape(b, t, self.d_model)  # concat heads: (B, Tq, d)
         return self.out_proj(out), weights
 
     def _project(self, x: Tensor, memory: Tensor | None, cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -128,8 +127,7 @@ class MultiHeadAttention(nn.Module):
                 return qkv[0], k, v
             q, k, v = qkv.unbind(0)
             return q, k, v
-        q = F.linear(x, w[:d], None if b is None else b[:d]).view(x.shape[0], -1, self.n_heads, self.d_k)
-        q = q.transpose(1, 2)  # (B, H, Tq, d_k)
+        q = self._split_heads(F.linear(x, w[:d], None if b is None else b[:d]))[0]  # (B, H, Tq, d_k)
         if cache is not None and cache.static:
             k, v = cache.get()
         else:  # cross-attention: one (B, S, 2d) matmul for keys and values

@@ -360,6 +360,13 @@ class RankTrainer:
         """Validation metrics of the current model, logged (rank 0)."""
         raise NotImplementedError
 
+    def _report(self, record: dict[str, Any], started: float, parts: list[str]) -> None:
+        """An evaluation's record, with the tokens and seconds so far, into metrics.jsonl; `parts` as a log line."""
+        record.update({f"{self.token_prefix}tokens_seen": self.tokens_seen, "train_s": round(self.train_seconds, 1),
+                       "eval_s": round(time.perf_counter() - started, 1)})
+        self.write(record)
+        self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
+
     def _announce(self) -> None:
         """Log what is about to train."""
         raise NotImplementedError

@@ -354,13 +354,10 @@ class LMTrainer(RankTrainer):
         """Validation metrics logged to metrics.jsonl (the whole split when final), curves redrawn."""
         started = time.perf_counter()
         record: dict[str, Any] = {"step": self.step, **self.validate(None if final else self.cfg.eval_windows)}
-        record.update(tokens_seen=self.tokens_seen, train_s=round(self.train_seconds, 1),
-                      eval_s=round(time.perf_counter() - started, 1))
-        self.write(record)
         parts = [f"val loss {record['val_loss']:.4f} ({record['val_windows']} windows)"]
         if "val_acc" in record:
             parts.append(f"masked-token accuracy {record['val_acc']:.3f}")
-        self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
+        self._report(record, started, parts)
         scores = (("val_acc", "masked-token accuracy"),) if self.cfg.task == "mlm" else ()
         plot_curves(self.run_dir, (("loss", "train loss"), ("val_loss", "validation loss")), scores, "accuracy")
         return record

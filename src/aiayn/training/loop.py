@@ -413,16 +413,13 @@ class Trainer(RankTrainer):
             record.update(test_bleu=scores.bleu, test_chrf=scores.chrf, bleu_signature=scores.bleu_signature,
                           chrf_signature=scores.chrf_signature,
                           test_beam=self.cfg.beam)
-        record.update(tgt_tokens_seen=self.tokens_seen, train_s=round(self.train_seconds, 1),
-                      eval_s=round(time.perf_counter() - started, 1))
-        self.write(record)
         parts = [f"dev loss {record['dev_loss']:.3f} ppl {record['dev_ppl']:.1f}"]
         if "dev_bleu" in record:
             parts.append(f"dev BLEU {record['dev_bleu']:.2f}")
         if "test_bleu" in record:
             parts.append(f"test BLEU {record['test_bleu']:.2f} chrF {record['test_chrf']:.1f} "
                          f"(beam {record['test_beam']})")
-        self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
+        self._report(record, started, parts)
         plot_curves(self.run_dir)
         return record
 
