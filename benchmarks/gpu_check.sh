@@ -4,10 +4,12 @@
 #   2. tests      tests/test_cuda.py: CUDA == CPU logits, fused attention, bf16, decoding, training, compile
 #   3. bench-base benchmarks/train.py, paper-base at B=256 (16,384 target tokens): aiayn eager and compiled,
 #                 nn.Transformer, HF Marian; MFU against the bf16 matmul peak measured in the same run
-#   4. train      `aiayn train` of the paper-base translator on the bundled Bible corpus, ~25k-token batches
+#   4. bench-modes paper-base aiayn only: compiled in torch.compile's default mode against "reduce-overhead"
+#                 (CUDA graphs) and "max-autotune-no-cudagraphs", and eager at B=512 (issue #8's 45% MFU hunt)
+#   5. train      `aiayn train` of the paper-base translator on the bundled Bible corpus, ~25k-token batches
 #                 (§5.1), then test BLEU with beam 4
-#   5. bench-small, 6. bench-big   the small and paper-big presets
-# Each stage has a time limit and a share of one overall deadline (BUDGET seconds, default 540): a stage
+#   6. bench-small, 7. bench-big   the small and paper-big presets
+# Each stage has a time limit and a share of one overall deadline (BUDGET seconds, default 780): a stage
 # that fails or runs out of time leaves its log and the next stage still runs. Logs go to $OUT (or
 # ./gpu-out). Run from the repository root, with no install: `bash benchmarks/gpu_check.sh`.
 # STAGES="bench-base train" runs only those stages. DRY=1 runs every stage on the CPU with toy sizes, to
@@ -17,7 +19,7 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 PY=${PY:-python3}
-DEADLINE=$(( $(date +%s) + ${BUDGET:-540} ))
+DEADLINE=$(( $(date +%s) + ${BUDGET:-780} ))
 
 if [ "${DRY:-0}" = 1 ]; then
   DEV=cpu; BASE_B=4; SMALL_B=4; BIG_B=2; ROUNDS=1; STEPS=6; TOKENS=600; WARM=3; EVAL=3; PRESET=tiny; THREADS=2
@@ -28,7 +30,7 @@ fi
 TRAIN_FLAGS=${TRAIN_FLAGS:-}  # more `aiayn train` flags, e.g. "--steps 300 --no-final-test"
 export OUT PY DEV TRAIN_FLAGS BASE_B SMALL_B BIG_B ROUNDS STEPS TOKENS WARM EVAL PRESET THREADS
 
-want() { [[ " ${STAGES:-env tests bench-base train bench-small bench-big} " == *" $1 "* ]]; }
+want() { [[ " ${STAGES:-env tests bench-base bench-modes train bench-small bench-big} " == *" $1 "* ]]; }
 
 stage() {  # stage NAME LIMIT_SECONDS "COMMAND": run it under a time limit, log to $OUT/NAME.txt
   local name=$1 limit=$2 command=$3 left start rc
@@ -76,8 +78,9 @@ translate_run() {
 
 export -f env_report bench translate_run
 stage env 60 env_report
-stage tests 150 '"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py'
+stage tests 200 '"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py'
 TAIL=8 stage bench-base 170 'bench paper-base "$BASE_B" "aiayn,aiayn compile,nn.Transformer,HF Marian"'
+TAIL=8 stage bench-modes 200 'bench paper-base "$BASE_B" "aiayn compile,aiayn compile reduce-overhead,aiayn compile max-autotune-no-cudagraphs" && bench paper-base $(( 2 * BASE_B )) "aiayn,aiayn compile"'
 TAIL=30 stage train 230 translate_run
 TAIL=8 stage bench-small 90 'bench small "$SMALL_B" "aiayn,aiayn compile,nn.Transformer,HF Marian"'
 TAIL=8 stage bench-big 120 'bench paper-big "$BIG_B" "aiayn,aiayn compile,nn.Transformer"'

@@ -110,28 +110,33 @@ def make_batch(vocab: int, batch: int, src_len: int, tgt_len: int, seed: int = 0
 
 
 def step_fn(model: nn.Module, batch, device: torch.device, compile_model: bool = False,
-            bf16: bool = False) -> Callable[[], None]:
+            bf16: bool = False, compile_mode: str = "default") -> Callable[[], None]:
     """One training step: forward, label-smoothed loss (eps 0.1, pads ignored), backward, AdamW.
 
     fp32 on a CPU unless bf16; on a GPU bf16 autocast. Every contender gets torch's fused AdamW (one
-    kernel for all parameters, on a CPU too: 0.04 s instead of 0.30 s a paper-base step). aiayn's loss
-    is its trainer's (aiayn.training.label_smoothed_loss, the same formula in fewer passes over the
-    logits); the others' is F.cross_entropy, which their own training code calls.
+    kernel for all parameters, on a CPU too: 0.04 s instead of 0.30 s a paper-base step). aiayn's step
+    is its trainer's: logits only at the non-pad labels, picked by flat indices found on the host, and its
+    loss (aiayn.training.label_smoothed_loss, the same formula in fewer passes over the logits, reading
+    bf16 logits without an fp32 copy); ids come from its own tokenizer, so no range check reads them back
+    from a GPU. The others' loss is F.cross_entropy, which their own training code calls.
     """
     model.to(device).train()
     src, tgt_in, labels = (t.to(device) for t in batch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
-    forward = torch.compile(model) if compile_model else model
+    forward = torch.compile(model, mode=compile_mode) if compile_model else model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 or device.type == "cuda")
 
-    scored = labels != PAD
-    n_scored = int(scored.sum())
+    scored_index = (batch[2] != PAD).reshape(-1).nonzero().squeeze(1)  # on the host, as the trainer's batches
+    n_scored = scored_index.numel()
+    scored_index = scored_index.to(device)
+    scored_labels = labels.reshape(-1).index_select(0, scored_index)
 
     def step() -> None:
         with autocast:
             if isinstance(model, aiayn.Transformer):  # aiayn's trainer: logits only where a label is, its loss
-                logits = forward(src, tgt_in, positions=scored)
-                loss = label_smoothed_loss(logits.float(), labels[scored], 0.1, PAD) / n_scored
+                with model.ids_from_own_tokenizer():
+                    logits = forward(src, tgt_in, positions=scored_index)
+                loss = label_smoothed_loss(logits, scored_labels, 0.1, PAD) / n_scored
             else:
                 logits = forward(src, tgt_in).flatten(0, 1)
                 loss = F.cross_entropy(logits.float(), labels.flatten(), ignore_index=PAD, label_smoothing=0.1,
@@ -167,9 +172,11 @@ def build(name: str, cfg: aiayn.ModelConfig) -> nn.Module:
 
 def contender_step(name: str, cfg: aiayn.ModelConfig, batch, device: torch.device,
                    compile_all: bool = False) -> Callable[[], None]:
-    """The step of a contender by name: "... compile" compiles its forward, "... bf16" runs CPU bf16 autocast."""
-    return step_fn(build(name.removesuffix(" compile"), cfg), batch, device,
-                   compile_all or name.endswith(" compile"), bf16=name.endswith("bf16"))
+    """The step of a contender by name: "... compile" compiles its forward ("... compile MODE" in that
+    torch.compile mode, e.g. "aiayn compile max-autotune"), "... bf16" runs CPU bf16 autocast."""
+    model_name, compiled, mode = name.partition(" compile")
+    return step_fn(build(model_name, cfg), batch, device, compile_all or bool(compiled),
+                   bf16=name.endswith("bf16"), compile_mode=mode.strip() or "default")
 
 
 def peak_memory_mb(name: str, preset: str, shape: dict[str, int], threads: int, compile_all: bool) -> float:
@@ -212,7 +219,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--contenders", default="aiayn,nn.Transformer,HF Marian",
                         help='comma-separated; "aiayn bf16" runs aiayn under CPU bf16 autocast, '
-                             '"aiayn compile" (or any "... compile") compiles that contender\'s forward')
+                             '"aiayn compile" (or any "... compile") compiles that contender\'s forward, '
+                             '"aiayn compile max-autotune" in that torch.compile mode (reduce-overhead: CUDA graphs)')
     parser.add_argument("--batch", type=int, default=None, help="sentences per batch (default: the preset's)")
     parser.add_argument("--src-len", type=int, default=None, help="source length (default: the preset's)")
     parser.add_argument("--tgt-len", type=int, default=None, help="target length (default: the preset's)")

@@ -115,8 +115,42 @@ def test_training_on_cuda_learns_with_bf16_autocast_and_fused_adam(tmp_path: Pat
 
 
 def test_compiled_training_matches_eager_training_on_cuda(tmp_path: Path) -> None:
-    eager = train(_cfg(tmp_path, "eager", steps=12, log_every=1, precision="fp32"), log=lambda _: None)
-    compiled = train(_cfg(tmp_path, "compiled", steps=12, log_every=1, precision="fp32", compile=True),
+    # 4 steps: each new batch shape costs a compile (the H200 needed > 150 s for 12)
+    eager = train(_cfg(tmp_path, "eager", steps=4, log_every=1, precision="fp32"), log=lambda _: None)
+    compiled = train(_cfg(tmp_path, "compiled", steps=4, log_every=1, precision="fp32", compile=True),
                      log=lambda _: None)
-    for step in range(1, 13):
+    for step in range(1, 5):
         assert compiled.losses[step] == pytest.approx(eager.losses[step], rel=1e-4), step
+
+
+def test_a_training_step_on_cuda_never_waits_for_the_gpu(tmp_path: Path) -> None:
+    from aiayn.training.loop import Trainer
+
+    trainer = Trainer(_cfg(tmp_path, "nosync", steps=6), log=lambda _: None)
+    trainer.train_step().value()  # the first step allocates (pinned host memory, the caching allocator)
+    # any op that makes the host wait for the GPU (.item(), a boolean-mask index, a blocking copy) now raises
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        pending = [trainer.train_step() for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    losses = [loss.value() for loss in pending]
+    assert all(0 < loss < 10 for loss in losses), losses
+
+
+def test_a_nan_loss_on_cuda_stops_the_run_naming_its_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiayn.training import list_checkpoints, loop
+    from aiayn.training.loop import TrainingError
+
+    real_loss, calls = loop.label_smoothed_loss, {"n": 0}
+
+    def poisoned(logits, labels, *args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(logits, labels, *args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(loop, "label_smoothed_loss", poisoned)
+    # read back one step late on a GPU, but before the step-4 checkpoint is written
+    with pytest.raises(TrainingError, match=r"nan at step 3.*step_2"):
+        train(_cfg(tmp_path, "nan", steps=6, save_every=2, log_every=5), log=lambda _: None)
+    assert [p.name for p in list_checkpoints(tmp_path / "nan")] == ["step_2"]

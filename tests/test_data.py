@@ -142,6 +142,8 @@ def test_collate_layout_bos_target_eos() -> None:
     assert batch.tgt_in.tolist() == [[1, 5, 6, 9], [1, 4, 0, 0]]  # [BOS] + target, padded
     assert batch.labels.tolist() == [[5, 6, 9, 2], [4, 2, 0, 0]]  # target + [EOS], padded
     assert batch.n_tokens == 6 and batch.src.dtype == torch.long
+    assert batch.scored.tolist() == [0, 1, 2, 3, 4, 5]  # flat (B*T) indices of the non-pad labels, row by row
+    assert batch.scored_labels.tolist() == [5, 6, 9, 2, 4, 2]
 
 
 def test_bucketed_batches_waste_little_padding_on_either_side():

@@ -177,3 +177,35 @@ def test_positions_returns_the_logits_of_the_selected_positions_only(tiny_cfg):
     assert torch.allclose(model(src, tgt, positions=keep), model(src, tgt)[keep], atol=1e-6)
     with pytest.raises(ValueError, match="positions must be a bool tensor"):
         model(src, tgt, positions=keep.long())
+
+
+def test_positions_as_flat_indices_select_the_same_rows_and_gradients_as_the_mask(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(3, 6), random_ids(3, 5)
+    keep = torch.rand(3, 5) > 0.4
+    flat = keep.reshape(-1).nonzero().squeeze(1)  # (N,) indices into the 15 positions
+    by_mask, by_index = model(src, tgt, positions=keep), model(src, tgt, positions=flat)
+    assert by_index.shape == (int(keep.sum()), tiny_cfg.vocab_size)
+    assert torch.equal(by_index, by_mask)
+    weight = model.token_embedding.weight
+    grad_mask = torch.autograd.grad(by_mask.square().sum(), weight)[0]
+    grad_index = torch.autograd.grad(by_index.square().sum(), weight)[0]
+    assert grad_index.abs().max() > 0 and torch.allclose(grad_index, grad_mask, atol=1e-6)
+    with pytest.raises(ValueError, match="flat indices into its 15 positions"):
+        model(src, tgt, positions=flat.float())
+
+
+def test_ids_from_own_tokenizer_skips_only_the_value_check_and_restores_it(tiny_cfg):
+    model = Transformer(tiny_cfg)
+    too_big = torch.full((1, 4), tiny_cfg.vocab_size)
+    with model.ids_from_own_tokenizer():
+        model.check_ids(too_big, "src")  # no read-back, no error: the caller vouches for the values
+        with pytest.raises(TypeError, match="integer token ids"):  # dtype and shape are still checked
+            model.check_ids(too_big.float(), "src")
+    with pytest.raises(ValueError, match="outside"):
+        model.check_ids(too_big, "src")
+    with pytest.raises(RuntimeError, match="inside"):  # an error inside the block also restores the check
+        with model.ids_from_own_tokenizer():
+            raise RuntimeError("inside")
+    with pytest.raises(ValueError, match="outside"):
+        model.check_ids(too_big, "src")

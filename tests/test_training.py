@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import aiayn
-from aiayn.training import InverseSqrtSchedule, average_checkpoints, label_smoothed_loss, list_checkpoints
+from aiayn.training import InverseSqrtSchedule, average_checkpoints, base, label_smoothed_loss, list_checkpoints
 from aiayn.training.loop import TrainConfig, Trainer, TrainingError, read_metrics, train
 
 from .helpers_translation import write_corpus
@@ -86,6 +86,24 @@ def test_label_smoothed_loss_and_its_gradient_equal_torch_cross_entropy(reductio
     assert ours_error <= float((reference32_grad.double() - reference_grad).abs().max())  # torch's: 1.3e-6
 
 
+def test_label_smoothed_loss_reads_bf16_logits_as_their_fp32_copy_would_give() -> None:
+    torch.manual_seed(1)
+    logits = (torch.randn(30, 500) * 4).to(torch.bfloat16).requires_grad_()  # autocast's output dtype
+    labels = torch.randint(1, 500, (30,))
+    labels[25:] = 0  # padding
+    ours = label_smoothed_loss(logits, labels, 0.1)
+    (ours_grad,) = torch.autograd.grad(ours * 0.5, logits)
+    copied = logits.detach().float().requires_grad_()  # what the trainer did before: an fp32 copy first
+    reference = torch.nn.functional.cross_entropy(copied, labels, ignore_index=0, label_smoothing=0.1,
+                                                  reduction="sum")
+    (reference_grad,) = torch.autograd.grad(reference * 0.5, copied)
+    assert ours.dtype == torch.float32 and ours_grad.dtype == torch.bfloat16
+    assert float(ours.detach()) == pytest.approx(float(reference.detach()), rel=1e-6)  # same fp32 arithmetic
+    # the gradient differs from fp32's only by its rounding to bf16 (8 mantissa bits: relative 2^-8)
+    assert torch.allclose(ours_grad.float(), reference_grad, rtol=2 ** -8, atol=1e-6)
+    assert float(ours_grad[25:].abs().max()) == 0.0
+
+
 def test_label_smoothed_loss_refuses_a_second_backward_through_its_reused_buffer() -> None:
     logits = torch.randn(5, 11, requires_grad=True)
     loss = label_smoothed_loss(logits, torch.tensor([1, 2, 3, 0, 4]), 0.1)
@@ -143,9 +161,22 @@ def test_a_second_run_into_the_same_folder_needs_resume(tmp_path: Path) -> None:
         Trainer(_cfg(tmp_path, "run", steps=2))
 
 
+class _ReadLater(base.LossOnHost):
+    """A CPU loss handled as a GPU's is: read back by the loop after the next step was queued."""
+
+    def __init__(self, loss: torch.Tensor) -> None:
+        super().__init__(loss)
+        self.deferred = True
+
+
+@pytest.mark.parametrize("read_later", [False, True], ids=["read-at-once", "read-later-as-on-a-gpu"])
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         read_later: bool) -> None:
     from aiayn.training import loop
+
+    if read_later:  # the loop, not the step, finds the NaN: still before the step-6 checkpoint is written
+        monkeypatch.setattr(base, "LossOnHost", _ReadLater)
 
     calls = {"n": 0}
 
@@ -156,10 +187,17 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
     monkeypatch.setattr(loop, "label_smoothed_loss", poisoned)
     with pytest.raises(TrainingError, match=r"nan at step 5.*step_4"):
-        train(_cfg(tmp_path, "nan", save_every=2), log=lambda _: None)
+        train(_cfg(tmp_path, "nan", save_every=2, log_every=10), log=lambda _: None)
+    assert calls["n"] == (6 if read_later else 5)  # read later: step 6 ran before step 5's loss was read
     assert [p.name for p in list_checkpoints(tmp_path / "nan")] == ["step_2", "step_4"]
     model = aiayn.load(tmp_path / "nan" / "checkpoints" / "step_4")
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_bad_compile_mode_is_refused_naming_the_modes(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="compile_mode 'fastest' .* reduce-overhead, max-autotune"):
+        Trainer(_cfg(tmp_path, "mode", compile_mode="fastest"))
+    assert not (tmp_path / "mode").exists()  # refused before anything was written
 
 
 def test_checkpoints_keep_the_last_m_and_load(tmp_path: Path) -> None:

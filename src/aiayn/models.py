@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,18 @@ class TransformerBase(nn.Module):
         """Count every weight, bias and LayerNorm parameter once (tied tables counted once)."""
         return sum(p.numel() for p in self.parameters())
 
+    _ids_trusted = False  # True inside ids_from_own_tokenizer()
+
+    @contextmanager
+    def ids_from_own_tokenizer(self) -> Iterator[None]:
+        """Inside, forward skips the range check of id values (one GPU read-back per call): for callers whose
+        ids come from this model's own tokenizer, such as the trainer. Shapes and dtypes are still checked."""
+        previous, self._ids_trusted = self._ids_trusted, True
+        try:
+            yield
+        finally:
+            self._ids_trusted = previous
+
     def check_ids(self, ids: Tensor, name: str) -> None:
         """Raise a clear TypeError/ValueError unless ids is a (B, T) integer tensor of valid token ids."""
         if not isinstance(ids, Tensor):
@@ -76,8 +90,9 @@ class TransformerBase(nn.Module):
         if ids.shape[1] == 0:
             raise ValueError(f"{name} is empty (length 0): give at least one token")
         # The value check reads the ids back (a GPU sync) and would break a compiled graph: compiled code
-        # skips it (an id out of range then fails inside the embedding lookup instead).
-        if ids.numel() and not torch.compiler.is_compiling():
+        # skips it (an id out of range then fails inside the embedding lookup instead), and so does code
+        # inside ids_from_own_tokenizer() (the trainer, whose ids its tokenizer made).
+        if ids.numel() and not torch.compiler.is_compiling() and not self._ids_trusted:
             low, high = torch.stack(torch.aminmax(ids)).tolist()  # one read-back
             if low < 0 or high >= self.cfg.vocab_size:
                 raise ValueError(f"{name} holds ids outside [0, vocab_size={self.cfg.vocab_size}): "
@@ -180,7 +195,9 @@ class Transformer(TransformerBase):
         Masks (True = may attend) default from pad_id: src_mask (B, S); tgt_mask (B, T) is combined
         with the causal mask, a (T, T) or (B, T, T) one is used as given. `positions`, a (B, T) bool
         tensor, returns logits (N, vocab) only where it is True: training scores no padding, so it
-        skips the pre-softmax projection there (the largest matmul of a small model).
+        skips the pre-softmax projection there (the largest matmul of a small model). A (N,) integer
+        tensor of flat indices into the B*T positions selects the same rows without reading the mask back
+        from a GPU (the trainer's batches carry them: Batch.scored).
         """
         self.check_ids(src, "src")
         self.check_ids(tgt, "tgt")
@@ -191,16 +208,24 @@ class Transformer(TransformerBase):
             memory = self._encode(src, src_mask)
             hidden = self._decode(tgt, memory, src_keep, tgt_mask, hidden_only=True)  # (B, T, d)
             if positions is not None:
-                if positions.dtype != torch.bool or positions.shape != tgt.shape:
-                    raise ValueError(f"positions must be a bool tensor shaped like tgt {tuple(tgt.shape)}, got "
-                                     f"{positions.dtype} {tuple(positions.shape)}")
-                hidden = hidden[positions]  # (N, d)
+                hidden = self._select_positions(hidden, positions, tgt)  # (N, d)
             return self.output_logits(hidden)
         memory, enc_w = self.encode(src, src_mask, need_weights=True)
         logits, dec_w = self.decode(tgt, memory, src_mask=src_keep, tgt_mask=tgt_mask, need_weights=True)
         attentions = Attentions(encoder_self=[w["self"] for w in enc_w], decoder_self=[w["self"] for w in dec_w],
                                 cross=[w["cross"] for w in dec_w])
         return ModelOutput(logits, attentions)
+
+    @staticmethod
+    def _select_positions(hidden: Tensor, positions: Tensor, tgt: Tensor) -> Tensor:
+        """Rows of hidden (B, T, d) at `positions`: a (B, T) bool mask or (N,) flat indices -> (N, d)."""
+        if positions.dtype == torch.bool and positions.shape == tgt.shape:
+            return hidden[positions]  # a data-dependent size: the GPU reports N back
+        if positions.dtype in (torch.int64, torch.int32) and positions.dim() == 1:
+            return hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+        raise ValueError(f"positions must be a bool tensor shaped like tgt {tuple(tgt.shape)} or a 1-D tensor of "
+                         f"flat indices into its {tgt.numel()} positions, got {positions.dtype} "
+                         f"{tuple(positions.shape)}")
 
     def new_caches(self, capacity: int | None = None) -> list[LayerCache]:
         """Empty KV caches, one per decoder layer, for incremental decoding."""

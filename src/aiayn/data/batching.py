@@ -19,13 +19,23 @@ class Batch:
     tgt_in: Tensor
     labels: Tensor
     n_tokens: int  # real (non-pad) label tokens: what the loss is averaged over
+    scored: Tensor  # (n_tokens,) flat indices into (B*T) of the non-pad labels, found on the host
 
     def to(self, device: torch.device) -> Batch:
-        """The batch on `device` (unchanged if already there)."""
+        """The batch on `device` (unchanged if already there); to a GPU from pinned memory, without waiting."""
         if self.src.device == device:
             return self
-        return Batch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
-                     self.labels.to(device, non_blocking=True), self.n_tokens)
+        pin = device.type == "cuda"
+
+        def move(t: Tensor) -> Tensor:
+            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
+
+        return Batch(move(self.src), move(self.tgt_in), move(self.labels), self.n_tokens, move(self.scored))
+
+    @property
+    def scored_labels(self) -> Tensor:
+        """The non-pad labels (n_tokens,), in the order of `scored` (no GPU read-back: the indices are known)."""
+        return self.labels.reshape(-1).index_select(0, self.scored)
 
     @property
     def n_src_tokens(self) -> int:
@@ -41,7 +51,9 @@ def collate(examples: list[Example], pad_id: int = 0, bos_id: int = 1, eos_id: i
     tgt_in = [[bos_id] + tgt + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
     labels = [tgt + [eos_id] + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
     n_tokens = sum(len(tgt) + 1 for _, tgt in examples)
-    return Batch(torch.tensor(src_rows), torch.tensor(tgt_in), torch.tensor(labels), n_tokens)
+    label_ids = torch.tensor(labels)  # (B, T)
+    scored = label_ids.reshape(-1).ne(pad_id).nonzero().squeeze(1)  # (n_tokens,): on the host, no GPU sync
+    return Batch(torch.tensor(src_rows), torch.tensor(tgt_in), label_ids, n_tokens, scored)
 
 
 class TokenBatcher:

@@ -48,6 +48,29 @@ class TrainResult:
     stop_signal: int | None = None  # signal.SIGINT or signal.SIGTERM when interrupted
 
 
+class LossOnHost:
+    """A step's loss on its way to the host: from a GPU it is copied without stopping the CPU (so the next step
+    is queued meanwhile), and value() waits only if the copy has not landed; on a CPU it is there already."""
+
+    def __init__(self, loss: Tensor) -> None:
+        """Start the copy of the 0-d tensor `loss`."""
+        self.deferred = loss.device.type == "cuda"
+        self._ready: torch.cuda.Event | None = None
+        if self.deferred:
+            self._host = torch.empty((), dtype=loss.dtype, pin_memory=True)
+            self._host.copy_(loss, non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:
+            self._host = loss
+
+    def value(self) -> float:
+        """The loss as a float (waits for the GPU copy when it is still on its way)."""
+        if self._ready is not None:
+            self._ready.synchronize()
+        return float(self._host)
+
+
 class _StopFlag:
     """Ctrl-C / SIGTERM set a flag checked after each step; a second Ctrl-C stops at once.
 
@@ -250,40 +273,45 @@ class RankTrainer:
             self.model = sharded
 
     # --- training
-    def train_step(self) -> float:
-        """One optimizer step; returns the loss per scored token over all ranks."""
+    def train_step(self) -> LossOnHost:
+        """One optimizer step; returns the loss per scored token over all ranks (on its way to the host)."""
         raise NotImplementedError
 
     def _optimizer_step(self, batches: list[Any], loss_sum: Callable[[Any], Tensor],
-                        n_scored: int) -> tuple[float, int]:
+                        n_scored: int) -> tuple[LossOnHost, int]:
         """One optimizer step over this rank's `batches`, whose n_scored tokens loss_sum(batch) sums the loss of;
-        the gradients are exchanged after the last. Returns (loss per scored token, scored tokens), all ranks'."""
+        the gradients are exchanged after the last. Returns (loss per scored token, scored tokens), all ranks'.
+
+        On a CPU the loss is checked before the weights change. On a GPU nothing here waits for the GPU: the
+        loss comes back while the next step is queued, and the loop checks it then (a non-finite loss still
+        stops the run before any checkpoint is written from the weights it reached).
+        """
         world = self.dist.world_size
         n_tokens = int(self.dist.sum([n_scored])[0]) if world > 1 else n_scored  # the step's, on all ranks
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total: Tensor | None = None
         for i, batch in enumerate(batches):
-            with distributed.gradient_sync(self.net, world == 1 or i == len(batches) - 1):
+            with distributed.gradient_sync(self.net, world == 1 or i == len(batches) - 1), \
+                    self.model.ids_from_own_tokenizer():
                 loss = loss_sum(batch) / n_tokens
                 # Each rank's loss is its tokens' sum / the step's token count on ALL ranks. DDP (and FSDP)
                 # average the gradients over the W ranks; times W, that average is their sum: the gradient of
                 # one process training on all W ranks' batches (exactly, for W a power of two).
                 (loss * world if world > 1 else loss).backward()
-            total += loss.item()
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None
         if world > 1:
-            total = self.dist.sum([total])[0]
-        if not math.isfinite(total):
-            kept = list_checkpoints(self.run_dir)
-            raise TrainingError(f"the loss became {total} at step {self.step + 1}; stopped. The last good "
-                                f"checkpoint is {kept[-1] if kept else 'none'}: resume from it with a lower "
-                                f"--peak-lr / longer --warmup, or set --clip-norm")
+            total = torch.tensor(self.dist.sum([total.item()])[0])
+        reported = LossOnHost(total)
+        if not reported.deferred:
+            self._checked(reported.value(), self.step + 1)
         if self.cfg.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.step += 1
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule(self.step)
         self.optimizer.step()
-        return total, n_tokens
+        return reported, n_tokens
 
     def run(self) -> TrainResult:
         """Train to cfg.steps, evaluating and checkpointing on schedule; Ctrl-C saves and stops every rank cleanly."""
@@ -302,27 +330,47 @@ class RankTrainer:
             save_model(self.model, self.run_dir / "model", self.tokenizer)
             return self._final(losses)
 
+    def _checked(self, loss: float, step: int) -> float:
+        """The loss of `step`, or a TrainingError naming the step and the last good checkpoint if not finite."""
+        if not math.isfinite(loss):
+            kept = list_checkpoints(self.run_dir)
+            raise TrainingError(f"the loss became {loss} at step {step}; stopped. The last good "
+                                f"checkpoint is {kept[-1] if kept else 'none'}: resume from it with a lower "
+                                f"--peak-lr / longer --warmup, or set --clip-norm")
+        return loss
+
     def _train_loop(self) -> tuple[dict[int, float], int | None]:
         """Steps to cfg.steps or a stop request; returns (loss of each step, the stop signal or None)."""
         cfg = self.cfg
         losses: dict[int, float] = {}
+        pending: list[tuple[int, LossOnHost]] = []  # steps whose loss a GPU has not reported yet
+
+        def settle(keep_newest: bool) -> None:
+            """Read back (and check) the pending losses; keep_newest leaves the step just queued in flight."""
+            while len(pending) > keep_newest:
+                step, loss = pending.pop(0)
+                losses[step] = self._checked(loss.value(), step)
+
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.bar_label, unit="step", dynamic_ncols=True,
                    disable=not (sys.stderr.isatty() and self.dist.is_main))
         stop_signal = None
         with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
             while self.step < cfg.steps:
                 started = time.perf_counter()
-                loss = self.train_step()
+                pending.append((self.step + 1, self.train_step()))
                 self.train_seconds += time.perf_counter() - started
-                losses[self.step] = loss
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log_step(loss, bar)
+                log_due = self.step % cfg.log_every == 0 or self.step == cfg.steps
+                # before a log line, an evaluation or a checkpoint every loss so far is read and checked
+                settle(keep_newest=not (log_due or self._evaluation_due() or self._save_due()))
+                if log_due:
+                    self._log_step(losses[self.step], bar)
                 if self.step < cfg.steps:
                     self._on_schedule()
                 if self.dist.any(stop.requested):  # all ranks stop after the same step
                     stop_signal = stop.signal or signal.SIGINT
                     break
+            settle(keep_newest=False)
         bar.close()
         return losses, stop_signal
 
@@ -349,12 +397,16 @@ class RankTrainer:
             with self._full_model():
                 if self.dist.is_main:  # the other ranks wait in the next collective
                     self.evaluate()
-        if self.cfg.save_every and self.step % self.cfg.save_every == 0:
+        if self._save_due():
             self.save()
 
     def _evaluation_due(self) -> bool:
         """True every eval_every steps."""
         return bool(self.cfg.eval_every) and self.step % self.cfg.eval_every == 0
+
+    def _save_due(self) -> bool:
+        """True every save_every steps."""
+        return bool(self.cfg.save_every) and self.step % self.cfg.save_every == 0
 
     def evaluate(self) -> dict[str, Any]:
         """Validation metrics of the current model, logged (rank 0)."""

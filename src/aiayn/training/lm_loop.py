@@ -34,7 +34,7 @@ from ..data.lm import (
 )
 from ..models import DecoderLM, EncoderLM
 from ..tokenizer import train_bpe
-from .base import RankTrainer, TrainingError, TrainResult, train_on_every_rank
+from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 from .loop import _read_run_tokenizer, _start_run_folder, _truncate_metrics, plot_curves
 from .schedule import CosineSchedule, InverseSqrtSchedule
 
@@ -311,7 +311,7 @@ class LMTrainer(RankTrainer):
                 batches.append(self._inputs_and_labels(x, y, torch.Generator().manual_seed(seed)))
         return batches
 
-    def train_step(self) -> float:
+    def train_step(self) -> LossOnHost:
         """One optimizer step on this rank's batches; returns the loss (nats per scored token, over all ranks)."""
         self.net.train()
         batches = self._rank_batches()

@@ -31,13 +31,14 @@ from ..saving import (
     save_tokenizer,
 )
 from ..tokenizer import EOS_ID, check_fits, encode_batch, load_tokenizer, train_bpe
-from .base import RankTrainer, TrainingError, TrainResult, train_on_every_rank
+from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 from .loss import label_smoothed_loss
 from .schedule import InverseSqrtSchedule
 
 TRAIN_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
 @dataclass
@@ -89,6 +90,10 @@ class TrainConfig:
     # benchmarks/train.py, paper-base: 1.43x eager on an H200 (bf16, B=256); 0.96x on the 2-core CPU. The
     # first steps compile (tens of seconds to minutes), for dynamic shapes: new batch shapes need no recompiling.
     compile: bool = False
+    # torch.compile's mode: "default", "reduce-overhead" (CUDA graphs: fewer launches, but a graph per batch
+    # shape), "max-autotune" (tries matmul kernels; long compiles), "max-autotune-no-cudagraphs". A mode other
+    # than "default" implies compile.
+    compile_mode: str = "default"
     # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
     fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
@@ -267,6 +272,9 @@ class Trainer(RankTrainer):
             self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
         except ValueError as error:
             raise TrainingError(f"TrainConfig.{error}") from None
+        if cfg.compile_mode not in COMPILE_MODES:
+            raise TrainingError(f"compile_mode {cfg.compile_mode!r} is not a torch.compile mode: use one of "
+                                f"{', '.join(COMPILE_MODES)}")
         self.run_dir = Path(cfg.out)
         checkpoints = self._run_folder(self.run_dir, resume)
         if cfg.threads:
@@ -301,8 +309,9 @@ class Trainer(RankTrainer):
         self.write = _start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
         self._batches = self.batcher.epoch(self.epoch)
         self._wrap()
-        if cfg.compile:  # batches differ in shape: dynamic shapes spare a recompilation per new (B, T)
-            self.net = torch.compile(self.net, dynamic=True)
+        if cfg.compile or cfg.compile_mode != "default":
+            # batches differ in shape: dynamic shapes spare a recompilation per new (B, T)
+            self.net = torch.compile(self.net, dynamic=True, mode=cfg.compile_mode)
 
     def _tokenizer_and_config(self, resume: bool) -> tuple[Tokenizer, ModelConfig]:
         """Rank 0: the run folder's tokenizer and model settings on --resume, else a joint BPE learned now."""
@@ -357,7 +366,7 @@ class Trainer(RankTrainer):
         batch = self.batcher.batch(indices, self.model.cfg.pad_id, self.model.cfg.bos_id, self.model.cfg.eos_id)
         return batch.to(self.device)
 
-    def train_step(self) -> float:
+    def train_step(self) -> LossOnHost:
         """One optimizer step over `accumulate` batches (on each rank); returns the smoothed loss per target token."""
         self.net.train()
         batches = [self._next_batch() for _ in range(self.cfg.accumulate)]
@@ -367,11 +376,10 @@ class Trainer(RankTrainer):
 
     def _loss_sum(self, batch: Batch) -> Tensor:
         """The label-smoothed loss of a batch's target tokens, summed (§5.4)."""
-        pad_id = self.model.cfg.pad_id
-        scored = batch.labels != pad_id  # (B, T): padding gets no logits at all
         with autocast(self.device, self.autocast_dtype):
-            logits = self.net(batch.src, batch.tgt_in, positions=scored)  # (N, V): teacher forcing
-        return label_smoothed_loss(logits.float(), batch.labels[scored], self.cfg.label_smoothing, pad_id)
+            # (N, V): teacher forcing, logits only at the N non-pad labels (indices found on the host: no sync)
+            logits = self.net(batch.src, batch.tgt_in, positions=batch.scored)
+        return label_smoothed_loss(logits, batch.scored_labels, self.cfg.label_smoothing, self.model.cfg.pad_id)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -385,7 +393,6 @@ class Trainer(RankTrainer):
             batch = batcher.batch(indices).to(self.device)
             with autocast(self.device, self.autocast_dtype):
                 logits = model(batch.src, batch.tgt_in)
-            logits = logits.float()
             smoothed += float(label_smoothed_loss(logits, batch.labels, self.cfg.label_smoothing, model.cfg.pad_id))
             nll += float(label_smoothed_loss(logits, batch.labels, 0.0, model.cfg.pad_id))
             tokens += batch.n_tokens

@@ -20,13 +20,15 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: Tensor, labels: Tensor, epsilon: float, pad_id: int) -> Tensor:  # type: ignore[override]
         """Sum over the non-pad rows of -(1 - eps) log p(label) - eps / V sum_k log p(k)."""
         vocab = logits.shape[1]
-        log_probs = torch.log_softmax(logits, dim=1)  # (N, V)
+        # half-precision logits (autocast) are read once and softmaxed in fp32, never copied to fp32 first
+        wide = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else None
+        log_probs = torch.log_softmax(logits, dim=1, dtype=wide)  # (N, V)
         keep = labels != pad_id  # (N,)
         index = labels.masked_fill(~keep, 0)[:, None]  # (N, 1): pad rows read column 0, then weigh 0
         picked = log_probs.gather(1, index).squeeze(1)  # (N,) log p(label)
         per_row = -(1.0 - epsilon) * picked - (epsilon / vocab) * log_probs.sum(1)  # (N,)
         ctx.save_for_backward(log_probs, index, keep)
-        ctx.epsilon = epsilon
+        ctx.epsilon, ctx.logits_dtype = epsilon, logits.dtype
         return (per_row * keep).sum()
 
     @staticmethod
@@ -40,7 +42,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         # log-probabilities (a second backward through this graph fails torch's in-place check)
         out = log_probs.exp_().sub_(epsilon / vocab).mul_(weight)  # (N, V)
         out.scatter_add_(1, index, weight * -(1.0 - epsilon))
-        return out, None, None, None
+        return out.to(ctx.logits_dtype), None, None, None
 
 
 def label_smoothed_loss(logits: Tensor, labels: Tensor, epsilon: float = 0.1, pad_id: int = 0,
@@ -50,7 +52,8 @@ def label_smoothed_loss(logits: Tensor, labels: Tensor, epsilon: float = 0.1, pa
 
     logits (B, T, V) or (N, V), labels (B, T) or (N,). reduction "sum" (the caller divides by the token
     count) or "mean" (over the non-pad labels). Equals F.cross_entropy(logits, labels,
-    ignore_index=pad_id, label_smoothing=epsilon) up to float rounding, gradients too.
+    ignore_index=pad_id, label_smoothing=epsilon) up to float rounding, gradients too. bf16/fp16 logits
+    are computed on in fp32 without an fp32 copy; the loss is fp32, their gradient in their own dtype.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
