@@ -358,11 +358,11 @@ class RankTrainer:
             while self.step < cfg.steps:
                 started = time.perf_counter()
                 pending.append((self.step + 1, self.train_step()))
-                self.train_seconds += time.perf_counter() - started
-                bar.update(1)
                 log_due = self.step % cfg.log_every == 0 or self.step == cfg.steps
                 # before a log line, an evaluation or a checkpoint every loss so far is read and checked
                 settle(keep_newest=not (log_due or self._evaluation_due() or self._save_due()))
+                self.train_seconds += time.perf_counter() - started  # waiting for the GPU included
+                bar.update(1)
                 if log_due:
                     self._log_step(losses[self.step], bar)
                 if self.step < cfg.steps:
