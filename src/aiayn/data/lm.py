@@ -100,7 +100,8 @@ def train_wordpiece_tokenizer(text: str, vocab_size: int = 8000) -> Tokenizer:
     """BERT's tokenizer for masked-LM: WordPiece over words and punctuation, ids 0-3 as above, [MASK]=4.
 
     Splitting punctuation from words (BERT's pre-tokenizer) lets "[MASK]." stand for one word; "##" marks
-    word continuations, which the decoder joins back.
+    word continuations, which the decoder joins back. Not reproducible between calls: the trainer numbers
+    its "##" pieces in hash-map order, which breaks merge ties (huggingface/tokenizers#1794).
     """
     tokenizer = Tokenizer(models.WordPiece(unk_token="<unk>"))
     tokenizer.normalizer = normalizers.NFC()
