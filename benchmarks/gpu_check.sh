@@ -6,6 +6,8 @@
 #                 nn.Transformer, HF Marian; MFU against the bf16 matmul peak measured in the same run
 #   4. bench-modes paper-base aiayn only: compiled in torch.compile's default mode against "reduce-overhead"
 #                 (CUDA graphs) and "max-autotune-no-cudagraphs", and eager at B=512 (issue #8's 45% MFU hunt)
+#   4b. profile   benchmarks/profile_step.py: where aiayn's paper-base step spends device time (kernel kinds,
+#                 the idle share), eager and compiled
 #   5. train      `aiayn train` of the paper-base translator on the bundled Bible corpus, ~25k-token batches
 #                 (§5.1), then test BLEU with beam 4
 #   6. bench-small, 7. bench-big   the small and paper-big presets
@@ -30,7 +32,7 @@ fi
 TRAIN_FLAGS=${TRAIN_FLAGS:-}  # more `aiayn train` flags, e.g. "--steps 300 --no-final-test"
 export OUT PY DEV TRAIN_FLAGS BASE_B SMALL_B BIG_B ROUNDS STEPS TOKENS WARM EVAL PRESET THREADS
 
-want() { [[ " ${STAGES:-env tests bench-base bench-modes train bench-small bench-big} " == *" $1 "* ]]; }
+want() { [[ " ${STAGES:-env tests bench-base bench-modes profile train bench-small bench-big} " == *" $1 "* ]]; }
 
 stage() {  # stage NAME LIMIT_SECONDS "COMMAND": run it under a time limit, log to $OUT/NAME.txt
   local name=$1 limit=$2 command=$3 left start rc
@@ -81,6 +83,7 @@ stage env 60 env_report
 stage tests 200 '"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py'
 TAIL=8 stage bench-base 170 'bench paper-base "$BASE_B" "aiayn,aiayn compile,nn.Transformer,HF Marian"'
 TAIL=8 stage bench-modes 200 'bench paper-base "$BASE_B" "aiayn compile,aiayn compile reduce-overhead,aiayn compile max-autotune-no-cudagraphs" && bench paper-base $(( 2 * BASE_B )) "aiayn,aiayn compile"'
+TAIL=60 stage profile 150 'for c in aiayn "aiayn compile"; do "$PY" benchmarks/profile_step.py --device "$DEV" --preset paper-base --batch "$BASE_B" --contender "$c" --top 15; done'
 TAIL=30 stage train 230 translate_run
 TAIL=8 stage bench-small 90 'bench small "$SMALL_B" "aiayn,aiayn compile,nn.Transformer,HF Marian"'
 TAIL=8 stage bench-big 120 'bench paper-big "$BIG_B" "aiayn,aiayn compile,nn.Transformer"'
