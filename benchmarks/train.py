@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import configure_threads, interleaved, matmul_peak_flops, median  # noqa: E402
 
 import aiayn  # noqa: E402
+import aiayn.runtime  # noqa: E402
 from aiayn.training import label_smoothed_loss  # noqa: E402
 
 PRESETS = {"small": dict(batch=32, src_len=64, tgt_len=64), "paper-base": dict(batch=16, src_len=64, tgt_len=64),
@@ -179,14 +181,16 @@ def contender_step(name: str, cfg: aiayn.ModelConfig, batch, device: torch.devic
                    bf16=name.endswith("bf16"), compile_mode=mode.strip() or "default")
 
 
-def peak_memory_mb(name: str, preset: str, shape: dict[str, int], threads: int, compile_all: bool) -> float:
+def peak_memory_mb(name: str, preset: str, shape: dict[str, int], threads: int, compile_all: bool,
+                   tune_allocator: bool = False) -> float:
     """Peak resident memory (MB) that 3 steps of one contender add to a fresh process (CPU): the model,
     its gradients, Adam's state and the activations; the libraries loaded before are not counted.
 
     Read from /proc/self/status VmHWM, which a new program starts afresh (ru_maxrss would carry over the
-    parent's peak through fork and exec).
+    parent's peak through fork and exec). With tune_allocator the child tunes malloc as the timed process did.
     """
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {__file__.rsplit('/', 1)[0]!r});"
+            + ("from aiayn.runtime import tune_cpu_allocator; tune_cpu_allocator();" if tune_allocator else "") +
             f"import train as t, torch; torch.set_num_threads({threads});"
             f"hwm=lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]);"
             f"cfg=t.config_for({preset!r}); s={shape!r}; base=hwm();"
@@ -230,7 +234,15 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true", help="skip the per-contender peak-memory runs")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender's forward")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="tune glibc malloc for the whole process first (aiayn.runtime.tune_cpu_allocator, "
+                             "what `aiayn train` does): every contender gets it")
     args = parser.parse_args()
+    if args.tune_allocator:
+        print(f"allocator: {aiayn.runtime.tune_cpu_allocator() or 'not glibc, nothing tuned'} (--tune-allocator)")
+    else:
+        env = " ".join(f"{key}={value}" for key, value in os.environ.items() if key.startswith("MALLOC_"))
+        print(f"allocator: not tuned (no --tune-allocator){'; environment: ' + env if env else ''}")
 
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -284,7 +296,7 @@ def main() -> None:
         elif on_gpu:
             memory = cuda_peak_memory_mb(steps[name], device)
         else:
-            memory = peak_memory_mb(name, args.preset, shape, args.threads, args.compile)
+            memory = peak_memory_mb(name, args.preset, shape, args.threads, args.compile, args.tune_allocator)
         mfu = flops / t / max(peak, peak_after)
         results[name] = dict(seconds=t, tokens_per_s=target_tokens / t, mfu=mfu, peak_mb=memory,
                              ratios=ratios, times=times[name])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -145,6 +146,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from .training.loop import TRAIN_FILE, TrainConfig, train
 
+    _tune_allocator(args)
     if _train_task(args) != "translate":
         return cmd_train_lm(args)
     flags = _task_flags(args, TrainConfig, "translate")
@@ -167,6 +169,18 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {cfg.beam}:")
         print(result.test_scores)
     print(f"model: {result.run_dir / 'model'}")
+
+
+def _tune_allocator(args: argparse.Namespace) -> None:
+    """Tune glibc malloc for the training loop (aiayn.runtime) unless --no-tune-allocator, only when this command
+    is the whole process (`aiayn train`, `python -m aiayn train`; not `main([...])` called from Python)."""
+    if not args.tune_allocator or not getattr(args, "owns_process", False):
+        return
+    from .runtime import tune_cpu_allocator
+
+    line = tune_cpu_allocator()
+    if line and os.environ.get("RANK", "0") == "0":  # under torchrun every rank tunes itself, rank 0 says so
+        print(line, file=sys.stderr, flush=True)
 
 
 def _stopped(result: object) -> bool:
@@ -206,6 +220,11 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", choices=("translate", "lm", "mlm"), default=None,
                         help="translate (default): encoder-decoder; lm: GPT-style DecoderLM; mlm: BERT-style "
                              "EncoderLM (a resumed run keeps its task)")
+    parser.add_argument("--tune-allocator", action=argparse.BooleanOptionalAction, default=True,
+                        help="on Linux with glibc, keep freed blocks up to 1 GiB in malloc's heap for reuse instead "
+                             "of unmapping them (no page faults each step: paper-base step ~1.08x, ~350 MB more "
+                             "resident); --no-tune-allocator keeps glibc's defaults. MALLOC_*_ variables in the "
+                             "environment win (default: on)")
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
                 for f in dataclasses.fields(TrainConfig)}
     lm_defaults = _lm_train_defaults()
@@ -632,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `aiayn` and `python -m aiayn`."""
     args = build_parser().parse_args(argv)
+    args.owns_process = argv is None  # the command line of this process: process-wide settings may apply
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)
