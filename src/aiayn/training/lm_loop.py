@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .. import distributed
@@ -33,9 +32,11 @@ from ..data.lm import (
     train_wordpiece_tokenizer,
 )
 from ..models import DecoderLM, EncoderLM
+from ..precision import autocast
 from ..tokenizer import train_bpe
 from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 from .loop import _read_run_tokenizer, _start_run_folder, _truncate_metrics, plot_curves
+from .loss import fp32_cross_entropy
 from .schedule import CosineSchedule, InverseSqrtSchedule
 
 TASKS = ("lm", "mlm")
@@ -96,6 +97,10 @@ class LMTrainConfig:
     seed: int = 1
     threads: int = 0
     device: str = "auto"
+    # Not in the paper (fp32): "auto" runs the forward under bf16 autocast where the hardware multiplies bf16
+    # fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". The cross entropy is
+    # taken on fp32 log-probabilities either way. See precision.py.
+    precision: str = "auto"
     # --- several processes (`torchrun --nproc_per_node N -m aiayn train --task lm ...`): see aiayn.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
     fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
@@ -189,8 +194,8 @@ def make_tokenizer(kind: str, text: str, vocab_size: int, task: str) -> Any:
 
 
 def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross entropy over the chosen positions only (labels != IGNORE_INDEX); logits (B, T, V)."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    """Mean cross entropy over the chosen positions only (labels != IGNORE_INDEX); logits (B, T, V), any dtype."""
+    return fp32_cross_entropy(logits, labels, IGNORE_INDEX)
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -209,6 +214,7 @@ class LMTrainer(RankTrainer):
     def __init__(self, cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
         """Read and split the text, learn or load the tokenizer, build or restore model and optimizer."""
         self.cfg = cfg = self._join(cfg, log)
+        self._choose_precision()
         self.run_dir = Path(cfg.out)
         checkpoints = self._run_folder(self.run_dir, resume)
         if cfg.threads:
@@ -235,7 +241,8 @@ class LMTrainer(RankTrainer):
         self._place((DecoderLM if cfg.task == "lm" else EncoderLM)(model_cfg))
         self.schedule = cfg.lr_schedule(model_cfg.d_model)
         self.optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=self.schedule(1),
-                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                           fused=self._fused_optimizer() or None)
         # The windows (and mlm's masking seeds) of every rank come from this one stream, the same on all ranks;
         # restored on resume, so a run continues exactly with any ranks and accumulate of the same product.
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -281,18 +288,19 @@ class LMTrainer(RankTrainer):
         return (x, y) if self.cfg.task == "lm" else self._mask(x, generator)
 
     def _logits(self, module: torch.nn.Module, inputs: Tensor) -> Tensor:
-        """Logits (B, T, V) of `module` (the model, or DDP around it) for windows (B, T)."""
+        """Logits (B, T, V) of `module` (the model, or DDP around it) for windows (B, T), under the run's autocast
+        (bf16 logits with bf16 autocast)."""
         inputs = inputs.to(self.device)
-        if self.cfg.task == "lm":
-            return module(inputs)  # causal: next token
-        return module(inputs, torch.ones_like(inputs, dtype=torch.bool))  # no padding in windows
+        with autocast(self.device, self.autocast_dtype):
+            if self.cfg.task == "lm":
+                return module(inputs)  # causal: next token
+            return module(inputs, torch.ones_like(inputs, dtype=torch.bool))  # no padding in windows
 
     def _loss_sum(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Cross entropy of a training batch's scored tokens (all for lm, the chosen ones for mlm), summed."""
         inputs, labels = batch
         logits = self._logits(self.net, inputs)  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), labels.to(self.device).flatten(), ignore_index=IGNORE_INDEX,
-                               reduction="sum")
+        return fp32_cross_entropy(logits, labels.to(self.device), IGNORE_INDEX, reduction="sum")
 
     def _rank_batches(self) -> list[tuple[Tensor, Tensor]]:
         """This rank's `accumulate` batches of the step's ranks x accumulate (inputs, labels) batches.
@@ -339,7 +347,7 @@ class LMTrainer(RankTrainer):
             inputs, labels = self._inputs_and_labels(ids[offsets], ids[offsets + 1], generator)
             logits = self._logits(self.model, inputs).flatten(0, 1)  # (B * T, V)
             labels = labels.to(self.device).flatten()  # (B * T,)
-            total += float(F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum"))
+            total += float(fp32_cross_entropy(logits, labels, IGNORE_INDEX, reduction="sum"))
             chosen = labels != IGNORE_INDEX  # lm: every position
             scored += int(chosen.sum())
             if cfg.task == "mlm":
@@ -372,7 +380,7 @@ class LMTrainer(RankTrainer):
         cfg = self.cfg
         self.log(f"{self.model.model_type}: {self.model.num_parameters():,} parameters; batches of "
                  f"{cfg.batch_size} x {cfg.context} tokens; {cfg.schedule} schedule, peak lr {cfg.peak_lr:g}; "
-                 f"torch threads {torch.get_num_threads()}")
+                 f"torch threads {torch.get_num_threads()}; {self.precision_name}")
 
     def _final(self, losses: dict[int, float]) -> LMTrainResult:
         """The final validation on the whole split and the run's result."""

@@ -21,7 +21,7 @@ from ..config import ModelConfig
 from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, load_corpus
 from ..models import Transformer
-from ..precision import autocast, autocast_dtype
+from ..precision import autocast
 from ..saving import (
     CONFIG_FILE,
     TOKENIZER_FILE,
@@ -268,10 +268,7 @@ class Trainer(RankTrainer):
     def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
         """Read the corpus, train or load the BPE, build or restore the model, optimizer and data position."""
         self.cfg = cfg = self._join(cfg, log)
-        try:
-            self.autocast_dtype = autocast_dtype(cfg.precision, self.device)
-        except ValueError as error:
-            raise TrainingError(f"TrainConfig.{error}") from None
+        self._choose_precision()
         if cfg.compile_mode not in COMPILE_MODES:
             raise TrainingError(f"compile_mode {cfg.compile_mode!r} is not a torch.compile mode: use one of "
                                 f"{', '.join(COMPILE_MODES)}")
@@ -295,13 +292,9 @@ class Trainer(RankTrainer):
         self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
         self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
         self.schedule = cfg.schedule(model_cfg.d_model)
-        # The fused Adam (one kernel for all parameters, on a CPU too) gives the loop's update up to float
-        # rounding, faster: 0.04 s instead of 0.30 s a paper-base step on 2 CPU cores. FSDP's shards take it
-        # on a CPU (tested, gloo), so one process and FSDP round alike; on a GPU they were not tested with it.
-        fused = self.device.type == "cpu" or (self.device.type == "cuda" and not self.sharded)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule(1),
                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                          fused=fused or None)
+                                          fused=self._fused_optimizer() or None)
         self.step, self.epoch, self.position = 0, 0, 0
         self.tokens_seen, self.train_seconds = 0, 0.0
         if resume:
@@ -435,7 +428,7 @@ class Trainer(RankTrainer):
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {self.cfg.batch_tokens} tokens per epoch; "
                  f"peak lr {self.schedule.peak:.2e} at step {self.cfg.warmup}; torch threads "
-                 f"{torch.get_num_threads()}; {'bf16 autocast' if self.autocast_dtype else 'fp32'}")
+                 f"{torch.get_num_threads()}; {self.precision_name}")
 
     def _evaluation_due(self) -> bool:
         """Every eval_every steps, and at the test_bleu_at steps."""
