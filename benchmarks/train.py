@@ -119,7 +119,7 @@ def step_fn(model: nn.Module, batch, device: torch.device, compile_model: bool =
     kernel for all parameters, on a CPU too: 0.04 s instead of 0.30 s a paper-base step). aiayn's step
     is its trainer's: logits only at the non-pad labels, picked by flat indices found on the host, and its
     loss (aiayn.training.label_smoothed_loss, the same formula in fewer passes over the logits, reading
-    bf16 logits without an fp32 copy); ids come from its own tokenizer, so no range check reads them back
+    bf16 logits as they are); ids come from its own tokenizer, so no range check reads them back
     from a GPU. The others' loss is F.cross_entropy, which their own training code calls.
     """
     model.to(device).train()

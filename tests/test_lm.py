@@ -162,6 +162,22 @@ def test_resume_continues_exactly(text_file: Path) -> None:
         assert torch.equal(p, q), name
 
 
+def test_a_run_from_before_the_precision_setting_resumes_in_fp32(text_file: Path, capsys: pytest.CaptureFixture,
+                                                                  tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "old-run"
+    assert main(["train", "--task", "lm", "--data", str(text_file), "--out", str(out), "--steps", "2",
+                 "--precision", "fp32", *TINY_FLAGS]) == 0
+    settings = json.loads((out / "train.json").read_text(encoding="utf-8"))
+    del settings["precision"]  # as the runs written before --precision existed (they trained in fp32)
+    (out / "train.json").write_text(json.dumps(settings), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--steps", "3"]) == 0
+    logged = capsys.readouterr()
+    assert "; fp32" in logged.out + logged.err and "bf16 autocast" not in logged.out + logged.err
+
+
 def test_bpe_language_model(text_file: Path, capsys: pytest.CaptureFixture) -> None:
     out = text_file.parent / "lm-bpe"
     assert main(["train", "--task", "lm", "--tokenizer", "bpe", "--vocab-size", "400", "--data", str(text_file),

@@ -310,7 +310,9 @@ def cmd_train_lm(args: argparse.Namespace) -> None:
         values: dict[str, object] = LMTrainConfig.read_toml(args.config) if args.config else {}
         out = Path(str(flags.get("out", values.get("out", LMTrainConfig.out))))
         if args.resume and (out / TRAIN_FILE).is_file():  # the run's own settings, then the file, then flags
-            values = {**json.loads((out / TRAIN_FILE).read_text(encoding="utf-8")), **values}
+            run = json.loads((out / TRAIN_FILE).read_text(encoding="utf-8"))
+            run.setdefault("precision", "fp32")  # a run from before --precision trained in fp32: resume it so
+            values = {**run, **values}
         cfg = LMTrainConfig.from_dict({**values, **flags})
         result = train_lm(cfg, resume=args.resume)
     except _user_errors() as error:

@@ -22,7 +22,8 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: Tensor, labels: Tensor, epsilon: float, pad_id: int) -> Tensor:  # type: ignore[override]
         """Sum over the non-pad rows of -(1 - eps) log p(label) - eps / V sum_k log p(k)."""
         vocab = logits.shape[1]
-        # half-precision logits (autocast) are read once and softmaxed in fp32, never copied to fp32 first
+        # half-precision logits (autocast) are softmaxed in fp32; torch converts bf16 on the way in (the same
+        # copy as logits.float()), fp16 on CUDA it reads as is
         wide = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) else None
         log_probs = torch.log_softmax(logits, dim=1, dtype=wide)  # (N, V)
         keep = labels != pad_id  # (N,)
@@ -55,7 +56,7 @@ def label_smoothed_loss(logits: Tensor, labels: Tensor, epsilon: float = 0.1, pa
     logits (B, T, V) or (N, V), labels (B, T) or (N,). reduction "sum" (the caller divides by the token
     count) or "mean" (over the non-pad labels). Equals F.cross_entropy(logits, labels,
     ignore_index=pad_id, label_smoothing=epsilon) up to float rounding, gradients too. bf16/fp16 logits
-    are computed on in fp32 without an fp32 copy; the loss is fp32, their gradient in their own dtype.
+    are taken as they are (log-probabilities in fp32); the loss is fp32, their gradient in their own dtype.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
