@@ -209,3 +209,16 @@ def test_ids_from_own_tokenizer_skips_only_the_value_check_and_restores_it(tiny_
             raise RuntimeError("inside")
     with pytest.raises(ValueError, match="outside"):
         model.check_ids(too_big, "src")
+
+
+def test_encoder_lm_positions_give_the_full_logits_rows(tiny_cfg):
+    model = EncoderLM(tiny_cfg).eval()
+    ids = random_ids(3, 7)
+    chosen = torch.rand(3, 7) < 0.3
+    chosen[0, 0] = True  # at least one
+    flat = chosen.reshape(-1).nonzero().squeeze(1)
+    full = model(ids)  # (3, 7, V)
+    assert torch.allclose(model(ids, positions=flat), full[chosen], atol=1e-6)
+    assert torch.allclose(model(ids, positions=chosen), full[chosen], atol=1e-6)
+    with pytest.raises(ValueError, match="shaped like ids"):
+        model(ids, positions=chosen[:, :3])

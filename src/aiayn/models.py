@@ -37,6 +37,16 @@ class ModelOutput:
     attentions: Attentions
 
 
+def select_positions(hidden: Tensor, positions: Tensor, ids: Tensor, name: str) -> Tensor:
+    """Rows of hidden (B, T, d) at `positions`: a (B, T) bool mask like ids, or (N,) flat indices -> (N, d)."""
+    if positions.dtype == torch.bool and positions.shape == ids.shape:
+        return hidden[positions]  # a data-dependent size: the GPU reports N back
+    if positions.dtype in (torch.int64, torch.int32) and positions.dim() == 1:
+        return hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
+    raise ValueError(f"positions must be a bool tensor shaped like {name} {tuple(ids.shape)} or a 1-D tensor of "
+                     f"flat indices into its {ids.numel()} positions, got {positions.dtype} {tuple(positions.shape)}")
+
+
 class TransformerBase(nn.Module):
     """What every model shares: its config, ids checks, weight init, parameter counts, saving."""
 
@@ -208,24 +218,13 @@ class Transformer(TransformerBase):
             memory = self._encode(src, src_mask)
             hidden = self._decode(tgt, memory, src_keep, tgt_mask, hidden_only=True)  # (B, T, d)
             if positions is not None:
-                hidden = self._select_positions(hidden, positions, tgt)  # (N, d)
+                hidden = select_positions(hidden, positions, tgt, "tgt")  # (N, d)
             return self.output_logits(hidden)
         memory, enc_w = self.encode(src, src_mask, need_weights=True)
         logits, dec_w = self.decode(tgt, memory, src_mask=src_keep, tgt_mask=tgt_mask, need_weights=True)
         attentions = Attentions(encoder_self=[w["self"] for w in enc_w], decoder_self=[w["self"] for w in dec_w],
                                 cross=[w["cross"] for w in dec_w])
         return ModelOutput(logits, attentions)
-
-    @staticmethod
-    def _select_positions(hidden: Tensor, positions: Tensor, tgt: Tensor) -> Tensor:
-        """Rows of hidden (B, T, d) at `positions`: a (B, T) bool mask or (N,) flat indices -> (N, d)."""
-        if positions.dtype == torch.bool and positions.shape == tgt.shape:
-            return hidden[positions]  # a data-dependent size: the GPU reports N back
-        if positions.dtype in (torch.int64, torch.int32) and positions.dim() == 1:
-            return hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)
-        raise ValueError(f"positions must be a bool tensor shaped like tgt {tuple(tgt.shape)} or a 1-D tensor of "
-                         f"flat indices into its {tgt.numel()} positions, got {positions.dtype} "
-                         f"{tuple(positions.shape)}")
 
     def new_caches(self, capacity: int | None = None) -> list[LayerCache]:
         """Empty KV caches, one per decoder layer, for incremental decoding."""
@@ -276,10 +275,13 @@ class EncoderLM(TransformerBase):
         return (hidden, weights) if need_weights else hidden
 
     def forward(self, ids: Tensor, mask: Tensor | None = None, return_attention: bool = False,
-                token_types: Tensor | None = None) -> Tensor | ModelOutput:
-        """MLM logits (B, S, vocab) for every position."""
+                token_types: Tensor | None = None, positions: Tensor | None = None) -> Tensor | ModelOutput:
+        """MLM logits (B, S, vocab) for every position; with `positions` ((B, S) bool or (N,) flat indices, as
+        Transformer.forward takes) only there, (N, vocab): training scores only the chosen tokens."""
         hidden, weights = self.encode(ids, mask, need_weights=True, token_types=token_types) \
             if return_attention else (self.encode(ids, mask, token_types=token_types), None)
+        if positions is not None and not return_attention:
+            hidden = select_positions(hidden, positions, ids, "ids")  # (N, d): the head is per position
         h = self.mlm_norm(ACTIVATION_FUNCTIONS[self.cfg.activation](self.mlm_dense(hidden)))
         table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
         logits = F.linear(h, table, self.mlm_bias)

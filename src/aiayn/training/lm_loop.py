@@ -287,20 +287,23 @@ class LMTrainer(RankTrainer):
         """lm: the windows (B, T) and their next tokens; mlm: the masked windows and the chosen tokens' labels."""
         return (x, y) if self.cfg.task == "lm" else self._mask(x, generator)
 
-    def _logits(self, module: torch.nn.Module, inputs: Tensor) -> Tensor:
-        """Logits (B, T, V) of `module` (the model, or DDP around it) for windows (B, T), under the run's autocast
-        (bf16 logits with bf16 autocast)."""
+    def _scored_logits(self, module: torch.nn.Module, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, labels) of `module` (the model, or DDP around it) for windows (B, T), under the run's autocast
+        (bf16 logits with bf16 autocast): lm, every position (B*T, V); mlm, only the chosen ones (N, V), picked
+        by flat indices found on the host, so the MLM head and vocabulary projection skip the other 85%."""
         inputs = inputs.to(self.device)
         with autocast(self.device, self.autocast_dtype):
-            if self.cfg.task == "lm":
-                return module(inputs)  # causal: next token
-            return module(inputs, torch.ones_like(inputs, dtype=torch.bool))  # no padding in windows
+            if self.cfg.task == "lm":  # causal: next token
+                return module(inputs).flatten(0, 1), labels.to(self.device).flatten()
+            chosen = (labels != IGNORE_INDEX).flatten().nonzero().squeeze(1)  # (N,), on the host
+            logits = module(inputs, torch.ones_like(inputs, dtype=torch.bool),  # no padding in windows
+                            positions=chosen.to(self.device))
+            return logits, labels.flatten()[chosen].to(self.device)
 
     def _loss_sum(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Cross entropy of a training batch's scored tokens (all for lm, the chosen ones for mlm), summed."""
-        inputs, labels = batch
-        logits = self._logits(self.net, inputs)  # (B, T, V)
-        return fp32_cross_entropy(logits, labels.to(self.device), IGNORE_INDEX, reduction="sum")
+        logits, labels = self._scored_logits(self.net, *batch)  # (N, V), (N,)
+        return fp32_cross_entropy(logits, labels, IGNORE_INDEX, reduction="sum")
 
     def _rank_batches(self) -> list[tuple[Tensor, Tensor]]:
         """This rank's `accumulate` batches of the step's ranks x accumulate (inputs, labels) batches.
@@ -345,13 +348,11 @@ class LMTrainer(RankTrainer):
         for batch in starts.split(256):
             offsets = batch[:, None] + torch.arange(cfg.context)  # (B, T)
             inputs, labels = self._inputs_and_labels(ids[offsets], ids[offsets + 1], generator)
-            logits = self._logits(self.model, inputs).flatten(0, 1)  # (B * T, V)
-            labels = labels.to(self.device).flatten()  # (B * T,)
+            logits, labels = self._scored_logits(self.model, inputs, labels)  # (N, V), (N,): the scored positions
             total += float(fp32_cross_entropy(logits, labels, IGNORE_INDEX, reduction="sum"))
-            chosen = labels != IGNORE_INDEX  # lm: every position
-            scored += int(chosen.sum())
+            scored += labels.numel()
             if cfg.task == "mlm":
-                correct += int((logits[chosen].argmax(-1) == labels[chosen]).sum())
+                correct += int((logits.argmax(-1) == labels).sum())
         self.model.train()
         record = {"val_loss": total / max(scored, 1), "val_windows": starts.numel()}
         if cfg.task == "mlm":
