@@ -154,3 +154,21 @@ def test_a_nan_loss_on_cuda_stops_the_run_naming_its_step(tmp_path: Path, monkey
     with pytest.raises(TrainingError, match=r"nan at step 3.*step_2"):
         train(_cfg(tmp_path, "nan", steps=6, save_every=2, log_every=5), log=lambda _: None)
     assert [p.name for p in list_checkpoints(tmp_path / "nan")] == ["step_2"]
+
+
+@pytest.mark.parametrize("task", ["lm", "mlm"])
+def test_language_models_learn_on_cuda_with_bf16_autocast_and_fused_adamw(tmp_path: Path, task: str) -> None:
+    from aiayn.data.lm import bundled_shakespeare
+    from aiayn.training.lm_loop import LMTrainConfig, LMTrainer
+
+    from .test_lm import TINY
+
+    text = tmp_path / "small.txt"
+    text.write_text(bundled_shakespeare()[:30_000], encoding="utf-8")
+    cfg = LMTrainConfig(task=task, data=str(text), out=str(tmp_path / task), steps=150, vocab_size=300,
+                        **{**TINY, "threads": 0}, device="cuda")
+    trainer = LMTrainer(cfg, log=lambda message: None)
+    assert trainer.autocast_dtype == torch.bfloat16 and trainer.optimizer.defaults["fused"] is True
+    before = trainer.validate()["val_loss"]
+    after = trainer.run().final["val_loss"]
+    assert after < before - (1.2 if task == "lm" else 0.5), (before, after)  # CPU lm: ~4.4 -> ~2.8 nats
