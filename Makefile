@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/aiayn demo
 
 # The main job: train an English->Spanish translator on the bundled KJV / Reina-Valera corpus (about
-# 12 minutes of training on 2 CPU cores, 14 with the install; it ends by printing test BLEU on the Gospel of John), then translate with it.
+# 10-12 minutes of training on 2 CPU cores, 10-14 with the install; it ends by printing test BLEU on the Gospel of John), then translate with it.
 # A finished run is reused; `rm -r runs/kjv-en-es` to train again, or `aiayn train --resume` to continue.
 RUN_DIR := runs/kjv-en-es
 run: setup
