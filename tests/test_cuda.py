@@ -15,6 +15,7 @@ from aiayn.training.loop import TrainConfig, train
 
 from .conftest import random_ids
 from .test_training import _cfg as training_cfg
+from .test_training import poison_loss_at_call
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
@@ -139,17 +140,10 @@ def test_a_training_step_on_cuda_never_waits_for_the_gpu(tmp_path: Path) -> None
 
 
 def test_a_nan_loss_on_cuda_stops_the_run_naming_its_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from aiayn.training import list_checkpoints, loop
+    from aiayn.training import list_checkpoints
     from aiayn.training.loop import TrainingError
 
-    real_loss, calls = loop.label_smoothed_loss, {"n": 0}
-
-    def poisoned(logits, labels, *args, **kwargs):
-        calls["n"] += 1
-        loss = real_loss(logits, labels, *args, **kwargs)
-        return loss * float("nan") if calls["n"] == 3 else loss
-
-    monkeypatch.setattr(loop, "label_smoothed_loss", poisoned)
+    poison_loss_at_call(monkeypatch, 3)
     # read back one step late on a GPU, but before the step-4 checkpoint is written
     with pytest.raises(TrainingError, match=r"nan at step 3.*step_2"):
         train(_cfg(tmp_path, "nan", steps=6, save_every=2, log_every=5), log=lambda _: None)

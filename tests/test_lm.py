@@ -16,7 +16,7 @@ from aiayn.lm import fill_mask, generate_text
 from aiayn.precision import bf16_is_fast
 from aiayn.tokenizer import load_tokenizer
 from aiayn.training.base import TrainingError
-from aiayn.training.lm_loop import LMTrainConfig, LMTrainer, decay_groups, mlm_loss, train_lm
+from aiayn.training.lm_loop import LMTrainConfig, LMTrainer, decay_groups, train_lm
 from aiayn.training.loss import fp32_cross_entropy
 from aiayn.training.schedule import CosineSchedule
 
@@ -79,7 +79,7 @@ def test_mlm_loss_ignores_unchosen_positions() -> None:
     logits = torch.randn(2, 6, 11, requires_grad=True)
     labels = torch.full((2, 6), IGNORE_INDEX)
     labels[0, 1], labels[1, 4], labels[1, 5] = 3, 7, 10
-    loss = mlm_loss(logits, labels)
+    loss = fp32_cross_entropy(logits, labels, IGNORE_INDEX)  # the masked LM's loss, mean over the chosen
     chosen = [(0, 1, 3), (1, 4, 7), (1, 5, 10)]
     by_hand = -sum(float(torch.log_softmax(logits.detach()[b, t], -1)[y]) for b, t, y in chosen) / len(chosen)
     assert loss.item() == pytest.approx(by_hand, rel=1e-6)
@@ -88,7 +88,7 @@ def test_mlm_loss_ignores_unchosen_positions() -> None:
     assert torch.count_nonzero(logits.grad[unchosen]) == 0 and torch.count_nonzero(logits.grad[~unchosen]) > 0
     changed = logits.detach().clone()
     changed[unchosen] = torch.randn(int(unchosen.sum()), 11) * 100
-    assert mlm_loss(changed, labels).item() == pytest.approx(loss.item(), rel=1e-6)
+    assert fp32_cross_entropy(changed, labels, IGNORE_INDEX).item() == pytest.approx(loss.item(), rel=1e-6)
 
 
 def test_fill_mask_returns_k_candidates_sorted_by_probability(mlm_run: Path, capsys: pytest.CaptureFixture) -> None:

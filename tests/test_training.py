@@ -169,23 +169,28 @@ class _ReadLater(base.LossOnHost):
         self.deferred = True
 
 
+def poison_loss_at_call(monkeypatch: pytest.MonkeyPatch, poisoned_call: int) -> dict[str, int]:
+    """Make the trainer's loss NaN at its poisoned_call-th call; returns the call counter {"n": ...}."""
+    from aiayn.training import loop
+
+    real_loss, calls = loop.label_smoothed_loss, {"n": 0}
+
+    def poisoned(logits, labels, *args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(logits, labels, *args, **kwargs)
+        return loss * float("nan") if calls["n"] == poisoned_call else loss
+
+    monkeypatch.setattr(loop, "label_smoothed_loss", poisoned)
+    return calls
+
+
 @pytest.mark.parametrize("read_later", [False, True], ids=["read-at-once", "read-later-as-on-a-gpu"])
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path,
                                                                          monkeypatch: pytest.MonkeyPatch,
                                                                          read_later: bool) -> None:
-    from aiayn.training import loop
-
     if read_later:  # the loop, not the step, finds the NaN: still before the step-6 checkpoint is written
         monkeypatch.setattr(base, "LossOnHost", _ReadLater)
-
-    calls = {"n": 0}
-
-    def poisoned(logits, labels, *args, **kwargs):
-        calls["n"] += 1
-        loss = label_smoothed_loss(logits, labels, *args, **kwargs)
-        return loss * float("nan") if calls["n"] == 5 else loss
-
-    monkeypatch.setattr(loop, "label_smoothed_loss", poisoned)
+    calls = poison_loss_at_call(monkeypatch, 5)
     with pytest.raises(TrainingError, match=r"nan at step 5.*step_4"):
         train(_cfg(tmp_path, "nan", save_every=2, log_every=10), log=lambda _: None)
     assert calls["n"] == (6 if read_later else 5)  # read later: step 6 ran before step 5's loss was read

@@ -18,7 +18,6 @@ class Batch:
     src: Tensor
     tgt_in: Tensor
     labels: Tensor
-    n_tokens: int  # real (non-pad) label tokens: what the loss is averaged over
     scored: Tensor  # (n_tokens,) flat indices into (B*T) of the non-pad labels, found on the host
 
     def to(self, device: torch.device) -> Batch:
@@ -30,7 +29,12 @@ class Batch:
         def move(t: Tensor) -> Tensor:
             return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
-        return Batch(move(self.src), move(self.tgt_in), move(self.labels), self.n_tokens, move(self.scored))
+        return Batch(move(self.src), move(self.tgt_in), move(self.labels), move(self.scored))
+
+    @property
+    def n_tokens(self) -> int:
+        """Real (non-pad) label tokens: what the loss is averaged over (a size, no GPU read-back)."""
+        return self.scored.numel()
 
     @property
     def scored_labels(self) -> Tensor:
@@ -50,10 +54,9 @@ def collate(examples: list[Example], pad_id: int = 0, bos_id: int = 1, eos_id: i
     src_rows = [src + [pad_id] * (src_len - len(src)) for src, _ in examples]
     tgt_in = [[bos_id] + tgt + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
     labels = [tgt + [eos_id] + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
-    n_tokens = sum(len(tgt) + 1 for _, tgt in examples)
     label_ids = torch.tensor(labels)  # (B, T)
     scored = label_ids.reshape(-1).ne(pad_id).nonzero().squeeze(1)  # (n_tokens,): on the host, no GPU sync
-    return Batch(torch.tensor(src_rows), torch.tensor(tgt_in), label_ids, n_tokens, scored)
+    return Batch(torch.tensor(src_rows), torch.tensor(tgt_in), label_ids, scored)
 
 
 class TokenBatcher:

@@ -193,11 +193,6 @@ def make_tokenizer(kind: str, text: str, vocab_size: int, task: str) -> Any:
     return train_bpe(("".join(lines[i:i + 200]) for i in range(0, len(lines), 200)), vocab_size)
 
 
-def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean cross entropy over the chosen positions only (labels != IGNORE_INDEX); logits (B, T, V), any dtype."""
-    return fp32_cross_entropy(logits, labels, IGNORE_INDEX)
-
-
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: weight decay on matrices and embedding tables, none on biases and LayerNorms."""
     params = [p for p in model.parameters() if p.requires_grad]
