@@ -18,7 +18,7 @@ from aiayn.tokenizer import load_tokenizer
 from aiayn.training.base import TrainingError
 from aiayn.training.lm_loop import LMTrainConfig, LMTrainer, decay_groups, train_lm
 from aiayn.training.loss import fp32_cross_entropy
-from aiayn.training.schedule import CosineSchedule
+from aiayn.training.schedule import DecaySchedule
 
 TINY = dict(n_layers=2, n_heads=2, d_model=32, d_ff=64, context=32, batch_size=8, eval_every=0, save_every=0,
             log_every=10, threads=1, dropout=0.0, peak_lr=3e-3, warmup=10)
@@ -133,7 +133,7 @@ def test_text_shorter_than_one_context_window_is_a_clear_error(tmp_path: Path, c
 
 
 def test_cosine_schedule_is_nanogpts() -> None:
-    lr = CosineSchedule(peak=1e-3, warmup=100, total=2000, min_lr=1e-4)
+    lr = DecaySchedule(peak=1e-3, warmup=100, total=2000, min_lr=1e-4, shape="cosine")
     assert lr(50) == pytest.approx(5e-4) and lr(100) == pytest.approx(1e-3)
     assert lr(1050) == pytest.approx(1e-4 + 0.5 * 9e-4)  # halfway through the decay: cos(pi/2) = 0
     assert lr(1525) == pytest.approx(1e-4 + 0.5 * (1 + math.cos(0.75 * math.pi)) * 9e-4)

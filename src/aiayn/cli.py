@@ -134,8 +134,8 @@ def _train_flag_types(config_cls: type | None = None) -> dict[str, tuple[Callabl
         elif "float" in hint:
             kinds[f.name] = (float, "X")
         else:
-            kinds[f.name] = (str, "PATH" if f.name in ("out", "data", "target", "dev", "dev_target", "test",
-                                                       "test_target") else "NAME")
+            paths = ("out", "data", "target", "dev", "dev_target", "test", "test_target")
+            kinds[f.name] = (str, "DURATION" if f.name == "time_budget" else "PATH" if f.name in paths else "NAME")
     return kinds
 
 

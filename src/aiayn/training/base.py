@@ -29,7 +29,9 @@ from ..layers import TransformerLayer
 from ..models import TransformerBase
 from ..precision import autocast_dtype
 from ..saving import WEIGHTS_FILE, load_state, read_weights, save_model
+from .budget import UNLIMITED, BudgetPlan, parse_duration
 from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
+from .schedule import DecaySchedule
 
 
 class TrainingError(ValueError):
@@ -135,7 +137,8 @@ class RankTrainer:
     its optimizer (fused when _fused_optimizer says so) and schedule, and calls _wrap; it defines train_step
     (drawing its batches, then _optimizer_step, its forward under autocast(self.device, self.autocast_dtype)),
     trainer_state, evaluate, _announce and _final. Its cfg has device, precision, dist_timeout, fsdp, seed,
-    accumulate, clip_norm, steps, log_every, eval_every, save_every and keep_last.
+    accumulate, clip_norm, steps, time_budget, log_every, eval_every, save_every and keep_last. It sets
+    self.plan with _plan after restoring (the number of steps to take, from cfg.steps and cfg.time_budget).
     """
 
     token_prefix = ""  # metric names: "tok_per_s", "tokens_seen"; the translator counts target tokens: "tgt_"
@@ -150,6 +153,7 @@ class RankTrainer:
     tokens_seen: int = 0  # tokens trained on, over all ranks
     train_seconds: float = 0.0
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16 to autocast the forward to; None: fp32
+    plan: BudgetPlan
 
     # --- setting up
     def _join(self, cfg: Any, log: Callable[[str], None] | None) -> Any:
@@ -221,6 +225,25 @@ class RankTrainer:
         if self.dist.enabled and not self.sharded:
             self.net = distributed.wrap_ddp(self.model, self.device)
 
+    def _plan(self, state: dict[str, Any] | None = None) -> None:
+        """self.plan from cfg.steps and cfg.time_budget, continuing a resumed run's plan (its saved `state`)."""
+        budget = parse_budget(self.cfg.time_budget)
+        self.plan = BudgetPlan.from_state((state or {}).get("plan"), self.cfg.steps or UNLIMITED, budget)
+        self._replan(self.plan.planned)
+
+    def _length(self) -> str:
+        """What ends the run, for the announce line."""
+        steps = f"{self.cfg.steps:,} steps" if self.cfg.steps else ""
+        budget = f"time budget {self.cfg.time_budget}" if self.plan.budget_s is not None else ""
+        return " or ".join(part for part in (steps, budget) if part) + (", whichever ends first"
+                                                                       if steps and budget else "")
+
+    def _replan(self, planned: int) -> None:
+        """Tell the plan's step count to a schedule that decays to its last step."""
+        self.plan.planned = planned
+        if isinstance(self.schedule, DecaySchedule) and planned != UNLIMITED:
+            self.schedule.total = planned
+
     # --- checkpoints
     def _load(self, checkpoint: Path) -> dict[str, Any]:
         """Weights and optimizer state from a checkpoint folder (read by rank 0, sent to all); its trainer state."""
@@ -238,6 +261,7 @@ class RankTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)
+        self._plan(state)
         return state
 
     def _restore_rngs(self, state: dict[str, Any]) -> None:
@@ -259,7 +283,7 @@ class RankTrainer:
         optimizer = (distributed.full_optimizer_state(self.model, self.optimizer) if self.sharded
                      else self.optimizer.state_dict())
         state = {"optimizer": optimizer, "step": self.step, "train_seconds": self.train_seconds,
-                 "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng}
+                 "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "plan": self.plan.state()}
         if self.dist.enabled:  # every rank's dropout stream, so a resume with as many ranks is exact
             state["rank_rngs"] = self.dist.gather((torch.get_rng_state(), cuda_rng))
         return state
@@ -364,8 +388,9 @@ class RankTrainer:
         return loss
 
     def _train_loop(self) -> tuple[dict[int, float], int | None]:
-        """Steps to cfg.steps or a stop request; returns (loss of each step, the stop signal or None)."""
-        cfg = self.cfg
+        """Steps until the plan is done (cfg.steps, cfg.time_budget) or a stop request; returns (loss of each
+        step, the stop signal or None)."""
+        cfg, plan = self.cfg, self.plan
         losses: dict[int, float] = {}
         pending: list[tuple[int, LossOnHost]] = []  # steps whose loss a GPU has not reported yet
 
@@ -375,28 +400,47 @@ class RankTrainer:
                 step, loss = pending.pop(0)
                 losses[step] = self._checked(loss.value(), step)
 
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.bar_label, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=plan.planned if plan.planned != UNLIMITED else None, initial=self.step,
+                   desc=self.bar_label, unit="step", dynamic_ncols=True,
                    disable=not (sys.stderr.isatty() and self.dist.is_main))
         stop_signal = None
+        clock_zero = time.perf_counter() - plan.elapsed_s  # the budget's clock continues a resumed run's
+        mark = plan.elapsed_s  # budget seconds when the last step's time started counting
         with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
-            while self.step < cfg.steps:
-                started = time.perf_counter()
+            while not plan.done(self.step):
                 pending.append((self.step + 1, self.train_step()))
-                log_due = self.step % cfg.log_every == 0 or self.step == cfg.steps
                 # before a log line, an evaluation or a checkpoint every loss so far is read and checked
-                settle(keep_newest=not (log_due or self._evaluation_due() or self._save_due()))
-                self.train_seconds += time.perf_counter() - started  # waiting for the GPU included
+                due = self._evaluation_due() or self._save_due()
+                settle(keep_newest=not (due or self.step % cfg.log_every == 0))
+                now = time.perf_counter() - clock_zero  # waiting for the GPU included
+                self.train_seconds += now - mark
+                self._replan(self._agree(plan.update(self.step, now, cfg.eval_every)))
+                last = plan.done(self.step)
+                if last:
+                    settle(keep_newest=False)
+                if plan.planned != UNLIMITED and bar.total != plan.planned:
+                    bar.total = plan.planned
                 bar.update(1)
-                if log_due:
+                if self.step % cfg.log_every == 0 or last:
                     self._log_step(losses[self.step], bar)
-                if self.step < cfg.steps:
+                mark = now
+                if due and not last:  # evaluations and checkpoints count in the budget, not in the step rate
+                    evaluated = self._evaluation_due()
                     self._on_schedule()
+                    mark = time.perf_counter() - clock_zero
+                    plan.spent(mark - now, evaluated)
                 if self.dist.any(stop.requested):  # all ranks stop after the same step
                     stop_signal = stop.signal or signal.SIGINT
                     break
             settle(keep_newest=False)
         bar.close()
         return losses, stop_signal
+
+    def _agree(self, planned: int) -> int:
+        """Rank 0's planned step count on every rank (its clock decides; a collective only under a budget)."""
+        if not self.dist.enabled or self.plan.budget_s is None:
+            return planned
+        return int(self.dist.sum([float(planned) if self.dist.is_main else 0.0])[0])
 
     @property
     def bar_label(self) -> str:
@@ -412,7 +456,7 @@ class RankTrainer:
                     f"{prefix}tokens_seen": self.tokens_seen, "train_s": round(self.train_seconds, 2)})
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
         if bar.disable:
-            self.log(f"step {self.step}/{self.cfg.steps} loss {loss:.4f} lr {lr:.2e} {speed:.0f} "
+            self.log(f"step {self.step}/{self.plan.planned} loss {loss:.4f} lr {lr:.2e} {speed:.0f} "
                      f"{prefix.replace('_', ' ')}tok/s")
 
     def _on_schedule(self) -> None:
@@ -450,6 +494,25 @@ class RankTrainer:
     def _final(self, losses: dict[int, float]) -> TrainResult:
         """Rank 0, after saving model/: the final evaluation and the run's result."""
         raise NotImplementedError
+
+
+def parse_budget(text: str | None) -> float | None:
+    """A time_budget setting in seconds (None: no budget); a bad one is a TrainingError naming it."""
+    if text is None or text == "" or text == 0:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+
+
+def check_length(steps: Any, time_budget: str | None) -> None:
+    """A run needs a step count (>= 1), a time budget, or both; a bad value is a TrainingError naming it."""
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise TrainingError(f"steps must be a non-negative integer (0: as many as the time budget holds), got "
+                            f"{steps!r}")
+    if parse_budget(time_budget) is None and steps == 0:
+        raise TrainingError("steps is 0 and there is no time budget: give --steps N or --time-budget (e.g. 10m)")
 
 
 def train_on_every_rank(start: Callable[[], RankTrainer], timeout_s: float) -> TrainResult:

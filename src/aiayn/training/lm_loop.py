@@ -34,14 +34,13 @@ from ..data.lm import (
 from ..models import DecoderLM, EncoderLM
 from ..precision import autocast
 from ..tokenizer import train_bpe
-from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
+from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
 from .loop import _read_run_tokenizer, _start_run_folder, _truncate_metrics, plot_curves
 from .loss import fp32_cross_entropy
-from .schedule import CosineSchedule, InverseSqrtSchedule
+from .schedule import SCHEDULES, make_schedule
 
 TASKS = ("lm", "mlm")
 TOKENIZERS = ("char", "bpe", "wordpiece")
-SCHEDULES = ("cosine", "inverse-sqrt")
 MASK_ID = 4  # [MASK] follows <pad> <s> </s> <unk> in the char and wordpiece tokenizers of a masked-LM run
 BUNDLED_TEXT = "shakespeare"  # the name that selects the bundled complete works (aiayn.data.lm)
 
@@ -84,8 +83,9 @@ class LMTrainConfig:
     accumulate: int = 1  # optimizer step every `accumulate` batches (a larger effective batch)
     mask_prob: float = 0.15  # mlm: share of tokens chosen (BERT); of those 80% [MASK], 10% random, 10% kept
     # --- optimizer (AdamW; weight_decay 0 is the paper's Adam, §5.3) and schedule
-    steps: int = 2000
-    schedule: str = "cosine"  # nanoGPT's; "inverse-sqrt" is the paper's §5.3 (peaks at peak_lr)
+    steps: int = 2000  # 0: as many as time_budget holds
+    time_budget: str | None = None  # a wall-clock limit ("10m", "1h30m", seconds); with steps, whichever ends first
+    schedule: str = "cosine"  # nanoGPT's; "linear" decays to min_lr too; "inverse-sqrt" is the paper's §5.3
     peak_lr: float = 1e-3
     min_lr: float = 1e-4  # cosine: the rate at the last step
     warmup: int = 100
@@ -113,7 +113,8 @@ class LMTrainConfig:
 
     def __post_init__(self) -> None:
         """Check the values a user is most likely to get wrong."""
-        for name in ("steps", "warmup", "context", "batch_size", "accumulate", "vocab_size", "n_layers",
+        check_length(self.steps, self.time_budget)
+        for name in ("warmup", "context", "batch_size", "accumulate", "vocab_size", "n_layers",
                      "eval_windows"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise TrainingError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -162,10 +163,8 @@ class LMTrainConfig:
         return dataclasses.asdict(self)
 
     def lr_schedule(self, d_model: int) -> Callable[[int], float]:
-        """step -> learning rate: nanoGPT's cosine, or the paper's inverse square root peaking at peak_lr."""
-        if self.schedule == "cosine":
-            return CosineSchedule(self.peak_lr, self.warmup, self.steps, self.min_lr)
-        return InverseSqrtSchedule.with_peak(d_model, self.warmup, self.peak_lr)
+        """step -> learning rate: a decay to min_lr at the last step, or the paper's inverse square root (peak_lr)."""
+        return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, min_lr=self.min_lr)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The ModelConfig of this run's DecoderLM (lm) or EncoderLM (mlm)."""
@@ -242,6 +241,7 @@ class LMTrainer(RankTrainer):
         # restored on resume, so a run continues exactly with any ranks and accumulate of the same product.
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
+        self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
         if resume:
             self._restore(checkpoints[-1])
         self.write = _start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
@@ -376,13 +376,13 @@ class LMTrainer(RankTrainer):
         cfg = self.cfg
         self.log(f"{self.model.model_type}: {self.model.num_parameters():,} parameters; batches of "
                  f"{cfg.batch_size} x {cfg.context} tokens; {cfg.schedule} schedule, peak lr {cfg.peak_lr:g}; "
-                 f"torch threads {torch.get_num_threads()}; {self.precision_name}")
+                 f"{self._length()}; torch threads {torch.get_num_threads()}; {self.precision_name}")
 
     def _final(self, losses: dict[int, float]) -> LMTrainResult:
         """The final validation on the whole split and the run's result."""
         record = self.evaluate(final=True)
-        self.log(f"done: {self.step} steps, {self.tokens_seen:,} tokens, {self.train_seconds:.0f}s training; "
-                 f"model in {self.run_dir / 'model'}")
+        self.log(f"done: {self.step} steps, {self.tokens_seen:,} tokens; "
+                 f"{self.plan.summary(self.step, self.train_seconds)}; model in {self.run_dir / 'model'}")
         return LMTrainResult(self.run_dir, self.step, losses, final=record)
 
 

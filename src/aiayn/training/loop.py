@@ -31,9 +31,9 @@ from ..saving import (
     save_tokenizer,
 )
 from ..tokenizer import EOS_ID, check_fits, encode_batch, load_tokenizer, train_bpe
-from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
+from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
 from .loss import label_smoothed_loss
-from .schedule import InverseSqrtSchedule
+from .schedule import SCHEDULES, DecaySchedule, InverseSqrtSchedule, make_schedule
 
 TRAIN_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
@@ -65,16 +65,29 @@ class TrainConfig:
     vocab_size: int = 8000  # joint BPE (the paper: 37,000 shared for En-De, §5.1)
     dropout: float | None = None  # None: the preset's (0.1, §5.4)
     norm: str | None = None  # None: the preset's ("post", §3.1)
+    # the model's shape; None: the preset's (Table 3 varies these: N layers, d_model, d_ff, h)
+    d_model: int | None = None
+    n_heads: int | None = None
+    d_ff: int | None = None
+    encoder_layers: int | None = None
+    decoder_layers: int | None = None
     # --- batches (§5.1: ~25,000 source + 25,000 target tokens; the default fits `aiayn train` into about
     # 12 minutes on 2 CPU cores: a step of 2,048 tokens takes ~0.7 s with the small preset, bf16 autocast)
     batch_tokens: int = 2048
     accumulate: int = 1  # optimizer step every `accumulate` batches (a larger effective batch)
     # (under torchrun, a step takes ranks x accumulate batches: 8 ranks x 3,125 tokens ~ the paper's 25,000)
     # --- optimizer and schedule (§5.3): Adam(0.9, 0.98, 1e-9), lrate = scale * d^-0.5 * min(s^-0.5, s w^-1.5)
-    steps: int = 1000  # the paper: 100,000 for the base model (§5.2)
+    steps: int = 1000  # the paper: 100,000 for the base model (§5.2); 0: as many as time_budget holds
+    # Not in the paper: a wall-clock limit ("10m", "1h30m", seconds) for the training loop, evaluations and
+    # checkpoints included; with `steps` too, whichever ends first. A decaying schedule ends with it.
+    time_budget: str | None = None
     warmup: int = 400  # the paper: 4000 (§5.3); a short CPU run needs a shorter warmup
     lr_scale: float = 1.0  # the paper: 1.0
     peak_lr: float = 1e-3  # > 0: lr_scale is chosen so the lr at step = warmup is peak_lr; 0: use lr_scale
+    # "inverse-sqrt" is the paper's (§5.3); "linear" and "cosine" decay from the peak to min_lr at the last
+    # step (of --steps, or of the steps --time-budget holds): not in the paper, for runs of known length
+    schedule: str = "inverse-sqrt"
+    min_lr: float = 0.0  # linear / cosine: the rate at the last step
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     adam_eps: float = 1e-9
@@ -110,13 +123,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Check the values a user is most likely to get wrong."""
-        for name in ("steps", "warmup", "batch_tokens", "accumulate", "vocab_size", "beam", "max_len"):
+        check_length(self.steps, self.time_budget)
+        for name in ("warmup", "batch_tokens", "accumulate", "vocab_size", "beam", "max_len"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise TrainingError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TrainingError(f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.dist_timeout <= 0:
             raise TrainingError(f"TrainConfig.dist_timeout must be > 0 seconds, got {self.dist_timeout}")
+        if self.schedule not in SCHEDULES:
+            raise TrainingError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("d_model", "n_heads", "d_ff", "encoder_layers", "decoder_layers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise TrainingError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
         if self.peak_lr < 0 or self.lr_scale <= 0:
             raise TrainingError(f"TrainConfig.peak_lr must be >= 0 (0: use lr_scale) and lr_scale > 0, got "
                                 f"{self.peak_lr} and {self.lr_scale}")
@@ -146,11 +166,16 @@ class TrainConfig:
         """JSON-serialisable settings."""
         return dataclasses.asdict(self)
 
-    def schedule(self, d_model: int) -> InverseSqrtSchedule:
-        """The learning-rate schedule these settings describe."""
-        if self.peak_lr > 0:
-            return InverseSqrtSchedule.with_peak(d_model, self.warmup, self.peak_lr)
-        return InverseSqrtSchedule(d_model, self.warmup, self.lr_scale)
+    def lr_schedule(self, d_model: int) -> InverseSqrtSchedule | DecaySchedule:
+        """The learning-rate schedule these settings describe (a decay ends at step `steps`)."""
+        return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, self.lr_scale,
+                             self.min_lr)
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The ModelConfig fields these settings change from the preset's."""
+        named = {"dropout": self.dropout, "norm": self.norm, "d_model": self.d_model, "n_heads": self.n_heads,
+                 "d_ff": self.d_ff, "n_encoder_layers": self.encoder_layers, "n_decoder_layers": self.decoder_layers}
+        return {key: value for key, value in named.items() if value is not None}
 
 
 
@@ -291,12 +316,13 @@ class Trainer(RankTrainer):
             raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
         self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
         self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
-        self.schedule = cfg.schedule(model_cfg.d_model)
+        self.schedule = cfg.lr_schedule(model_cfg.d_model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule(1),
                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                                           fused=self._fused_optimizer() or None)
         self.step, self.epoch, self.position = 0, 0, 0
         self.tokens_seen, self.train_seconds = 0, 0.0
+        self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
         if resume:
             self._restore(checkpoints[-1])
         self.write = _start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
@@ -315,11 +341,7 @@ class Trainer(RankTrainer):
         tokenizer = train_bpe((text for pair in self.corpus.train for text in pair), cfg.vocab_size)
         self.log(f"joint BPE: {tokenizer.get_vocab_size():,} tokens learned on the training split in "
                  f"{time.perf_counter() - started:.1f}s")
-        overrides: dict[str, Any] = {"vocab_size": tokenizer.get_vocab_size()}
-        if cfg.dropout is not None:
-            overrides["dropout"] = cfg.dropout
-        if cfg.norm is not None:
-            overrides["norm"] = cfg.norm
+        overrides: dict[str, Any] = {**cfg.model_overrides(), "vocab_size": tokenizer.get_vocab_size()}
         try:
             return tokenizer, ModelConfig.preset(cfg.preset, **overrides)
         except ValueError as error:
@@ -427,8 +449,8 @@ class Trainer(RankTrainer):
         """Log the model, the data and the schedule about to train."""
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {self.cfg.batch_tokens} tokens per epoch; "
-                 f"peak lr {self.schedule.peak:.2e} at step {self.cfg.warmup}; torch threads "
-                 f"{torch.get_num_threads()}; {self.precision_name}")
+                 f"{self.cfg.schedule} schedule, peak lr {self.schedule.peak:.2e} at step {self.cfg.warmup}; "
+                 f"{self._length()}; torch threads {torch.get_num_threads()}; {self.precision_name}")
 
     def _evaluation_due(self) -> bool:
         """Every eval_every steps, and at the test_bleu_at steps."""
@@ -437,8 +459,8 @@ class Trainer(RankTrainer):
     def _final(self, losses: dict[int, float]) -> TrainResult:
         """The final evaluation (test BLEU with beam search unless final_test is off) and the run's result."""
         record = self.evaluate(test=self.cfg.final_test or self.step in self.cfg.test_bleu_at)
-        self.log(f"done: {self.step} steps, {self.tokens_seen:,} target tokens, {self.train_seconds:.0f}s "
-                 f"training; model in {self.run_dir / 'model'}")
+        self.log(f"done: {self.step} steps, {self.tokens_seen:,} target tokens; "
+                 f"{self.plan.summary(self.step, self.train_seconds)}; model in {self.run_dir / 'model'}")
         scores = None
         if "test_bleu" in record:
             from ..evaluation import Scores

@@ -1,9 +1,16 @@
-"""The paper's learning-rate schedule (§5.3): lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)."""
+"""Learning-rate schedules: the paper's (§5.3) and the decays that end at a planned last step.
+
+The paper's: lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), which never reaches zero. The decays
+(linear and cosine) warm up the same way and then fall to `min_lr` at step `total`; a time-budgeted run
+(training/budget.py) moves `total` as it learns how many steps its budget holds.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+SCHEDULES = ("inverse-sqrt", "linear", "cosine")  # inverse-sqrt is the paper's (§5.3)
 
 
 @dataclass
@@ -34,17 +41,24 @@ class InverseSqrtSchedule:
 
 
 @dataclass
-class CosineSchedule:
-    """Linear warmup to `peak` over `warmup` steps, then cosine decay to `min_lr` at step `total` (nanoGPT's).
+class DecaySchedule:
+    """Linear warmup to `peak` over `warmup` steps, then a decay to `min_lr` at step `total`.
 
-    Not the paper's schedule (§5.3 is InverseSqrtSchedule): a named option for language-model runs that
-    compare with nanoGPT. After `total` steps the rate stays at min_lr. Steps count from 1.
+    Not the paper's schedule (§5.3 is InverseSqrtSchedule): a named option for runs whose length is known in
+    advance (a step count or a time budget), where ending at a low rate anneals the weights. `shape` is
+    "linear" or "cosine" (nanoGPT's). After `total` steps the rate stays at min_lr. Steps count from 1.
     """
 
     peak: float
     warmup: int
     total: int
     min_lr: float = 0.0
+    shape: str = "cosine"
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown shape."""
+        if self.shape not in ("linear", "cosine"):
+            raise ValueError(f"decay shape must be linear or cosine, got {self.shape!r}")
 
     def __call__(self, step: int) -> float:
         """The learning rate of optimizer step `step` (1, 2, ...)."""
@@ -54,4 +68,18 @@ class CosineSchedule:
         if step >= self.total:
             return self.min_lr
         progress = (step - self.warmup) / (self.total - self.warmup)  # 0 -> 1
-        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.peak - self.min_lr)
+        remaining = 1.0 - progress if self.shape == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr + remaining * (self.peak - self.min_lr)
+
+
+def make_schedule(kind: str, d_model: int, warmup: int, total: int, peak_lr: float, lr_scale: float = 1.0,
+                  min_lr: float = 0.0) -> InverseSqrtSchedule | DecaySchedule:
+    """The schedule `kind` names; inverse-sqrt peaks at peak_lr (or, with peak_lr 0, is the paper's x lr_scale)."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    if kind == "inverse-sqrt":
+        if peak_lr > 0:
+            return InverseSqrtSchedule.with_peak(d_model, warmup, peak_lr)
+        return InverseSqrtSchedule(d_model, warmup, lr_scale)
+    peak = peak_lr if peak_lr > 0 else InverseSqrtSchedule(d_model, warmup, lr_scale).peak
+    return DecaySchedule(peak, warmup, total, min_lr, kind)

@@ -1,0 +1,122 @@
+"""A wall-clock budget for training: how many steps fit in it, re-planned as the measured speed changes.
+
+The paper trains for a step count (100,000 base steps, §5.2); a user with ten minutes on a CPU has a time
+instead. The plan starts as `max_steps`; once steps have been timed it becomes the step count that ends the
+run when the budget is spent (steps, evaluations and checkpoints all count), and a decaying learning-rate
+schedule (schedule.DecaySchedule) is told that count so it reaches its end with the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+UNLIMITED = 10**12  # the step limit of a run that only a time budget ends (exact as a float64)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from "10m", "90s", "1h30m", "1.5h" or a bare number of seconds; ValueError naming the text."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        spec = str(text).strip().lower().replace(" ", "")
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms]?)", spec)
+        if not spec or "".join(number + unit for number, unit in parts) != spec or \
+                (len(parts) > 1 and any(not unit for _, unit in parts)):  # "1h30": minutes or seconds?
+            raise ValueError(f"time budget {text!r} is not a duration: write e.g. 10m, 90s, 1h30m or 600")
+        seconds = sum(float(number) * _UNITS[unit or "s"] for number, unit in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"time budget {text!r} must be a positive duration")
+    return seconds
+
+
+@dataclass
+class BudgetPlan:
+    """The number of optimizer steps a run takes: at most `max_steps`, and with `budget_s` as many as fit.
+
+    `update` is called after every step with the seconds spent so far (steps plus evaluations and
+    checkpoints, which `spent` names as such); it re-plans from the mean of the last `window` steps
+    (the first `skip` steps, which warm caches and allocators up, are not measured) and keeps room for the
+    evaluations the rest of the run will make. `state()` / `from_state` carry the plan across a resume.
+    """
+
+    max_steps: int
+    budget_s: float | None = None
+    window: int = 50
+    skip: int = 2
+    planned: int = 0
+    elapsed_s: float = 0.0
+    eval_s: float = 0.0  # seconds the last evaluation took, for the room kept for the next ones
+    recent: deque[float] = field(default_factory=deque)
+    _between: float = 0.0  # seconds spent since the last step outside steps (evaluations, checkpoints)
+
+    def __post_init__(self) -> None:
+        """Start at max_steps: nothing is measured yet."""
+        self.planned = self.planned or self.max_steps
+        self.recent = deque(self.recent, maxlen=self.window)
+
+    @property
+    def seconds_per_step(self) -> float | None:
+        """The measured seconds of one step (mean of the recent ones), or None before any is measured."""
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+    def spent(self, seconds: float, evaluation: bool = False) -> None:
+        """Seconds spent between steps (an evaluation, a checkpoint): in the budget, not in the step rate."""
+        self._between += seconds
+        if evaluation:  # the next evaluations are expected to take as long
+            self.eval_s = seconds
+
+    def update(self, step: int, elapsed_s: float, every: int = 0) -> int:
+        """After `step` steps and elapsed_s seconds of the budget in all: the (re-)planned number of steps.
+
+        `every` is the evaluation interval in steps (0: none), to keep room for those still to come.
+        """
+        step_s = elapsed_s - self.elapsed_s - self._between  # this step's seconds, evaluations left out
+        self.elapsed_s, self._between = elapsed_s, 0.0
+        if step > self.skip:
+            self.recent.append(step_s)
+        rate = self.seconds_per_step
+        if self.budget_s is None or rate is None:
+            return self.planned
+        left = self.budget_s - self.elapsed_s
+        projected = step + max(0, math.floor(left / rate))
+        if every and self.eval_s:  # evaluations due before the projected end share the remaining time
+            evaluations = max(0, (projected - 1) // every - step // every)
+            projected = step + max(0, math.floor((left - evaluations * self.eval_s) / rate))
+        if every and step % every == 0 and left - self.eval_s < rate:
+            projected = step  # the evaluation due now would spend the rest: the final one replaces it
+        self.planned = max(step, min(self.max_steps, projected))
+        return self.planned
+
+    def done(self, step: int) -> bool:
+        """True when the plan's last step has been taken (or the budget is spent)."""
+        over = self.budget_s is not None and self.elapsed_s + self._between >= self.budget_s
+        return step >= self.planned or over
+
+    def summary(self, step: int, train_s: float) -> str:
+        """One line on how the budget was spent."""
+        if self.budget_s is None:
+            return f"{step} steps in {train_s:.0f}s of training"
+        other = self.elapsed_s - train_s
+        ended = "the budget ended it" if step < self.max_steps else f"--steps {self.max_steps} ended it first"
+        return (f"time budget {self.budget_s:.0f}s: {self.elapsed_s:.0f}s spent ({train_s:.0f}s in {step} steps, "
+                f"{other:.0f}s evaluating and checkpointing); {ended}")
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the plan."""
+        return {"planned": self.planned, "elapsed_s": self.elapsed_s + self._between, "eval_s": self.eval_s,
+                "recent": list(self.recent)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None, max_steps: int, budget_s: float | None) -> BudgetPlan:
+        """The plan a checkpoint saved, under (possibly new) limits; a fresh plan if it saved none."""
+        plan = cls(max_steps, budget_s)
+        if state:
+            plan.elapsed_s, plan.eval_s = state["elapsed_s"], state["eval_s"]
+            plan.recent.extend(state["recent"])
+            plan.planned = min(max_steps, state["planned"]) if budget_s is not None else max_steps
+        return plan

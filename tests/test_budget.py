@@ -1,0 +1,170 @@
+"""The time budget: durations, the step planner on a fake clock, the decaying schedules, a budgeted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from aiayn.training import base
+from aiayn.training.budget import UNLIMITED, BudgetPlan, parse_duration
+from aiayn.training.loop import TrainConfig, TrainingError, read_metrics, train
+from aiayn.training.schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
+from tests.test_data import write_corpus
+
+
+@pytest.mark.parametrize("text, seconds", [("10m", 600), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400),
+                                           ("600", 600), (" 2m 30s ", 150), (45, 45)])
+def test_durations_parse(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "10x", "m10", "0", "-5m", "10m5"])
+def test_bad_durations_are_refused_naming_the_text(text: str) -> None:
+    with pytest.raises(ValueError, match="time budget"):
+        parse_duration(text)
+
+
+def run_on_fake_clock(plan: BudgetPlan, durations, start: int = 0, every: int = 0, eval_s: float = 0.0,
+                      stop_at: int | None = None) -> tuple[int, list[int]]:
+    """Step until the plan is done; durations(step) is each step's seconds. Returns (last step, plans seen)."""
+    step, plans, clock = start, [], plan.elapsed_s
+    while not plan.done(step) and step != stop_at:
+        step += 1
+        clock += durations(step)
+        plans.append(plan.update(step, clock, every))
+        if every and step % every == 0 and not plan.done(step):
+            clock += eval_s
+            plan.spent(eval_s, evaluation=True)
+    return step, plans
+
+
+def test_the_plan_ends_within_one_step_of_the_budget() -> None:
+    plan = BudgetPlan(UNLIMITED, budget_s=100.0)
+    step, plans = run_on_fake_clock(plan, lambda s: 0.5)
+    assert abs(plan.elapsed_s - 100.0) <= 0.5
+    assert step == 200 and plans[-1] == 200
+    assert plans[0] == UNLIMITED and plans[5] == 200  # nothing measured in the first `skip` steps
+
+
+def test_the_plan_shrinks_when_steps_slow_down_and_still_ends_on_time() -> None:
+    plan = BudgetPlan(UNLIMITED, budget_s=100.0)
+    step, plans = run_on_fake_clock(plan, lambda s: 0.5 if s <= 40 else 1.0)
+    assert plans[39] == 200  # planned at the first speed
+    assert abs(plan.elapsed_s - 100.0) <= 1.0
+    assert step == 40 + 80 and plans[-1] == step  # 20 s at 0.5 s, then 80 s at 1.0 s
+
+
+def test_the_plan_keeps_room_for_the_evaluations_to_come() -> None:
+    plan = BudgetPlan(UNLIMITED, budget_s=100.0)
+    step, _ = run_on_fake_clock(plan, lambda s: 0.5, every=20, eval_s=5.0)
+    assert abs(plan.elapsed_s - 100.0) <= 0.5 + 5.0  # at most one step or one evaluation off
+    assert step == 140  # 140 steps of 0.5 s and 6 evaluations of 5 s (the one at step 140 is the final one)
+
+
+def test_a_step_limit_ends_first_when_it_comes_first() -> None:
+    plan = BudgetPlan(50, budget_s=100.0)
+    step, plans = run_on_fake_clock(plan, lambda s: 0.5)
+    assert step == 50 and max(plans) == 50
+    assert "--steps 50 ended it first" in plan.summary(step, 25.0)
+
+
+def test_a_resumed_plan_continues_where_it_stopped() -> None:
+    durations = lambda s: 0.4 + 0.001 * s  # noqa: E731  a run that slows down
+    straight = BudgetPlan(UNLIMITED, budget_s=60.0)
+    end, plans = run_on_fake_clock(straight, durations)
+    first = BudgetPlan(UNLIMITED, budget_s=60.0)
+    stopped, _ = run_on_fake_clock(first, durations, stop_at=37)
+    resumed = BudgetPlan.from_state(first.state(), UNLIMITED, 60.0)
+    end_resumed, plans_resumed = run_on_fake_clock(resumed, durations, start=stopped)
+    assert end_resumed == end and plans_resumed == plans[37:]
+    assert resumed.elapsed_s == pytest.approx(straight.elapsed_s)
+
+
+@pytest.mark.parametrize("shape", ["linear", "cosine"])
+def test_decay_schedules_at_their_end_points(shape: str) -> None:
+    lr = DecaySchedule(peak=2e-3, warmup=100, total=1000, min_lr=1e-5, shape=shape)
+    assert lr(1) == pytest.approx(2e-3 / 100)
+    assert lr(100) == pytest.approx(2e-3)  # the peak at the end of the warmup
+    assert lr(550) == pytest.approx((2e-3 + 1e-5) / 2)  # halfway down: both shapes cross the mean there
+    assert lr(1000) == pytest.approx(1e-5) and lr(5000) == pytest.approx(1e-5)
+    assert lr(300) > lr(301) > lr(999)
+
+
+def test_linear_decay_is_a_straight_line_and_cosine_is_not() -> None:
+    linear = DecaySchedule(1.0, 0, 100, 0.0, "linear")
+    cosine = DecaySchedule(1.0, 0, 100, 0.0, "cosine")
+    assert linear(25) == pytest.approx(0.75) and linear(75) == pytest.approx(0.25)
+    assert cosine(25) == pytest.approx(0.5 * (1 + 2 ** -0.5))  # (1 + cos(pi/4)) / 2
+
+
+def test_make_schedule_gives_the_paper_formula_for_inverse_sqrt() -> None:
+    paper = make_schedule("inverse-sqrt", 512, 4000, 0, peak_lr=0.0, lr_scale=1.0)
+    assert isinstance(paper, InverseSqrtSchedule)
+    assert paper(4000) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        make_schedule("step", 512, 4000, 10, 1e-3)
+
+
+# ---------------------------------------------------------------- a budgeted run, on a fake clock
+class FakeClock:
+    """time.perf_counter for the trainer's loop: each reading advances `tick` seconds."""
+
+    def __init__(self, tick: float) -> None:
+        """Start at 0."""
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self) -> float:
+        """The next reading."""
+        self.now += self.tick
+        return self.now
+
+
+def _cfg(tmp_path: Path, out: str, **changes) -> TrainConfig:
+    corpus = tmp_path / "corpus.tsv"
+    if not corpus.exists():
+        write_corpus(corpus, n=300)
+    values = {"out": str(tmp_path / out), "data": str(corpus), "preset": "tiny", "vocab_size": 60,
+              "dev_size": 20, "test_size": 20, "batch_tokens": 300, "steps": 0, "time_budget": "30s",
+              "schedule": "linear", "warmup": 3, "peak_lr": 3e-3, "log_every": 1, "eval_every": 0,
+              "save_every": 0, "final_test": False, "beam": 1, "seed": 3}
+    return TrainConfig(**{**values, **changes})
+
+
+def test_a_budgeted_run_stops_on_time_with_its_rate_at_the_end(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "time", FakeClock(tick=0.5))  # each step reads the clock a fixed number of times
+    lines: list[str] = []
+    result = train(_cfg(tmp_path, "budget"), log=lines.append)
+    records = [r for r in read_metrics(tmp_path / "budget") if "loss" in r]
+    assert result.step == records[-1]["step"] and 10 <= result.step <= 60
+    assert records[-1]["lr"] == pytest.approx(0.0)  # the linear decay ends with the budget
+    assert max(r["lr"] for r in records) == pytest.approx(3e-3)
+    assert any("time budget 30s" in line and "the budget ended it" in line for line in lines)
+
+
+def test_a_budgeted_run_resumes_its_plan_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "time", FakeClock(tick=0.5))
+    straight = train(_cfg(tmp_path, "straight"), log=lambda _: None)
+
+    def interrupt_at_step_6(message: str) -> None:
+        if message.startswith("step 6/"):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C: the loop finishes the step, saves, stops
+
+    monkeypatch.setattr(base, "time", FakeClock(tick=0.5))
+    first = train(_cfg(tmp_path, "stopped"), log=interrupt_at_step_6)
+    assert first.interrupted and first.step == 6
+    monkeypatch.setattr(base, "time", FakeClock(tick=0.5))
+    resumed = train(_cfg(tmp_path, "stopped"), resume=True, log=lambda _: None)
+    assert resumed.step == straight.step
+    for step in range(7, straight.step + 1):
+        assert resumed.losses[step] == straight.losses[step], step  # same plan, same rates, same data
+
+
+def test_a_run_needs_steps_or_a_budget(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="--steps N or --time-budget"):
+        _cfg(tmp_path, "none", steps=0, time_budget=None)
+    with pytest.raises(TrainingError, match="not a duration"):
+        _cfg(tmp_path, "bad", time_budget="soon")
