@@ -170,6 +170,23 @@ def test_bad_masks_raise_clear_errors(tiny_cfg):
     assert torch.allclose(model.eval()(src, tgt, tgt_mask=per_head), model(src, tgt, tgt_mask=per_head[:, :1]))
 
 
+@pytest.mark.parametrize("tgt_len", [4, 6])  # shorter than the source, and as long (where a wrong mask fits)
+def test_a_3d_or_4d_source_mask_masks_cross_attention_by_its_key_padding(tiny_cfg, tgt_len):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 6), random_ids(2, tgt_len)
+    keep = torch.ones(2, 6, dtype=torch.bool)
+    keep[0, 4:], keep[1, 2:] = False, False
+    pairwise = keep[:, None, :] & keep[:, :, None]  # (B, S, S): padding neither attends nor is attended
+    with torch.no_grad():
+        expected = model(src, tgt, src_mask=keep)
+        for mask in (pairwise, pairwise[:, None], keep[:, None, :].expand(2, 6, 6)):
+            assert torch.allclose(model(src, tgt, src_mask=mask), expected, atol=1e-5)
+            out = model(src, tgt, src_mask=mask, return_attention=True)
+            assert torch.allclose(out.logits, expected, atol=1e-5)
+            assert float(out.attentions["cross"][-1][0, :, :, 4:].abs().max()) == 0.0  # padding gets no weight
+        assert float((model(src, tgt) - expected).abs().max()) > 1e-3  # the masks matter here
+
+
 def test_positions_returns_the_logits_of_the_selected_positions_only(tiny_cfg):
     model = Transformer(tiny_cfg).eval()
     src, tgt = random_ids(3, 6), random_ids(3, 5)
