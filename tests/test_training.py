@@ -252,6 +252,42 @@ def test_train_config_from_toml_and_unknown_keys(tmp_path: Path) -> None:
         TrainConfig.from_toml(path)
 
 
+def test_a_translation_toml_may_name_its_task(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('task = "translate"\nsteps = 7\n', encoding="utf-8")
+    assert TrainConfig.from_toml(path).steps == 7
+    assert TrainConfig.from_dict({"task": "translate", "steps": 8}).steps == 8
+    path.write_text('task = "lm"\nsteps = 7\n', encoding="utf-8")
+    with pytest.raises(TrainingError, match=r"task = 'lm' is not a translation run: .*aiayn train --task lm"):
+        TrainConfig.from_toml(path)
+
+
+def test_resume_with_a_toml_keeps_every_setting_the_file_does_not_name(tmp_path: Path) -> None:
+    """The run's settings < the file < flags: a TOML naming one field changes that field only."""
+    import json
+    import shutil
+
+    from aiayn.cli import main
+
+    corpus = write_corpus(tmp_path / "corpus.tsv")
+    first = tmp_path / "first"
+    flags = ["--data", str(corpus), "--preset", "tiny", "--vocab-size", "60", "--dev-size", "20", "--test-size",
+             "20", "--batch-tokens", "300", "--warmup", "5", "--peak-lr", "3e-3", "--eval-every", "0",
+             "--save-every", "2", "--no-final-test", "--beam", "1", "--seed", "3", "--log-every", "1"]
+    assert main(["train", "--out", str(first), "--steps", "4", *flags]) == 0
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    assert main(["train", "--out", str(first), "--resume", "--steps", "7"]) == 0
+    toml = tmp_path / "one.toml"
+    toml.write_text("keep_last = 3\n", encoding="utf-8")
+    assert main(["train", "--out", str(second), "--resume", "--steps", "7", "--config", str(toml)]) == 0
+    losses = [{r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r} for run in (first, second)]
+    assert losses[0] == losses[1] and sorted(losses[0]) == list(range(1, 8))
+    settings = [json.loads((run / "train.json").read_text(encoding="utf-8")) for run in (first, second)]
+    assert settings[1] == {**settings[0], "keep_last": 3, "out": str(second)}  # the file's one setting, no other
+    assert (settings[1]["peak_lr"], settings[1]["batch_tokens"], settings[1]["data"]) == (3e-3, 300, str(corpus))
+
+
 @pytest.mark.slow  # compiling takes ~40 s on 2 CPU cores
 def test_compiled_training_gives_the_eager_losses(tmp_path: Path) -> None:
     eager = train(_cfg(tmp_path, "eager", steps=6, precision="fp32", dropout=0.0), log=lambda _: None)

@@ -224,6 +224,8 @@ class Transformer(TransformerBase):
             return self.output_logits(hidden)
         memory, enc_w = self.encode(src, src_mask, need_weights=True)
         logits, dec_w = self.decode(tgt, memory, src_mask=src_keep, tgt_mask=tgt_mask, need_weights=True)
+        if positions is not None:
+            logits = select_positions(logits, positions, tgt, "tgt")  # (N, vocab)
         attentions = Attentions(encoder_self=[w["self"] for w in enc_w], decoder_self=[w["self"] for w in dec_w],
                                 cross=[w["cross"] for w in dec_w])
         return ModelOutput(logits, attentions)
@@ -282,7 +284,7 @@ class EncoderLM(TransformerBase):
         Transformer.forward takes) only there, (N, vocab): training scores only the chosen tokens."""
         hidden, weights = self.encode(ids, mask, need_weights=True, token_types=token_types) \
             if return_attention else (self.encode(ids, mask, token_types=token_types), None)
-        if positions is not None and not return_attention:
+        if positions is not None:
             hidden = select_positions(hidden, positions, ids, "ids")  # (N, d): the head is per position
         h = self.mlm_norm(ACTIVATION_FUNCTIONS[self.cfg.activation](self.mlm_dense(hidden)))
         table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
