@@ -117,6 +117,29 @@ def test_mlm_run_reports_masked_token_accuracy(mlm_run: Path) -> None:
     assert records and 0.0 <= records[-1]["val_acc"] <= 1.0 and records[-1]["val_loss"] > 0
 
 
+def test_a_masked_lm_step_that_chose_no_token_counts_and_changes_nothing(text_file: Path) -> None:
+    """One window of 8 characters at mask_prob 0.05 chooses no token in ~66% of the steps: never a NaN."""
+    cfg = LMTrainConfig(task="mlm", tokenizer="char", data=str(text_file), out=str(text_file.parent / "none-chosen"),
+                        steps=12, mask_prob=0.05, **{**TINY, "batch_size": 1, "context": 8, "log_every": 1})
+    messages: list[str] = []
+    trainer = LMTrainer(cfg, log=messages.append)
+    start = trainer.generator.get_state()
+    chosen = [int((labels != IGNORE_INDEX).sum()) for _, labels in
+              (trainer._rank_batches()[0] for _ in range(cfg.steps))]
+    trainer.generator.set_state(start)
+    assert any(chosen) and 0 in chosen[chosen.index(next(filter(None, chosen))):]  # an empty step after a real one
+    empty = chosen.index(0, chosen.index(next(filter(None, chosen)))) + 1
+    for step in range(1, empty):
+        assert math.isfinite(trainer.train_step().value()), step
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
+    assert trainer.train_step().value() == 0.0 and trainer.step == empty  # counted, no loss over no tokens
+    # no update at all: a zero gradient would still move the weights through Adam's momentum
+    assert all(torch.equal(p, q) for p, q in zip(trainer.model.parameters(), weights))
+    assert any(f"step {empty} scored no token" in m for m in messages)
+    result = trainer.run()
+    assert result.step == cfg.steps and all(math.isfinite(v) for v in result.losses.values())
+
+
 def test_text_shorter_than_one_context_window_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     short = tmp_path / "short.txt"
     short.write_text("To be, or not to be, that is the question.\n" * 2, encoding="utf-8")
