@@ -196,6 +196,34 @@ def test_positions_returns_the_logits_of_the_selected_positions_only(tiny_cfg):
         model(src, tgt, positions=keep.long())
 
 
+def test_positions_also_select_the_logits_when_attention_is_returned(tiny_cfg):
+    src, tgt = random_ids(3, 6), random_ids(3, 5)
+    keep = torch.rand(3, 5) > 0.4
+    model = Transformer(tiny_cfg).eval()
+    out = model(src, tgt, positions=keep, return_attention=True)
+    assert out.logits.shape == (int(keep.sum()), tiny_cfg.vocab_size)
+    assert torch.allclose(out.logits, model(src, tgt)[keep], atol=1e-6) and len(out.attentions["cross"]) == 2
+    encoder = EncoderLM(tiny_cfg).eval()
+    out = encoder(tgt, positions=keep.reshape(-1).nonzero().squeeze(1), return_attention=True)
+    assert torch.allclose(out.logits, encoder(tgt)[keep], atol=1e-6)
+
+
+def test_cached_decoding_keeps_a_target_mask(tiny_cfg):
+    """Transformer.decode with caches: tgt_mask covers every position so far, as without caches."""
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 6), random_ids(2, 5)
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[0, 1], keep[1, 3] = False, False
+    with torch.no_grad():
+        memory = model.encode(src)
+        full = model.decode(tgt, memory, src=src, tgt_mask=keep)
+        caches = model.new_caches(5)
+        steps = [model.decode(tgt[:, t:t + 1], memory, src=src, tgt_mask=keep[:, :t + 1], caches=caches, start=t)
+                 for t in range(5)]
+        assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+        assert float((full - model.decode(tgt, memory, src=src)).abs().max()) > 1e-3  # the mask matters
+
+
 def test_positions_as_flat_indices_select_the_same_rows_and_gradients_as_the_mask(tiny_cfg):
     model = Transformer(tiny_cfg).eval()
     src, tgt = random_ids(3, 6), random_ids(3, 5)
