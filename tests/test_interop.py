@@ -332,6 +332,32 @@ def test_seq2seq_beam4_matches_hf_generate(seq2seq):
     assert got == [_strip(row[1:], cfg.eos_id, cfg.pad_id) for row in out.tolist()]
 
 
+class _GNMTPenalty(float):
+    """alpha as HF reads it, but HF's `length ** length_penalty` gives GNMT's ((5 + length) / 6) ** alpha."""
+
+    def __rpow__(self, length: float) -> float:
+        return ((5 + length) / 6) ** float(self)
+
+
+def test_seq2seq_beam4_gnmt_penalty_at_alpha_06_matches_hf_generate_with_that_penalty(seq2seq):
+    """The default (§6.1) length penalty: HF's own beam search, its penalty swapped for GNMT's."""
+    _, ours, theirs = seq2seq
+    cfg = ours.cfg
+    torch.manual_seed(2)  # 48 sources, among them some where the GNMT and the plain penalty choose differently
+    src = torch.randint(3, V - 1, (48, 9))
+    src[1::3, 5:] = cfg.pad_id
+    assert (5 + 7) / 6 == 7 ** _GNMTPenalty(1.0) and 3 ** _GNMTPenalty(0.6) == pytest.approx((8 / 6) ** 0.6)
+    got = ours.generate(src, max_new_tokens=20)  # beam 4, alpha 0.6, GNMT: the defaults
+    with torch.no_grad():
+        out = theirs.generate(input_ids=src, attention_mask=(src != cfg.pad_id).long(), max_new_tokens=20,
+                              do_sample=False, num_beams=4, length_penalty=_GNMTPenalty(0.6), early_stopping=True,
+                              forced_eos_token_id=None, forced_bos_token_id=None)
+    expected = [_strip(row[1:], cfg.eos_id, cfg.pad_id) for row in out.tolist()]
+    assert got == expected
+    plain = ours.generate(src, length_penalty=0.6, length_penalty_form="plain", max_new_tokens=20)
+    assert plain != got  # the two forms choose differently here, so the match above tests the GNMT form
+
+
 def test_seq2seq_round_trip(seq2seq, tmp_path):
     kind, ours, theirs = seq2seq
     back = aiayn.to_huggingface(ours)

@@ -218,13 +218,18 @@ def test_checkpoints_keep_the_last_m_and_load(tmp_path: Path) -> None:
     assert not list((run / "checkpoints").glob(".*"))  # no temporary folders left
 
 
-def test_averaging_identical_checkpoints_returns_the_same_weights(tmp_path: Path) -> None:
-    model = aiayn.Transformer(aiayn.ModelConfig.preset("tiny"))
-    for name in ("a", "b", "c"):
+def test_averaging_three_checkpoints_gives_every_tensor_their_mean(tmp_path: Path) -> None:
+    models = [aiayn.Transformer(aiayn.ModelConfig.preset("tiny")) for _ in range(3)]  # three different inits
+    for name, model in zip("abc", models):
         model.save(tmp_path / name)
-    averaged = average_checkpoints([tmp_path / n for n in ("a", "b", "c")])
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(averaged[name], tensor), name
+    averaged = average_checkpoints([tmp_path / n for n in "abc"])
+    states = [m.state_dict() for m in models]
+    assert sorted(averaged) == sorted(states[0])
+    for name in states[0]:
+        mean = (states[0][name] + states[1][name] + states[2][name]) / 3
+        assert torch.allclose(averaged[name], mean, atol=1e-7), name
+    differs = [n for n in states[0] if not torch.equal(states[0][n], states[1][n])]
+    assert len(differs) > 20  # the inits differ, so the mean is not any one of them
 
 
 def test_averaging_two_checkpoints_is_their_mean(tmp_path: Path) -> None:
