@@ -184,6 +184,18 @@ def test_cosine_schedule_is_nanogpts() -> None:
     assert lr(2000) == pytest.approx(1e-4) and lr(5000) == pytest.approx(1e-4)
 
 
+def test_an_lm_toml_with_the_inverse_sqrt_schedule_gets_the_papers_rates(text_file: Path, tmp_path: Path) -> None:
+    toml = tmp_path / "lm.toml"
+    toml.write_text(f'task = "lm"\ndata = "{text_file}"\nschedule = "inverse-sqrt"\npeak_lr = 2e-3\nwarmup = 10\n'
+                    f'steps = 40\nlog_every = 1\n', encoding="utf-8")
+    out = tmp_path / "inverse-sqrt"
+    assert main(["train", "--config", str(toml), "--out", str(out), *TINY_FLAGS[:-2]]) == 0
+    lr = {r["step"]: r["lr"] for r in aiayn.training.loop.read_metrics(out) if "lr" in r}
+    # §5.3: linear warmup to the peak at step `warmup`, then proportional to step^-0.5
+    assert lr[5] == pytest.approx(1e-3) and lr[10] == pytest.approx(2e-3) and lr[40] == pytest.approx(1e-3)
+    assert lr[20] == pytest.approx(2e-3 * (10 / 20) ** 0.5)
+
+
 def test_weight_decay_only_on_matrices_and_tables() -> None:
     model = aiayn.DecoderLM(aiayn.ModelConfig.preset("tiny", n_encoder_layers=0, positions="learned"))
     decayed, plain = decay_groups(model, 0.1)

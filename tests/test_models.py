@@ -77,6 +77,34 @@ def test_appending_padding_to_the_source_changes_nothing(tiny_cfg):
     assert torch.allclose(encoder_lm.encode(src), encoder_lm.encode(padded)[:, :6], atol=1e-5)
 
 
+def test_a_pad_id_in_the_middle_of_a_source_is_a_hidden_key_that_keeps_its_position(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 7), random_ids(2, 4)
+    src[0, 3], src[1, 1:3] = tiny_cfg.pad_id, tiny_cfg.pad_id
+    with torch.no_grad():
+        out = model(src, tgt, return_attention=True)
+        assert torch.allclose(out.logits, model(src, tgt, src_mask=src != tiny_cfg.pad_id), atol=1e-5)
+        assert float(out.attentions["cross"][0][0, :, :, 3].abs().max()) == 0.0  # no weight on the pad
+        assert float(out.attentions["encoder_self"][0][1, :, :, 1:3].abs().max()) == 0.0
+        seen = model(src, tgt, src_mask=torch.ones_like(src, dtype=torch.bool))
+        deleted = model(torch.cat([src[:1, :3], src[:1, 4:]], 1), tgt[:1])  # the pad removed: positions shift
+    assert float((out.logits - seen).abs().max()) > 1e-3
+    assert float((out.logits[:1] - deleted).abs().max()) > 1e-4
+
+
+def test_demo_builds_paper_base_and_translates_with_random_weights(capsys):
+    from aiayn.cli import main
+
+    assert main(["demo", "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "paper-base: 63,082,496 parameters (63.1M; the paper's Table 3 gives 65M)"
+    rows = [line for line in lines[1:] if "->" in line]
+    assert len(rows) == 3 and all("(random weights: noise until trained)" in line for line in rows)
+    outputs = [eval(line.split("-> ")[1].split(" (")[0]) for line in rows]
+    assert all(isinstance(out, list) and len(out) <= 10 and all(3 <= t < 37000 or t == 1 for t in out)
+               for out in outputs)
+
+
 def test_all_pad_rows_give_no_nan_in_outputs_or_gradients(tiny_cfg):
     model = Transformer(tiny_cfg)
     src = random_ids(2, 5)

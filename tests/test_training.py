@@ -199,6 +199,37 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_clip_norm_clips_the_gradient_of_every_step(tmp_path: Path) -> None:
+    def gradient_norm(trainer: Trainer) -> float:
+        trainer.train_step()  # the gradients stay on the parameters until the next step
+        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
+                                                            if p.grad is not None])))
+
+    free = gradient_norm(Trainer(_cfg(tmp_path, "free", steps=2), log=lambda _: None))
+    clipped = gradient_norm(Trainer(_cfg(tmp_path, "clipped", steps=2, clip_norm=0.05), log=lambda _: None))
+    assert free > 0.5 and clipped == pytest.approx(0.05, rel=1e-4)
+
+
+def test_dev_beam_sets_the_beam_of_dev_bleu_during_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiayn.evaluation
+
+    beams: list[int] = []
+    real = aiayn.evaluation.translate
+
+    def spy(model, tok, texts, beam_size=4, **options):
+        beams.append(beam_size)
+        return real(model, tok, texts, beam_size=beam_size, **options)
+
+    monkeypatch.setattr(aiayn.evaluation, "translate", spy)
+    trainer = Trainer(_cfg(tmp_path, "dev-beam", steps=4, dev_beam=3, beam=2, eval_every=2, final_test=True),
+                      log=lambda _: None)
+    trainer.run()
+    assert beams == [3, 3, 2]  # dev BLEU at step 2 and at the end with dev_beam; the final test with beam
+    record = [r for r in read_metrics(tmp_path / "dev-beam") if "dev_bleu" in r][-1]
+    hyps = real(trainer.model, trainer.tokenizer, [s for s, _ in trainer.corpus.dev], beam_size=3)
+    assert record["dev_bleu"] == aiayn.evaluation.score(hyps, [t for _, t in trainer.corpus.dev]).bleu
+
+
 def test_a_bad_compile_mode_is_refused_naming_the_modes(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="compile_mode 'fastest' .* reduce-overhead, max-autotune"):
         Trainer(_cfg(tmp_path, "mode", compile_mode="fastest"))
