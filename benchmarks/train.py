@@ -17,9 +17,14 @@ run (8192^3), peak memory from the CUDA allocator; a contender named "... compil
 compiled with torch.compile.
 
 FLOPs per step (stated formula): 6 x (matmul parameters x the tokens they see) + attention terms, where
-encoder weights see B*S tokens, decoder weights and the output projection see B*T tokens, and each
-attention adds 3 x 4*B*Tq*Tk*d_model (QK^T and AV, forward and twice for backward). Embedding lookups,
-LayerNorm, softmax and the optimizer are not counted.
+encoder weights see B*S tokens, decoder weights B*T tokens, the output projection (V x d) the P target
+positions it runs at, and each attention adds 3 x 4*B*Tq*Tk*d_model (QK^T and AV, forward and twice for
+backward). Embedding lookups, LayerNorm, softmax and the optimizer are not counted. Two figures:
+- useful FLOPs, the same for every contender: P = the N scored (non-pad) labels, the only positions
+  whose logits the loss reads;
+- FLOPs done, each contender's own: aiayn projects only at the N scored positions (its trainer's step),
+  the others at all B*T positions. "MFU" is FLOPs done / step time / matmul peak (the work each one
+  really does); "useful MFU" is useful FLOPs / step time / peak (comparable across contenders).
 """
 
 from __future__ import annotations
@@ -150,16 +155,23 @@ def step_fn(model: nn.Module, batch, device: torch.device, compile_model: bool =
     return step
 
 
-def step_flops(cfg: aiayn.ModelConfig, batch: int, src_len: int, tgt_len: int) -> float:
-    """Model FLOPs of one training step by the formula in the module docstring."""
+def step_flops(cfg: aiayn.ModelConfig, batch: int, src_len: int, tgt_len: int, projected: int | None = None) -> float:
+    """Model FLOPs of one training step by the formula in the module docstring; the output projection runs at
+    `projected` target positions (default all B*T)."""
     d, ff = cfg.d_model, cfg.d_ff
     enc_layer = 4 * d * d + 2 * d * ff
     dec_layer = 8 * d * d + 2 * d * ff
+    projected = batch * tgt_len if projected is None else projected
     linear = 6 * (cfg.n_encoder_layers * enc_layer * batch * src_len
-                  + (cfg.n_decoder_layers * dec_layer + cfg.vocab_size * d) * batch * tgt_len)
+                  + cfg.n_decoder_layers * dec_layer * batch * tgt_len + cfg.vocab_size * d * projected)
     attention = 3 * 4 * batch * d * (cfg.n_encoder_layers * src_len * src_len
                                      + cfg.n_decoder_layers * (tgt_len * tgt_len + tgt_len * src_len))
     return float(linear + attention)
+
+
+def projects_scored_only(name: str) -> bool:
+    """True for the contenders whose step computes logits only at the scored positions (aiayn's, see step_fn)."""
+    return name.startswith("aiayn")
 
 
 def build(name: str, cfg: aiayn.ModelConfig) -> nn.Module:
@@ -277,17 +289,20 @@ def main() -> None:
     print(f"warm-up and {args.rounds} rounds of {repeats} step(s) each: "
           f"{time.perf_counter() - compile_started:.1f}s")
     peak_after = matmul_peak_flops(device, peak_dtype, size=peak_size)
-    flops = step_flops(cfg, shape["batch"], shape["src_len"], shape["tgt_len"])
+    all_flops = step_flops(cfg, shape["batch"], shape["src_len"], shape["tgt_len"])  # projection at all B*T
+    useful_flops = step_flops(cfg, shape["batch"], shape["src_len"], shape["tgt_len"], projected=useful_tokens)
     print(f"preset {args.preset}: B={shape['batch']} S={shape['src_len']} T={shape['tgt_len']}, "
           f"vocab {cfg.vocab_size}, {target_tokens} target tokens/step ({useful_tokens} not padding), "
-          f"{flops / 1e9:.1f} GFLOP/step, "
+          f"{useful_flops / 1e9:.1f} GFLOP/step useful (output projection at the {useful_tokens} scored positions: "
+          f"what aiayn does), {all_flops / 1e9:.1f} with it at all {target_tokens} (what the others do), "
           f"device {device}")
     unit, scale = ("TFLOP/s", 1e12) if on_gpu else ("GFLOP/s", 1e9)
     print(f"{peak_dtype} matmul peak ({peak_size}^3): {peak / scale:.1f} {unit} before, "
           f"{peak_after / scale:.1f} after the rounds")
     reference = next((n for n in names if n == "nn.Transformer"), names[0])
     results = {}
-    print(f"{'model':16} {'s/step':>8} {'tgt tok/s':>10} {'MFU':>6} {'peak MB':>8}  per-round ratio vs {reference}")
+    print(f"{'model':16} {'s/step':>8} {'tgt tok/s':>10} {'MFU':>6} {'useful':>6} {'peak MB':>8}  "
+          f"per-round ratio vs {reference}")
     for name in names:
         t = median(times[name])
         ratios = [r / a for a, r in zip(times[name], times[reference])]
@@ -297,10 +312,12 @@ def main() -> None:
             memory = cuda_peak_memory_mb(steps[name], device)
         else:
             memory = peak_memory_mb(name, args.preset, shape, args.threads, args.compile, args.tune_allocator)
-        mfu = flops / t / max(peak, peak_after)
-        results[name] = dict(seconds=t, tokens_per_s=target_tokens / t, mfu=mfu, peak_mb=memory,
-                             ratios=ratios, times=times[name])
-        print(f"{name:16} {t:8.4f} {target_tokens / t:10.0f} {mfu:6.1%} {memory:8.0f}  "
+        done = useful_flops if projects_scored_only(name) else all_flops  # the FLOPs this contender does
+        mfu, useful_mfu = done / t / max(peak, peak_after), useful_flops / t / max(peak, peak_after)
+        results[name] = dict(seconds=t, tokens_per_s=target_tokens / t, flops=done, mfu=mfu,
+                             useful_flops=useful_flops, useful_mfu=useful_mfu, peak_mb=memory, ratios=ratios,
+                             times=times[name])
+        print(f"{name:16} {t:8.4f} {target_tokens / t:10.0f} {mfu:6.1%} {useful_mfu:6.1%} {memory:8.0f}  "
               + " ".join(f"{r:.2f}" for r in ratios) + f"  (median {median(ratios):.2f}x)")
     if args.json:
         with open(args.json, "w") as handle:

@@ -78,6 +78,27 @@ def test_bundled_corpus_counts_and_split() -> None:
     assert corpus.test[0][0].startswith("In the beginning was the Word")
 
 
+@pytest.mark.skipif(not BUNDLED_FILE.is_file(), reason="the bundled Bible corpus is not in this checkout yet")
+def test_dev_and_test_files_replace_the_bundled_splits(tmp_path: Path) -> None:
+    bundled = load_corpus()
+    dev, test = write_corpus(tmp_path / "dev.tsv", n=7, seed=1), write_corpus(tmp_path / "test.tsv", n=9, seed=2)
+    with_dev = load_corpus(dev=str(dev))
+    assert with_dev.dev == [(en, es) for _, en, es in read_tsv(dev)] and with_dev.test == bundled.test
+    assert with_dev.train == bundled.train  # the held-out books stay out of training
+    both = load_corpus(dev=str(dev), test=str(test))
+    assert both.counts() == {"train": len(bundled.train), "dev": 7, "test": 9}
+    en, es = tmp_path / "test.en", tmp_path / "test.es"
+    en.write_text("the king\nthe man\n", encoding="utf-8")
+    es.write_text("el rey\nel hombre\n", encoding="utf-8")
+    assert load_corpus(test=str(en), test_target=str(es)).test == [("the king", "el rey"), ("the man", "el hombre")]
+    with pytest.raises(CorpusError, match=r"--target .* not the bundled corpus: give --data SOURCE_FILE"):
+        load_corpus(target=str(es))
+    with pytest.raises(CorpusError, match=r"--dev-target needs --dev"):
+        load_corpus(dev_target=str(es))
+    with pytest.raises(CorpusError, match=r"--test-target needs --test"):
+        load_corpus(str(write_corpus(tmp_path / "c.tsv", n=100)), test_target=str(es), dev_size=5, test_size=5)
+
+
 # ---------------------------------------------------------------- tokenizer
 def test_bpe_special_ids_round_trip_and_unseen_characters(tmp_path: Path) -> None:
     texts = ["In the beginning God created the heaven and the earth.",

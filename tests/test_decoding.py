@@ -280,6 +280,52 @@ def test_lm_prompts_of_different_lengths_decode_as_if_alone(tiny_cfg):
     assert lm.generate(left, max_new_tokens=8) == lm.generate(right, max_new_tokens=8) == alone[:3]
 
 
+def test_lm_pad_id_in_the_middle_of_a_prompt_is_hidden_alike_in_forward_and_generate(tiny_cfg, monkeypatch):
+    """pad_id (0, no real token here) inside a prompt: forward hides that key; generate keeps its position and
+    hides it too, so every cached step's logits are forward's on the same ids."""
+    import aiayn.decoding
+
+    lm = DecoderLM(tiny_cfg).eval()
+    prompt = torch.tensor([[5, 6, 0, 7, 8], [9, 0, 0, 10, 11]])
+    with torch.no_grad():
+        hidden = lm(prompt)
+        assert torch.equal(hidden, lm(prompt, mask=prompt != 0))  # the default mask hides pad_id
+        assert float((hidden - lm(prompt, mask=torch.ones_like(prompt, dtype=torch.bool))).abs().max()) > 1e-3
+    seen: list[torch.Tensor] = []
+
+    def recording_argmax(options, device):
+        return lambda logits: seen.append(logits.clone()) or logits.argmax(-1)
+
+    monkeypatch.setattr(aiayn.decoding, "_chooser", recording_argmax)
+    for row in prompt:
+        seen.clear()
+        [new] = lm.generate(row[None], max_new_tokens=6)
+        assert len(seen) == len(new) == 6
+        ids = row[None]
+        with torch.no_grad():
+            for logits, token in zip(seen, new):
+                assert torch.allclose(logits[0], lm(ids)[0, -1], atol=1e-5)
+                ids = torch.cat([ids, torch.tensor([[token]])], 1)
+    monkeypatch.undo()
+    got = lm.generate(prompt, max_new_tokens=8)
+    assert lm.generate(prompt.tolist(), max_new_tokens=8) == got  # id lists alike
+
+
+def test_lm_cached_forward_takes_a_keep_mask_over_every_position(tiny_cfg):
+    lm = DecoderLM(tiny_cfg).eval()
+    ids = random_ids(2, 7)
+    keep = torch.ones(2, 7, dtype=torch.bool)
+    keep[0, 2], keep[1, 4] = False, False
+    with torch.no_grad():
+        full = lm(ids, mask=keep)
+        caches = lm.new_caches(7)
+        first = lm(ids[:, :5], mask=keep[:, :5], caches=caches)
+        rest = [lm(ids[:, t:t + 1], mask=keep[:, :t + 1], caches=caches, start=t) for t in (5, 6)]
+    assert torch.allclose(torch.cat([first, *rest], 1), full, atol=1e-5)
+    with pytest.raises(ValueError, match=r"keep-mask over every position so far"):
+        lm(ids[:, :1], mask=keep[:, :1], caches=lm.new_caches(4), start=3)
+
+
 def test_lm_limits_and_errors(tiny_cfg):
     lm = DecoderLM(tiny_cfg).eval()
     assert [len(r) for r in lm.generate([[5] * 120], max_new_tokens=50, min_length=50)] == [8]  # max_positions

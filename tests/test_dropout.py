@@ -25,6 +25,17 @@ def test_dropout_scales_kept_values_and_gradients_use_the_same_mask():
     assert torch.allclose(x.detach().mean(), y.detach().mean(), atol=0.05)
 
 
+def test_the_scale_is_one_over_the_kept_share_actually_used():
+    """p = 0.1 drops with probability 6554/65536 = 0.1000061: the kept values are scaled by 1/(1 - that), so the
+    expected output is the input exactly (1/(1 - 0.1) would leave a bias of 6.8e-6)."""
+    layer = Dropout(0.1).train()
+    x = torch.ones(32, 64, dtype=torch.float64)
+    y = layer(x)
+    dropped = 6554 / 65536
+    assert y[y != 0].unique().tolist() == [1 / (1 - dropped)]
+    assert 1 / (1 - dropped) != 1 / (1 - 0.1)
+
+
 def test_eval_mode_and_zero_rate_are_identity():
     x = torch.randn(4, 5)
     assert Dropout(0.5).eval()(x) is x

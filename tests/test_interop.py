@@ -195,6 +195,48 @@ def test_gpt2_greedy_30_tokens_match(gpt2):
     assert [len(row) for row in got] == [30, 30, 30] and all(len(set(row)) > 5 for row in got)
 
 
+def test_gpt2_logits_match_with_endoftext_anywhere(gpt2):
+    """GPT-2's pad, BOS and EOS are all <|endoftext|>: a real token, seen wherever it stands."""
+    ours, theirs = gpt2
+    eos = V - 1
+    assert ours.cfg.pad_id == ours.cfg.bos_id == ours.cfg.eos_id == eos
+    ids = torch.randint(0, V - 1, (3, 20))
+    ids[0, 0], ids[1, 7], ids[2, 3:5], ids[2, -1] = eos, eos, eos, eos
+    with torch.no_grad():
+        a, b = ours(ids), theirs(ids).logits
+        hidden = ours(ids, mask=ids != eos)  # what hiding every <|endoftext|> would give
+    assert float((a - b).abs().max()) < 1e-5
+    assert float((hidden - b)[1, 8:].abs().max()) > 1e-2  # so the match above is not by chance
+
+
+def test_gpt2_generation_after_endoftext_matches_hf_and_forward(gpt2):
+    ours, theirs = gpt2
+    eos = V - 1
+    prompts = [torch.tensor([[eos]]), torch.tensor([[5, 6, eos, 7, 8, eos, 9]])]
+    for prompt in prompts:
+        with torch.no_grad():
+            out = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
+                                  do_sample=False, num_beams=1, pad_token_id=eos)
+        got = ours.generate(prompt, max_new_tokens=12)
+        assert got == [_strip(out[0, prompt.shape[1]:].tolist(), eos, eos)]
+        assert len(got[0]) > 0
+        # the cached generation agrees with forward on the same ids
+        ids = prompt
+        with torch.no_grad():
+            for token in got[0]:
+                assert int(ours(ids)[0, -1].argmax()) == token
+                ids = torch.cat([ids, torch.tensor([[token]])], 1)
+
+
+def test_gpt2_padded_prompts_take_their_padding_from_a_mask(gpt2):
+    ours, _ = gpt2
+    eos = V - 1
+    alone = [ours.generate([row], max_new_tokens=6)[0] for row in ([5, 6, 7, 8], [eos, 9], [10, 11, 12])]
+    left = torch.tensor([[5, 6, 7, 8], [eos, eos, eos, 9], [eos, 10, 11, 12]])
+    keep = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1], [0, 1, 1, 1]]).bool()
+    assert ours.generate(left, max_new_tokens=6, mask=keep) == alone
+
+
 def test_gpt2_round_trip(gpt2):
     ours, theirs = gpt2
     back = aiayn.to_huggingface(ours)
@@ -288,6 +330,32 @@ def test_seq2seq_beam4_matches_hf_generate(seq2seq):
                               do_sample=False, num_beams=4, length_penalty=1.0, early_stopping=True,
                               forced_eos_token_id=None, forced_bos_token_id=None)
     assert got == [_strip(row[1:], cfg.eos_id, cfg.pad_id) for row in out.tolist()]
+
+
+class _GNMTPenalty(float):
+    """alpha as HF reads it, but HF's `length ** length_penalty` gives GNMT's ((5 + length) / 6) ** alpha."""
+
+    def __rpow__(self, length: float) -> float:
+        return ((5 + length) / 6) ** float(self)
+
+
+def test_seq2seq_beam4_gnmt_penalty_at_alpha_06_matches_hf_generate_with_that_penalty(seq2seq):
+    """The default (§6.1) length penalty: HF's own beam search, its penalty swapped for GNMT's."""
+    _, ours, theirs = seq2seq
+    cfg = ours.cfg
+    torch.manual_seed(2)  # 48 sources, among them some where the GNMT and the plain penalty choose differently
+    src = torch.randint(3, V - 1, (48, 9))
+    src[1::3, 5:] = cfg.pad_id
+    assert (5 + 7) / 6 == 7 ** _GNMTPenalty(1.0) and 3 ** _GNMTPenalty(0.6) == pytest.approx((8 / 6) ** 0.6)
+    got = ours.generate(src, max_new_tokens=20)  # beam 4, alpha 0.6, GNMT: the defaults
+    with torch.no_grad():
+        out = theirs.generate(input_ids=src, attention_mask=(src != cfg.pad_id).long(), max_new_tokens=20,
+                              do_sample=False, num_beams=4, length_penalty=_GNMTPenalty(0.6), early_stopping=True,
+                              forced_eos_token_id=None, forced_bos_token_id=None)
+    expected = [_strip(row[1:], cfg.eos_id, cfg.pad_id) for row in out.tolist()]
+    assert got == expected
+    plain = ours.generate(src, length_penalty=0.6, length_penalty_form="plain", max_new_tokens=20)
+    assert plain != got  # the two forms choose differently here, so the match above tests the GNMT form
 
 
 def test_seq2seq_round_trip(seq2seq, tmp_path):

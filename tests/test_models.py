@@ -77,6 +77,34 @@ def test_appending_padding_to_the_source_changes_nothing(tiny_cfg):
     assert torch.allclose(encoder_lm.encode(src), encoder_lm.encode(padded)[:, :6], atol=1e-5)
 
 
+def test_a_pad_id_in_the_middle_of_a_source_is_a_hidden_key_that_keeps_its_position(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 7), random_ids(2, 4)
+    src[0, 3], src[1, 1:3] = tiny_cfg.pad_id, tiny_cfg.pad_id
+    with torch.no_grad():
+        out = model(src, tgt, return_attention=True)
+        assert torch.allclose(out.logits, model(src, tgt, src_mask=src != tiny_cfg.pad_id), atol=1e-5)
+        assert float(out.attentions["cross"][0][0, :, :, 3].abs().max()) == 0.0  # no weight on the pad
+        assert float(out.attentions["encoder_self"][0][1, :, :, 1:3].abs().max()) == 0.0
+        seen = model(src, tgt, src_mask=torch.ones_like(src, dtype=torch.bool))
+        deleted = model(torch.cat([src[:1, :3], src[:1, 4:]], 1), tgt[:1])  # the pad removed: positions shift
+    assert float((out.logits - seen).abs().max()) > 1e-3
+    assert float((out.logits[:1] - deleted).abs().max()) > 1e-4
+
+
+def test_demo_builds_paper_base_and_translates_with_random_weights(capsys):
+    from aiayn.cli import main
+
+    assert main(["demo", "--seed", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "paper-base: 63,082,496 parameters (63.1M; the paper's Table 3 gives 65M)"
+    rows = [line for line in lines[1:] if "->" in line]
+    assert len(rows) == 3 and all("(random weights: noise until trained)" in line for line in rows)
+    outputs = [eval(line.split("-> ")[1].split(" (")[0]) for line in rows]
+    assert all(isinstance(out, list) and len(out) <= 10 and all(3 <= t < 37000 or t == 1 for t in out)
+               for out in outputs)
+
+
 def test_all_pad_rows_give_no_nan_in_outputs_or_gradients(tiny_cfg):
     model = Transformer(tiny_cfg)
     src = random_ids(2, 5)
@@ -170,6 +198,23 @@ def test_bad_masks_raise_clear_errors(tiny_cfg):
     assert torch.allclose(model.eval()(src, tgt, tgt_mask=per_head), model(src, tgt, tgt_mask=per_head[:, :1]))
 
 
+@pytest.mark.parametrize("tgt_len", [4, 6])  # shorter than the source, and as long (where a wrong mask fits)
+def test_a_3d_or_4d_source_mask_masks_cross_attention_by_its_key_padding(tiny_cfg, tgt_len):
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 6), random_ids(2, tgt_len)
+    keep = torch.ones(2, 6, dtype=torch.bool)
+    keep[0, 4:], keep[1, 2:] = False, False
+    pairwise = keep[:, None, :] & keep[:, :, None]  # (B, S, S): padding neither attends nor is attended
+    with torch.no_grad():
+        expected = model(src, tgt, src_mask=keep)
+        for mask in (pairwise, pairwise[:, None], keep[:, None, :].expand(2, 6, 6)):
+            assert torch.allclose(model(src, tgt, src_mask=mask), expected, atol=1e-5)
+            out = model(src, tgt, src_mask=mask, return_attention=True)
+            assert torch.allclose(out.logits, expected, atol=1e-5)
+            assert float(out.attentions["cross"][-1][0, :, :, 4:].abs().max()) == 0.0  # padding gets no weight
+        assert float((model(src, tgt) - expected).abs().max()) > 1e-3  # the masks matter here
+
+
 def test_positions_returns_the_logits_of_the_selected_positions_only(tiny_cfg):
     model = Transformer(tiny_cfg).eval()
     src, tgt = random_ids(3, 6), random_ids(3, 5)
@@ -177,6 +222,34 @@ def test_positions_returns_the_logits_of_the_selected_positions_only(tiny_cfg):
     assert torch.allclose(model(src, tgt, positions=keep), model(src, tgt)[keep], atol=1e-6)
     with pytest.raises(ValueError, match="positions must be a bool tensor"):
         model(src, tgt, positions=keep.long())
+
+
+def test_positions_also_select_the_logits_when_attention_is_returned(tiny_cfg):
+    src, tgt = random_ids(3, 6), random_ids(3, 5)
+    keep = torch.rand(3, 5) > 0.4
+    model = Transformer(tiny_cfg).eval()
+    out = model(src, tgt, positions=keep, return_attention=True)
+    assert out.logits.shape == (int(keep.sum()), tiny_cfg.vocab_size)
+    assert torch.allclose(out.logits, model(src, tgt)[keep], atol=1e-6) and len(out.attentions["cross"]) == 2
+    encoder = EncoderLM(tiny_cfg).eval()
+    out = encoder(tgt, positions=keep.reshape(-1).nonzero().squeeze(1), return_attention=True)
+    assert torch.allclose(out.logits, encoder(tgt)[keep], atol=1e-6)
+
+
+def test_cached_decoding_keeps_a_target_mask(tiny_cfg):
+    """Transformer.decode with caches: tgt_mask covers every position so far, as without caches."""
+    model = Transformer(tiny_cfg).eval()
+    src, tgt = random_ids(2, 6), random_ids(2, 5)
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[0, 1], keep[1, 3] = False, False
+    with torch.no_grad():
+        memory = model.encode(src)
+        full = model.decode(tgt, memory, src=src, tgt_mask=keep)
+        caches = model.new_caches(5)
+        steps = [model.decode(tgt[:, t:t + 1], memory, src=src, tgt_mask=keep[:, :t + 1], caches=caches, start=t)
+                 for t in range(5)]
+        assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+        assert float((full - model.decode(tgt, memory, src=src)).abs().max()) > 1e-3  # the mask matters
 
 
 def test_positions_as_flat_indices_select_the_same_rows_and_gradients_as_the_mask(tiny_cfg):

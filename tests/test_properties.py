@@ -59,7 +59,13 @@ def test_invalid_ids_raise_type_or_value_error(cfg, model_class, kind):
     bad = {"float": torch.zeros(1, 2), "too_big": torch.full((1, 2), cfg.vocab_size),
            "negative": torch.full((1, 2), -1), "1d": torch.zeros(3, dtype=torch.long),
            "long": torch.zeros(1, cfg.max_positions + 1, dtype=torch.long)}[kind]
-    with pytest.raises((TypeError, ValueError)):
+    long = rf"length {cfg.max_positions + 1} > max_positions={cfg.max_positions}"
+    error, message = {"float": (TypeError, "must hold integer token ids"),
+                      "too_big": (ValueError, rf"ids outside \[0, vocab_size={cfg.vocab_size}\)"),
+                      "negative": (ValueError, r"ids outside \[0, vocab_size"),
+                      "1d": (ValueError, r"must have shape \(batch, length\)"),
+                      "long": (ValueError, long)}[kind]
+    with pytest.raises(error, match=message):
         run(model, bad)
 
 

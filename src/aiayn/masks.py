@@ -58,6 +58,47 @@ def decoder_self_mask(mask: Tensor | None, ids: Tensor, pad_id: int, n_heads: in
     return mask
 
 
+def cached_self_mask(mask: Tensor | None, query_len: int, start: int, device: torch.device,
+                     n_heads: int | None = None) -> Tensor | None:
+    """Self-attention mask of `query_len` new positions after `start` cached ones (KV-cache decoding).
+
+    The cache does not remember which of its keys were padding, so `mask` covers every position so far:
+    a (B, start + t) keep-mask, combined with the causal mask, or a (B, 1|H, t, start + t) attention mask used
+    as given. None hides nothing (and needs no mask at all for a single new position).
+    """
+    total = start + query_len
+    if mask is None:
+        return None if query_len == 1 else causal_mask(query_len, total, device)
+    wrong = ValueError(f"with caches, mask has shape {tuple(getattr(mask, 'shape', ()))}: give a (B, start + t) = "
+                       f"(B, {total}) keep-mask over every position so far (cached and new), or a "
+                       f"(B, 1|H, {query_len}, {total}) attention mask")
+    try:
+        check_mask(mask, "mask", (total,))
+    except ValueError:
+        raise wrong from None
+    check_mask(mask, "mask", (total,), n_heads)  # a 4-D mask's head dimension
+    if mask.dim() == 2:
+        return causal_mask(query_len, total, device) & mask[:, None, None, :]
+    if mask.shape[-2] != query_len:
+        raise wrong
+    return mask if mask.dim() == 4 else mask[:, None]
+
+
+def memory_key_mask(src_mask: Tensor | None) -> Tensor | None:
+    """Cross-attention's mask from a source mask: its key-padding part, (B, 1|H, 1, S).
+
+    A (B, S) keep-mask is that part already. A (B, 1|S, S) or (B, 1|H, 1|S, S) encoder self-attention mask
+    is no mask for the decoder's queries: the keys it hides from every source query are the padding.
+    """
+    if src_mask is None:
+        return None
+    if src_mask.dim() == 2:
+        return src_mask[:, None, None, :]
+    if src_mask.dim() == 3:
+        src_mask = src_mask[:, None]
+    return src_mask if src_mask.shape[-2] == 1 else src_mask.any(dim=-2, keepdim=True)
+
+
 def check_mask(mask: Tensor, name: str, expected_tail: tuple[int, ...] | torch.Size,
                n_heads: int | None = None) -> None:
     """Raise a clear error unless `mask` is boolean, its last dims match `expected_tail` and a 4-D mask's

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .embeddings import PositionalEncoding, make_token_embedding
 from .layers import ACTIVATION_FUNCTIONS, LayerCache, Stack
-from .masks import as_key_mask, causal_mask, decoder_self_mask
+from .masks import as_key_mask, cached_self_mask, causal_mask, decoder_self_mask, memory_key_mask
 
 
 class Attentions(dict):
@@ -167,8 +167,11 @@ class Transformer(TransformerBase):
                need_weights: bool = False, src: Tensor | None = None) -> Any:
         """Decoder logits (B, T, vocab) for decoder input tgt given memory (B, S, d).
 
-        src_mask is the (B, S) keep-mask of the source (or pass `src` to derive it from pad_id).
-        With `caches`, tgt holds only the new positions, which start at position `start`.
+        src_mask is the (B, S) keep-mask of the source (or pass `src` to derive it from pad_id); of a 3-D or
+        4-D source mask, cross-attention uses the key-padding part (the keys no source query may attend are
+        hidden). With `caches`, tgt holds only the new positions, which start at position `start`, and
+        tgt_mask, when given, covers every position so far: a (B, start + T) keep-mask or a
+        (B, 1|H, T, start + T) attention mask.
         """
         self.check_ids(tgt, "tgt")
         if src_mask is None and src is not None:
@@ -182,11 +185,9 @@ class Transformer(TransformerBase):
 
         hidden_only returns the decoder output (B, T, d) before the pre-softmax projection.
         """
-        memory_mask = None if src_mask is None else (src_mask[:, None, None, :] if src_mask.dim() == 2
-                                                     else src_mask)
+        memory_mask = memory_key_mask(src_mask)  # (B, 1|H, 1, S) or None
         if caches is not None:  # incremental: tgt are the last T of start+T positions
-            t = tgt.shape[1]
-            self_mask = None if t == 1 and tgt_mask is None else causal_mask(t, start + t, tgt.device)
+            self_mask = cached_self_mask(tgt_mask, tgt.shape[1], start, tgt.device, self.cfg.n_heads)
         else:
             if tgt_mask is None and self.cfg.bos_id == self.cfg.pad_id:  # Marian starts with its pad id:
                 tgt_mask = (tgt != self.cfg.pad_id).index_fill(1, tgt.new_zeros(1), True)  # BOS is no pad
@@ -202,7 +203,8 @@ class Transformer(TransformerBase):
                 return_attention: bool = False, positions: Tensor | None = None) -> Tensor | ModelOutput:
         """Teacher forcing: tgt is BOS + target shifted right; returns logits (B, T, vocab) for each step.
 
-        Masks (True = may attend) default from pad_id: src_mask (B, S); tgt_mask (B, T) is combined
+        Masks (True = may attend) default from pad_id: src_mask (B, S) (a (B, S, S) or (B, 1|H, S, S) one
+        masks the encoder as given, and cross-attention by its key-padding part); tgt_mask (B, T) is combined
         with the causal mask, a (T, T) or (B, T, T) one is used as given. `positions`, a (B, T) bool
         tensor, returns logits (N, vocab) only where it is True: training scores no padding, so it
         skips the pre-softmax projection there (the largest matmul of a small model). A (N,) integer
@@ -222,6 +224,8 @@ class Transformer(TransformerBase):
             return self.output_logits(hidden)
         memory, enc_w = self.encode(src, src_mask, need_weights=True)
         logits, dec_w = self.decode(tgt, memory, src_mask=src_keep, tgt_mask=tgt_mask, need_weights=True)
+        if positions is not None:
+            logits = select_positions(logits, positions, tgt, "tgt")  # (N, vocab)
         attentions = Attentions(encoder_self=[w["self"] for w in enc_w], decoder_self=[w["self"] for w in dec_w],
                                 cross=[w["cross"] for w in dec_w])
         return ModelOutput(logits, attentions)
@@ -280,7 +284,7 @@ class EncoderLM(TransformerBase):
         Transformer.forward takes) only there, (N, vocab): training scores only the chosen tokens."""
         hidden, weights = self.encode(ids, mask, need_weights=True, token_types=token_types) \
             if return_attention else (self.encode(ids, mask, token_types=token_types), None)
-        if positions is not None and not return_attention:
+        if positions is not None:
             hidden = select_positions(hidden, positions, ids, "ids")  # (N, d): the head is per position
         h = self.mlm_norm(ACTIVATION_FUNCTIONS[self.cfg.activation](self.mlm_dense(hidden)))
         table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
@@ -308,7 +312,13 @@ class DecoderLM(TransformerBase):
 
     def forward(self, ids: Tensor, mask: Tensor | None = None, return_attention: bool = False,
                 caches: list[LayerCache] | None = None, start: int = 0) -> Tensor | ModelOutput:
-        """Next-token logits (B, T, vocab); mask as Transformer's tgt_mask. With caches, ids are new tokens."""
+        """Next-token logits (B, T, vocab); mask as Transformer's tgt_mask. With caches, ids are new tokens.
+
+        Without a mask, ids equal to pad_id are hidden as keys, unless pad_id is also BOS or EOS
+        (cfg.pad_is_token, as GPT-2's <|endoftext|>): then no id is padding and only a mask hides positions.
+        With caches, mask covers every position so far: a (B, start + T) keep-mask (the cache does not
+        remember which of its keys were padding) or a (B, 1|H, T, start + T) attention mask.
+        """
         self.check_ids(ids, "ids")
         if start + ids.shape[1] > self.cfg.max_positions:
             raise ValueError(f"ids reach position {start + ids.shape[1]} > max_positions={self.cfg.max_positions}")
@@ -318,8 +328,9 @@ class DecoderLM(TransformerBase):
                  caches: list[LayerCache] | None = None, start: int = 0) -> Tensor | ModelOutput:
         """forward() without the ids checks: the per-step path of decoding.py, which validates once."""
         if caches is not None:
-            t = ids.shape[1]
-            self_mask = None if t == 1 and mask is None else causal_mask(t, start + t, ids.device)
+            self_mask = cached_self_mask(mask, ids.shape[1], start, ids.device, self.cfg.n_heads)
+        elif mask is None and self.cfg.pad_is_token:  # no id is padding: causal only
+            self_mask = causal_mask(ids.shape[1], device=ids.device)
         else:
             self_mask = decoder_self_mask(mask, ids, self.cfg.pad_id, self.cfg.n_heads)
         x = self.positions(self.token_embedding(ids), start)

@@ -41,11 +41,6 @@ class Batch:
         """The non-pad labels (n_tokens,), in the order of `scored` (no GPU read-back: the indices are known)."""
         return self.labels.reshape(-1).index_select(0, self.scored)
 
-    @property
-    def n_src_tokens(self) -> int:
-        """Real (non-pad) source tokens."""
-        return int(self.src.ne(0).sum())
-
 
 def collate(examples: list[Example], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
     """Pad a list of examples into a Batch (the sequence layout of the whole project)."""

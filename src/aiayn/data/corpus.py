@@ -142,12 +142,27 @@ def random_split(pairs: list[Pair], dev_size: int, test_size: int, seed: int) ->
 def load_corpus(data: str = BUNDLED, target: str | None = None, dev: str | None = None,
                 dev_target: str | None = None, test: str | None = None, test_target: str | None = None,
                 dev_size: int = 500, test_size: int = 1000, seed: int = 1) -> Corpus:
-    """The bundled Bible split by book, or a user corpus with dev/test files given or drawn with `seed`."""
+    """The bundled Bible split by book, or a user corpus with dev/test files given or drawn with `seed`.
+
+    Dev and test files replace the bundled corpus's dev and test books (which stay out of training).
+    """
+    for given, name, needs in ((dev_target, "--dev-target", dev), (test_target, "--test-target", test)):
+        if given is not None and needs is None:
+            flag = name.removesuffix("-target")
+            raise CorpusError(f"{name} needs {flag}: {flag} names the source side, {name} its aligned target "
+                              f"file (or give {flag} a TSV and no {name})")
     if data == BUNDLED:
+        if target is not None:
+            raise CorpusError(f"--target {target} pairs with --data a source text file, not the bundled corpus: "
+                              f"give --data SOURCE_FILE --target TARGET_FILE (or a TSV as --data)")
         if not BUNDLED_FILE.is_file():
             raise CorpusError(f"the bundled corpus {BUNDLED_FILE} is missing from this installation; reinstall "
                               f"aiayn or rebuild it with scripts/build_bible_corpus.py")
         corpus = split_by_book(read_tsv(BUNDLED_FILE))
+        if dev is not None:
+            corpus.dev = read_pairs(dev, dev_target)
+        if test is not None:
+            corpus.test = read_pairs(test, test_target)
         corpus.name = BUNDLED
         return corpus
     pairs = read_pairs(data, target)

@@ -336,6 +336,8 @@ class RankTrainer:
         """
         world = self.dist.world_size
         n_tokens = int(self.dist.sum([n_scored])[0]) if world > 1 else n_scored  # the step's, on all ranks
+        if n_tokens == 0:  # e.g. a masked-LM step that chose no token: 0 / 0 would be a NaN loss
+            return self._empty_step(), 0
         self.optimizer.zero_grad(set_to_none=True)
         total: Tensor | None = None
         for i, batch in enumerate(batches):
@@ -360,6 +362,16 @@ class RankTrainer:
             group["lr"] = self.schedule(self.step)
         self.optimizer.step()
         return reported, n_tokens
+
+    def _empty_step(self) -> LossOnHost:
+        """A step whose batches score no token (on any rank): it counts, moves the schedule on and changes no
+        weight (a zero gradient would still move them through Adam's momentum); its loss is reported as 0."""
+        self.step += 1
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(self.step)
+        self.log(f"step {self.step} scored no token (a masked-LM batch in which no token was chosen): the weights "
+                 f"are left as they were")
+        return LossOnHost(torch.zeros((), device=self.device))
 
     def run(self) -> TrainResult:
         """Train to cfg.steps, evaluating and checkpointing on schedule; Ctrl-C saves and stops every rank cleanly."""

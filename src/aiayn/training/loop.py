@@ -143,7 +143,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "settings") -> TrainConfig:
-        """Build from a dict; unknown keys raise TrainingError naming them."""
+        """Build from a dict; unknown keys raise TrainingError naming them. `task` may name this task only."""
+        values = dict(values)
+        task = values.pop("task", "translate")  # `aiayn train` reads it to choose the trainer
+        if task != "translate":
+            raise TrainingError(f"{source}: task = {task!r} is not a translation run: train it with "
+                                f"`aiayn train --task {task}` (aiayn.training.lm_loop.LMTrainConfig)")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
