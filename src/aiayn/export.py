@@ -336,12 +336,14 @@ def _usage(model: TransformerBase, to: str) -> list[str]:
         if isinstance(model, Transformer):
             body += ["translator = ctranslate2.Translator(FOLDER)",
                      "tokens = tok.convert_ids_to_tokens(tok.encode(\"a sentence\"))",
-                     "out = translator.translate_batch([tokens], beam_size=4)[0].hypotheses[0]",
+                     f"out = translator.translate_batch([tokens], beam_size=4, max_decoding_length="
+                     f"{model.cfg.max_positions - 1})[0].hypotheses[0]  # positions end at {model.cfg.max_positions}",
                      "print(tok.decode(tok.convert_tokens_to_ids(out), skip_special_tokens=True))"]
         else:
             body += ["generator = ctranslate2.Generator(FOLDER)",
                      "tokens = tok.convert_ids_to_tokens(tok.encode(\"a prompt\"))",
-                     "out = generator.generate_batch([tokens], max_length=50, include_prompt_in_result=False)",
+                     "out = generator.generate_batch([tokens], max_length=50, include_prompt_in_result=False)"
+                     f"  # prompt + new tokens <= {model.cfg.max_positions}",
                      "print(tok.decode(out[0].sequences_ids[0], skip_special_tokens=True))"]
         note = ""
     return ["## Use", "", "```python", *body, "```", "", *([note, ""] if note else [])]
