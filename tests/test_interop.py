@@ -419,7 +419,7 @@ def _edit_json(path, **changes) -> None:
 
 def test_unsupported_architecture_is_named(gpt2_folder):
     _edit_json(gpt2_folder / "config.json", model_type="roberta", architectures=["RobertaModel"])
-    supported = r"\['bart', 'bert', 'gpt2', 'marian'\]"
+    supported = r"\['bart', 'bert', 'gpt2', 'marian', 'opt'\]"
     with pytest.raises(ConversionError, match=rf"unsupported architecture 'roberta'.*{supported}"):
         aiayn.from_huggingface(gpt2_folder)
 
@@ -466,10 +466,61 @@ def test_pytorch_bin_checkpoints_load(gpt2_folder):
 
 
 def test_to_huggingface_names_what_has_no_equivalent():
-    with pytest.raises(ValueError, match=r"marian: .*sinusoid_layout='interleaved' \(needs 'halves'\)"):
-        aiayn.to_huggingface(Transformer(ModelConfig.preset("tiny")))  # the paper's layout (§3.5)
-    with pytest.raises(ValueError, match=r"gpt2: norm='post' \(needs 'pre'\)"):
-        aiayn.to_huggingface(DecoderLM(ModelConfig.preset("tiny")))
+    with pytest.raises(ValueError, match=r"MarianMTModel needs norm='post' \(this model: 'pre'\)"):
+        aiayn.to_huggingface(Transformer(ModelConfig.preset("tiny", norm="pre")))
+    with pytest.raises(ValueError, match=r"MarianMTModel needs positions='sinusoidal' \(this model: 'learned'\)"):
+        aiayn.to_huggingface(Transformer(ModelConfig.preset("tiny", positions="learned")))
+    with pytest.raises(ValueError, match=r"BertForMaskedLM needs norm='post' \(this model: 'pre'\), "
+                                         r"embedding_norm=True \(this model: False\)"):
+        aiayn.to_huggingface(EncoderLM(ModelConfig.preset("tiny", norm="pre")))
+
+
+@pytest.mark.parametrize("kind", ["transformer", "post_lm", "pre_lm", "bert"])
+def test_paper_options_convert_exactly(kind):
+    """Interleaved sinusoids, sqrt(d_model) scaling and post-LN LMs reach HF through exact rewrites."""
+    cfg = ModelConfig.preset("tiny", dropout=0.0)
+    ours = {"transformer": lambda: Transformer(cfg), "post_lm": lambda: DecoderLM(cfg),
+            "pre_lm": lambda: DecoderLM(cfg.replace(norm="pre")),
+            "bert": lambda: EncoderLM(cfg.replace(embedding_norm=True))}[kind]().eval()
+    theirs = aiayn.to_huggingface(ours)
+    assert type(theirs).__name__ == {"transformer": "MarianMTModel", "post_lm": "OPTForCausalLM",
+                                     "pre_lm": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}[kind]
+    ids = torch.randint(3, 64, (2, 9))
+    with torch.no_grad():
+        if kind == "transformer":
+            tgt = torch.cat([torch.full((2, 1), cfg.bos_id), ids[:, :5]], 1)
+            a, b = ours(ids, tgt), theirs(input_ids=ids, decoder_input_ids=tgt).logits
+        else:
+            a, b = ours(ids), theirs(input_ids=ids).logits
+    assert float((a - b).abs().max()) < 1e-5 and float(a.std()) > 0.1
+
+
+def test_permuting_d_model_is_exact_and_checked():
+    from aiayn.equivalents import permute_model_dim, to_halves_layout
+
+    src, tgt = torch.randint(3, 64, (2, 7)), torch.randint(3, 64, (2, 5))
+    learned = Transformer(ModelConfig.preset("tiny", dropout=0.0, positions="learned")).eval()
+    model = Transformer(ModelConfig.preset("tiny", dropout=0.0)).eval()
+    with torch.no_grad():
+        shuffled = permute_model_dim(learned, torch.randperm(32))  # any order, when every table is a weight
+        assert torch.allclose(shuffled(src, tgt), learned(src, tgt), atol=1e-5)
+        halves = to_halves_layout(model)
+        assert halves.cfg.sinusoid_layout == "halves" and torch.allclose(halves(src, tgt), model(src, tgt), atol=1e-5)
+    with pytest.raises(ValueError, match="permutation"):
+        permute_model_dim(model, torch.zeros(32, dtype=torch.long))
+
+
+@pytest.mark.parametrize("pre", [True, False])
+def test_opt_checkpoints_load(pre):
+    config = transformers.OPTConfig(vocab_size=V, hidden_size=32, num_attention_heads=4, ffn_dim=64,
+                                    num_hidden_layers=2, max_position_embeddings=40, do_layer_norm_before=pre)
+    theirs = transformers.OPTForCausalLM(config).eval()
+    ours = aiayn.from_huggingface(theirs)
+    assert (ours.cfg.norm, ours.cfg.position_offset) == ("pre" if pre else "post", 2)
+    ids = torch.randint(3, V, (2, 9))
+    with torch.no_grad():
+        assert float((ours(ids) - theirs(ids).logits).abs().max()) < 1e-5
+    _assert_same_state(aiayn.to_huggingface(ours), theirs)
 
 
 # --- The new ModelConfig options ---------------------------------------------------------------------

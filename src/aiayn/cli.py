@@ -103,6 +103,41 @@ def add_import_hf_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=cmd_import_hf)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """Export a model to the runtimes people deploy with: a Hugging Face folder (transformers' Auto classes,
+    a tokenizer and a model card) or a CTranslate2 model (translators and DecoderLMs, optionally int8)."""
+    from .export import ExportError, export_model
+
+    try:
+        conversions = export_model(args.model_dir, args.to, args.out, quantization=args.quantization,
+                                   force=args.force)
+    except (ExportError, *_user_errors()) as error:
+        raise UserError(str(error)) from None
+    print(f"exported {args.model_dir} to {args.to}: {args.out}")
+    for conversion in conversions:
+        print(f"  {conversion}")
+
+
+def add_export_parser(commands: argparse._SubParsersAction) -> None:
+    """`aiayn export MODEL_DIR --to hf|ctranslate2 --out DIR [--quantization int8] [--force]`."""
+    from .export import QUANTIZATIONS, TARGETS
+
+    parser = commands.add_parser(
+        "export", help="export a model to Hugging Face transformers or CTranslate2", description=cmd_export.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  aiayn export runs/kjv-en-es --to hf --out exported/kjv-en-es-hf\n"
+               "  aiayn export runs/kjv-en-es/model --to ctranslate2 --quantization int8 --out exported/kjv-ct2")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder (config.json, model.safetensors, "
+                                                               "tokenizer.json) or a run folder")
+    parser.add_argument("--to", required=True, choices=TARGETS, help="hf: a transformers folder; ctranslate2: "
+                                                                     "a CTranslate2 model (pip install 'aiayn[ct2]')")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write (new or empty)")
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                        help="ctranslate2 only: weight type (default: float32 as trained)")
+    parser.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out")
+    parser.set_defaults(run=cmd_export)
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     """The library's user-fixable errors, shown by the CLI as one line."""
     from .data.corpus import CorpusError
@@ -640,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=cmd_demo)
     add_attention_parser(commands)
     add_import_hf_parser(commands)
+    add_export_parser(commands)
     add_train_parser(commands)
     add_translate_parser(commands)
     add_evaluate_parser(commands)

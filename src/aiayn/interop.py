@@ -1,4 +1,4 @@
-"""Hugging Face <-> aiayn weights: BERT -> EncoderLM, GPT-2 -> DecoderLM, Marian and BART -> Transformer.
+"""Hugging Face <-> aiayn weights: BERT -> EncoderLM, GPT-2 and OPT -> DecoderLM, Marian and BART -> Transformer.
 
 Each family is described once, as data: a function from its config.json to a ModelConfig, and a list of
 `Rule`s naming which Hugging Face tensor(s) make each aiayn tensor. The same rules run forwards
@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .config import ModelConfig
 from .embeddings import sinusoidal_table
+from .equivalents import as_learned_positions, fold_embedding_scale, to_halves_layout
 from .models import DecoderLM, EncoderLM, Transformer, TransformerBase
 from .saving import CheckpointError, read_weights
 
@@ -56,7 +57,7 @@ class Family:
     config: Callable[["_Fields"], dict[str, Any]]  # HF config -> ModelConfig fields
     rules: Callable[[ModelConfig, set[str]], list[Rule]]  # (cfg, stored keys) -> rules
     to_config: Callable[[ModelConfig], dict[str, Any]]  # ModelConfig -> HF config fields
-    needs: dict[str, Any]  # ModelConfig fields the family fixes (checked by to_huggingface)
+    needs: dict[str, Any]  # ModelConfig fields the family fixes (met exactly or refused by to_huggingface)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,6 +272,56 @@ def _gpt2_to_config(cfg: ModelConfig) -> dict[str, Any]:
                 tie_word_embeddings=cfg.tie_embeddings)
 
 
+# --- OPT -> DecoderLM (post-LN or pre-LN) -----------------------------------------------------------------
+
+
+def _opt_config(f: _Fields) -> dict[str, Any]:
+    """OPTConfig -> ModelConfig fields: learned positions read at row p + 2, unscaled, post- or pre-LN."""
+    f.expect(enable_bias=(True, {True}), layer_norm_elementwise_affine=(True, {True}),
+             _remove_final_layer_norm=(False, {False}),
+             word_embed_proj_dim=(f("hidden_size"), {f("hidden_size")}))
+    return dict(vocab_size=f("vocab_size"), d_model=f("hidden_size"), n_heads=f("num_attention_heads"),
+                d_ff=f("ffn_dim"), n_encoder_layers=0, n_decoder_layers=f("num_hidden_layers"),
+                dropout=float(f("dropout", 0.1)), attention_dropout=float(f("attention_dropout", 0.0)),
+                pad_id=f("pad_token_id", 1), bos_id=f("bos_token_id", 2), eos_id=f("eos_token_id", 2),
+                max_positions=f("max_position_embeddings", 2048),
+                norm="pre" if f("do_layer_norm_before", True) else "post", positions="learned",
+                position_offset=2, activation=_activation(f, "activation_function", "relu"),
+                tie_embeddings=bool(f("tie_word_embeddings", True)), scale_embeddings=False, layer_norm_eps=1e-5)
+
+
+def _opt_rules(cfg: ModelConfig, stored: set[str]) -> list[Rule]:
+    """OPTForCausalLM tensors (prefix "model." removed) -> DecoderLM tensors."""
+    words = ("decoder.embed_tokens.weight", "lm_head.weight") if cfg.tie_embeddings else \
+        ("decoder.embed_tokens.weight",)
+    rules = [Rule("token_embedding.weight", words, "tied"),
+             Rule("positions.learned.weight", ("decoder.embed_positions.weight",))]
+    for i in range(cfg.n_decoder_layers):
+        ours = theirs = f"decoder.layers.{i}"
+        rules += [*_qkv_attention(f"{ours}.self_attn", f"{theirs}.self_attn", "q_proj", "k_proj", "v_proj",
+                                  "out_proj"),
+                  *_affine(f"{ours}.self_norm", f"{theirs}.self_attn_layer_norm"),
+                  *_affine(f"{ours}.ffn.linear1", f"{theirs}.fc1"),
+                  *_affine(f"{ours}.ffn.linear2", f"{theirs}.fc2"),
+                  *_affine(f"{ours}.ffn_norm", f"{theirs}.final_layer_norm")]
+    if cfg.norm == "pre":  # pre-LN ends with a LayerNorm on the last layer's output
+        rules += _affine("decoder.final_norm", "decoder.final_layer_norm")
+    if not cfg.tie_embeddings:
+        rules.append(Rule("lm_head.weight", ("lm_head.weight",)))
+    return rules
+
+
+def _opt_to_config(cfg: ModelConfig) -> dict[str, Any]:
+    """ModelConfig -> OPTConfig fields."""
+    return dict(vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, word_embed_proj_dim=cfg.d_model,
+                num_attention_heads=cfg.n_heads, ffn_dim=cfg.d_ff, num_hidden_layers=cfg.n_decoder_layers,
+                dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=0.0,
+                pad_token_id=cfg.pad_id, bos_token_id=cfg.bos_id, eos_token_id=cfg.eos_id,
+                max_position_embeddings=cfg.max_positions, do_layer_norm_before=cfg.norm == "pre",
+                activation_function=_ACTIVATIONS_TO_HF[cfg.activation], tie_word_embeddings=cfg.tie_embeddings,
+                enable_bias=True)
+
+
 # --- Marian and BART -> Transformer -----------------------------------------------------------------------
 
 
@@ -351,6 +402,10 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
            (r"h\.\d+\.attn\.(masked_)?bias",), _gpt2_config, _gpt2_rules, _gpt2_to_config,
            dict(norm="pre", positions="learned", position_offset=0, embedding_norm=False,
                 scale_embeddings=False, type_vocab_size=0, final_logits_bias=False)),
+    Family("opt", "OPTForCausalLM", "OPTConfig", DecoderLM, "model.", ("lm_head.",), (), _opt_config,
+           _opt_rules, _opt_to_config,
+           dict(positions="learned", position_offset=2, embedding_norm=False, scale_embeddings=False,
+                type_vocab_size=0, final_logits_bias=False, layer_norm_eps=1e-5)),
     Family("marian", "MarianMTModel", "MarianConfig", Transformer, "model.", _SEQ2SEQ_HEADS,
            (r"(en|de)coder\.embed_positions\.weight",),  # fixed sinusoids, recomputed (and checked) here
            lambda f: _seq2seq_config(f, bart=False), lambda c, s: _seq2seq_rules(c, s, bart=False),
@@ -372,7 +427,7 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
 def from_huggingface(source: Any) -> TransformerBase:
     """A local Hugging Face checkpoint folder (or transformers model) -> the aiayn model, in eval mode.
 
-    BERT -> EncoderLM, GPT-2 -> DecoderLM, Marian and BART -> Transformer. Raises ConversionError naming
+    BERT -> EncoderLM, GPT-2 and OPT -> DecoderLM, Marian and BART -> Transformer. Raises ConversionError naming
     an unsupported architecture or option, or the missing / unexpected / mis-shaped tensors. Tensors aiayn
     has no place for (BERT's pooler, buffers) are listed in cfg.extra["huggingface"]["dropped"]; parts the
     checkpoint lacks (the MLM head of a plain BertModel) keep their initialisation and are listed under
@@ -517,9 +572,12 @@ def _full(name: str, family: Family) -> str:
 
 
 def to_huggingface(model: TransformerBase) -> Any:
-    """The equivalent transformers model (BertForMaskedLM, GPT2LMHeadModel, MarianMTModel or
-    BartForConditionalGeneration), in eval mode; raises ValueError naming the options with no equivalent."""
-    family = _target_family(model)
+    """The equivalent transformers model (BertForMaskedLM, GPT2LMHeadModel, OPTForCausalLM, MarianMTModel or
+    BartForConditionalGeneration), in eval mode; raises ValueError naming the options with no equivalent.
+
+    Options a family fixes otherwise are converted when an exact conversion exists (see huggingface_equivalent).
+    """
+    family, model, _ = huggingface_equivalent(model)
     try:
         import transformers
     except ImportError:
@@ -543,8 +601,15 @@ def to_huggingface(model: TransformerBase) -> Any:
     return hf_model.eval()
 
 
-def _target_family(model: TransformerBase) -> Family:
-    """The family an aiayn model converts to, or a ValueError naming the fields that prevent it."""
+def huggingface_equivalent(model: TransformerBase) -> tuple[Family, TransformerBase, list[str]]:
+    """(family, an exactly equivalent aiayn model with that family's options, the conversions made).
+
+    Exact conversions (aiayn.equivalents): interleaved sinusoids -> Marian's sines-then-cosines layout (a
+    fixed permutation of d_model), sinusoids or an offset table -> a learned table at the family's offset,
+    and the sqrt(d_model) embedding scale folded into an untied table. Anything else that differs (pre- vs
+    post-LN, an embedding LayerNorm, learned positions where the family fixes sinusoids) raises a ValueError
+    naming, for each candidate family, the options it needs.
+    """
     cfg = model.cfg
     if isinstance(model, Transformer):
         candidates = [FAMILIES["marian"], FAMILIES["bart"]]
@@ -554,14 +619,38 @@ def _target_family(model: TransformerBase) -> Family:
             model.src_token_embedding.weight, model.tgt_token_embedding.weight):
         raise ValueError("this Transformer has separate source and target embeddings; Marian and BART share "
                          "one table (share_encoder_decoder_embeddings), so it has no Hugging Face equivalent")
+    origin = cfg.extra.get("huggingface", {}).get("model_type")  # an imported model goes back to its family
+    candidates.sort(key=lambda family: family.model_type != origin)
     problems = []
     for family in candidates:
-        wrong = [f"{name}={getattr(cfg, name)!r} (needs {value!r})" for name, value in family.needs.items()
-                 if getattr(cfg, name) != value]
+        fitted, conversions = _fit(model, family.needs)
+        wrong = [f"{name}={value!r} (this model: {getattr(fitted.cfg, name)!r})"
+                 for name, value in family.needs.items() if getattr(fitted.cfg, name) != value]
         if not wrong:
-            return family
-        problems.append(f"{family.model_type}: " + ", ".join(wrong))
-    raise ValueError(f"this {type(model).__name__} has no Hugging Face equivalent; " + "; ".join(problems))
+            return family, fitted, conversions
+        problems.append(f"{family.hf_class} needs " + ", ".join(wrong))
+    raise ValueError(f"this {type(model).__name__} has no exact Hugging Face equivalent: " + "; ".join(problems))
+
+
+def _fit(model: TransformerBase, needs: dict[str, Any]) -> tuple[TransformerBase, list[str]]:
+    """The model rewritten exactly towards the options `needs` fixes, where it can be, and what was done."""
+    cfg, done = model.cfg, []
+    if needs.get("sinusoid_layout") == "halves" and cfg.positions == "sinusoidal" and \
+            cfg.sinusoid_layout == "interleaved":
+        model = to_halves_layout(model)
+        done.append("d_model permuted (even components, then odd) so that the interleaved sinusoids (§3.5) "
+                    "become Marian's sines-then-cosines layout; exact")
+    offset = needs.get("position_offset", 0)
+    if needs.get("positions") == "learned" and (cfg.positions == "sinusoidal" or cfg.position_offset != offset):
+        model = as_learned_positions(model, offset)
+        what = "the fixed sinusoid table stored as a position table" if cfg.positions == "sinusoidal" else \
+            "the position table moved"
+        done.append(f"{what} (position p at row p + {offset}); exact")
+    if needs.get("scale_embeddings") is False and cfg.scale_embeddings:
+        model = fold_embedding_scale(model)
+        done.append("the sqrt(d_model) embedding scale (§3.4) folded into the input table, the output "
+                    "projection untied from it; exact")
+    return model, done
 
 
 def _scatter(rule: Rule, tensor: Tensor) -> list[Tensor]:
