@@ -168,3 +168,16 @@ def test_a_run_needs_steps_or_a_budget(tmp_path: Path) -> None:
         _cfg(tmp_path, "none", steps=0, time_budget=None)
     with pytest.raises(TrainingError, match="not a duration"):
         _cfg(tmp_path, "bad", time_budget="soon")
+
+
+def test_the_paper_recipe_sets_every_setting_the_run_does_not_name() -> None:
+    cfg = TrainConfig.from_dict({"recipe": "paper", "beam": 8})
+    assert (cfg.norm, cfg.warmup, cfg.batch_tokens, cfg.steps, cfg.time_budget) == ("post", 4000, 25_000, 100_000,
+                                                                                      None)
+    assert cfg.schedule == "inverse-sqrt" and cfg.peak_lr == 0.0 and cfg.lr_scale == 1.0  # §5.3 as written
+    assert (cfg.dropout, cfg.label_smoothing, cfg.length_penalty) == (0.1, 0.1, 0.6)
+    assert cfg.beam == 8  # a named setting wins
+    lr = cfg.lr_schedule(512)
+    assert lr(4000) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)
+    with pytest.raises(TrainingError, match="unknown recipe 'fast'"):
+        TrainConfig.from_dict({"recipe": "fast"})

@@ -41,6 +41,17 @@ CURVES_FILE = "curves.png"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
+# The paper's own training recipe (§3.1 post-LN, §5.1 batches, §5.2 steps, §5.3 Adam and schedule, §5.4
+# regularisation, §6.1 decoding), laid under a run's own settings by `recipe = "paper"`. The model's size
+# (`preset`) and the vocabulary stay separate choices: `--recipe paper --preset paper-base` is the base model.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"norm": "post", "batch_tokens": 25_000, "steps": 100_000, "time_budget": None,
+              "schedule": "inverse-sqrt", "warmup": 4000, "peak_lr": 0.0, "lr_scale": 1.0, "adam_beta1": 0.9,
+              "adam_beta2": 0.98, "adam_eps": 1e-9, "dropout": 0.1, "label_smoothing": 0.1, "clip_norm": 0.0,
+              "beam": 4, "length_penalty": 0.6},
+}
+
+
 @dataclass
 class TrainConfig:
     """Every training setting; a TOML file and `aiayn train` flags set the same fields (flags win).
@@ -49,6 +60,9 @@ class TrainConfig:
     """
 
     out: str = "runs/kjv-en-es"  # the run folder
+    # "paper": every setting below that the run does not name takes the paper's value (RECIPES); None: the
+    # defaults below, which are sized for a short run on a CPU and cite the paper where they differ
+    recipe: str | None = None
     # --- data: the bundled KJV / Reina-Valera 1909 Bible, or a TSV, or two aligned text files
     data: str = BUNDLED
     target: str | None = None  # with `data` a source text file: the aligned target text file
@@ -153,6 +167,12 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise TrainingError(f"{source}: unknown training setting(s) {unknown}; known: {sorted(known)}")
+        recipe = values.get("recipe")
+        if recipe is not None:
+            if recipe not in RECIPES:
+                raise TrainingError(f"{source}: unknown recipe {recipe!r}: use one of {sorted(RECIPES)} (or none "
+                                    f"for the defaults)")
+            values = {**RECIPES[recipe], **values}
         return cls(**values)
 
     @classmethod
