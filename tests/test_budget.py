@@ -181,3 +181,9 @@ def test_the_paper_recipe_sets_every_setting_the_run_does_not_name() -> None:
     assert lr(4000) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)
     with pytest.raises(TrainingError, match="unknown recipe 'fast'"):
         TrainConfig.from_dict({"recipe": "fast"})
+
+
+def test_a_named_step_count_replaces_the_default_budget_and_both_named_keep_both() -> None:
+    assert TrainConfig.from_dict({"steps": 3000}).time_budget is None
+    both = TrainConfig.from_dict({"steps": 3000, "time_budget": "5m"})
+    assert (both.steps, both.time_budget) == (3000, "5m")

@@ -167,6 +167,8 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise TrainingError(f"{source}: unknown training setting(s) {unknown}; known: {sorted(known)}")
+        if "steps" in values and "time_budget" not in values:  # a step count asked for replaces the default budget
+            values["time_budget"] = None
         recipe = values.get("recipe")
         if recipe is not None:
             if recipe not in RECIPES:
@@ -244,7 +246,8 @@ TRANSLATION_SCORES = (("dev_bleu", "dev BLEU"), ("test_bleu", "test BLEU"))
 
 def plot_curves(run_dir: str | Path, losses: tuple[tuple[str, str], ...] = TRANSLATION_LOSSES,
                 scores: tuple[tuple[str, str], ...] = TRANSLATION_SCORES, score_label: str = "BLEU") -> Path | None:
-    """curves.png: training and dev loss, dev and test BLEU (or other `scores`) against the step (atomic)."""
+    """curves.png: training and dev loss against the step, dev and test BLEU (or other `scores`) against the
+    minutes of training (atomic)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,10 +267,10 @@ def plot_curves(run_dir: str | Path, losses: tuple[tuple[str, str], ...] = TRANS
     ax_loss.set_ylabel("cross entropy (nats/token)")
     ax_loss.legend()
     for key, label in scores:
-        points = [(r["step"], r[key]) for r in records if key in r]
+        points = [(r["train_s"] / 60, r[key]) for r in records if key in r and "train_s" in r]
         if points:
             ax_bleu.plot(*zip(*points), label=label, marker="o")
-    ax_bleu.set_xlabel("step")
+    ax_bleu.set_xlabel("minutes of training (evaluations not counted)")
     ax_bleu.set_ylabel(score_label)
     if ax_bleu.lines:
         ax_bleu.legend()
