@@ -1,6 +1,6 @@
-"""What the translation trainer (loop.py) and the language-model trainer (lm_loop.py) share on every rank.
+"""What the translation trainer (translation.py) and the language-model trainer (lm.py) share on every rank.
 
-Under `torchrun` every rank runs the same trainer: it joins the process group (aiayn.distributed), takes rank
+Under `torchrun` every rank runs the same trainer: it joins the process group (aiayn.runtime.distributed), takes rank
 0's settings, tokenizer and weights, trains its own share of every step's batches under DDP or FSDP, and
 leaves logging, evaluation and files to rank 0. In one process the same code runs with every collective a
 no-op. A subclass supplies its data, its loss and its evaluation; this class supplies the rest.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,12 +24,13 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from tqdm import tqdm
 
-from .. import distributed
-from ..config import ModelConfig
-from ..layers import TransformerLayer
-from ..models import TransformerBase
-from ..precision import autocast_dtype
-from ..saving import WEIGHTS_FILE, load_state, read_weights, save_model
+from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights, save_model
+from ..model.config import ModelConfig
+from ..model.layers import TransformerLayer
+from ..model.models import TransformerBase
+from ..runtime import distributed
+from ..runtime.device import resolve_device
+from ..runtime.precision import autocast_dtype
 from .budget import UNLIMITED, BudgetPlan, parse_duration
 from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
 from .schedule import DecaySchedule
@@ -90,8 +92,6 @@ class _StopFlag:
 
     def __enter__(self) -> Self:
         """Install the handlers (main thread only)."""
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in self._signals:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -106,19 +106,6 @@ class _StopFlag:
         """Restore the previous handlers."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else as torch.device, checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise TrainingError(f"unknown device {name!r}: use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} asked for but CUDA is not available here; use --device cpu")
-    return device
 
 
 def check_run_folder(run_dir: Path, checkpoints: list[Path], resume: bool) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from ..inference.decoding import generate_lm, generate_seq2seq
+from ..io.model_folder import save_model
+from .config import MODEL_TYPES, ModelConfig
 from .embeddings import PositionalEncoding, make_token_embedding
 from .layers import ACTIVATION_FUNCTIONS, LayerCache, Stack
 from .masks import as_key_mask, cached_self_mask, causal_mask, decoder_self_mask, memory_key_mask
@@ -58,11 +60,6 @@ class TransformerBase(nn.Module):
         if not isinstance(cfg, ModelConfig):
             raise TypeError(f"expected a ModelConfig, got {type(cfg).__name__}: use aiayn.ModelConfig(...)")
         self.cfg = cfg
-
-    @property
-    def config(self) -> ModelConfig:
-        """The model's ModelConfig."""
-        return self.cfg
 
     def _init_linear_weights(self) -> None:
         """Xavier-uniform for every Linear weight, zero biases (as in the reference tensor2tensor code)."""
@@ -113,8 +110,6 @@ class TransformerBase(nn.Module):
 
     def save(self, path: str | Path, tokenizer: Any = None) -> Path:
         """Write config.json + model.safetensors (+ tokenizer.json) into folder `path`, atomically."""
-        from .saving import save_model
-
         return save_model(self, path, tokenizer)
 
 
@@ -181,7 +176,7 @@ class Transformer(TransformerBase):
     def _decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None,
                 tgt_mask: Tensor | None = None, caches: list[LayerCache] | None = None, start: int = 0,
                 need_weights: bool = False, hidden_only: bool = False) -> Any:
-        """decode() without the ids checks: the per-step path of decoding.py, which validates once.
+        """decode() without the ids checks (callers validated the ids once).
 
         hidden_only returns the decoder output (B, T, d) before the pre-softmax projection.
         """
@@ -234,15 +229,38 @@ class Transformer(TransformerBase):
         """Empty KV caches, one per decoder layer, for incremental decoding."""
         return [LayerCache(capacity) for _ in range(self.cfg.n_decoder_layers)]
 
+    def decode_step(self, tokens: Tensor, memory: Tensor, memory_mask: Tensor | None, caches: list[LayerCache],
+                    start: int) -> Tensor:
+        """Decoder output (b, T, d) for the new tokens (b, T) at positions start.. on the caches (no ids checks:
+        a search validates its source once); memory_mask is a (b, S) or (b, 1, 1, S) keep-mask or None."""
+        return self._decode(tokens, memory, memory_mask, caches=caches, start=start, hidden_only=True)
+
+    def step_projection(self) -> Callable[[Tensor], Tensor]:
+        """Decoder output (b, T, d) -> logits (b, V) of its last position, for the steps of one search (§3.4).
+
+        The (V, d) table is copied once into a contiguous (d, V) one: on CPUs the plain (b, d) @ (d, V)
+        product beats the transposed-weight one F.linear runs. Made anew for each search, never kept: a
+        fused optimizer changes weights without bumping their version counter, so a kept copy could be stale.
+        A subclass that changes output_logits (or an lm_head with a bias) projects through output_logits.
+        """
+        lm_head = getattr(self, "lm_head", None)
+        if type(self).output_logits is not Transformer.output_logits or (
+                not self.cfg.tie_embeddings and lm_head is not None and lm_head.bias is not None):
+            return lambda hidden: self.output_logits(hidden)[:, -1]
+        table = self.token_embedding.weight if self.cfg.tie_embeddings else lm_head.weight
+        table_t = table.detach().t().contiguous()  # (d, V)
+        bias = self.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
+        if bias is not None:
+            return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
+        return lambda hidden: torch.mm(hidden[:, -1], table_t)
+
     @torch.no_grad()
     def generate(self, src: Tensor, beam_size: int = 4, length_penalty: float = 0.6,
                  max_new_tokens: int | None = None, **options: Any) -> list[list[int]]:
         """Translate each source row; token ids without BOS/EOS/padding. Defaults are §6.1's.
 
-        beam_size=1 is greedy search; see aiayn.decoding.generate_seq2seq for all options.
+        beam_size=1 is greedy search; see aiayn.inference.decoding.generate_seq2seq for all options.
         """
-        from .decoding import generate_seq2seq
-
         return generate_seq2seq(self, src, beam_size=beam_size, length_penalty=length_penalty,
                                 max_new_tokens=max_new_tokens, **options)
 
@@ -326,7 +344,7 @@ class DecoderLM(TransformerBase):
 
     def _forward(self, ids: Tensor, mask: Tensor | None = None, return_attention: bool = False,
                  caches: list[LayerCache] | None = None, start: int = 0) -> Tensor | ModelOutput:
-        """forward() without the ids checks: the per-step path of decoding.py, which validates once."""
+        """forward() without the ids checks (callers validated the ids once)."""
         if caches is not None:
             self_mask = cached_self_mask(mask, ids.shape[1], start, ids.device, self.cfg.n_heads)
         elif mask is None and self.cfg.pad_is_token:  # no id is padding: causal only
@@ -345,11 +363,14 @@ class DecoderLM(TransformerBase):
         """Empty KV caches, one per layer."""
         return [LayerCache(capacity) for _ in range(self.cfg.n_decoder_layers)]
 
+    def step(self, ids: Tensor, mask: Tensor | None, caches: list[LayerCache], start: int) -> Tensor:
+        """Logits (b, T, vocab) for the new ids (b, T) at positions start.. on the caches (no ids checks: a
+        search validates its prompts once); mask as forward's with caches."""
+        return self._forward(ids, mask, caches=caches, start=start)
+
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, max_new_tokens: int = 100, **options: Any) -> list[list[int]]:
         """Continue each prompt row; returns only the new ids (stops at EOS). See decoding.generate_lm."""
-        from .decoding import generate_lm
-
         return generate_lm(self, prompt_ids, max_new_tokens=max_new_tokens, **options)
 
 
@@ -362,3 +383,4 @@ def _add_final_logits_bias(model: nn.Module, cfg: ModelConfig) -> None:
 MODEL_CLASSES: dict[str, type[TransformerBase]] = {
     cls.model_type: cls for cls in (Transformer, EncoderLM, DecoderLM)
 }
+assert tuple(MODEL_CLASSES) == MODEL_TYPES, "config.MODEL_TYPES names the model classes, in this order"

@@ -12,9 +12,9 @@ import math
 import torch
 from torch import Tensor
 
-from .config import ModelConfig
-from .embeddings import sinusoidal_table
-from .models import Transformer, TransformerBase
+from ..model.config import ModelConfig
+from ..model.embeddings import sinusoidal_table
+from ..model.models import Transformer, TransformerBase
 
 # Where each tensor has a d_model axis that lives in the residual stream (the space every layer reads from and
 # adds to), by the end of its name: the input axis (columns) or the output axis (rows).

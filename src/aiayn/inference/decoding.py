@@ -2,7 +2,8 @@
 
 Every search runs the same step: the decoder on the newest token only, with each layer's self-attention
 keys/values appended to a preallocated cache and the cross-attention keys/values projected once per
-source. Inputs are validated once up front; the step itself (`Transformer._decode`) skips the checks.
+source. Inputs are validated once up front; the step itself (`Transformer.decode_step`,
+`DecoderLM.step`) skips the checks.
 
 Policies (the same for every search):
 - Maximum output length: source length + 50 for each sentence (§6.1), or `max_new_tokens` when given;
@@ -22,14 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .layers import LayerCache
-    from .models import DecoderLM, Transformer
+from ..model.layers import LayerCache
+
+# The models call this module (model.generate), so it names them without importing them: a Transformer
+# offers encode, new_caches, decode_step and step_projection; a DecoderLM new_caches and step.
+Transformer = Any
+DecoderLM = Any
 
 LENGTH_PENALTY_FORMS = ("gnmt", "plain")
 SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
@@ -173,30 +177,6 @@ def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return out
 
 
-def _output_projection(model: Transformer) -> Callable[[Tensor], Tensor]:
-    """Decoder output (b, 1, d) -> logits (b, V) through the model's pre-softmax table (§3.4).
-
-    The (V, d) table is transposed into a contiguous (d, V) copy once per search: on CPUs the plain
-    (b, d) @ (d, V) product is faster than the transposed-weight one that F.linear runs every step.
-    Any model that changes output_logits keeps its own projection.
-    """
-    from .models import Transformer
-
-    cfg = model.cfg
-    lm_head = getattr(model, "lm_head", None)
-    if type(model).output_logits is not Transformer.output_logits or (
-            not cfg.tie_embeddings and lm_head is not None and lm_head.bias is not None):
-        return lambda hidden: model.output_logits(hidden)[:, -1]
-    table = model.token_embedding.weight if cfg.tie_embeddings else lm_head.weight
-    # Once per search, never kept across searches: a weight can change without a trace torch keeps (the
-    # fused Adam does not bump a tensor's version counter), and a stale copy would decode with old weights.
-    table_t = table.detach().t().contiguous()  # (d, V)
-    bias = model.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
-    if bias is not None:
-        return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
-    return lambda hidden: torch.mm(hidden[:, -1], table_t)
-
-
 def _reorder_self_caches(caches: list[LayerCache], index: Tensor) -> None:
     """Keep rows `index` of every self-attention cache, in place in the preallocated buffers."""
     for cache in caches:
@@ -290,7 +270,7 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
     limits = torch.tensor(source.limits, device=device)
     longest = max(source.limits)
     caches = model.new_caches(longest)
-    project = _output_projection(model)
+    project = model.step_projection()
     active = torch.arange(batch, device=device)  # original row of each live row
     everyone = True  # no row has left yet: plain slices instead of indexing by `active`
     first_limit = min(source.limits)  # no row can reach its limit before this step
@@ -300,8 +280,7 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
     for step in range(longest):
         if threads is not None:
             threads.set_for(token.shape[0])
-        logits = project(model._decode(token, memory, memory_mask, caches=caches, start=step,
-                                       hidden_only=True))  # (b, V)
+        logits = project(model.decode_step(token, memory, memory_mask, caches, step))  # (b, V)
         if step < min_length:
             logits[:, cfg.eos_id] = float("-inf")
         next_token = choose(logits)  # (b,)
@@ -347,7 +326,7 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
     memory_mask = source.mask  # (B, 1, 1, S) or None
     longest = max(source.limits)
     caches = model.new_caches(longest)
-    project = _output_projection(model)
+    project = model.step_projection()
     active = list(range(batch))  # original sentence of each live sentence
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     history = torch.full((batch * k, 0), cfg.pad_id, dtype=torch.long, device=device)  # (b*K, t)
@@ -359,8 +338,7 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
         b = len(active)
         if threads is not None:
             threads.set_for(b * k)
-        logits = project(model._decode(token, memory, memory_mask, caches=caches, start=step,
-                                       hidden_only=True))  # (b*K, V)
+        logits = project(model.decode_step(token, memory, memory_mask, caches, step))  # (b*K, V)
         log_probs = logits.float().log_softmax(-1)
         if step < min_length:
             log_probs[:, cfg.eos_id] = float("-inf")
@@ -517,8 +495,8 @@ def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[T
     seen = None if keep is None else torch.cat([keep, keep.new_ones(batch, limit)], 1)  # (B, T + limit)
     if threads is not None:
         threads.set_for(prompts.numel())
-    logits = model._forward(prompts, None if seen is None else seen[:, :length],
-                            caches=caches)[:, -1]  # (B, V): the prompt in one pass
+    # the prompt in one pass -> (B, V)
+    logits = model.step(prompts, None if seen is None else seen[:, :length], caches, 0)[:, -1]
     tokens = torch.full((batch, limit), cfg.pad_id, dtype=torch.long, device=prompts.device)
     active = torch.arange(batch, device=prompts.device)
     for step in range(limit):
@@ -539,6 +517,6 @@ def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[T
         if threads is not None:
             threads.set_for(next_token.shape[0])
         total = length + step + 1
-        logits = model._forward(next_token[:, None], None if seen is None else seen[:, :total], caches=caches,
-                                start=length + step)[:, -1]
+        logits = model.step(next_token[:, None], None if seen is None else seen[:, :total], caches,
+                            length + step)[:, -1]
     return [_strip(row, cfg.eos_id, cfg.pad_id) for row in tokens.tolist()]

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import ModelConfig
-from .embeddings import sinusoidal_table
+from ..model.config import ModelConfig
+from ..model.embeddings import sinusoidal_table
+from ..model.models import DecoderLM, EncoderLM, Transformer, TransformerBase
 from .equivalents import as_learned_positions, fold_embedding_scale, to_halves_layout
-from .models import DecoderLM, EncoderLM, Transformer, TransformerBase
-from .saving import CheckpointError, read_weights
+from .model_folder import CheckpointError, read_weights
 
 
 class ConversionError(CheckpointError):
@@ -604,7 +604,7 @@ def to_huggingface(model: TransformerBase) -> Any:
 def huggingface_equivalent(model: TransformerBase) -> tuple[Family, TransformerBase, list[str]]:
     """(family, an exactly equivalent aiayn model with that family's options, the conversions made).
 
-    Exact conversions (aiayn.equivalents): interleaved sinusoids -> Marian's sines-then-cosines layout (a
+    Exact conversions (aiayn.io.equivalents): interleaved sinusoids -> Marian's sines-then-cosines layout (a
     fixed permutation of d_model), sinusoids or an offset table -> a learned table at the family's offset,
     and the sqrt(d_model) embedding scale folded into an untied table. Anything else that differs (pre- vs
     post-LN, an embedding LayerNorm, learned positions where the family fixes sinusoids) raises a ValueError

@@ -26,12 +26,8 @@ class KVCache:
         self.length = 0
         self.static = False
 
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Write new keys/values (B, H, t, d_k) after the cached ones; return all so far."""
-        return self.append_stacked(torch.stack([k, v]))
-
     def append_stacked(self, kv: Tensor) -> tuple[Tensor, Tensor]:
-        """append() for keys and values stacked as (2, B, H, t, d_k), written with one copy."""
+        """Write new keys and values, stacked as (2, B, H, t, d_k), after the cached ones (one copy); return all."""
         t = kv.shape[3]
         if self.block is None or self.length + t > self.block.shape[3]:
             self._grow(kv, self.length + t)

@@ -1,6 +1,6 @@
 """Language-model training: GPT-style causal LM (`--task lm`) and BERT-style masked LM (`--task mlm`).
 
-A sibling of loop.py (the translator's loop) that shares its run folder, checkpoints, resume, metrics,
+A sibling of translation.py (the translator's loop) that shares its run folder, checkpoints, resume, metrics,
 curves, progress bar, Ctrl-C handling and, under torchrun, data parallelism (base.RankTrainer). Batches are
 random windows of a long text, as in nanoGPT.
 """
@@ -18,8 +18,6 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from .. import distributed
-from ..config import ModelConfig
 from ..data.lm import (
     IGNORE_INDEX,
     MASK_TOKEN,
@@ -31,13 +29,15 @@ from ..data.lm import (
     train_char_tokenizer,
     train_wordpiece_tokenizer,
 )
-from ..models import DecoderLM, EncoderLM
-from ..precision import autocast
-from ..tokenizer import train_bpe
-from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
-from .loop import _read_run_tokenizer, _start_run_folder, _truncate_metrics, plot_curves
+from ..data.tokenizer import train_bpe
+from ..model.config import ModelConfig
+from ..model.models import DecoderLM, EncoderLM
+from ..runtime import distributed
+from ..runtime.precision import autocast
 from .loss import fp32_cross_entropy
+from .run_folder import plot_curves, read_run_tokenizer, start_run_folder, truncate_metrics
 from .schedule import SCHEDULES, make_schedule
+from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
 
 TASKS = ("lm", "mlm")
 TOKENIZERS = ("char", "bpe", "wordpiece")
@@ -99,9 +99,9 @@ class LMTrainConfig:
     device: str = "auto"
     # Not in the paper (fp32): "auto" runs the forward under bf16 autocast where the hardware multiplies bf16
     # fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". The cross entropy is
-    # taken on fp32 log-probabilities either way. See precision.py.
+    # taken on fp32 log-probabilities either way. See aiayn.runtime.precision.
     precision: str = "auto"
-    # --- several processes (`torchrun --nproc_per_node N -m aiayn train --task lm ...`): see aiayn.distributed
+    # --- several processes (`torchrun --nproc_per_node N -m aiayn train --task lm ...`): see aiayn.runtime.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
     fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
     # --- logging, evaluation, checkpoints
@@ -180,7 +180,7 @@ class LMTrainConfig:
 
 
 def make_tokenizer(kind: str, text: str, vocab_size: int, task: str) -> Any:
-    """A char, BPE (aiayn.tokenizer.train_bpe) or WordPiece tokenizer learned on text; mlm adds [MASK]."""
+    """A char, BPE (aiayn.data.tokenizer.train_bpe) or WordPiece tokenizer learned on text; mlm adds [MASK]."""
     if kind == "char":
         return train_char_tokenizer(text, [MASK_TOKEN] if task == "mlm" else None)
     if kind == "wordpiece":
@@ -244,13 +244,13 @@ class LMTrainer(RankTrainer):
         self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
         if resume:
             self._restore(checkpoints[-1])
-        self.write = _start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
+        self.write = start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
         self._wrap()
 
     def _tokenizer_and_config(self, train_text: str, resume: bool) -> tuple[Any, ModelConfig]:
         """Rank 0: the run folder's tokenizer and model settings on --resume, else a tokenizer learned now."""
         if resume:
-            return _read_run_tokenizer(self.run_dir)
+            return read_run_tokenizer(self.run_dir)
         cfg = self.cfg
         started = time.perf_counter()
         tokenizer = make_tokenizer(cfg.tokenizer_kind, train_text, cfg.vocab_size, cfg.task)
@@ -265,7 +265,7 @@ class LMTrainer(RankTrainer):
         self.generator.set_state(state["data_rng"])
         self._restore_rngs(state)
         if self.dist.is_main:
-            _truncate_metrics(self.run_dir, self.step)
+            truncate_metrics(self.run_dir, self.step)
         self.log(f"resuming {self.run_dir} from {checkpoint.name}")
 
     def trainer_state(self) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from .data.lm import MASK_TOKEN
-from .models import DecoderLM, EncoderLM
+from ..data.lm import MASK_TOKEN
+from ..model.models import DecoderLM, EncoderLM
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from .saving import TOKENIZER_FILE
+from ..io.model_folder import TOKENIZER_FILE
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3 = ModelConfig pad/bos/eos defaults
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -57,7 +57,7 @@ def check_special_ids(tok: Tokenizer, name: str) -> None:
     for expected, token in enumerate(SPECIAL_TOKENS):
         if tok.token_to_id(token) != expected:
             raise TokenizerError(f"{name}: token {token} has id {tok.token_to_id(token)}, expected {expected}; "
-                                 f"use a tokenizer made by aiayn.tokenizer.train_bpe")
+                                 f"use a tokenizer made by aiayn.data.tokenizer.train_bpe")
 
 
 def check_fits(tok: Tokenizer, cfg: Any, name: str = "tokenizer") -> None:

@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from tokenizers import Tokenizer, processors
 
-from .interop import Family, huggingface_equivalent, to_huggingface
-from .models import DecoderLM, EncoderLM, Transformer, TransformerBase
-from .saving import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_tokenizer, load
+from ..model.models import DecoderLM, EncoderLM, Transformer, TransformerBase
+from .huggingface import Family, huggingface_equivalent, to_huggingface
+from .loading import load
+from .model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_tokenizer
 
 TARGETS = ("hf", "ctranslate2")
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
@@ -206,8 +208,7 @@ def write_tokenizer(tokenizer: Tokenizer, model: TransformerBase, folder: Path) 
 
 def _convert_ctranslate2(hf_folder: Path, out: Path, cfg: Any, quantization: str | None) -> None:
     """CTranslate2's TransformersConverter on the Hugging Face folder, with aiayn's decoding conventions."""
-    import ctranslate2
-    import torch
+    import ctranslate2  # optional: pip install 'aiayn[ct2]' (checked by _require first)
 
     class Converter(ctranslate2.converters.TransformersConverter):
         """The stock converter, adjusted where aiayn's models differ from the checkpoints it expects."""

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import errno
-import glob
 import hashlib
 import json
-import os
-import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 
-from .config import ModelConfig
+from ..model.config import MODEL_TYPES, ModelConfig
+from .atomic import atomic_write, atomic_write_text
 
 CONFIG_FILE = "config.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_KEY = "tokenizer_vocab_sha256"  # in config.json: the vocabulary the model was saved with
@@ -34,93 +29,6 @@ REQUIRED_FIELDS = ("vocab_size", "d_model", "n_heads", "d_ff", "n_encoder_layers
 
 class CheckpointError(ValueError):
     """A model folder or file that cannot be loaded; the message names the file and the fix."""
-
-
-class WriteError(OSError):
-    """A file that could not be written (full disk, no permission); the previous version is left as it was."""
-
-    def __str__(self) -> str:
-        """The message alone (no "[Errno N]" prefix)."""
-        return str(self.strerror)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) then rename tmp_path onto path, so path is never half-written.
-
-    A failed write (e.g. a full disk) removes the temporary file, leaves any older `path` untouched and
-    raises WriteError naming the file, the cause and the fix.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as error:
-        raise as_write_error(path, error) from None
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
-        _fsync(Path(tmp))  # the bytes reach the disk before the name does: a power cut leaves old or new
-        os.replace(tmp, path)
-        _fsync(path.parent)  # and the rename itself
-    except BaseException as error:
-        Path(tmp).unlink(missing_ok=True)
-        io_error = _as_os_error(error)
-        if io_error is not None:
-            raise as_write_error(path, io_error) from None
-        raise
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by an earlier killed write
-        stale.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a folder's entries') data to the disk; a file system that cannot is skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _as_os_error(error: BaseException) -> OSError | None:
-    """The OSError behind a failed write, also when a library reports it as its own type; else None.
-
-    safetensors raises SafetensorError("... I/O error: No space left on device (os error 28)"); torch.save
-    raises RuntimeError("[enforce fail at inline_container.cc] ... unexpected pos ...") without the cause.
-    """
-    if isinstance(error, WriteError):
-        return None
-    if isinstance(error, OSError):
-        return error
-    text = str(error)
-    if isinstance(error, SafetensorError) and (found := re.search(r"os error (\d+)", text)):
-        code = int(found.group(1))
-        return OSError(code, os.strerror(code))
-    if isinstance(error, (SafetensorError, RuntimeError)) and re.search(
-            r"I/O error|inline_container|file write failed|unexpected pos", text):
-        return OSError(errno.EIO, f"the write failed part-way ({text[:100]}), most often a full disk")
-    return None
-
-
-def as_write_error(path: Path, error: OSError) -> WriteError:
-    """A WriteError naming the file, the operating system's reason and what to do."""
-    reason = error.strerror or str(error)
-    kept = "; the previous version is unchanged" if path.exists() else ""
-    fix = ("free some disk space or write elsewhere" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
-                                                                      errno.EIO)
-           else "check the folder exists and is writable, or write elsewhere")
-    return WriteError(error.errno, f"could not write {path}: {reason}{kept}. {fix.capitalize()}, then try again")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_model(model: Any, path: str | Path, tokenizer: Any = None) -> Path:
@@ -142,8 +50,6 @@ def save_model(model: Any, path: str | Path, tokenizer: Any = None) -> Path:
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """SHA-256 of a tokenizer's vocabulary (token -> id), whatever the layout of its JSON file."""
     if isinstance(tokenizer, (str, Path)):
-        from tokenizers import Tokenizer
-
         tokenizer = Tokenizer.from_file(str(tokenizer))
     vocab = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: (item[1], item[0]))
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
@@ -192,13 +98,11 @@ def read_config(folder: Path) -> tuple[str, ModelConfig]:
         raise CheckpointError(f"{config_path} is not valid JSON ({error}); re-save the model") from None
     if not isinstance(values, dict):
         raise CheckpointError(f"{config_path} must hold a JSON object of ModelConfig fields")
-    from .models import MODEL_CLASSES
-
     model_type = values.pop("model_type", "transformer")
     values.pop(TOKENIZER_KEY, None)
-    if model_type not in MODEL_CLASSES:
+    if model_type not in MODEL_TYPES:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; expected one of "
-                              f"{sorted(MODEL_CLASSES)}")
+                              f"{sorted(MODEL_TYPES)}")
     try:
         cfg = ModelConfig.from_dict(values)
     except (TypeError, ValueError) as error:
@@ -236,17 +140,3 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
         raise CheckpointError(f"{source} does not fit its config.json: " + "; ".join(p for p in parts if p)
                               + ". The weights were saved from a different model; use the matching config.json")
     model.load_state_dict(state)
-
-
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """Load any aiayn model folder (config.json + model.safetensors); returns the model in eval mode."""
-    from .models import MODEL_CLASSES
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder} is not a model folder (it does not exist or is a file); "
-                              f"give the folder written by model.save() or `aiayn train`")
-    model_type, cfg = read_config(folder)
-    model = MODEL_CLASSES[model_type](cfg)
-    load_state(model, read_weights(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE)
-    return model.to(map_location).eval()

@@ -106,11 +106,6 @@ class LayerCache:
         self.self_kv = KVCache(capacity)
         self.cross_kv = KVCache()
 
-    def reorder(self, index: "Tensor") -> None:
-        """Follow beam parents: keep batch rows `index`."""
-        self.self_kv.reorder(index)
-        self.cross_kv.reorder(index)
-
 
 class Stack(nn.Module):
     """N identical layers (§3.1), with a final LayerNorm when pre-LN is used."""

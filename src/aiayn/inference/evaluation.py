@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
-from .tokenizer import decode, encode_source
+from ..data.tokenizer import decode, encode_source
 
 
 @dataclass

@@ -20,6 +20,15 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import fully_shard  # torch >= 2.6 (pyproject's floor)
+from torch.nn.parallel import DistributedDataParallel
 
 DEFAULT_TIMEOUT_S = 1800.0  # torch's own default: a collective that waits longer raises instead of hanging
 
@@ -114,8 +123,6 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model`: copies rank 0's weights and buffers to every rank now, then
     all-reduces the gradients in each backward. Buffers (the sinusoid tables, §3.5) are constants, so they
     are not re-sent before every forward."""
-    from torch.nn.parallel import DistributedDataParallel
-
     no_resend = ({"forward_sync_buffers": False}
                  if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                  else {"broadcast_buffers": False})  # the older name (torch < 2.13)
@@ -133,8 +140,6 @@ def broadcast_weights(model: torch.nn.Module) -> None:
 def shard(model: torch.nn.Module, layer_types: tuple[type, ...]) -> torch.nn.Module:
     """FSDP (torch's fully_shard): each rank keeps 1/W of every parameter, gradient and Adam moment; a layer's
     full weights exist only while it runs. One unit per encoder/decoder layer, one for the rest (embeddings)."""
-    from torch.distributed.fsdp import fully_shard
-
     for module in model.modules():
         if isinstance(module, layer_types):
             fully_shard(module)
@@ -144,15 +149,11 @@ def shard(model: torch.nn.Module, layer_types: tuple[type, ...]) -> torch.nn.Mod
 
 def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The whole state dict of a sharded model, on rank 0's CPU ({} on the others); every rank must call it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def load_full_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Give a sharded model rank 0's whole state dict (the other ranks pass {}); every rank must call it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
@@ -160,8 +161,6 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
     """A sharded model's whole optimizer state in Optimizer.state_dict()'s layout (parameters numbered group by
     group), so a checkpoint resumes with or without FSDP; on rank 0's CPU ({} on the others); every rank must
     call it."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
     state = get_optimizer_state_dict(model, optimizer,
                                      options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not state:
@@ -175,8 +174,6 @@ def full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimize
 def load_full_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                               state: dict[str, Any]) -> None:
     """Give a sharded model's optimizer a whole Optimizer.state_dict() (the same on every rank)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
     names = _parameter_order(model, optimizer)
     by_name = {"state": {names[i]: value for i, value in state["state"].items()},
                "param_groups": [{**group, "params": [names[i] for i in group["params"]]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 import tomllib
@@ -16,28 +15,24 @@ import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from .. import distributed
-from ..config import ModelConfig
 from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, load_corpus
-from ..models import Transformer
-from ..precision import autocast
-from ..saving import (
-    CONFIG_FILE,
-    TOKENIZER_FILE,
-    as_write_error,
-    atomic_write_text,
-    read_config,
-    save_tokenizer,
-)
-from ..tokenizer import EOS_ID, check_fits, encode_batch, load_tokenizer, train_bpe
-from .base import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
+from ..data.tokenizer import EOS_ID, encode_batch, train_bpe
+from ..inference.evaluation import Scores, score, translate
+from ..model.config import ModelConfig
+from ..model.models import Transformer
+from ..runtime import distributed
+from ..runtime.precision import autocast
 from .loss import label_smoothed_loss
+from .run_folder import (
+    plot_curves,
+    read_run_tokenizer,
+    start_run_folder,
+    truncate_metrics,
+)
 from .schedule import SCHEDULES, DecaySchedule, InverseSqrtSchedule, make_schedule
+from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
 
-TRAIN_FILE = "train.json"
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 
@@ -111,7 +106,7 @@ class TrainConfig:
     threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
     device: str = "auto"  # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
     # Not in the paper (fp32): "auto" runs forward and loss under bf16 autocast where the hardware multiplies
-    # bf16 fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". See precision.py.
+    # bf16 fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". See aiayn.runtime.precision.
     precision: str = "auto"
     # Not in the paper: torch.compile the model's forward (fuses the elementwise work around the matmuls).
     # benchmarks/train.py, paper-base: 1.43x eager on an H200 (bf16, B=256); 0.96x on the 2-core CPU. The
@@ -121,7 +116,7 @@ class TrainConfig:
     # shape), "max-autotune" (tries matmul kernels; long compiles), "max-autotune-no-cudagraphs". A mode other
     # than "default" implies compile.
     compile_mode: str = "default"
-    # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.distributed
+    # --- several processes (`torchrun --nproc_per_node N -m aiayn train ...`): see aiayn.runtime.distributed
     dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
     fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
     # --- logging, evaluation, checkpoints
@@ -162,7 +157,7 @@ class TrainConfig:
         task = values.pop("task", "translate")  # `aiayn train` reads it to choose the trainer
         if task != "translate":
             raise TrainingError(f"{source}: task = {task!r} is not a translation run: train it with "
-                                f"`aiayn train --task {task}` (aiayn.training.lm_loop.LMTrainConfig)")
+                                f"`aiayn train --task {task}` (aiayn.training.lm.LMTrainConfig)")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -204,80 +199,6 @@ class TrainConfig:
 
 
 
-def _log_writer(run_dir: Path) -> Callable[[dict[str, Any]], None]:
-    """Append one JSON line per record to metrics.jsonl."""
-    path = run_dir / METRICS_FILE
-
-    def write(record: dict[str, Any]) -> None:
-        try:
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-        except OSError as error:  # e.g. a full disk
-            raise as_write_error(path, error) from None
-
-    return write
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line torn by a run killed mid-write; resume rewrites the file
-            continue
-    return [r for r in records if isinstance(r, dict)]
-
-
-def _truncate_metrics(run_dir: Path, step: int) -> None:
-    """Drop records after `step` (written after the checkpoint a resumed run starts from)."""
-    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
-    atomic_write_text(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-TRANSLATION_LOSSES = (("loss", "train loss (smoothed)"), ("dev_loss", "dev loss (smoothed)"))
-TRANSLATION_SCORES = (("dev_bleu", "dev BLEU"), ("test_bleu", "test BLEU"))
-
-
-def plot_curves(run_dir: str | Path, losses: tuple[tuple[str, str], ...] = TRANSLATION_LOSSES,
-                scores: tuple[tuple[str, str], ...] = TRANSLATION_SCORES, score_label: str = "BLEU") -> Path | None:
-    """curves.png: training and dev loss, dev and test BLEU (or other `scores`) against the step (atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..saving import atomic_write
-
-    records = read_metrics(run_dir)
-    if not records:
-        return None
-    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in losses:
-        points = [(r["step"], r[key]) for r in records if key in r]
-        if points:
-            ax_loss.plot(*zip(*points), label=label, marker="." if key != "loss" or len(points) < 30 else None)
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("cross entropy (nats/token)")
-    ax_loss.legend()
-    for key, label in scores:
-        points = [(r["step"], r[key]) for r in records if key in r]
-        if points:
-            ax_bleu.plot(*zip(*points), label=label, marker="o")
-    ax_bleu.set_xlabel("step")
-    ax_bleu.set_ylabel(score_label)
-    if ax_bleu.lines:
-        ax_bleu.legend()
-    fig.tight_layout()
-    path = Path(run_dir) / CURVES_FILE
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
-    return path
-
-
 def _encode_pairs(tok: Any, pairs: list[tuple[str, str]], max_len: int | None) -> list[tuple[list[int], list[int]]]:
     """(source ids + EOS, target ids) for each pair, skipping pairs longer than max_len tokens."""
     src = encode_batch(tok, [s for s, _ in pairs])
@@ -286,28 +207,6 @@ def _encode_pairs(tok: Any, pairs: list[tuple[str, str]], max_len: int | None) -
     if max_len is not None:
         examples = [(s, t) for s, t in examples if len(s) <= max_len and len(t) + 1 <= max_len and len(t) > 0]
     return examples
-
-
-def _read_run_tokenizer(run_dir: Path) -> tuple[Tokenizer, ModelConfig]:
-    """A run folder's tokenizer and model settings, checked to fit each other."""
-    tokenizer = load_tokenizer(run_dir / TOKENIZER_FILE)
-    _, model_cfg = read_config(run_dir)
-    check_fits(tokenizer, model_cfg, str(run_dir / TOKENIZER_FILE))
-    return tokenizer, model_cfg
-
-
-def _start_run_folder(trainer: RankTrainer, fresh: bool) -> Callable[[dict[str, Any]], None]:
-    """Rank 0: a fresh run's config.json, tokenizer.json and empty metrics (a resumed run keeps its own), the
-    settings in train.json; returns the metrics.jsonl writer."""
-    run_dir, model = trainer.run_dir, trainer.model
-    if fresh:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        config = {"model_type": model.model_type, **model.cfg.to_dict()}
-        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        save_tokenizer(trainer.tokenizer, run_dir / TOKENIZER_FILE)
-    atomic_write_text(run_dir / TRAIN_FILE, json.dumps(trainer.cfg.to_dict(), indent=2) + "\n")
-    return _log_writer(run_dir)
 
 
 class Trainer(RankTrainer):
@@ -350,7 +249,7 @@ class Trainer(RankTrainer):
         self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
         if resume:
             self._restore(checkpoints[-1])
-        self.write = _start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
+        self.write = start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
         self._batches = self.batcher.epoch(self.epoch)
         self._wrap()
         if cfg.compile or cfg.compile_mode != "default":
@@ -360,7 +259,7 @@ class Trainer(RankTrainer):
     def _tokenizer_and_config(self, resume: bool) -> tuple[Tokenizer, ModelConfig]:
         """Rank 0: the run folder's tokenizer and model settings on --resume, else a joint BPE learned now."""
         if resume:
-            return _read_run_tokenizer(self.run_dir)
+            return read_run_tokenizer(self.run_dir)
         cfg = self.cfg
         started = time.perf_counter()
         tokenizer = train_bpe((text for pair in self.corpus.train for text in pair), cfg.vocab_size)
@@ -379,7 +278,7 @@ class Trainer(RankTrainer):
         self.tokens_seen = state.get("tgt_tokens_seen", 0)
         self._restore_rngs(state)
         if self.dist.is_main:
-            _truncate_metrics(self.run_dir, self.step)
+            truncate_metrics(self.run_dir, self.step)
         self.log(f"resuming {self.run_dir} from {checkpoint.name} (epoch {self.epoch}, batch {self.position})")
 
     def trainer_state(self) -> dict[str, Any]:
@@ -441,8 +340,6 @@ class Trainer(RankTrainer):
 
     def bleu(self, split: str, beam: int) -> Any:
         """Scores of the current model on the dev or test split (beam search when beam > 1)."""
-        from ..evaluation import score, translate
-
         pairs = self.corpus.dev if split == "dev" else self.corpus.test
         hyps = translate(self.model, self.tokenizer, [s for s, _ in pairs], beam_size=beam,
                          length_penalty=self.cfg.length_penalty)
@@ -488,8 +385,6 @@ class Trainer(RankTrainer):
                  f"{self.plan.summary(self.step, self.train_seconds)}; model in {self.run_dir / 'model'}")
         scores = None
         if "test_bleu" in record:
-            from ..evaluation import Scores
-
             scores = Scores(record["test_bleu"], record["test_chrf"], record["bleu_signature"],
                             record["chrf_signature"])
         return TrainResult(self.run_dir, self.step, losses, test_scores=scores)

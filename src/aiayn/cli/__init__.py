@@ -1,0 +1,40 @@
+"""The `aiayn` command line: one sub-command per job; exit 0 done, 1 user error, 2 bad usage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, train, translate
+from .common import UserError
+
+COMMANDS = (demo, attention, import_hf, export, train, translate, evaluate, average, generate, fill_mask)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(prog="aiayn", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `aiayn` and `python -m aiayn`."""
+    args = build_parser().parse_args(argv)
+    args.owns_process = argv is None  # the command line of this process: process-wide settings may apply
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except UserError as error:
+        print(f"aiayn {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"aiayn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+__all__ = ["UserError", "build_parser", "main"]
