@@ -2,9 +2,9 @@
 
 import os as _os
 
-# OpenMP threads that spin while waiting (the default) lose badly when another process holds a core: a
-# 2-thread step ran ~3x slower on a shared 2-core machine. Sleeping waiters degrade gracefully. This only
-# takes effect if torch was not imported first, and never overrides a value the user set.
+# OpenMP threads that spin while waiting (the default) lose badly when another process holds a core;
+# sleeping waiters degrade gracefully (docs/benchmarks.md). This only takes effect if torch was not
+# imported first, and never overrides a value the user set.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .io.huggingface import ConversionError, from_huggingface, to_huggingface

@@ -21,9 +21,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The sub-command and its arguments; options and positional text may come in any order."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and argv[0] in commands.choices:  # intermixed: `translate MODEL --greedy "text"` works too
+        args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)  # no sub-command (or --help): argparse's usage and errors
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `aiayn` and `python -m aiayn`."""
-    args = build_parser().parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
     args.owns_process = argv is None  # the command line of this process: process-wide settings may apply
     run: Callable[[argparse.Namespace], None] = args.run
     try:
@@ -37,4 +48,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["UserError", "build_parser", "main"]
+__all__ = ["UserError", "build_parser", "main", "parse_args"]

@@ -7,17 +7,15 @@ from pathlib import Path
 
 from ..viz.collect import collect_attention
 from ..viz.explorer import write_html
-from ..viz.plots import _bare, find_token, plot_token_attention, save_figure, write_pngs, write_selected
-from .common import UserError, load_model_and_tokenizer
+from ..viz.plots import bare_token, find_token, plot_token_attention, save_figure, write_pngs, write_selected
+from .common import UserError, int_at_least, load_model
 
 
 def run(args: argparse.Namespace) -> None:
     """Draw a model's attention for one sentence: PNG heatmaps (and an HTML explorer with --html)."""
     if not args.text.strip():
         raise UserError("the text is empty; give a sentence, e.g. aiayn attention MODEL_DIR \"The cat sat.\"")
-    if args.beam < 1:
-        raise UserError(f"--beam must be at least 1, got {args.beam}")
-    model, tokenizer = load_model_and_tokenizer(args.model_dir)
+    model, tokenizer = load_model(args.model_dir, "attention", device="cpu")
     head = None if args.head is None else _position_or_word(args.head)
     selected = args.kind is not None or args.layer is not None or head is not None
     try:
@@ -35,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
     written = write_selected(record, args.out, args.kind, args.layer, head) if selected \
         else write_pngs(record, args.out)
     if focus is not None:
-        name = f"focus_{_bare(record.tokens(kind)[0][focus]) or 'token'}_{focus}.png"
+        name = f"focus_{bare_token(record.tokens(kind)[0][focus]) or 'token'}_{focus}.png"
         written.append(save_figure(plot_token_attention(record, focus, kind), Path(args.out) / name))
     if args.html:
         written.append(write_html(record, args.html))
@@ -76,6 +74,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="draw only this layer (0 is the first, -1 the last; default: every layer)")
     parser.add_argument("--head", default=None, metavar="H|mean",
                         help="draw only head H, or 'mean' for the mean over heads (default: a grid of all)")
-    parser.add_argument("--beam", type=int, default=4,
+    parser.add_argument("--beam", type=int_at_least(1), default=4,
                         help="beam size for the model's own translation (default 4, as in §6.1)")
     parser.set_defaults(run=run)

@@ -9,17 +9,14 @@ from pathlib import Path
 from ..io.loading import load
 from ..io.model_folder import TOKENIZER_FILE, save_model
 from ..training.checkpoints import average_checkpoints, list_checkpoints
-from .common import UserError, user_errors
+from .common import UserError, int_at_least, user_errors
 
 
 def run(args: argparse.Namespace) -> None:
     """Average the weights of a run's last k checkpoints into one model folder (§6.1)."""
-
     checkpoints = list_checkpoints(args.run_dir)
     if not checkpoints:
         raise UserError(f"{args.run_dir} has no checkpoints/step_N folders: give a run folder written by `aiayn train`")
-    if args.last < 1:
-        raise UserError(f"--last must be at least 1, got {args.last}")
     chosen = checkpoints[-args.last:]
     try:
         model = load(chosen[-1])
@@ -42,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  aiayn average runs/kjv-en-es --last 5 --out runs/kjv-en-es/averaged")
     parser.add_argument("run_dir", metavar="RUN_DIR")
-    parser.add_argument("--last", type=int, default=5, help="how many of the last checkpoints (default 5; "
+    parser.add_argument("--last", type=int_at_least(1), default=5, help="how many of the last checkpoints (default 5; "
                                                             "the paper averaged the last 5 for base models)")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="where to write the averaged model")
     parser.set_defaults(run=run)

@@ -12,7 +12,6 @@ from ..model.models import Transformer
 
 def run(args: argparse.Namespace) -> None:
     """Build the paper's base model, compare its size with the paper's, translate with random weights."""
-
     torch.manual_seed(args.seed)
     cfg = ModelConfig.preset("paper-base", vocab_size=37000)
     model = Transformer(cfg).eval()

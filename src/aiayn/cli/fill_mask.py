@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ..inference.text import fill_mask
-from .common import UserError, load_lm, set_threads
+from .common import UserError, add_device_flags, int_at_least, load_model, set_threads
 
 
 def run(args: argparse.Namespace) -> None:
     """Print the most probable fillers of each [MASK] with their probabilities (BERT-style model)."""
     set_threads(args.threads)
-    model, tokenizer = load_lm(args.model, "encoder_lm", args.device, "fill-mask")
+    model, tokenizer = load_model(args.model, "fill-mask", "encoder_lm", args.device)
     try:
         results = fill_mask(model, tokenizer, args.text, top_k=args.top_k)
     except ValueError as error:
@@ -31,7 +31,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog='example:\n  aiayn fill-mask runs/shakespeare-mlm/model "To be or not to [MASK]." --top-k 5')
     parser.add_argument("model", metavar="MODEL_DIR", help="an EncoderLM folder")
     parser.add_argument("text", help="text with one or more [MASK]")
-    parser.add_argument("--top-k", type=int, default=5, help="how many candidates per [MASK] (default 5)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    parser.add_argument("--top-k", type=int_at_least(1), default=5, help="how many candidates per [MASK] (default 5)")
+    add_device_flags(parser)
     parser.set_defaults(run=run)

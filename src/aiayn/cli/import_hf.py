@@ -11,7 +11,6 @@ from .common import UserError
 
 def run(args: argparse.Namespace) -> None:
     """Convert a local Hugging Face checkpoint (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
-
     try:
         model = from_huggingface(args.folder)
     except ConversionError as error:

@@ -16,12 +16,11 @@ from ..runtime.allocator import tune_cpu_allocator
 from ..training.lm import LMTrainConfig, train_lm
 from ..training.run_folder import TRAIN_FILE
 from ..training.translation import TrainConfig, train
-from .common import UserError, user_errors
+from .common import UserError, float_in, int_at_least, user_errors
 
 
 def run(args: argparse.Namespace) -> None:
     """Train a translator (default), a GPT-style LM (--task lm) or a BERT-style masked LM (--task mlm)."""
-
     _tune_allocator(args)
     if _train_task(args) != "translate":
         return run_lm(args)
@@ -48,7 +47,6 @@ def run(args: argparse.Namespace) -> None:
 
 def run_lm(args: argparse.Namespace) -> None:
     """Train a DecoderLM (--task lm) or an EncoderLM (--task mlm) on a text; report the validation loss."""
-
     task = _train_task(args)
     flags = {**_task_flags(args, LMTrainConfig, task), "task": task}
     try:
@@ -93,7 +91,6 @@ def _train_task(args: argparse.Namespace) -> str:
 
 def _task_flags(args: argparse.Namespace, config_cls: type, task: str) -> dict[str, object]:
     """The flags given on the command line that are fields of config_cls; others raise a UserError."""
-
     fields = {f.name for f in dataclasses.fields(config_cls)}
     every = (fields | {f.name for f in dataclasses.fields(TrainConfig)} | set(_lm_train_defaults())) - {"task"}
     given = {name: getattr(args, name) for name in every if getattr(args, name, None) is not None}
@@ -130,7 +127,6 @@ def _stopped(result: object) -> bool:
 
 def _train_flag_types(config_cls: type | None = None) -> dict[str, tuple[Callable[[str], object], str]]:
     """TrainConfig (or config_cls) field -> (parser of a flag's text, metavar), from the type hints."""
-
     config_cls = config_cls or TrainConfig
     hints = typing.get_type_hints(config_cls)
     kinds: dict[str, tuple[Callable[[str], object], str]] = {}
@@ -140,10 +136,10 @@ def _train_flag_types(config_cls: type | None = None) -> dict[str, tuple[Callabl
             kinds[f.name] = (lambda text: [int(x) for x in text.split(",") if x.strip()], "N,N,...")
         elif "bool" in hint:
             kinds[f.name] = (bool, "")
-        elif "int" in hint and "float" not in hint:
-            kinds[f.name] = (int, "N")
-        elif "float" in hint:
-            kinds[f.name] = (float, "X")
+        elif "int" in hint and "float" not in hint:  # counts and sizes; a seed may be any integer
+            kinds[f.name] = (int if "seed" in f.name else int_at_least(0), "N")
+        elif "float" in hint:  # rates, probabilities, betas, seconds: none is negative
+            kinds[f.name] = (float_in(0.0), "X")
         else:
             paths = ("out", "data", "target", "dev", "dev_target", "test", "test_target")
             kinds[f.name] = (str, "DURATION" if f.name == "time_budget" else "PATH" if f.name in paths else "NAME")
@@ -157,7 +153,6 @@ def _lm_train_defaults() -> dict[str, object]:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """`aiayn train`: every TrainConfig field is a flag (--batch-tokens etc.); flags win over --config."""
-
     parser = commands.add_parser(
         "train", help="train a translator (default: English->Spanish on the bundled Bible)",
         description=run.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -176,9 +171,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "EncoderLM (a resumed run keeps its task)")
     parser.add_argument("--tune-allocator", action=argparse.BooleanOptionalAction, default=True,
                         help="on Linux with glibc, keep freed blocks up to 1 GiB in malloc's heap for reuse instead "
-                             "of unmapping them (no page faults each step: paper-base step ~1.08x, ~350 MB more "
-                             "resident); --no-tune-allocator keeps glibc's defaults. MALLOC_*_ variables in the "
-                             "environment win (default: on)")
+                             "of unmapping them (no page faults each step, more memory resident); "
+                             "--no-tune-allocator keeps glibc's defaults. MALLOC_*_ variables in the environment "
+                             "win (default: on)")
     defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
                 for f in dataclasses.fields(TrainConfig)}
     lm_defaults = _lm_train_defaults()

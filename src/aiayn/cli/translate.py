@@ -9,14 +9,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..inference.evaluation import translate
-from .common import UserError, add_decoding_flags, decoding_options, load_translator, set_threads
+from .common import UserError, add_decoding_flags, decoding_options, load_model, set_threads
 
 
 def run(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
-
     set_threads(args.threads)
-    model, tok = load_translator(args.model, args.device)
+    model, tok = load_model(args.model, "translate", "transformer", args.device)
     texts = list(args.text)
     if args.input:
         path = Path(args.input)

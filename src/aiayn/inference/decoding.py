@@ -40,8 +40,8 @@ SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length
                    "top_k", "top_p", "generator", "seed", "threads"}
 LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask"}
 # Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
-# on one intra-op thread. Measured on a 2-core AMD EPYC, "small" preset, PASSIVE waits: 1 and 16 rows
-# (0.26M, 4.2M) ran faster on one thread, 64 rows (16.8M) on two.
+# on one intra-op thread: waking a second thread costs more than it shares (benchmarks/decode.py chose the
+# value; docs/benchmarks.md has the figures).
 SERIAL_STEP_MACS = 8_000_000
 
 

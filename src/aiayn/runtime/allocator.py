@@ -2,11 +2,9 @@
 
 glibc's malloc serves every block above its mmap threshold (dynamic, up to 32 MiB) with a fresh mmap and
 unmaps it on free, so a training step that frees and reallocates the same activations and gradients
-faults their pages in again every step (~130,000 minor faults a paper-base CPU step, 0.29 s of system
-time). `tune_cpu_allocator` raises the mmap threshold and the trim threshold with `mallopt`, so freed
-blocks stay in the heap and the next step reuses them (1-3 faults a step; paper-base step 1.065-1.12x on a
-2-core CPU; peak memory +2-6%, ~350 MB more kept resident between steps:
-benchmarks/results/allocator-cpu.txt).
+faults their pages in again every step. `tune_cpu_allocator` raises the mmap threshold and the trim
+threshold with `mallopt`, so freed blocks stay in the heap and the next step reuses them, at the cost of
+keeping more memory resident between steps (the figures: docs/benchmarks.md).
 
 Process-wide, so only code that owns the process calls it (`aiayn train`, the benchmarks), never
 `import aiayn`. The same settings from the environment: MALLOC_MMAP_THRESHOLD_=1073741824

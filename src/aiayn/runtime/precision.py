@@ -2,8 +2,8 @@
 
 The paper trained in fp32. bf16 autocast runs the matmuls in bfloat16 (8 exponent bits, like fp32, so no
 loss scaling is needed) and keeps LayerNorm, softmax, the loss and the weights in fp32. It pays on GPUs
-with bf16 support and on CPUs with AVX-512 BF16 or AMX; on AVX2-only CPUs bf16 matmuls are about 100x
-slower than fp32, so "auto" keeps fp32 there.
+with bf16 support and on CPUs with AVX-512 BF16 or AMX; on AVX2-only CPUs bf16 matmuls are emulated and
+far slower than fp32, so "auto" keeps fp32 there.
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ class RankTrainer:
         """Whether Adam / AdamW run fused: on a CPU, and on a GPU unless FSDP shards the model (call after _place).
 
         The fused Adam (one kernel for all parameters, on a CPU too) gives the loop's update up to float
-        rounding, faster: 0.04 s instead of 0.30 s a paper-base step on 2 CPU cores. FSDP's shards take it
+        rounding, in one pass over the weights instead of several. FSDP's shards take it
         on a CPU (tested, gloo), so one process and FSDP round alike; on a GPU they were not tested with it.
         """
         return self.device.type == "cpu" or (self.device.type == "cuda" and not self.sharded)

@@ -149,6 +149,10 @@ class TrainConfig:
         if self.peak_lr < 0 or self.lr_scale <= 0:
             raise TrainingError(f"TrainConfig.peak_lr must be >= 0 (0: use lr_scale) and lr_scale > 0, got "
                                 f"{self.peak_lr} and {self.lr_scale}")
+        try:  # the model's settings, checked before any corpus is read or BPE trained
+            ModelConfig.preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
+        except (TypeError, ValueError) as error:
+            raise TrainingError(f"TrainConfig: {error}") from None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "settings") -> TrainConfig:

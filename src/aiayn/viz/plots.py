@@ -180,14 +180,14 @@ def find_token(tokens: Sequence[str], token: int | str) -> int:
         if not -len(tokens) <= token < len(tokens):
             raise ValueError(f"token position {token} is out of range 0..{len(tokens) - 1}")
         return token % len(tokens)
-    wanted = _bare(token)
+    wanted = bare_token(token)
     for position, candidate in enumerate(tokens):
-        if _bare(candidate) == wanted:
+        if bare_token(candidate) == wanted:
             return position
     raise ValueError(f"token {token!r} is not among the tokens {list(tokens)}; give one of them or a position")
 
 
-def _bare(token: str) -> str:
+def bare_token(token: str) -> str:
     """A token without its BPE word markers, lower-cased: '▁It' -> 'it', 'Ġit' -> 'it', '##s' -> 's'."""
     return token.lstrip("▁Ġ").removeprefix("##").removesuffix("</w>").lower()
 
