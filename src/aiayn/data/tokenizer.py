@@ -36,20 +36,23 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int =
 
 
 def load_tokenizer(folder_or_file: str | Path) -> Tokenizer:
-    """A tokenizer.json, or the one inside a model/run folder, with a clear error if missing or broken."""
+    """aiayn's tokenizer.json (or the one inside a model/run folder): read_tokenizer, then its special ids checked."""
     path = Path(folder_or_file)
-    if path.is_dir():
-        path = path / TOKENIZER_FILE
+    tok = read_tokenizer(path / TOKENIZER_FILE if path.is_dir() else path)
+    check_special_ids(tok, str(path / TOKENIZER_FILE if path.is_dir() else path))
+    return tok
+
+
+def read_tokenizer(path: Path) -> Tokenizer:
+    """Any tokenizers JSON file, with a clear TokenizerError if it is missing or broken."""
     if not path.is_file():
-        raise TokenizerError(f"{path} is missing: a translation model folder needs the {TOKENIZER_FILE} it was "
-                             f"trained with (written by `aiayn train`)")
+        raise TokenizerError(f"{path} is missing: the model folder needs the {TOKENIZER_FILE} it was trained with "
+                             f"(written by `aiayn train` or model.save(folder, tokenizer=tok))")
     try:
-        tok = Tokenizer.from_file(str(path))
+        return Tokenizer.from_file(str(path))
     except Exception as error:  # noqa: BLE001 - tokenizers raises a plain Exception on a bad file
         raise TokenizerError(f"{path} is not a valid tokenizers JSON file ({error}); restore it from the run folder") \
             from None
-    check_special_ids(tok, str(path))
-    return tok
 
 
 def check_special_ids(tok: Tokenizer, name: str) -> None:

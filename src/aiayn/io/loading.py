@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from ..data.tokenizer import TokenizerError, check_fits, check_special_ids
+from ..data.tokenizer import TokenizerError, check_fits, check_special_ids, read_tokenizer
 from ..model.models import MODEL_CLASSES, TransformerBase
 from .huggingface import from_huggingface
 from .model_folder import (
@@ -56,14 +56,7 @@ def load_with_tokenizer(path: str | Path, map_location: str | torch.device = "cp
         raise CheckpointError(f"{folder} holds {KIND_NAMES[model.model_type]} model; {purpose} needs "
                               f"{KIND_NAMES[model_type]} (a folder written by {TRAINED_BY[model_type]})")
     tokenizer_path = folder / TOKENIZER_FILE
-    if not tokenizer_path.is_file():
-        raise TokenizerError(f"{tokenizer_path} is missing: the model folder needs the {TOKENIZER_FILE} it was "
-                             f"trained with; save the model with model.save(folder, tokenizer=tok) or copy it there")
-    try:
-        tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    except Exception as error:  # noqa: BLE001 - tokenizers raises a plain Exception for a bad file
-        raise TokenizerError(f"{tokenizer_path} is not a valid tokenizers JSON file ({error}); save it again") \
-            from None
+    tokenizer = read_tokenizer(tokenizer_path)
     if model.model_type == "transformer":  # aiayn's translators: <pad> <s> </s> <unk> are ids 0-3
         check_special_ids(tokenizer, str(tokenizer_path))
         check_fits(tokenizer, model.cfg, str(tokenizer_path))

@@ -35,7 +35,7 @@ from ..model.models import DecoderLM, EncoderLM
 from ..runtime import distributed
 from ..runtime.precision import autocast
 from .loss import fp32_cross_entropy
-from .run_folder import plot_curves, read_run_tokenizer, start_run_folder, truncate_metrics
+from .run_folder import plot_curves
 from .schedule import SCHEDULES, make_schedule
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
 
@@ -205,68 +205,63 @@ class LMTrainer(RankTrainer):
     result_type = LMTrainResult
     _learned = ""  # rank 0 of a fresh run: how long learning the tokenizer took
 
-    def __init__(self, cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
-        """Read and split the text, learn or load the tokenizer, build or restore model and optimizer."""
-        self.cfg = cfg = self._join(cfg, log)
-        self._choose_precision()
-        self.run_dir = Path(cfg.out)
-        checkpoints = self._run_folder(self.run_dir, resume)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        # Everything that can fail comes before anything is written, so a bad input leaves no run folder.
+    cfg: LMTrainConfig
+
+    def read_data(self) -> None:
+        """The text, split into training and validation parts."""
+        cfg = self.cfg
         try:
-            text = read_text(None if cfg.data == BUNDLED_TEXT else cfg.data)
+            self._text = read_text(None if cfg.data == BUNDLED_TEXT else cfg.data)
         except ValueError as error:
             raise TrainingError(str(error)) from None
-        train_text, val_text = split_text(text, cfg.train_fraction)
-        self.tokenizer, model_cfg = self._from_rank_0(lambda: self._tokenizer_and_config(train_text, resume))
+        self._train_text, self._val_text = split_text(self._text, cfg.train_fraction)
+
+    def learn_tokenizer(self) -> tuple[Any, ModelConfig]:
+        """A char, BPE or WordPiece tokenizer learned on the training text, and the model's settings."""
+        cfg = self.cfg
+        started = time.perf_counter()
+        tokenizer = make_tokenizer(cfg.tokenizer_kind, self._train_text, cfg.vocab_size, cfg.task)
+        self._learned = f"; {cfg.tokenizer_kind} tokenizer of {tokenizer.get_vocab_size():,} tokens learned in " \
+                        f"{time.perf_counter() - started:.1f}s"  # logged once the text passed its checks
+        return tokenizer, cfg.model_config(tokenizer.get_vocab_size())
+
+    def encode_data(self) -> None:
+        """Both parts as ids, each at least one context window long."""
+        cfg = self.cfg
         if cfg.task == "mlm" and self.tokenizer.token_to_id(MASK_TOKEN) != MASK_ID:
             raise TrainingError(f"the tokenizer's {MASK_TOKEN} token has id {self.tokenizer.token_to_id(MASK_TOKEN)}"
                                 f", expected {MASK_ID}: a masked-LM run needs a char or wordpiece tokenizer")
-        self.train_ids, self.val_ids = encode_text(self.tokenizer, train_text), encode_text(self.tokenizer, val_text)
+        self.train_ids = encode_text(self.tokenizer, self._train_text)
+        self.val_ids = encode_text(self.tokenizer, self._val_text)
         source = "the bundled Shakespeare" if cfg.data == BUNDLED_TEXT else cfg.data
         for split, ids in (("training", self.train_ids), ("validation", self.val_ids)):
             if ids.numel() < cfg.context + 1:
                 raise TrainingError(f"the {split} split of {source} has {ids.numel():,} tokens, fewer than one "
                                     f"context window of {cfg.context} + 1: give more text or a smaller --context")
-        self.log(f"text {source}: {len(text):,} characters; train {self.train_ids.numel():,} and validation "
+        self.log(f"text {source}: {len(self._text):,} characters; train {self.train_ids.numel():,} and validation "
                  f"{self.val_ids.numel():,} tokens" + self._learned)
-        self._place((DecoderLM if cfg.task == "lm" else EncoderLM)(model_cfg))
-        self.schedule = cfg.lr_schedule(model_cfg.d_model)
-        self.optimizer = torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=self.schedule(1),
-                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                           fused=self._fused_optimizer() or None)
-        # The windows (and mlm's masking seeds) of every rank come from this one stream, the same on all ranks;
-        # restored on resume, so a run continues exactly with any ranks and accumulate of the same product.
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
-        self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
-        if resume:
-            self._restore(checkpoints[-1])
-        self.write = start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
-        self._wrap()
 
-    def _tokenizer_and_config(self, train_text: str, resume: bool) -> tuple[Any, ModelConfig]:
-        """Rank 0: the run folder's tokenizer and model settings on --resume, else a tokenizer learned now."""
-        if resume:
-            return read_run_tokenizer(self.run_dir)
+    def build_model(self, model_cfg: ModelConfig) -> DecoderLM | EncoderLM:
+        """A DecoderLM (--task lm) or an EncoderLM (--task mlm)."""
+        return (DecoderLM if self.cfg.task == "lm" else EncoderLM)(model_cfg)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with weight decay on the matrices only."""
         cfg = self.cfg
-        started = time.perf_counter()
-        tokenizer = make_tokenizer(cfg.tokenizer_kind, train_text, cfg.vocab_size, cfg.task)
-        self._learned = f"; {cfg.tokenizer_kind} tokenizer of {tokenizer.get_vocab_size():,} tokens learned in " \
-                        f"{time.perf_counter() - started:.1f}s"  # logged once the text passed its checks
-        return tokenizer, cfg.model_config(tokenizer.get_vocab_size())
+        return torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=self.schedule(1),
+                                 betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                 fused=self._fused_optimizer() or None)
 
-    def _restore(self, checkpoint: Path) -> None:
-        """Model, optimizer, step, data generator and RNG from a checkpoint folder (read by rank 0, sent to all)."""
-        state = self._load(checkpoint)
+    def start_data(self) -> None:
+        """The stream the windows (and mlm's masking seeds) of every rank come from, the same on all ranks;
+        restored on resume, so a run continues exactly with any ranks and accumulate of the same product."""
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+
+    def restore_data(self, state: dict[str, Any]) -> str:
+        """The window generator's state and the tokens seen."""
         self.tokens_seen = state["tokens_seen"]
         self.generator.set_state(state["data_rng"])
-        self._restore_rngs(state)
-        if self.dist.is_main:
-            truncate_metrics(self.run_dir, self.step)
-        self.log(f"resuming {self.run_dir} from {checkpoint.name}")
+        return ""
 
     def trainer_state(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""

@@ -14,7 +14,6 @@ from ..data.tokenizer import check_fits, load_tokenizer
 from ..io.atomic import as_write_error, atomic_write, atomic_write_text
 from ..io.model_folder import CONFIG_FILE, TOKENIZER_FILE, read_config, save_tokenizer
 from ..model.config import ModelConfig
-from .trainer import RankTrainer
 
 TRAIN_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
@@ -96,15 +95,15 @@ def read_run_tokenizer(run_dir: Path) -> tuple[Tokenizer, ModelConfig]:
     return tokenizer, model_cfg
 
 
-def start_run_folder(trainer: RankTrainer, fresh: bool) -> Callable[[dict[str, Any]], None]:
+def start_run_folder(run_dir: Path, model: Any, tokenizer: Any, settings: dict[str, Any],
+                     fresh: bool) -> Callable[[dict[str, Any]], None]:
     """Rank 0: a fresh run's config.json, tokenizer.json and empty metrics (a resumed run keeps its own), the
     settings in train.json; returns the metrics.jsonl writer."""
-    run_dir, model = trainer.run_dir, trainer.model
     if fresh:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
         config = {"model_type": model.model_type, **model.cfg.to_dict()}
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        save_tokenizer(trainer.tokenizer, run_dir / TOKENIZER_FILE)
-    atomic_write_text(run_dir / TRAIN_FILE, json.dumps(trainer.cfg.to_dict(), indent=2) + "\n")
+        save_tokenizer(tokenizer, run_dir / TOKENIZER_FILE)
+    atomic_write_text(run_dir / TRAIN_FILE, json.dumps(settings, indent=2) + "\n")
     return metrics_writer(run_dir)

@@ -33,6 +33,7 @@ from ..runtime.device import resolve_device
 from ..runtime.precision import autocast_dtype
 from .budget import UNLIMITED, BudgetPlan, parse_duration
 from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
+from .run_folder import read_run_tokenizer, start_run_folder, truncate_metrics
 from .schedule import DecaySchedule
 
 
@@ -120,12 +121,12 @@ def check_run_folder(run_dir: Path, checkpoints: list[Path], resume: bool) -> No
 class RankTrainer:
     """A trainer as every rank of a torchrun job runs it (one process: the same, every collective a no-op).
 
-    The subclass's __init__ calls _join, _choose_precision, _run_folder, _from_rank_0, _place, then builds
-    its optimizer (fused when _fused_optimizer says so) and schedule, and calls _wrap; it defines train_step
-    (drawing its batches, then _optimizer_step, its forward under autocast(self.device, self.autocast_dtype)),
-    trainer_state, evaluate, _announce and _final. Its cfg has device, precision, dist_timeout, fsdp, seed,
-    accumulate, clip_norm, steps, time_budget, log_every, eval_every, save_every and keep_last. It sets
-    self.plan with _plan after restoring (the number of steps to take, from cfg.steps and cfg.time_budget).
+    __init__ sets a run up in the one order every task follows and calls the task's hooks where tasks differ:
+    check_settings, read_data, learn_tokenizer, encode_data, build_model, build_optimizer, start_data,
+    restore_data and ready. A task also defines train_step (drawing its batches, then _optimizer_step, its
+    forward under autocast(self.device, self.autocast_dtype)), trainer_state, evaluate, _announce and _final.
+    Its cfg has out, device, precision, dist_timeout, fsdp, threads, seed, accumulate, clip_norm, steps,
+    time_budget, log_every, eval_every, save_every and keep_last, lr_schedule() and to_dict().
     """
 
     token_prefix = ""  # metric names: "tok_per_s", "tokens_seen"; the translator counts target tokens: "tgt_"
@@ -143,6 +144,80 @@ class RankTrainer:
     plan: BudgetPlan
 
     # --- setting up
+    def __init__(self, cfg: Any, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
+        """Set up (or resume) a run: the same steps for every task, the task's hooks where they differ.
+
+        Everything that can fail (settings, data, tokenizer, model) comes before anything is written, so a
+        bad input leaves no run folder.
+        """
+        self.cfg = cfg = self._join(cfg, log)
+        self._choose_precision()
+        self.check_settings()
+        self.run_dir = Path(cfg.out)
+        checkpoints = self._run_folder(self.run_dir, resume)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.read_data()
+        self.tokenizer, model_cfg = self._from_rank_0(
+            lambda: read_run_tokenizer(self.run_dir) if resume else self.learn_tokenizer())
+        self.encode_data()
+        self._place(self.build_model(model_cfg))
+        self.schedule = cfg.lr_schedule(model_cfg.d_model)
+        self.optimizer = self.build_optimizer()
+        self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
+        self.start_data()
+        self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
+        if resume:
+            self._restore(checkpoints[-1])
+        self.write = start_run_folder(self.run_dir, self.model, self.tokenizer, cfg.to_dict(), not resume) \
+            if self.dist.is_main else (lambda record: None)
+        self._wrap()
+        self.ready()
+
+    # --- the task's hooks, in the order __init__ calls them
+    def check_settings(self) -> None:
+        """Refuse settings only this task checks (TrainingError), before anything is read."""
+
+    def read_data(self) -> None:
+        """Read the corpus or text (every rank), raising TrainingError for an unusable one."""
+        raise NotImplementedError
+
+    def learn_tokenizer(self) -> tuple[Tokenizer, ModelConfig]:
+        """Rank 0 of a fresh run: the tokenizer learned on the training data, and the model's settings."""
+        raise NotImplementedError
+
+    def encode_data(self) -> None:
+        """Encode the data with self.tokenizer, raising TrainingError if too little is left to train on."""
+        raise NotImplementedError
+
+    def build_model(self, model_cfg: ModelConfig) -> TransformerBase:
+        """The task's model, freshly initialised."""
+        raise NotImplementedError
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over self.model's parameters at lr schedule(1), fused when _fused_optimizer() says so."""
+        raise NotImplementedError
+
+    def start_data(self) -> None:
+        """The data position of a fresh run (a resumed one then restores it in restore_data)."""
+
+    def restore_data(self, state: dict[str, Any]) -> str:
+        """The data position and token count from a checkpoint's trainer state; returns words for the log."""
+        raise NotImplementedError
+
+    def ready(self) -> None:
+        """The last setup step, after the model is wrapped for DDP / FSDP."""
+
+    def _restore(self, checkpoint: Path) -> None:
+        """Model, optimizer, step, data position and RNG from a checkpoint folder (read by rank 0, sent to all)."""
+        state = self._load(checkpoint)
+        where = self.restore_data(state)
+        self._restore_rngs(state)
+        if self.dist.is_main:
+            truncate_metrics(self.run_dir, self.step)
+        self.log(f"resuming {self.run_dir} from {checkpoint.name}{where}")
+
     def _join(self, cfg: Any, log: Callable[[str], None] | None) -> Any:
         """Join torchrun's process group (if any) on this rank's device; returns rank 0's settings.
 

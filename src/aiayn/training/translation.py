@@ -26,9 +26,6 @@ from ..runtime.precision import autocast
 from .loss import label_smoothed_loss
 from .run_folder import (
     plot_curves,
-    read_run_tokenizer,
-    start_run_folder,
-    truncate_metrics,
 )
 from .schedule import SCHEDULES, DecaySchedule, InverseSqrtSchedule, make_schedule
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
@@ -218,52 +215,26 @@ class Trainer(RankTrainer):
 
     token_prefix = "tgt_"  # the translator counts target tokens
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
-        """Read the corpus, train or load the BPE, build or restore the model, optimizer and data position."""
-        self.cfg = cfg = self._join(cfg, log)
-        self._choose_precision()
-        if cfg.compile_mode not in COMPILE_MODES:
-            raise TrainingError(f"compile_mode {cfg.compile_mode!r} is not a torch.compile mode: use one of "
+    cfg: TrainConfig
+
+    def check_settings(self) -> None:
+        """A torch.compile mode torch knows."""
+        if self.cfg.compile_mode not in COMPILE_MODES:
+            raise TrainingError(f"compile_mode {self.cfg.compile_mode!r} is not a torch.compile mode: use one of "
                                 f"{', '.join(COMPILE_MODES)}")
-        self.run_dir = Path(cfg.out)
-        checkpoints = self._run_folder(self.run_dir, resume)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        # Read everything that can fail before writing anything, so a bad input leaves no run folder.
+
+    def read_data(self) -> None:
+        """The parallel corpus and its train / dev / test split."""
+        cfg = self.cfg
         self.corpus: Corpus = load_corpus(cfg.data, cfg.target, cfg.dev, cfg.dev_target, cfg.test, cfg.test_target,
                                           cfg.dev_size, cfg.test_size, cfg.split_seed)
         if not self.corpus.train:
             raise TrainingError(f"the training split of {self.corpus.name} is empty")
         self.log(f"corpus {self.corpus.name}: " + ", ".join(f"{k} {v:,}" for k, v in self.corpus.counts().items())
                  + " pairs")
-        self.tokenizer, model_cfg = self._from_rank_0(lambda: self._tokenizer_and_config(resume))
-        self._place(Transformer(model_cfg))
-        self.examples = _encode_pairs(self.tokenizer, self.corpus.train, cfg.max_len)
-        if not self.examples:
-            raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
-        self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
-        self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
-        self.schedule = cfg.lr_schedule(model_cfg.d_model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.schedule(1),
-                                          betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                          fused=self._fused_optimizer() or None)
-        self.step, self.epoch, self.position = 0, 0, 0
-        self.tokens_seen, self.train_seconds = 0, 0.0
-        self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
-        if resume:
-            self._restore(checkpoints[-1])
-        self.write = start_run_folder(self, not resume) if self.dist.is_main else (lambda record: None)
-        self._batches = self.batcher.epoch(self.epoch)
-        self._wrap()
-        if cfg.compile or cfg.compile_mode != "default":
-            # batches differ in shape: dynamic shapes spare a recompilation per new (B, T)
-            self.net = torch.compile(self.net, dynamic=True, mode=cfg.compile_mode)
 
-    def _tokenizer_and_config(self, resume: bool) -> tuple[Tokenizer, ModelConfig]:
-        """Rank 0: the run folder's tokenizer and model settings on --resume, else a joint BPE learned now."""
-        if resume:
-            return read_run_tokenizer(self.run_dir)
+    def learn_tokenizer(self) -> tuple[Tokenizer, ModelConfig]:
+        """A joint BPE learned on the training split (§5.1), and the preset with this run's overrides."""
         cfg = self.cfg
         started = time.perf_counter()
         tokenizer = train_bpe((text for pair in self.corpus.train for text in pair), cfg.vocab_size)
@@ -275,15 +246,41 @@ class Trainer(RankTrainer):
         except ValueError as error:
             raise TrainingError(str(error)) from None
 
-    def _restore(self, checkpoint: Path) -> None:
-        """Model, optimizer, step, data position and RNG from a checkpoint folder (read by rank 0, sent to all)."""
-        state = self._load(checkpoint)
+    def encode_data(self) -> None:
+        """Training pairs as ids (those within max_len), the dev pairs, and the token-budget batcher (§5.1)."""
+        cfg = self.cfg
+        self.examples = _encode_pairs(self.tokenizer, self.corpus.train, cfg.max_len)
+        if not self.examples:
+            raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
+        self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
+        self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
+
+    def build_model(self, model_cfg: ModelConfig) -> Transformer:
+        """The encoder-decoder."""
+        return Transformer(model_cfg)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """Adam(beta1, beta2, eps), §5.3."""
+        cfg = self.cfg
+        return torch.optim.Adam(self.model.parameters(), lr=self.schedule(1), betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                eps=cfg.adam_eps, fused=self._fused_optimizer() or None)
+
+    def start_data(self) -> None:
+        """Epoch 0, batch 0."""
+        self.epoch, self.position = 0, 0
+
+    def restore_data(self, state: dict[str, Any]) -> str:
+        """The epoch and batch reached, and the target tokens seen."""
         self.epoch, self.position = state["epoch"], state["position"]
         self.tokens_seen = state.get("tgt_tokens_seen", 0)
-        self._restore_rngs(state)
-        if self.dist.is_main:
-            truncate_metrics(self.run_dir, self.step)
-        self.log(f"resuming {self.run_dir} from {checkpoint.name} (epoch {self.epoch}, batch {self.position})")
+        return f" (epoch {self.epoch}, batch {self.position})"
+
+    def ready(self) -> None:
+        """This epoch's batches; torch.compile when asked."""
+        self._batches = self.batcher.epoch(self.epoch)
+        if self.cfg.compile or self.cfg.compile_mode != "default":
+            # batches differ in shape: dynamic shapes spare a recompilation per new (B, T)
+            self.net = torch.compile(self.net, dynamic=True, mode=self.cfg.compile_mode)
 
     def trainer_state(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
