@@ -7,24 +7,31 @@ BIN := $(VENV)/bin
 # torch is pinned: 2.13.0 is a local CPU build here; an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: setup run test test-slow demo browser
+.PHONY: setup setup-test run test test-slow demo browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# `make run` installs what running needs; `make test` adds the test extras (pytest, transformers, ...).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev,test]"
 	touch $@
 
 setup: $(VENV)/.installed
 
+setup-test: $(VENV)/.installed-test
+
 demo: setup
 	$(BIN)/aiayn demo
 
-# The main job: train an English->Spanish translator on the bundled KJV / Reina-Valera corpus (about
-# 10-12 minutes of training on 2 CPU cores, 10-14 with the install; it ends by printing test BLEU on the Gospel of John), then translate with it.
+# The main job: train an English->Spanish translator on the bundled KJV / Reina-Valera corpus (it ends by
+# printing test BLEU on the Gospel of John; durations in docs/results.md), then translate with it.
 # A finished run is reused; `rm -r runs/kjv-en-es` to train again, or `aiayn train --resume` to continue.
 RUN_DIR := runs/kjv-en-es
 run: setup
@@ -39,8 +46,8 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
 	  echo "chromium not installed (needs root: apt-get install -y chromium); the browser test will be skipped"
 
-test: setup browser
+test: setup-test browser
 	$(BIN)/python -m pytest -q
 
-test-slow: setup
+test-slow: setup-test
 	$(BIN)/python -m pytest -q -m slow

@@ -33,13 +33,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tune-allocator", action="store_true", help="call aiayn.runtime.tune_cpu_allocator()")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="call aiayn.runtime.allocator.tune_cpu_allocator()")
     parser.add_argument("--label", default="", help="a name for this setting in the output")
     args = parser.parse_args()
     loadavg = open("/proc/loadavg").read().split()[0]
     tuned = None
     if args.tune_allocator:
-        from aiayn.runtime import tune_cpu_allocator
+        from aiayn.runtime.allocator import tune_cpu_allocator
 
         tuned = tune_cpu_allocator()
     import torch

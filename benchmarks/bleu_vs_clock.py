@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from aiayn.training.loop import read_metrics  # noqa: E402
+from aiayn.training.run_folder import read_metrics  # noqa: E402
 
 EOLE_POINT = (1000 * 3.2 / 60, 11.86)  # (minutes, test BLEU) at step 1,000
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from aiayn.runtime import tune_cpu_allocator
-from aiayn.training.lm_loop import LMTrainConfig, LMTrainer
+from aiayn.runtime.allocator import tune_cpu_allocator
+from aiayn.training.lm import LMTrainConfig, LMTrainer
 
 PRECISIONS = ("bf16", "fp32")
 

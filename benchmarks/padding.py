@@ -14,7 +14,7 @@ import random
 
 from aiayn.data.batching import TokenBatcher
 from aiayn.data.corpus import BUNDLED, load_corpus
-from aiayn.tokenizer import encode_batch, train_bpe
+from aiayn.data.tokenizer import encode_batch, train_bpe
 
 
 def real_fraction(lengths: list[list[tuple[int, int]]]) -> tuple[float, float]:

@@ -46,7 +46,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import configure_threads, interleaved, matmul_peak_flops, median  # noqa: E402
 
 import aiayn  # noqa: E402
-import aiayn.runtime  # noqa: E402
+import aiayn.runtime.allocator  # noqa: E402
 from aiayn.training import label_smoothed_loss  # noqa: E402
 
 PRESETS = {"small": dict(batch=32, src_len=64, tgt_len=64), "paper-base": dict(batch=16, src_len=64, tgt_len=64),
@@ -202,7 +202,8 @@ def peak_memory_mb(name: str, preset: str, shape: dict[str, int], threads: int, 
     parent's peak through fork and exec). With tune_allocator the child tunes malloc as the timed process did.
     """
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {__file__.rsplit('/', 1)[0]!r});"
-            + ("from aiayn.runtime import tune_cpu_allocator; tune_cpu_allocator();" if tune_allocator else "") +
+            + ("from aiayn.runtime.allocator import tune_cpu_allocator; tune_cpu_allocator();"
+               if tune_allocator else "") +
             f"import train as t, torch; torch.set_num_threads({threads});"
             f"hwm=lambda: int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]);"
             f"cfg=t.config_for({preset!r}); s={shape!r}; base=hwm();"
@@ -247,11 +248,13 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--compile", action="store_true", help="torch.compile every contender's forward")
     parser.add_argument("--tune-allocator", action="store_true",
-                        help="tune glibc malloc for the whole process first (aiayn.runtime.tune_cpu_allocator, "
-                             "what `aiayn train` does): every contender gets it")
+                        help="tune glibc malloc for the whole process first "
+                             "(aiayn.runtime.allocator.tune_cpu_allocator, what `aiayn train` does): "
+                             "every contender gets it")
     args = parser.parse_args()
     if args.tune_allocator:
-        print(f"allocator: {aiayn.runtime.tune_cpu_allocator() or 'not glibc, nothing tuned'} (--tune-allocator)")
+        tuned = aiayn.runtime.allocator.tune_cpu_allocator()
+        print(f"allocator: {tuned or 'not glibc, nothing tuned'} (--tune-allocator)")
     else:
         env = " ".join(f"{key}={value}" for key, value in os.environ.items() if key.startswith("MALLOC_"))
         print(f"allocator: not tuned (no --tune-allocator){'; environment: ' + env if env else ''}")

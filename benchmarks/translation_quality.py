@@ -24,7 +24,8 @@ import time
 
 import torch
 
-from aiayn.training.loop import TrainConfig, read_metrics, train
+from aiayn.training.run_folder import read_metrics
+from aiayn.training.translation import TrainConfig, train
 
 EOLE = {500: {"test_bleu": 0.64}, 1000: {"test_bleu": 11.86, "test_chrf": 30.2}}
 EOLE_SECONDS_PER_STEP = 3.2

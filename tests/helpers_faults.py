@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-import aiayn.saving as saving
+import aiayn.io.model_folder as saving
 from aiayn.cli import main
 
 STAGES = ("weights", "trainer", "rename", "prune")

@@ -7,7 +7,7 @@ import torch
 
 import aiayn
 from aiayn import MultiHeadAttention, causal_mask, sinusoidal_table
-from aiayn.attention import attend
+from aiayn.model.attention import attend
 
 
 def _paths(mha, x, memory, mask):
@@ -83,7 +83,7 @@ def test_fully_masked_rows_give_zeros_and_finite_gradients(need_weights):
 
 @pytest.mark.parametrize("need_weights", [False, True])
 def test_the_gpu_way_of_repairing_masked_rows_gives_the_cpu_results(monkeypatch, need_weights):
-    import aiayn.attention as attention
+    import aiayn.model.attention as attention
 
     q, k, v = torch.randn(2, 2, 4, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
     masks = [torch.ones(2, 1, 4, 5, dtype=torch.bool), torch.rand(2, 1, 4, 5) > 0.4]

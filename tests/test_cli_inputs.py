@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import aiayn
 from aiayn.cli import main
-from aiayn.evaluation import translate
-from aiayn.tokenizer import load_tokenizer, train_bpe
+from aiayn.data.tokenizer import load_tokenizer, train_bpe
+from aiayn.inference.evaluation import translate
 
 from .helpers_translation import EN, ES
 

@@ -6,7 +6,7 @@ import pytest
 import sacrebleu
 
 from aiayn.cli import main
-from aiayn.evaluation import score
+from aiayn.inference.evaluation import score
 
 from .helpers_translation import write_corpus
 
@@ -73,7 +73,7 @@ def test_user_errors_are_one_line_with_exit_1(tmp_path: Path, trained: Path, cap
     import shutil
 
     shutil.copytree(trained / "run" / "model", tmp_path / "mismatch")
-    from aiayn.tokenizer import train_bpe
+    from aiayn.data.tokenizer import train_bpe
 
     train_bpe([f"w{i} x{i} y{i}" for i in range(300)], vocab_size=200).save(str(tmp_path / "mismatch" /
                                                                              "tokenizer.json"))
@@ -97,8 +97,8 @@ def test_translate_keeps_input_order_across_length_sorted_batches() -> None:
     import torch
 
     from aiayn import ModelConfig
-    from aiayn.evaluation import translate
-    from aiayn.tokenizer import train_bpe
+    from aiayn.data.tokenizer import train_bpe
+    from aiayn.inference.evaluation import translate
 
     class Echo(torch.nn.Module):
         """A 'translator' that returns its source tokens: the output must equal the input text."""

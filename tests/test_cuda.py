@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from aiayn import MultiHeadAttention, Transformer
-from aiayn.config import ModelConfig
-from aiayn.training.loop import TrainConfig, train
+from aiayn.model.config import ModelConfig
+from aiayn.training.translation import TrainConfig, train
 
 from .conftest import random_ids
 from .test_training import _cfg as training_cfg
@@ -103,7 +103,7 @@ def _cfg(tmp_path: Path, out: str, **changes) -> TrainConfig:
 
 
 def test_training_on_cuda_learns_with_bf16_autocast_and_fused_adam(tmp_path: Path) -> None:
-    from aiayn.training.loop import Trainer
+    from aiayn.training.translation import Trainer
 
     trainer = Trainer(_cfg(tmp_path, "setup", steps=1), log=lambda _: None)
     assert trainer.autocast_dtype == torch.bfloat16  # precision "auto" on a bf16 GPU
@@ -125,7 +125,7 @@ def test_compiled_training_matches_eager_training_on_cuda(tmp_path: Path) -> Non
 
 
 def test_a_training_step_on_cuda_never_waits_for_the_gpu(tmp_path: Path) -> None:
-    from aiayn.training.loop import Trainer
+    from aiayn.training.translation import Trainer
 
     trainer = Trainer(_cfg(tmp_path, "nosync", steps=6), log=lambda _: None)
     trainer.train_step().value()  # the first step allocates (pinned host memory, the caching allocator)
@@ -141,7 +141,7 @@ def test_a_training_step_on_cuda_never_waits_for_the_gpu(tmp_path: Path) -> None
 
 def test_a_nan_loss_on_cuda_stops_the_run_naming_its_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from aiayn.training import list_checkpoints
-    from aiayn.training.loop import TrainingError
+    from aiayn.training.translation import TrainingError
 
     poison_loss_at_call(monkeypatch, 3)
     # read back one step late on a GPU, but before the step-4 checkpoint is written
@@ -153,7 +153,7 @@ def test_a_nan_loss_on_cuda_stops_the_run_naming_its_step(tmp_path: Path, monkey
 @pytest.mark.parametrize("task", ["lm", "mlm"])
 def test_language_models_learn_on_cuda_with_bf16_autocast_and_fused_adamw(tmp_path: Path, task: str) -> None:
     from aiayn.data.lm import bundled_shakespeare
-    from aiayn.training.lm_loop import LMTrainConfig, LMTrainer
+    from aiayn.training.lm import LMTrainConfig, LMTrainer
 
     from .test_lm import TINY
 

@@ -8,7 +8,7 @@ import torch
 
 from aiayn.data import CorpusError, TokenBatcher, collate, load_corpus, read_parallel, read_tsv, split_by_book
 from aiayn.data.corpus import BUNDLED_FILE, book_of
-from aiayn.tokenizer import TokenizerError, check_fits, decode, encode_source, load_tokenizer, train_bpe
+from aiayn.data.tokenizer import TokenizerError, check_fits, decode, encode_source, load_tokenizer, train_bpe
 
 from .helpers_translation import write_corpus
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from aiayn import DecoderLM, ModelConfig, Transformer
-from aiayn.decoding import Hypothesis, _beam_search, _Source, filter_logits, length_penalty, sample_next
+from aiayn.inference.decoding import Hypothesis, _beam_search, _Source, filter_logits, length_penalty, sample_next
 
 from .conftest import random_ids
 
@@ -283,7 +283,7 @@ def test_lm_prompts_of_different_lengths_decode_as_if_alone(tiny_cfg):
 def test_lm_pad_id_in_the_middle_of_a_prompt_is_hidden_alike_in_forward_and_generate(tiny_cfg, monkeypatch):
     """pad_id (0, no real token here) inside a prompt: forward hides that key; generate keeps its position and
     hides it too, so every cached step's logits are forward's on the same ids."""
-    import aiayn.decoding
+    import aiayn.inference.decoding
 
     lm = DecoderLM(tiny_cfg).eval()
     prompt = torch.tensor([[5, 6, 0, 7, 8], [9, 0, 0, 10, 11]])
@@ -296,7 +296,7 @@ def test_lm_pad_id_in_the_middle_of_a_prompt_is_hidden_alike_in_forward_and_gene
     def recording_argmax(options, device):
         return lambda logits: seen.append(logits.clone()) or logits.argmax(-1)
 
-    monkeypatch.setattr(aiayn.decoding, "_chooser", recording_argmax)
+    monkeypatch.setattr(aiayn.inference.decoding, "_chooser", recording_argmax)
     for row in prompt:
         seen.clear()
         [new] = lm.generate(row[None], max_new_tokens=6)
@@ -390,11 +390,9 @@ def test_cross_attention_with_beams_sharing_a_memory_row_equals_repeated_memory(
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_output_projection_equals_the_models_own(tiny_cfg, tie):
-    from aiayn.decoding import _output_projection
-
     model = Transformer(tiny_cfg.replace(tie_embeddings=tie)).eval()
     hidden = torch.randn(5, 1, tiny_cfg.d_model)
-    assert torch.allclose(_output_projection(model)(hidden), model.output_logits(hidden)[:, -1], atol=1e-5)
+    assert torch.allclose(model.step_projection()(hidden), model.output_logits(hidden)[:, -1], atol=1e-5)
 
 
 def test_kv_cache_appends_grows_and_reorders_in_place():
@@ -403,7 +401,7 @@ def test_kv_cache_appends_grows_and_reorders_in_place():
     cache = KVCache(capacity=2)
     steps = [torch.randn(3, 2, 1, 4) for _ in range(3)]
     for step in steps:
-        keys, values = cache.append(step, -step)
+        keys, values = cache.append_stacked(torch.stack([step, -step]))
     assert cache.block.shape[3] == 4  # grew past capacity 2, doubling
     assert torch.equal(keys, torch.cat(steps, 2)) and torch.equal(values, -torch.cat(steps, 2))
     block = cache.block
@@ -419,7 +417,7 @@ def test_kv_cache_appends_grows_and_reorders_in_place():
 def test_small_steps_run_on_one_thread_larger_ones_on_torchs_count():
     from types import SimpleNamespace
 
-    from aiayn.decoding import _StepThreads
+    from aiayn.inference.decoding import _StepThreads
 
     cfg = ModelConfig.preset("small")  # d_model 256, d_ff 1024: 262,144 multiply-adds per row
     on_cpu = SimpleNamespace(cfg=cfg, parameters=lambda: iter([torch.zeros(1)]))  # a model's cfg and device

@@ -21,10 +21,11 @@ import torch
 
 import aiayn
 from aiayn.data.lm import IGNORE_INDEX, MASK_TOKEN, bundled_shakespeare
-from aiayn.distributed import Dist
-from aiayn.saving import WEIGHTS_FILE, read_weights
-from aiayn.training.lm_loop import LMTrainConfig, LMTrainer, train_lm
-from aiayn.training.loop import TrainConfig, read_metrics, train
+from aiayn.io.model_folder import WEIGHTS_FILE, read_weights
+from aiayn.runtime.distributed import Dist
+from aiayn.training.lm import LMTrainConfig, LMTrainer, train_lm
+from aiayn.training.run_folder import read_metrics
+from aiayn.training.translation import TrainConfig, train
 
 from .helpers_translation import write_corpus
 
@@ -142,7 +143,7 @@ def test_two_ranks_train_like_one_process_over_the_same_batches_and_resume_eithe
 FAULTY = """
     import os, sys, time
     from aiayn import cli
-    from aiayn.training import loop
+    from aiayn.training import translation as loop
 
     step = loop.Trainer.train_step
 
@@ -209,7 +210,7 @@ def test_accumulating_on_each_rank_matches_one_process_up_to_rounding(tmp_path: 
 
 
 def test_each_rank_takes_every_second_batch_and_an_epoch_ends_with_equal_shares(tmp_path: Path) -> None:
-    from aiayn.training.loop import Trainer, TrainingError
+    from aiayn.training.translation import Trainer, TrainingError
 
     write_corpus(tmp_path / "corpus.tsv", n=300)
     trainer = Trainer(TrainConfig(**{**SETTINGS, "data": str(tmp_path / "corpus.tsv"), "out": str(tmp_path / "r")}),

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from aiayn.dropout import Dropout, keep_mask
+from aiayn.model.dropout import Dropout, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])

@@ -19,9 +19,9 @@ import aiayn
 from aiayn import DecoderLM, EncoderLM, ModelConfig, Transformer
 from aiayn.cli import main
 from aiayn.data.lm import bundled_shakespeare, train_wordpiece_tokenizer
-from aiayn.export import ExportError, export_model
-from aiayn.tokenizer import decode, encode_source, load_tokenizer
-from aiayn.training.lm_loop import LMTrainConfig, train_lm
+from aiayn.data.tokenizer import decode, encode_source, load_tokenizer
+from aiayn.io.export import ExportError, export_model
+from aiayn.training.lm import LMTrainConfig, train_lm
 
 from .helpers_translation import write_corpus
 
@@ -208,7 +208,7 @@ def test_bert_shaped_encoder_lm_exports_to_bert(tmp_path: Path) -> None:
 # --- What the target cannot represent is refused, and nothing is written -----------------------------------
 
 
-def _save(model: aiayn.models.TransformerBase, folder: Path) -> Path:
+def _save(model: aiayn.model.models.TransformerBase, folder: Path) -> Path:
     """The model saved with a tokenizer of its vocabulary size."""
     tok = train_wordpiece_tokenizer("the king and the land of god " * 20, vocab_size=64)
     model.cfg.vocab_size = max(model.cfg.vocab_size, tok.get_vocab_size())
@@ -272,7 +272,7 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pyt
     def broken(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("aiayn.export.write_tokenizer", broken)
+    monkeypatch.setattr("aiayn.io.export.write_tokenizer", broken)
     with pytest.raises(OSError):
         export_model(folder, "hf", tmp_path / "out")
     _nothing_written(tmp_path / "out")

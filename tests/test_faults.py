@@ -17,7 +17,7 @@ import pytest
 
 import aiayn
 from aiayn.training.checkpoints import list_checkpoints, load_trainer_state
-from aiayn.training.loop import read_metrics
+from aiayn.training.run_folder import read_metrics
 
 from .helpers_translation import write_corpus
 

@@ -12,13 +12,15 @@ import pytest
 import torch
 
 import aiayn
-from aiayn import CheckpointError, Transformer, saving
+from aiayn import CheckpointError, Transformer
 from aiayn.cli import main
-from aiayn.saving import WriteError, atomic_write, atomic_write_text
-from aiayn.tokenizer import train_bpe
+from aiayn.data.tokenizer import train_bpe
+from aiayn.io import model_folder as saving
+from aiayn.io.atomic import WriteError, atomic_write, atomic_write_text
 from aiayn.training import checkpoints, list_checkpoints
 from aiayn.training.checkpoints import load_trainer_state
-from aiayn.training.loop import TrainConfig, read_metrics, train
+from aiayn.training.run_folder import read_metrics
+from aiayn.training.translation import TrainConfig, train
 
 from .helpers_translation import EN, ES, write_corpus
 
@@ -306,7 +308,7 @@ def test_atomic_write_syncs_the_file_and_folder_and_clears_temporaries_of_killed
                                                                                        monkeypatch) -> None:
     import os
 
-    from aiayn.saving import atomic_write_text
+    from aiayn.io.atomic import atomic_write_text
 
     target = tmp_path / "config.json"
     stale = [tmp_path / ".config.json.abc123.tmp", tmp_path / ".config.json.zz.tmp"]  # as a SIGKILL leaves them

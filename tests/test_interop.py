@@ -496,7 +496,7 @@ def test_paper_options_convert_exactly(kind):
 
 
 def test_permuting_d_model_is_exact_and_checked():
-    from aiayn.equivalents import permute_model_dim, to_halves_layout
+    from aiayn.io.equivalents import permute_model_dim, to_halves_layout
 
     src, tgt = torch.randint(3, 64, (2, 7)), torch.randint(3, 64, (2, 5))
     learned = Transformer(ModelConfig.preset("tiny", dropout=0.0, positions="learned")).eval()

@@ -12,13 +12,13 @@ import torch
 import aiayn
 from aiayn.cli import main
 from aiayn.data.lm import IGNORE_INDEX, bundled_shakespeare
-from aiayn.lm import fill_mask, generate_text
-from aiayn.precision import bf16_is_fast
-from aiayn.tokenizer import load_tokenizer
-from aiayn.training.base import TrainingError
-from aiayn.training.lm_loop import LMTrainConfig, LMTrainer, decay_groups, train_lm
+from aiayn.data.tokenizer import load_tokenizer
+from aiayn.inference.text import fill_mask, generate_text
+from aiayn.runtime.precision import bf16_is_fast
+from aiayn.training.lm import LMTrainConfig, LMTrainer, decay_groups, train_lm
 from aiayn.training.loss import fp32_cross_entropy
 from aiayn.training.schedule import DecaySchedule
+from aiayn.training.trainer import TrainingError
 
 TINY = dict(n_layers=2, n_heads=2, d_model=32, d_ff=64, context=32, batch_size=8, eval_every=0, save_every=0,
             log_every=10, threads=1, dropout=0.0, peak_lr=3e-3, warmup=10)
@@ -122,7 +122,7 @@ def test_mlm_run_reports_masked_token_accuracy(mlm_run: Path, text_file: Path) -
     full logits (B, T, V) rather than the trainer's selected positions."""
     from aiayn.data.lm import encode_text, mask_tokens, split_text
 
-    record = [r for r in aiayn.training.loop.read_metrics(mlm_run) if "val_acc" in r][-1]
+    record = [r for r in aiayn.training.run_folder.read_metrics(mlm_run) if "val_acc" in r][-1]
     model, tok = aiayn.load(mlm_run / "model").eval(), load_tokenizer(mlm_run / "model")
     ids = encode_text(tok, split_text(text_file.read_text(encoding="utf-8"))[1])
     context, generator = TINY["context"], torch.Generator().manual_seed(0)  # validation's fixed masking
@@ -190,7 +190,7 @@ def test_an_lm_toml_with_the_inverse_sqrt_schedule_gets_the_papers_rates(text_fi
                     f'steps = 40\nlog_every = 1\n', encoding="utf-8")
     out = tmp_path / "inverse-sqrt"
     assert main(["train", "--config", str(toml), "--out", str(out), *TINY_FLAGS[:-2]]) == 0
-    lr = {r["step"]: r["lr"] for r in aiayn.training.loop.read_metrics(out) if "lr" in r}
+    lr = {r["step"]: r["lr"] for r in aiayn.training.run_folder.read_metrics(out) if "lr" in r}
     # §5.3: linear warmup to the peak at step `warmup`, then proportional to step^-0.5
     assert lr[5] == pytest.approx(1e-3) and lr[10] == pytest.approx(2e-3) and lr[40] == pytest.approx(1e-3)
     assert lr[20] == pytest.approx(2e-3 * (10 / 20) ** 0.5)

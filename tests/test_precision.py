@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from aiayn import ModelConfig, Transformer
-from aiayn.precision import autocast, autocast_dtype, cpu_has_fast_bf16
+from aiayn.runtime.precision import autocast, autocast_dtype, cpu_has_fast_bf16
 
 CPU = torch.device("cpu")
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from aiayn import runtime
 from aiayn.cli import main
+from aiayn.runtime import allocator as runtime
 
 glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                            reason="mallopt tuning applies on Linux with glibc only")
@@ -18,7 +18,7 @@ CHURN = f"""
 import resource, sys
 line = None
 if sys.argv[1] == "tune":
-    from aiayn.runtime import tune_cpu_allocator
+    from aiayn.runtime.allocator import tune_cpu_allocator
     line = tune_cpu_allocator()
 def churn():
     block = bytearray({BLOCK}); block[::4096] = b"x" * len(block[::4096]); del block

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 import aiayn
-from aiayn.training import InverseSqrtSchedule, average_checkpoints, base, label_smoothed_loss, list_checkpoints
-from aiayn.training.loop import TrainConfig, Trainer, TrainingError, read_metrics, train
+from aiayn.training import InverseSqrtSchedule, average_checkpoints, label_smoothed_loss, list_checkpoints
+from aiayn.training import trainer as base
+from aiayn.training.run_folder import read_metrics
+from aiayn.training.translation import TrainConfig, Trainer, TrainingError, train
 
 from .helpers_translation import write_corpus
 
@@ -171,7 +173,7 @@ class _ReadLater(base.LossOnHost):
 
 def poison_loss_at_call(monkeypatch: pytest.MonkeyPatch, poisoned_call: int) -> dict[str, int]:
     """Make the trainer's loss NaN at its poisoned_call-th call; returns the call counter {"n": ...}."""
-    from aiayn.training import loop
+    from aiayn.training import translation as loop
 
     real_loss, calls = loop.label_smoothed_loss, {"n": 0}
 
@@ -211,23 +213,24 @@ def test_clip_norm_clips_the_gradient_of_every_step(tmp_path: Path) -> None:
 
 
 def test_dev_beam_sets_the_beam_of_dev_bleu_during_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import aiayn.evaluation
+    import aiayn.inference.evaluation
+    import aiayn.training.translation
 
     beams: list[int] = []
-    real = aiayn.evaluation.translate
+    real = aiayn.inference.evaluation.translate
 
     def spy(model, tok, texts, beam_size=4, **options):
         beams.append(beam_size)
         return real(model, tok, texts, beam_size=beam_size, **options)
 
-    monkeypatch.setattr(aiayn.evaluation, "translate", spy)
+    monkeypatch.setattr(aiayn.training.translation, "translate", spy)  # the name the trainer calls
     trainer = Trainer(_cfg(tmp_path, "dev-beam", steps=4, dev_beam=3, beam=2, eval_every=2, final_test=True),
                       log=lambda _: None)
     trainer.run()
     assert beams == [3, 3, 2]  # dev BLEU at step 2 and at the end with dev_beam; the final test with beam
     record = [r for r in read_metrics(tmp_path / "dev-beam") if "dev_bleu" in r][-1]
     hyps = real(trainer.model, trainer.tokenizer, [s for s, _ in trainer.corpus.dev], beam_size=3)
-    assert record["dev_bleu"] == aiayn.evaluation.score(hyps, [t for _, t in trainer.corpus.dev]).bleu
+    assert record["dev_bleu"] == aiayn.inference.evaluation.score(hyps, [t for _, t in trainer.corpus.dev]).bleu
 
 
 def test_a_bad_compile_mode_is_refused_naming_the_modes(tmp_path: Path) -> None:

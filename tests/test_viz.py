@@ -262,11 +262,8 @@ def test_a_hugging_face_folder_goes_through_aiayn_from_huggingface(folders, tmp_
     (hf / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
     (hf / "tokenizer.json").write_bytes((folders["encoder_lm"] / "tokenizer.json").read_bytes())
     argv = ["attention", str(hf), SOURCE, "--focus", "cat", "--out", str(tmp_path / "pics")]
-    monkeypatch.delattr(aiayn, "from_huggingface", raising=False)
-    assert main(argv) == 1
-    assert "holds a Hugging Face 'bert' model" in capsys.readouterr().err
     converted = aiayn.load(folders["encoder_lm"])
-    monkeypatch.setattr(aiayn, "from_huggingface", lambda folder: converted if folder == hf else None, raising=False)
+    monkeypatch.setattr(aiayn.io.loading, "from_huggingface", lambda folder: converted if folder == hf else None)
     assert main(argv) == 0
     assert (tmp_path / "pics" / "focus_cat_1.png").is_file()
     assert (tmp_path / "pics" / "encoder_self_layer1.png").is_file()
@@ -312,7 +309,7 @@ def test_minilm_coreference_picture_shows_the_hugging_face_weights(tmp_path):
     argv = ["attention", str(folder), text, "--focus", "it", "--out", str(tmp_path)]
     assert main([*argv, "--kind", "encoder_self", "--layer", "-1", "--head", "mean"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder_self_layer5_mean.png", "focus_it_10.png"]
-    model, tokenizer = viz.load_model_and_tokenizer(folder)
+    model, tokenizer = aiayn.io.loading.load_with_tokenizer(folder)
     record = viz.collect_attention(model, tokenizer, text)
     assert record.source_tokens[:3] == ["[CLS]", "the", "animal"] and record.source_tokens[10] == "it"
     bert = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()

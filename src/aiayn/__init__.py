@@ -2,19 +2,20 @@
 
 import os as _os
 
-# OpenMP threads that spin while waiting (the default) lose badly when another process holds a core: a
-# 2-thread step ran ~3x slower on a shared 2-core machine. Sleeping waiters degrade gracefully. This only
-# takes effect if torch was not imported first, and never overrides a value the user set.
+# OpenMP threads that spin while waiting (the default) lose badly when another process holds a core;
+# sleeping waiters degrade gracefully (docs/benchmarks.md). This only takes effect if torch was not
+# imported first, and never overrides a value the user set.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .attention import KVCache, MultiHeadAttention, attend
-from .config import PRESETS, ModelConfig
-from .embeddings import PositionalEncoding, sinusoidal_table
-from .interop import ConversionError, from_huggingface, to_huggingface
-from .layers import FeedForward, LayerCache, Stack, TransformerLayer
-from .masks import causal_mask, padding_mask
-from .models import Attentions, DecoderLM, EncoderLM, ModelOutput, Transformer
-from .saving import CheckpointError, load
+from .io.huggingface import ConversionError, from_huggingface, to_huggingface
+from .io.loading import load
+from .io.model_folder import CheckpointError
+from .model.attention import KVCache, MultiHeadAttention, attend
+from .model.config import PRESETS, ModelConfig
+from .model.embeddings import PositionalEncoding, sinusoidal_table
+from .model.layers import FeedForward, LayerCache, Stack, TransformerLayer
+from .model.masks import causal_mask, padding_mask
+from .model.models import Attentions, DecoderLM, EncoderLM, ModelOutput, Transformer
 
 __version__ = "0.1.0"
 

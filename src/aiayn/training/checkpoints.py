@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from ..saving import WEIGHTS_FILE, CheckpointError, atomic_write, read_config, read_weights, save_model
+from ..io.atomic import atomic_write
+from ..io.model_folder import WEIGHTS_FILE, CheckpointError, read_config, read_weights, save_model
 
 TRAINER_FILE = "trainer.pt"  # optimizer state, step, data position, RNG states (torch.save, weights_only)
 STEP_DIR = re.compile(r"^step_(\d+)$")

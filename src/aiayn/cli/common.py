@@ -1,0 +1,119 @@
+"""What the sub-commands share: the one-line user error, model loading, decoding and thread flags."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..data.corpus import CorpusError
+from ..data.tokenizer import TokenizerError
+from ..io.atomic import WriteError
+from ..io.loading import load_with_tokenizer
+from ..io.model_folder import CheckpointError
+from ..runtime.device import DeviceError, resolve_device
+from ..training.trainer import TrainingError
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line without a traceback (exit code 1)."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The library's user-fixable errors, shown by the CLI as one line."""
+    return CorpusError, CheckpointError, DeviceError, TokenizerError, TrainingError, WriteError
+
+
+def set_threads(threads: int) -> None:
+    """torch.set_num_threads when asked."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def load_model(folder: str, command: str, model_type: str | None = None, device: str = "auto") -> tuple[Any, Any]:
+    """The model in folder (aiayn's or a Hugging Face one) and its tokenizer, checked to fit; errors as one line.
+
+    model_type, when given, is the kind the command needs ("transformer", "encoder_lm", "decoder_lm").
+    """
+    try:
+        return load_with_tokenizer(folder, resolve_device(device), model_type, f"`aiayn {command}`")
+    except user_errors() as error:
+        raise UserError(str(error)) from None
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """A flag's parser: an integer >= minimum, else argparse's one-line error (exit 2) before any work."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float = float("inf"), low_open: bool = False) -> Callable[[str], float]:
+    """A flag's parser: a number in [low, high] ((low, high] with low_open), else a one-line error (exit 2)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (value > low if low_open else value >= low) or value > high or value != value:
+            where = f"{'(' if low_open else '['}{low:g}, {high:g}]" if high != float("inf") else \
+                f"{'>' if low_open else '>='} {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {'in ' if high != float('inf') else ''}{where}, got {text}")
+        return value
+
+    return parse
+
+
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    """--threads and --device, the same in every sub-command that runs a model."""
+    parser.add_argument("--threads", type=int_at_least(0), default=0, help="torch threads (default 0: torch's)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda (default auto)")
+
+
+def add_length_penalty_flag(parser: argparse.ArgumentParser) -> None:
+    """--length-penalty (§6.1's alpha; `aiayn train` names it the same); --alpha is its hidden old name."""
+    parser.add_argument("--length-penalty", type=float_in(0.0), default=0.6, metavar="ALPHA",
+                        help="length penalty alpha: beam scores are log P / ((5 + |Y|) / 6)^alpha (default 0.6, "
+                             "§6.1; 0: none)")
+    parser.add_argument("--alpha", dest="length_penalty", type=float_in(0.0), default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+
+def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    """--beam/--greedy/--length-penalty (§6.1), sampling, threads and device: shared by translate and evaluate."""
+    parser.add_argument("--beam", type=int_at_least(1), default=4, help="beam size (default 4, §6.1)")
+    parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
+    add_length_penalty_flag(parser)
+    add_sampling_flags(parser, "with --sample: ")
+    parser.add_argument("--sample", action="store_true", help="sample instead of searching (see --top-p, --top-k)")
+    add_device_flags(parser)
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """--temperature, --top-k, --top-p, --seed: the same names and defaults in translate, evaluate, generate."""
+    parser.add_argument("--temperature", type=float_in(0.0, low_open=True), default=1.0,
+                        help=prefix + "softmax temperature (default 1.0)")
+    parser.add_argument("--top-k", type=int_at_least(0), default=0,
+                        help=prefix + "sample among the k likeliest tokens (default 0: all)")
+    parser.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=None,
+                        help=prefix + "nucleus sampling: the smallest set with probability >= p (default: off)")
+    parser.add_argument("--seed", type=int, default=None, help=prefix + "a seed makes the output reproducible")
+
+
+def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
+    """model.generate options from the decoding flags."""
+    options: dict[str, Any] = {"beam_size": 1 if args.greedy else args.beam, "length_penalty": args.length_penalty}
+    if args.sample:
+        options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k or None,
+                       top_p=args.top_p if args.top_p is not None and args.top_p < 1.0 else None,
+                       seed=args.seed)
+    return options

@@ -1,0 +1,1 @@
+"""Files: model folders (safetensors), atomic writes, Hugging Face and CTranslate2 interop."""

@@ -1,0 +1,187 @@
+"""Multi-head attention (§3.2): one module for encoder self-, decoder masked self- and cross-attention."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class KVCache:
+    """Keys and values of one attention module during incremental decoding, (B, H, T, d_k) each.
+
+    Self-attention appends one step at a time into one preallocated (2, B, H, capacity, d_k) block
+    (keys, values), so writing a step and following beam parents are one copy each; cross-attention
+    stores the projection of the encoder output once per source (`static`).
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        """An empty cache; `capacity` preallocates that many positions (grown if exceeded)."""
+        self.capacity = capacity
+        self.block: Tensor | None = None  # (2, B, H, capacity, d_k): keys, values
+        self.keys: Tensor | None = None  # (B, H, capacity, d_k) views of the block (or static tensors)
+        self.values: Tensor | None = None
+        self.length = 0
+        self.static = False
+
+    def append_stacked(self, kv: Tensor) -> tuple[Tensor, Tensor]:
+        """Write new keys and values, stacked as (2, B, H, t, d_k), after the cached ones (one copy); return all."""
+        t = kv.shape[3]
+        if self.block is None or self.length + t > self.block.shape[3]:
+            self._grow(kv, self.length + t)
+        assert self.block is not None
+        self.block[:, :, :, self.length:self.length + t] = kv
+        self.length += t
+        return self.get()
+
+    def _grow(self, kv: Tensor, needed: int) -> None:
+        """(Re)allocate the block to hold at least `needed` positions, keeping what is cached."""
+        old = self.block
+        size = max(needed, self.capacity or 0, 2 * (old.shape[3] if old is not None else 0))
+        two, b, h, _, d = kv.shape
+        self.block = kv.new_empty(two, b, h, size, d)
+        if old is not None and self.length:
+            self.block[:, :, :, :self.length] = old[:, :, :, :self.length]
+        self.keys, self.values = self.block[0], self.block[1]
+
+    def set_static(self, k: Tensor, v: Tensor) -> None:
+        """Store cross-attention keys/values computed once from the encoder output."""
+        self.keys, self.values, self.length, self.static = k, v, k.shape[2], True
+
+    def get(self) -> tuple[Tensor, Tensor]:
+        """The cached keys and values (B, H, T, d_k)."""
+        assert self.keys is not None and self.values is not None
+        if self.static:  # cross-attention: stored whole
+            return self.keys, self.values
+        return self.keys[:, :, :self.length], self.values[:, :, :self.length]
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (beam search: follow each hypothesis's parent; finished rows leave).
+
+        Appended caches are rewritten in place inside the preallocated block (no new allocation);
+        `index` may be shorter than the batch, which then shrinks.
+        """
+        if self.block is not None and not self.static:
+            n, length = index.shape[0], self.length
+            self.block[:, :n, :, :length] = self.block[:, :, :, :length].index_select(1, index)
+            self.block = self.block[:, :n]
+            self.keys, self.values = self.block[0], self.block[1]
+        elif self.keys is not None and self.values is not None:
+            self.keys = self.keys.index_select(0, index)
+            self.values = self.values.index_select(0, index)
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O with head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
+
+    The three input projections are stored as one (3 d_model, d_model) matrix `in_proj`: self-attention
+    runs one fused matmul for Q, K and V; cross-attention projects the decoder states with the Q rows
+    and the encoder output with the K, V rows (one fused matmul for both).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0, bias: bool = True) -> None:
+        """Projections for `n_heads` heads of width d_model / n_heads."""
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
+        self.d_model, self.n_heads, self.d_k = d_model, n_heads, d_model // n_heads
+        self.attention_dropout = attention_dropout
+        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)  # rows: W^Q; W^K; W^V
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
+
+    def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
+                cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Attend from x (B, Tq, d) to itself, or to `memory` (B, Tk, d) for cross-attention.
+
+        `mask` is boolean, broadcastable to (B, H, Tq, Tk), True = may attend. For beam search, memory
+        (and a cross-attention cache) may hold B / K rows, each shared by K consecutive rows of x; a
+        mask then has the memory's rows, (B / K, 1, 1, Tk). Returns the output
+        (B, Tq, d) and, if `need_weights`, the attention weights (B, H, Tq, Tk).
+        """
+        q, k, v = self._project(x, memory, cache)  # (B, H, T, d_k) each
+        group = q.shape[0] // k.shape[0]
+        if group > 1:  # beam search: `group` consecutive query rows share one memory row (B = S_rows * group)
+            q = _fold(q, group)  # (S_rows, H, group * T, d_k): one source's K, V read once for all beams
+        out, weights = attend(q, k, v, mask, self.attention_dropout if self.training else 0.0, need_weights)
+        if group > 1:
+            out = _unfold(out, group)
+            weights = None if weights is None else _unfold(weights, group)
+        b, _, t, _ = out.shape
+        out = out.transpose(1, 2).reshape(b, t, self.d_model)  # concat heads: (B, Tq, d)
+        return self.out_proj(out), weights
+
+    def _project(self, x: Tensor, memory: Tensor | None, cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Q from x; K, V from x (self) or memory (cross), reusing and extending the cache."""
+        d = self.d_model
+        w, b = self.in_proj.weight, self.in_proj.bias
+        if memory is None:  # self-attention: one (B, T, 3d) matmul
+            qkv = self._split_heads(F.linear(x, w, b))  # (3, B, H, T, d_k)
+            if cache is not None:
+                k, v = cache.append_stacked(qkv[1:])
+                return qkv[0], k, v
+            q, k, v = qkv.unbind(0)
+            return q, k, v
+        q = self._split_heads(F.linear(x, w[:d], None if b is None else b[:d]))[0]  # (B, H, Tq, d_k)
+        if cache is not None and cache.static:
+            k, v = cache.get()
+        else:  # cross-attention: one (B, S, 2d) matmul for keys and values
+            k, v = self._split_heads(F.linear(memory, w[d:], None if b is None else b[d:])).unbind(0)
+            if cache is not None:
+                cache.set_static(k, v)
+        return q, k, v
+
+    def _split_heads(self, projected: Tensor) -> Tensor:
+        """(B, T, n*d) -> (n, B, H, T, d_k) for n stacked projections."""
+        b, t, width = projected.shape
+        n = width // self.d_model
+        return projected.view(b, t, n, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)
+
+
+def _fold(x: Tensor, group: int) -> Tensor:
+    """(R * group, H, T, d) -> (R, H, group * T, d): stack each group's rows along the query axis."""
+    rg, h, t, d = x.shape
+    return x.view(rg // group, group, h, t, d).transpose(1, 2).reshape(rg // group, h, group * t, d)
+
+
+def _unfold(x: Tensor, group: int) -> Tensor:
+    """Inverse of _fold: (R, H, group * T, d) -> (R * group, H, T, d)."""
+    r, h, gt, d = x.shape
+    return x.view(r, h, group, gt // group, d).transpose(1, 2).reshape(r * group, h, gt // group, d)
+
+
+def _can_branch_on_values(x: Tensor) -> bool:
+    """True where reading a tensor's value back is cheap: eager code on a CPU."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0,
+           need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    """softmax(Q K^T / sqrt(d_k)) V (§3.2.1) on (B, H, T, d_k) inputs; fully masked rows give zeros.
+
+    Fast path: torch's fused scaled_dot_product_attention. Weights path (need_weights): the explicit
+    formula, returning the weights (B, H, Tq, Tk) too.
+    """
+    row_has_key = None
+    if mask is not None:
+        # A query with no allowed key would softmax over all -inf (NaN): let it see every key, then
+        # zero its output so values and gradients stay finite and it contributes nothing.
+        row_has_key = mask.any(dim=-1, keepdim=True)  # (B|1, H|1, Tq, 1)
+        if _can_branch_on_values(q) and bool(row_has_key.all()):
+            row_has_key = None  # the common case on a CPU: nothing to repair
+        else:  # on a GPU reading the flag back would stall the queue (and break a compiled graph): repair always
+            mask = mask | ~row_has_key
+    if need_weights:
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        if row_has_key is not None:
+            weights = weights * row_has_key
+        out = torch.matmul(F.dropout(weights, dropout_p) if dropout_p else weights, v)
+        return out, weights
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    if row_has_key is not None:
+        out = out * row_has_key
+    return out, None

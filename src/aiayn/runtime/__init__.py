@@ -1,0 +1,1 @@
+"""Where a model runs: devices, mixed precision, several processes (torch.distributed), the CPU allocator."""

@@ -1,0 +1,386 @@
+"""Language-model training: GPT-style causal LM (`--task lm`) and BERT-style masked LM (`--task mlm`).
+
+A sibling of translation.py (the translator's loop) that shares its run folder, checkpoints, resume, metrics,
+curves, progress bar, Ctrl-C handling and, under torchrun, data parallelism (base.RankTrainer). Batches are
+random windows of a long text, as in nanoGPT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor
+
+from ..data.lm import (
+    IGNORE_INDEX,
+    MASK_TOKEN,
+    encode_text,
+    mask_tokens,
+    random_windows,
+    read_text,
+    split_text,
+    train_char_tokenizer,
+    train_wordpiece_tokenizer,
+)
+from ..data.tokenizer import train_bpe
+from ..model.config import ModelConfig
+from ..model.models import DecoderLM, EncoderLM
+from ..runtime import distributed
+from ..runtime.precision import autocast
+from .loss import fp32_cross_entropy
+from .run_folder import plot_curves
+from .schedule import SCHEDULES, make_schedule
+from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
+
+TASKS = ("lm", "mlm")
+TOKENIZERS = ("char", "bpe", "wordpiece")
+MASK_ID = 4  # [MASK] follows <pad> <s> </s> <unk> in the char and wordpiece tokenizers of a masked-LM run
+BUNDLED_TEXT = "shakespeare"  # the name that selects the bundled complete works (aiayn.data.lm)
+
+
+@dataclass
+class LMTrainResult(TrainResult):
+    """What a language-model run ended with; `final` is the last validation record (whole split)."""
+
+    final: dict[str, Any] | None = None
+
+
+@dataclass
+class LMTrainConfig:
+    """Settings of a language-model run; a TOML file and `aiayn train --task lm|mlm` flags set the same fields.
+
+    Architecture defaults are the paper's (post-LN §3.1, sinusoids §3.5, ReLU §3.3, embeddings x sqrt(d)
+    §3.4, dropout 0.1 §5.4); sizes, batches and the cosine schedule are nanoGPT's shakespeare_char CPU
+    run (the paper trains no language model). configs/lm-shakespeare-char.toml is that run in full.
+    """
+
+    out: str = "runs/shakespeare-char"
+    task: str = "lm"  # "lm": DecoderLM, next character/token; "mlm": EncoderLM, BERT's masking
+    data: str = BUNDLED_TEXT  # a text file, a folder of .txt files, or the bundled Shakespeare
+    train_fraction: float = 0.9  # first 90% of the characters train, the last 10% validate (as nanoGPT)
+    tokenizer: str | None = None  # None: "char" for lm, "wordpiece" (BERT's word pieces) for mlm
+    vocab_size: int = 8000  # for bpe / wordpiece; the char vocabulary is the text's characters
+    # --- model
+    n_layers: int = 4
+    n_heads: int = 4
+    d_model: int = 128
+    d_ff: int = 512  # nanoGPT: 4 * d_model
+    dropout: float | None = None  # None: 0.1 (§5.4)
+    norm: str | None = None  # None: "post" (§3.1); nanoGPT / GPT-2: "pre"
+    positions: str = "sinusoidal"  # §3.5; nanoGPT / GPT-2: "learned"
+    activation: str = "relu"  # §3.3; nanoGPT / GPT-2: "gelu"
+    scale_embeddings: bool = True  # x sqrt(d_model), §3.4; nanoGPT does not scale
+    # --- batches: random windows of `context` tokens
+    context: int = 64
+    batch_size: int = 12  # windows per batch; a step takes ranks x accumulate batches
+    accumulate: int = 1  # optimizer step every `accumulate` batches (a larger effective batch)
+    mask_prob: float = 0.15  # mlm: share of tokens chosen (BERT); of those 80% [MASK], 10% random, 10% kept
+    # --- optimizer (AdamW; weight_decay 0 is the paper's Adam, §5.3) and schedule
+    steps: int = 2000  # 0: as many as time_budget holds
+    time_budget: str | None = None  # a wall-clock limit ("10m", "1h30m", seconds); with steps, whichever ends first
+    schedule: str = "cosine"  # nanoGPT's; "linear" decays to min_lr too; "inverse-sqrt" is the paper's §5.3
+    peak_lr: float = 1e-3
+    min_lr: float = 1e-4  # cosine: the rate at the last step
+    warmup: int = 100
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98  # §5.3; nanoGPT: 0.99
+    adam_eps: float = 1e-9  # §5.3; nanoGPT: 1e-8 (PyTorch's default)
+    weight_decay: float = 0.0  # decoupled (AdamW), on matrices and embeddings only; nanoGPT: 0.1
+    clip_norm: float = 0.0  # nanoGPT: 1.0
+    seed: int = 1
+    threads: int = 0
+    device: str = "auto"
+    # Not in the paper (fp32): "auto" runs the forward under bf16 autocast where the hardware multiplies bf16
+    # fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". The cross entropy is
+    # taken on fp32 log-probabilities either way. See aiayn.runtime.precision.
+    precision: str = "auto"
+    # --- several processes (`torchrun --nproc_per_node N -m aiayn train --task lm ...`): see aiayn.runtime.distributed
+    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
+    fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
+    # --- logging, evaluation, checkpoints
+    log_every: int = 25
+    eval_every: int = 250  # validation on eval_windows windows every K steps; the whole split at the end
+    eval_windows: int = 500
+    save_every: int = 500
+    keep_last: int = 2
+
+    def __post_init__(self) -> None:
+        """Check the values a user is most likely to get wrong."""
+        check_length(self.steps, self.time_budget)
+        for name in ("warmup", "context", "batch_size", "accumulate", "vocab_size", "n_layers",
+                     "eval_windows"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name, allowed in (("task", TASKS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise TrainingError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
+            raise TrainingError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise TrainingError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if self.dist_timeout <= 0:
+            raise TrainingError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
+        if not 0.0 < self.mask_prob < 1.0:
+            raise TrainingError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+        if self.peak_lr <= 0 or not 0 <= self.min_lr <= self.peak_lr:
+            raise TrainingError(f"need peak_lr > 0 and 0 <= min_lr <= peak_lr, got {self.peak_lr} and {self.min_lr}")
+
+    @property
+    def tokenizer_kind(self) -> str:
+        """The tokenizer this run uses: the one asked for, else char (lm) or wordpiece (mlm)."""
+        return self.tokenizer or ("char" if self.task == "lm" else "wordpiece")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> LMTrainConfig:
+        """Build from a dict; unknown keys raise TrainingError naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TrainingError(f"{source}: setting(s) {unknown} do not apply to language-model training; "
+                                f"known: {sorted(known)}")
+        return cls(**values)
+
+    @staticmethod
+    def read_toml(path: str | Path) -> dict[str, Any]:
+        """The settings of a TOML file as a dict (checked when the config is built)."""
+        path = Path(path)
+        if not path.is_file():
+            raise TrainingError(f"config file {path} does not exist")
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise TrainingError(f"{path} is not valid TOML: {error}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable settings."""
+        return dataclasses.asdict(self)
+
+    def lr_schedule(self, d_model: int) -> Callable[[int], float]:
+        """step -> learning rate: a decay to min_lr at the last step, or the paper's inverse square root (peak_lr)."""
+        return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, min_lr=self.min_lr)
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        """The ModelConfig of this run's DecoderLM (lm) or EncoderLM (mlm)."""
+        layers = {"n_encoder_layers": 0, "n_decoder_layers": self.n_layers} if self.task == "lm" else \
+            {"n_encoder_layers": self.n_layers, "n_decoder_layers": 0}
+        try:
+            return ModelConfig(vocab_size=vocab_size, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
+                               dropout=0.1 if self.dropout is None else self.dropout, norm=self.norm or "post",
+                               positions=self.positions, activation=self.activation,
+                               scale_embeddings=self.scale_embeddings, max_positions=self.context, **layers)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
+
+
+def make_tokenizer(kind: str, text: str, vocab_size: int, task: str) -> Any:
+    """A char, BPE (aiayn.data.tokenizer.train_bpe) or WordPiece tokenizer learned on text; mlm adds [MASK]."""
+    if kind == "char":
+        return train_char_tokenizer(text, [MASK_TOKEN] if task == "mlm" else None)
+    if kind == "wordpiece":
+        return train_wordpiece_tokenizer(text, vocab_size)
+    if task == "mlm":
+        raise TrainingError("--tokenizer bpe is for --task lm; masked-LM needs [MASK] at id 4: use --tokenizer "
+                            "wordpiece (the default, BERT's) or char")
+    lines = text.splitlines(keepends=True)  # chunks that keep the newlines, so "\n" is in the vocabulary
+    return train_bpe(("".join(lines[i:i + 200]) for i in range(0, len(lines), 200)), vocab_size)
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on matrices and embedding tables, none on biases and LayerNorms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
+class LMTrainer(RankTrainer):
+    """One language-model run in one folder: set up (or resume), step, validate, checkpoint (on every rank)."""
+
+    result_type = LMTrainResult
+    _learned = ""  # rank 0 of a fresh run: how long learning the tokenizer took
+
+    cfg: LMTrainConfig
+
+    def read_data(self) -> None:
+        """The text, split into training and validation parts."""
+        cfg = self.cfg
+        try:
+            self._text = read_text(None if cfg.data == BUNDLED_TEXT else cfg.data)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
+        self._train_text, self._val_text = split_text(self._text, cfg.train_fraction)
+
+    def learn_tokenizer(self) -> tuple[Any, ModelConfig]:
+        """A char, BPE or WordPiece tokenizer learned on the training text, and the model's settings."""
+        cfg = self.cfg
+        started = time.perf_counter()
+        tokenizer = make_tokenizer(cfg.tokenizer_kind, self._train_text, cfg.vocab_size, cfg.task)
+        self._learned = f"; {cfg.tokenizer_kind} tokenizer of {tokenizer.get_vocab_size():,} tokens learned in " \
+                        f"{time.perf_counter() - started:.1f}s"  # logged once the text passed its checks
+        return tokenizer, cfg.model_config(tokenizer.get_vocab_size())
+
+    def encode_data(self) -> None:
+        """Both parts as ids, each at least one context window long."""
+        cfg = self.cfg
+        if cfg.task == "mlm" and self.tokenizer.token_to_id(MASK_TOKEN) != MASK_ID:
+            raise TrainingError(f"the tokenizer's {MASK_TOKEN} token has id {self.tokenizer.token_to_id(MASK_TOKEN)}"
+                                f", expected {MASK_ID}: a masked-LM run needs a char or wordpiece tokenizer")
+        self.train_ids = encode_text(self.tokenizer, self._train_text)
+        self.val_ids = encode_text(self.tokenizer, self._val_text)
+        source = "the bundled Shakespeare" if cfg.data == BUNDLED_TEXT else cfg.data
+        for split, ids in (("training", self.train_ids), ("validation", self.val_ids)):
+            if ids.numel() < cfg.context + 1:
+                raise TrainingError(f"the {split} split of {source} has {ids.numel():,} tokens, fewer than one "
+                                    f"context window of {cfg.context} + 1: give more text or a smaller --context")
+        self.log(f"text {source}: {len(self._text):,} characters; train {self.train_ids.numel():,} and validation "
+                 f"{self.val_ids.numel():,} tokens" + self._learned)
+
+    def build_model(self, model_cfg: ModelConfig) -> DecoderLM | EncoderLM:
+        """A DecoderLM (--task lm) or an EncoderLM (--task mlm)."""
+        return (DecoderLM if self.cfg.task == "lm" else EncoderLM)(model_cfg)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with weight decay on the matrices only."""
+        cfg = self.cfg
+        return torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=self.schedule(1),
+                                 betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                 fused=self._fused_optimizer() or None)
+
+    def start_data(self) -> None:
+        """The stream the windows (and mlm's masking seeds) of every rank come from, the same on all ranks;
+        restored on resume, so a run continues exactly with any ranks and accumulate of the same product."""
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+
+    def restore_data(self, state: dict[str, Any]) -> str:
+        """The window generator's state and the tokens seen."""
+        self.tokens_seen = state["tokens_seen"]
+        self.generator.set_state(state["data_rng"])
+        return ""
+
+    def trainer_state(self) -> dict[str, Any]:
+        """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
+        return {**self._rank_state(), "tokens_seen": self.tokens_seen, "data_rng": self.generator.get_state()}
+
+    def _mask(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """BERT's masking of windows x (B, T): (inputs, labels), labels IGNORE_INDEX where not chosen."""
+        specials = list(range(MASK_ID + 1))  # <pad> <s> </s> <unk> [MASK]: never chosen, never drawn
+        return mask_tokens(x, MASK_ID, self.model.cfg.vocab_size, specials, generator,
+                           select_prob=self.cfg.mask_prob, first_regular_id=MASK_ID + 1)
+
+    def _inputs_and_labels(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """lm: the windows (B, T) and their next tokens; mlm: the masked windows and the chosen tokens' labels."""
+        return (x, y) if self.cfg.task == "lm" else self._mask(x, generator)
+
+    def _scored_logits(self, module: torch.nn.Module, inputs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, labels) of `module` (the model, or DDP around it) for windows (B, T), under the run's autocast
+        (bf16 logits with bf16 autocast): lm, every position (B*T, V); mlm, only the chosen ones (N, V), picked
+        by flat indices found on the host, so the MLM head and vocabulary projection skip the other 85%."""
+        inputs = inputs.to(self.device)
+        with autocast(self.device, self.autocast_dtype):
+            if self.cfg.task == "lm":  # causal: next token
+                return module(inputs).flatten(0, 1), labels.to(self.device).flatten()
+            chosen = (labels != IGNORE_INDEX).flatten().nonzero().squeeze(1)  # (N,), on the host
+            logits = module(inputs, torch.ones_like(inputs, dtype=torch.bool),  # no padding in windows
+                            positions=chosen.to(self.device))
+            return logits, labels.flatten()[chosen].to(self.device)
+
+    def _loss_sum(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Cross entropy of a training batch's scored tokens (all for lm, the chosen ones for mlm), summed."""
+        logits, labels = self._scored_logits(self.net, *batch)  # (N, V), (N,)
+        return fp32_cross_entropy(logits, labels, IGNORE_INDEX, reduction="sum")
+
+    def _rank_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """This rank's `accumulate` batches of the step's ranks x accumulate (inputs, labels) batches.
+
+        Every rank draws the windows of all of them from the shared stream, so the stream is the same
+        everywhere; rank r keeps batches r, r + W, r + 2W, ... With mlm each batch also draws a seed from the
+        stream and masks its windows with a generator of that seed: the masks depend on the batch, not on
+        which rank masks it, and a rank masks only its own batches.
+        """
+        cfg, world = self.cfg, self.dist.world_size
+        batches = []
+        for index in range(world * cfg.accumulate):
+            x, y = random_windows(self.train_ids, cfg.batch_size, cfg.context, self.generator)
+            seed = int(torch.randint(2**62, (1,), generator=self.generator)) if cfg.task == "mlm" else 0
+            if index % world == self.dist.rank:
+                batches.append(self._inputs_and_labels(x, y, torch.Generator().manual_seed(seed)))
+        return batches
+
+    def train_step(self) -> LossOnHost:
+        """One optimizer step on this rank's batches; returns the loss (nats per scored token, over all ranks)."""
+        self.net.train()
+        batches = self._rank_batches()
+        loss, _ = self._optimizer_step(batches, self._loss_sum,
+                                       sum(int((labels != IGNORE_INDEX).sum()) for _, labels in batches))
+        self.tokens_seen += len(batches) * self.dist.world_size * batches[0][0].numel()  # input tokens, all ranks
+        return loss
+
+    @torch.no_grad()
+    def validate(self, max_windows: int | None = None) -> dict[str, float]:
+        """Loss on non-overlapping validation windows (all, or max_windows spread evenly); mlm: accuracy too.
+
+        lm: val_loss is nats per token (per character with the char tokenizer), as nanoGPT reports.
+        mlm: the same fixed masking every time (seed 0), val_acc = share of chosen tokens predicted exactly.
+        """
+        cfg, ids = self.cfg, self.val_ids
+        self.model.eval()
+        starts = torch.arange(0, ids.numel() - cfg.context, cfg.context)  # (N,)
+        if max_windows is not None and starts.numel() > max_windows:
+            starts = starts[torch.linspace(0, starts.numel() - 1, max_windows).long()]
+        generator = torch.Generator().manual_seed(0)
+        total, scored, correct = 0.0, 0, 0
+        for batch in starts.split(256):
+            offsets = batch[:, None] + torch.arange(cfg.context)  # (B, T)
+            inputs, labels = self._inputs_and_labels(ids[offsets], ids[offsets + 1], generator)
+            logits, labels = self._scored_logits(self.model, inputs, labels)  # (N, V), (N,): the scored positions
+            total += float(fp32_cross_entropy(logits, labels, IGNORE_INDEX, reduction="sum"))
+            scored += labels.numel()
+            if cfg.task == "mlm":
+                correct += int((logits.argmax(-1) == labels).sum())
+        self.model.train()
+        record = {"val_loss": total / max(scored, 1), "val_windows": starts.numel()}
+        if cfg.task == "mlm":
+            record["val_acc"] = correct / max(scored, 1)
+        return record
+
+    def evaluate(self, final: bool = False) -> dict[str, Any]:
+        """Validation metrics logged to metrics.jsonl (the whole split when final), curves redrawn."""
+        started = time.perf_counter()
+        record: dict[str, Any] = {"step": self.step, **self.validate(None if final else self.cfg.eval_windows)}
+        parts = [f"val loss {record['val_loss']:.4f} ({record['val_windows']} windows)"]
+        if "val_acc" in record:
+            parts.append(f"masked-token accuracy {record['val_acc']:.3f}")
+        self._report(record, started, parts)
+        scores = (("val_acc", "masked-token accuracy"),) if self.cfg.task == "mlm" else ()
+        plot_curves(self.run_dir, (("loss", "train loss"), ("val_loss", "validation loss")), scores, "accuracy")
+        return record
+
+    @property
+    def bar_label(self) -> str:
+        """The progress bar's description."""
+        return f"train {self.cfg.task}"
+
+    def _announce(self) -> None:
+        """Log the model, the batches and the schedule about to train."""
+        cfg = self.cfg
+        self.log(f"{self.model.model_type}: {self.model.num_parameters():,} parameters; batches of "
+                 f"{cfg.batch_size} x {cfg.context} tokens; {cfg.schedule} schedule, peak lr {cfg.peak_lr:g}; "
+                 f"{self._length()}; torch threads {torch.get_num_threads()}; {self.precision_name}")
+
+    def _final(self, losses: dict[int, float]) -> LMTrainResult:
+        """The final validation on the whole split and the run's result."""
+        record = self.evaluate(final=True)
+        self.log(f"done: {self.step} steps, {self.tokens_seen:,} tokens; "
+                 f"{self.plan.summary(self.step, self.train_seconds)}; model in {self.run_dir / 'model'}")
+        return LMTrainResult(self.run_dir, self.step, losses, final=record)
+
+
+def train_lm(cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> LMTrainResult:
+    """Set up (or resume) a language-model run in cfg.out and train it to cfg.steps (under torchrun: every rank)."""
+    return cast(LMTrainResult, train_on_every_rank(lambda: LMTrainer(cfg, resume=resume, log=log), cfg.dist_timeout))
