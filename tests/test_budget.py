@@ -79,6 +79,7 @@ def test_a_resumed_plan_continues_where_it_stopped() -> None:
     first = BudgetPlan(UNLIMITED, budget_s=60.0)
     stopped, _ = run_on_fake_clock(first, durations, stop_at=37)
     resumed = BudgetPlan.from_state(first.state(), UNLIMITED, 60.0)
+    assert resumed.replan(stopped) == plans[36]  # the plan the uninterrupted run had after that step
     end_resumed, plans_resumed = run_on_fake_clock(resumed, durations, start=stopped)
     assert end_resumed == end and plans_resumed == plans[37:]
     assert resumed.elapsed_s == pytest.approx(straight.elapsed_s)
@@ -182,6 +183,14 @@ def test_the_paper_recipe_sets_every_setting_the_run_does_not_name() -> None:
     assert lr(4000) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)
     with pytest.raises(TrainingError, match="unknown recipe 'fast'"):
         TrainConfig.from_dict({"recipe": "fast"})
+
+
+def test_a_resumed_plan_takes_a_new_step_limit() -> None:
+    plan = BudgetPlan(4, budget_s=600.0)
+    run_on_fake_clock(plan, lambda s: 0.5)
+    assert plan.planned == 4
+    resumed = BudgetPlan.from_state(plan.state(), 6, 600.0)
+    assert resumed.replan(4) == 6  # --resume --steps 6 continues to step 6: the budget still holds it
 
 
 def test_a_named_step_count_replaces_the_default_budget_and_both_named_keep_both() -> None:

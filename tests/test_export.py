@@ -34,7 +34,7 @@ needs_ct2 = pytest.mark.skipif(ctranslate2 is None, reason="ctranslate2 is not i
 SENTENCES = ["the king", "god of the land", "the man and the son of the king", "water", "light of the city"]
 TINY = ["--preset", "tiny", "--vocab-size", "80", "--dev-size", "20", "--test-size", "20", "--batch-tokens", "400",
         "--warmup", "5", "--peak-lr", "3e-3", "--eval-every", "0", "--save-every", "0", "--beam", "1", "--dropout",
-        "0", "--threads", "1"]
+        "0", "--threads", "1", "--norm", "post"]  # Marian and BART are post-LN (§3.1)
 LM_TINY = dict(n_layers=2, n_heads=2, d_model=32, d_ff=64, context=32, batch_size=8, eval_every=0, save_every=0,
                log_every=10, threads=1, dropout=0.0, peak_lr=3e-3, warmup=10, steps=40)
 PROMPTS = ["ROMEO:\n", "To be, or not", "KING"]

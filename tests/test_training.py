@@ -285,7 +285,8 @@ def test_train_config_from_toml_and_unknown_keys(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('steps = 7\nbatch_tokens = 1024\ntest_bleu_at = [2, 4]\n', encoding="utf-8")
     cfg = TrainConfig.from_toml(path, steps=9)
-    assert (cfg.steps, cfg.batch_tokens, cfg.test_bleu_at, cfg.warmup) == (9, 1024, [2, 4], 400)
+    assert (cfg.steps, cfg.batch_tokens, cfg.test_bleu_at, cfg.warmup) == (9, 1024, [2, 4], TrainConfig.warmup)
+    assert cfg.time_budget is None  # a step count named in the file replaces the default budget
     path.write_text("stepz = 7\n", encoding="utf-8")
     with pytest.raises(TrainingError, match="stepz"):
         TrainConfig.from_toml(path)

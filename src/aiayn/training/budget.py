@@ -79,10 +79,15 @@ class BudgetPlan:
         self.elapsed_s, self._between = elapsed_s, 0.0
         if step > self.skip:
             self.recent.append(step_s)
+        return self.replan(step, every)
+
+    def replan(self, step: int, every: int = 0) -> int:
+        """The number of steps that fit the budget after `step` at the measured rate (max_steps without one)."""
         rate = self.seconds_per_step
         if self.budget_s is None or rate is None:
+            self.planned = max(self.planned, step) if self.budget_s is not None else self.max_steps
             return self.planned
-        left = self.budget_s - self.elapsed_s
+        left = self.budget_s - self.elapsed_s - self._between
         projected = step + max(0, math.floor(left / rate))
         if every and self.eval_s:  # evaluations due before the projected end share the remaining time
             evaluations = max(0, (projected - 1) // every - step // every)
@@ -115,8 +120,7 @@ class BudgetPlan:
     def from_state(cls, state: dict[str, Any] | None, max_steps: int, budget_s: float | None) -> BudgetPlan:
         """The plan a checkpoint saved, under (possibly new) limits; a fresh plan if it saved none."""
         plan = cls(max_steps, budget_s)
-        if state:
+        if state:  # the trainer re-plans from here with the step it resumes at (`replan`)
             plan.elapsed_s, plan.eval_s = state["elapsed_s"], state["eval_s"]
             plan.recent.extend(state["recent"])
-            plan.planned = min(max_steps, state["planned"]) if budget_s is not None else max_steps
         return plan

@@ -291,7 +291,7 @@ class RankTrainer:
         """self.plan from cfg.steps and cfg.time_budget, continuing a resumed run's plan (its saved `state`)."""
         budget = parse_budget(self.cfg.time_budget)
         self.plan = BudgetPlan.from_state((state or {}).get("plan"), self.cfg.steps or UNLIMITED, budget)
-        self._replan(self.plan.planned)
+        self._replan(self.plan.replan(self.step, self.cfg.eval_every))
 
     def _length(self) -> str:
         """What ends the run, for the announce line."""

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The time-to-quality levers of docs/results.md: each variant of the translation recipe trained for the same
+# number of steps (STEPS, about what a 10-minute budget holds at 2 threads with 4,096-token batches), one
+# thread each so two can share the 2 cores without disturbing each other's numerics, then test BLEU / chrF
+# with beam 4 on John. The wall-clock claims come from `aiayn train --time-budget`, not from these runs.
+#
+#   bash benchmarks/recipe_levers.sh            # every variant, two at a time (hours on 2 cores)
+#   VARIANTS="E1 E5" bash benchmarks/recipe_levers.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AIAYN=${AIAYN:-.venv/bin/aiayn}
+OUT=${OUT:-runs/levers}
+STEPS=${STEPS:-800}
+declare -A FLAGS=(
+  [E1]="--norm pre --batch-tokens 4096 --warmup 300 --peak-lr 2e-3 --schedule linear"
+  [E2]="--norm pre --batch-tokens 4096 --warmup 300 --peak-lr 2e-3 --schedule inverse-sqrt"
+  [E3]="--norm pre --batch-tokens 4096 --warmup 300 --peak-lr 2e-3 --schedule linear --vocab-size 4000"
+  [E4]="--norm pre --batch-tokens 4096 --warmup 150 --peak-lr 3e-3 --schedule linear"
+  [E5]="--norm pre --batch-tokens 4096 --warmup 150 --peak-lr 3e-3 --schedule linear --dropout 0"
+)
+VARIANTS=${VARIANTS:-"E1 E2 E3 E4 E5"}
+mkdir -p "$OUT"
+run() {  # run NAME: train one variant into $OUT/NAME, its log beside it
+  rm -rf "${OUT:?}/$1"
+  # shellcheck disable=SC2086
+  OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 "$AIAYN" train --out "$OUT/$1" --steps "$STEPS" --threads 1 \
+    --eval-every 200 --save-every 40 --keep-last 5 --log-every 50 ${FLAGS[$1]} >"$OUT/$1.log" 2>&1
+  echo "$1 (${FLAGS[$1]}): $(grep -h 'test BLEU' "$OUT/$1.log" | tail -1)"
+}
+set -- $VARIANTS
+while (($#)); do  # two at a time
+  run "$1" & shift
+  if (($#)); then run "$1" & shift; fi
+  wait
+done
