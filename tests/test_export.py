@@ -24,6 +24,7 @@ from aiayn.io.export import ExportError, export_model
 from aiayn.training.lm import LMTrainConfig, train_lm
 
 from .helpers_translation import write_corpus
+from .test_interop import _strip  # a Hugging Face generation cut as aiayn cuts its own
 
 try:
     import ctranslate2
@@ -38,17 +39,6 @@ TINY = ["--preset", "tiny", "--vocab-size", "80", "--dev-size", "20", "--test-si
 LM_TINY = dict(n_layers=2, n_heads=2, d_model=32, d_ff=64, context=32, batch_size=8, eval_every=0, save_every=0,
                log_every=10, threads=1, dropout=0.0, peak_lr=3e-3, warmup=10, steps=40)
 PROMPTS = ["ROMEO:\n", "To be, or not", "KING"]
-
-
-def _strip(row: list[int], eos: int, pad: int) -> list[int]:
-    """A Hugging Face generation cut at EOS, padding dropped (aiayn's generate convention)."""
-    out = []
-    for token in row:
-        if token == eos:
-            break
-        if token != pad:
-            out.append(token)
-    return out
 
 
 @pytest.fixture(scope="module")
