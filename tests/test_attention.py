@@ -7,6 +7,7 @@ import torch
 
 import aiayn
 from aiayn import MultiHeadAttention, causal_mask, sinusoidal_table
+from aiayn.model import attention
 from aiayn.model.attention import attend
 
 
@@ -130,3 +131,27 @@ def test_module_serves_all_three_kinds_in_the_models():
     layer = model.decoder.layers[0]
     assert type(layer.self_attn) is type(layer.cross_attn) is type(model.encoder.layers[0].self_attn) \
         is MultiHeadAttention
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_half_precision_cpu_path_matches_torchs_fused_kernel(causal):
+    """bf16 on a CPU takes the explicit formula for short keys: its output and gradients agree with torch's
+    fused scaled_dot_product_attention on the same bf16 inputs, within bf16 rounding."""
+    torch.manual_seed(0)
+    B, H, T, d_k = 3, 2, 7, 16
+    q, k, v = (torch.randn(B, H, T, d_k).bfloat16().requires_grad_() for _ in range(3))
+    mask = causal_mask(T) if causal else torch.ones(B, 1, 1, T, dtype=torch.bool).index_fill_(3, torch.tensor([6]), False)
+    assert attention._explicit_is_faster(q, k)
+    out, weights = attend(q, k, v, mask)
+    assert weights is None
+    out.float().square().sum().backward()
+    ours = (out.detach().float(), *(t.grad.float() for t in (q, k, v)))
+    for t in (q, k, v):
+        t.grad = None
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    ref.float().square().sum().backward()
+    theirs = (ref.detach().float(), *(t.grad.float() for t in (q, k, v)))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, atol=3e-2, rtol=3e-2)
+    long_keys = torch.zeros(1, 1, attention.EXPLICIT_MAX_KEYS + 1, d_k, dtype=torch.bfloat16)
+    assert not attention._explicit_is_faster(q, long_keys) and not attention._explicit_is_faster(q.float(), k)

@@ -156,12 +156,28 @@ def _can_branch_on_values(x: Tensor) -> bool:
     return x.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
+# Longest key sequence for which the explicit formula is used on a CPU in half precision (see attend).
+EXPLICIT_MAX_KEYS = 256
+
+
+def _explicit_is_faster(q: Tensor, k: Tensor) -> bool:
+    """True where torch's fused CPU kernel loses to three plain ops: bf16/fp16 inputs with short keys.
+
+    The fused CPU kernel tiles for long sequences; with the short sentences of translation its bf16
+    forward and backward, and its batched one-query decoding steps, are slower than the explicit
+    matmul-softmax-matmul, whose (Tq, Tk) scores are small (benchmarks/attention_kernel.py).
+    """
+    single_query = q.shape[0] * q.shape[-2] == 1  # a batch-1 decoding step: the fused kernel is as fast
+    return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) \
+        and k.shape[-2] <= EXPLICIT_MAX_KEYS and not single_query
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0,
            need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
     """softmax(Q K^T / sqrt(d_k)) V (§3.2.1) on (B, H, T, d_k) inputs; fully masked rows give zeros.
 
-    Fast path: torch's fused scaled_dot_product_attention. Weights path (need_weights): the explicit
-    formula, returning the weights (B, H, Tq, Tk) too.
+    Fast path: torch's fused scaled_dot_product_attention. The explicit formula where it is faster (half
+    precision on a CPU, short keys) and where the weights (B, H, Tq, Tk) are wanted (need_weights).
     """
     row_has_key = None
     if mask is not None:
@@ -172,15 +188,16 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: floa
             row_has_key = None  # the common case on a CPU: nothing to repair
         else:  # on a GPU reading the flag back would stall the queue (and break a compiled graph): repair always
             mask = mask | ~row_has_key
-    if need_weights:
+    if need_weights or _explicit_is_faster(q, k):
         scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, Tq, Tk)
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
+        # half-precision scores are normalised in fp32, as the fused kernel does (its accumulators are fp32)
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
         if row_has_key is not None:
             weights = weights * row_has_key
         out = torch.matmul(F.dropout(weights, dropout_p) if dropout_p else weights, v)
-        return out, weights
+        return out, weights if need_weights else None
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     if row_has_key is not None:
         out = out * row_has_key
