@@ -37,7 +37,9 @@ from ..runtime.precision import autocast
 from .loss import fp32_cross_entropy
 from .run_folder import plot_curves
 from .schedule import SCHEDULES, make_schedule
-from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
+from .trainer import (
+    LossOnHost, RankTrainer, TrainingError, TrainResult, check_averaging, check_length, train_on_every_rank,
+)
 
 TASKS = ("lm", "mlm")
 TOKENIZERS = ("char", "bpe", "wordpiece")
@@ -110,10 +112,15 @@ class LMTrainConfig:
     eval_windows: int = 500
     save_every: int = 500
     keep_last: int = 2
+    # §6.1: model/ is the mean of the last N checkpoints (the paper: 5 for base, 20 for big models), saved
+    # average_every steps apart before the planned last step (0: spread over its last 5%); 0: the last step's
+    average_last: int = 0
+    average_every: int = 0
 
     def __post_init__(self) -> None:
         """Check the values a user is most likely to get wrong."""
         check_length(self.steps, self.time_budget)
+        check_averaging(self.average_last, self.average_every, self.fsdp)
         for name in ("warmup", "context", "batch_size", "accumulate", "vocab_size", "n_layers",
                      "eval_windows"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:

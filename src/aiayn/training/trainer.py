@@ -32,9 +32,14 @@ from ..runtime import distributed
 from ..runtime.device import resolve_device
 from ..runtime.precision import autocast_dtype
 from .budget import UNLIMITED, BudgetPlan, parse_duration
-from .checkpoints import list_checkpoints, load_trainer_state, save_checkpoint
+from .checkpoints import average_checkpoints, list_checkpoints, load_trainer_state, save_checkpoint
 from .run_folder import read_run_tokenizer, start_run_folder, truncate_metrics
 from .schedule import DecaySchedule
+
+
+# By default the checkpoints averaged at the end (average_last) are spread over this share of the planned
+# steps: the paper's base model averaged 5 checkpoints of its last ~50 of 720 minutes (§6.1).
+AVERAGE_SPAN = 0.05
 
 
 class TrainingError(ValueError):
@@ -142,6 +147,8 @@ class RankTrainer:
     train_seconds: float = 0.0
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16 to autocast the forward to; None: fp32
     plan: BudgetPlan
+    average_steps: list[int]  # steps saved for averaging at the end (cfg.average_last), oldest first
+    averaged: list[int] | None = None  # the steps model/ is the average of, once averaged
 
     # --- setting up
     def __init__(self, cfg: Any, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
@@ -166,6 +173,7 @@ class RankTrainer:
         self.schedule = cfg.lr_schedule(model_cfg.d_model)
         self.optimizer = self.build_optimizer()
         self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
+        self.average_steps = []
         self.start_data()
         self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
         if resume:
@@ -323,6 +331,7 @@ class RankTrainer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)
+        self.average_steps = list(state.get("average_steps", []))
         self._plan(state)
         return state
 
@@ -345,7 +354,8 @@ class RankTrainer:
         optimizer = (distributed.full_optimizer_state(self.model, self.optimizer) if self.sharded
                      else self.optimizer.state_dict())
         state = {"optimizer": optimizer, "step": self.step, "train_seconds": self.train_seconds,
-                 "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "plan": self.plan.state()}
+                 "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "plan": self.plan.state(),
+                 "average_steps": list(self.average_steps)}
         if self.dist.enabled:  # every rank's dropout stream, so a resume with as many ranks is exact
             state["rank_rngs"] = self.dist.gather((torch.get_rng_state(), cuda_rng))
         return state
@@ -360,8 +370,8 @@ class RankTrainer:
         path = self.run_dir / "checkpoints" / f"step_{self.step}"
         with self._full_model():
             if self.dist.is_main:
-                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state,
-                                       self.cfg.keep_last)
+                keep = self.cfg.keep_last + self.cfg.average_last if self.cfg.keep_last else 0
+                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, keep)
         self.dist.barrier()
         return path
 
@@ -449,8 +459,23 @@ class RankTrainer:
         with self._full_model():
             if not self.dist.is_main:
                 return self.result_type(self.run_dir, self.step, losses, main=False)
+            if self.cfg.average_last:
+                self._average_into_model()
             save_model(self.model, self.run_dir / "model", self.tokenizer)
             return self._final(losses)
+
+    def _average_into_model(self) -> None:
+        """Rank 0, at the end: the model becomes the mean of the last average_last checkpoints saved for it
+        (§6.1 averaged the last 5 of the base model's, written at 10-minute intervals)."""
+        if not self.average_steps or self.average_steps[-1] != self.step:
+            self.average_steps.append(self.step)  # the final checkpoint, just saved, always takes part
+        folders = self.run_dir / "checkpoints"
+        chosen = [folders / f"step_{s}" for s in self.average_steps[-self.cfg.average_last:]]
+        chosen = [folder for folder in chosen if folder.is_dir()]
+        load_state(self.model, average_checkpoints(chosen), folders)
+        self.averaged = [int(folder.name.removeprefix("step_")) for folder in chosen]
+        self.log(f"model/: the average of {len(chosen)} checkpoint(s), steps "
+                 f"{', '.join(map(str, self.averaged))} (§6.1)")
 
     def _checked(self, loss: float, step: int) -> float:
         """The loss of `step`, or a TrainingError naming the step and the last good checkpoint if not finite."""
@@ -539,6 +564,8 @@ class RankTrainer:
             with self._full_model():
                 if self.dist.is_main:  # the other ranks wait in the next collective
                     self.evaluate()
+        if self._averaging_due():
+            self.average_steps.append(self.step)
         if self._save_due():
             self.save()
 
@@ -547,8 +574,23 @@ class RankTrainer:
         return bool(self.cfg.eval_every) and self.step % self.cfg.eval_every == 0
 
     def _save_due(self) -> bool:
-        """True every save_every steps."""
-        return bool(self.cfg.save_every) and self.step % self.cfg.save_every == 0
+        """True every save_every steps, and at the steps saved for averaging at the end."""
+        return bool(self.cfg.save_every) and self.step % self.cfg.save_every == 0 or self._averaging_due()
+
+    def average_every(self) -> int:
+        """Steps between the checkpoints averaged at the end: cfg.average_every, or by default spread over the
+        last AVERAGE_SPAN of the planned steps."""
+        if self.cfg.average_every:
+            return self.cfg.average_every
+        planned = self.plan.planned if self.plan.planned != UNLIMITED else self.step
+        return max(1, round(planned * AVERAGE_SPAN / self.cfg.average_last))
+
+    def _averaging_due(self) -> bool:
+        """True at the steps before the planned last one whose checkpoints the end averages (cfg.average_last)."""
+        if not self.cfg.average_last or self.plan.planned == UNLIMITED:
+            return False
+        every, before_end = self.average_every(), self.plan.planned - self.step
+        return 0 < before_end < self.cfg.average_last * every and before_end % every == 0
 
     def evaluate(self) -> dict[str, Any]:
         """Validation metrics of the current model, logged (rank 0)."""
@@ -587,6 +629,16 @@ def check_length(steps: Any, time_budget: str | None) -> None:
                             f"{steps!r}")
     if parse_budget(time_budget) is None and steps == 0:
         raise TrainingError("steps is 0 and there is no time budget: give --steps N or --time-budget (e.g. 10m)")
+
+
+def check_averaging(average_last: Any, average_every: Any, fsdp: bool) -> None:
+    """average_last / average_every are non-negative integers, and averaging has no FSDP yet: TrainingError."""
+    for name, value in (("average_last", average_last), ("average_every", average_every)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise TrainingError(f"{name} must be a non-negative integer (0: off / automatic), got {value!r}")
+    if average_last and fsdp:
+        raise TrainingError("average_last cannot yet average FSDP-sharded checkpoints at the end: train with "
+                            "--no-fsdp, or average afterwards with `aiayn average RUN_DIR --last N`")
 
 
 def train_on_every_rank(start: Callable[[], RankTrainer], timeout_s: float) -> TrainResult:

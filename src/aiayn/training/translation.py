@@ -28,7 +28,9 @@ from .run_folder import (
     plot_curves,
 )
 from .schedule import SCHEDULES, DecaySchedule, InverseSqrtSchedule, make_schedule
-from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, check_length, train_on_every_rank
+from .trainer import (
+    LossOnHost, RankTrainer, TrainingError, TrainResult, check_averaging, check_length, train_on_every_rank,
+)
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
@@ -125,6 +127,10 @@ class TrainConfig:
     dev_beam: int = 1  # dev BLEU during training is greedy by default (fast); the test uses `beam`
     save_every: int = 500
     keep_last: int = 5
+    # §6.1: model/ is the mean of the last N checkpoints (the paper: 5 for base, 20 for big models), saved
+    # average_every steps apart before the planned last step (0: spread over its last 5%); 0: the last step's
+    average_last: int = 0
+    average_every: int = 0
     test_bleu_at: list[int] = field(default_factory=list)  # steps at which to also score the test set
     final_test: bool = True  # score the test set with beam search at the end
     beam: int = 4  # §6.1
@@ -133,6 +139,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Check the values a user is most likely to get wrong."""
         check_length(self.steps, self.time_budget)
+        check_averaging(self.average_last, self.average_every, self.fsdp)
         for name in ("warmup", "batch_tokens", "accumulate", "vocab_size", "beam", "max_len"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise TrainingError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
