@@ -178,6 +178,7 @@ def test_the_paper_recipe_sets_every_setting_the_run_does_not_name() -> None:
                                                                                       None)
     assert cfg.schedule == "inverse-sqrt" and cfg.peak_lr == 0.0 and cfg.lr_scale == 1.0  # §5.3 as written
     assert (cfg.dropout, cfg.label_smoothing, cfg.length_penalty) == (0.1, 0.1, 0.6)
+    assert cfg.average_last == 5  # §6.1: the base model is the mean of the last 5 checkpoints
     assert cfg.beam == 8  # a named setting wins
     lr = cfg.lr_schedule(512)
     assert lr(4000) == pytest.approx(512 ** -0.5 * 4000 ** -0.5)

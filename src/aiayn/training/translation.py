@@ -42,7 +42,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"norm": "post", "batch_tokens": 25_000, "steps": 100_000, "time_budget": None,
               "schedule": "inverse-sqrt", "warmup": 4000, "peak_lr": 0.0, "lr_scale": 1.0, "adam_beta1": 0.9,
               "adam_beta2": 0.98, "adam_eps": 1e-9, "dropout": 0.1, "label_smoothing": 0.1, "clip_norm": 0.0,
-              "beam": 4, "length_penalty": 0.6},
+              "beam": 4, "length_penalty": 0.6, "average_last": 5},
 }
 
 
