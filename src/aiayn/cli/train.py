@@ -19,12 +19,7 @@ CONFIGS: dict[str, type] = {"translate": TrainConfig, "lm": LMTrainConfig, "mlm"
 
 def run(args: argparse.Namespace) -> None:
     """Train a translator (default), a GPT-style LM (--task lm) or a BERT-style masked LM (--task mlm)."""
-    try:  # every setting is checked before the allocator is tuned or anything is read or written
-        task = choose_task(args.task, args.config, args.out, args.resume)
-        flags = {s.name: getattr(args, s.name) for s in SETTINGS if getattr(args, s.name, None) is not None}
-        cfg = resolve(task, flags, args.config, args.resume, CONFIGS)
-    except user_errors() as error:
-        raise UserError(str(error)) from None
+    task, cfg = settings(args)  # every setting checked before the allocator is tuned or anything is read or written
     _tune_allocator(args)
     try:
         result = train(cfg, resume=args.resume) if task == "translate" else train_lm(cfg, resume=args.resume)
@@ -44,6 +39,18 @@ def run(args: argparse.Namespace) -> None:
             line += f", masked-token accuracy {final['val_acc']:.3f}"
         print(f"{line} (step {result.step}, {final.get('train_s', 0):.0f}s training)")
     print(f"model: {result.run_dir / 'model'}")
+
+
+def settings(args: argparse.Namespace) -> tuple[str, TrainConfig | LMTrainConfig]:
+    """The task and its settings from `aiayn train`'s arguments: defaults < train.json (--resume) < --config <
+    the flags given; a setting that is unknown, bad or not for the task is a UserError naming it."""
+    try:
+        task = choose_task(args.task, args.config, args.out, args.resume)
+        flags = {s.name: getattr(args, s.name) for s in SETTINGS
+                 if s.name != "task" and getattr(args, s.name, None) is not None}  # --task chose the task
+        return task, resolve(task, flags, args.config, args.resume, CONFIGS)
+    except user_errors() as error:
+        raise UserError(str(error)) from None
 
 
 def _tune_allocator(args: argparse.Namespace) -> None:

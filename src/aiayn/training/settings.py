@@ -132,7 +132,7 @@ class Setting:
                 list: "a list of step numbers"}[self.kind]
         if self.kind in (int, float) and self.bounds:
             noun += f" in {self.bounds}" if self.bounds[0] in "[(" else f" {self.bounds}"
-        return noun + (" or none" if self.none or self.lm_none else "")
+        return noun
 
     def default_text(self, tasks: frozenset[str]) -> str:
         """The default(s) as --help shows them, for the tasks that have this setting."""
