@@ -3,102 +3,54 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import signal
 import sys
-import typing
 from collections.abc import Callable
-from pathlib import Path
 
 from ..runtime.allocator import tune_cpu_allocator
 from ..training.lm import LMTrainConfig, train_lm
-from ..training.run_folder import TRAIN_FILE
+from ..training.settings import EVERY, SETTINGS, TASKS, Setting, choose_task, resolve
 from ..training.translation import TrainConfig, train
-from .common import UserError, float_in, int_at_least, user_errors
+from .common import UserError, user_errors
+
+CONFIGS: dict[str, type] = {"translate": TrainConfig, "lm": LMTrainConfig, "mlm": LMTrainConfig}
 
 
 def run(args: argparse.Namespace) -> None:
     """Train a translator (default), a GPT-style LM (--task lm) or a BERT-style masked LM (--task mlm)."""
+    task, cfg = settings(args)  # every setting checked before the allocator is tuned or anything is read or written
     _tune_allocator(args)
-    if _train_task(args) != "translate":
-        return run_lm(args)
-    flags = _task_flags(args, TrainConfig, "translate")
     try:
-        values: dict[str, object] = {}
-        if args.config:  # only the settings the file names: defaults must not hide the run's own on --resume
-            TrainConfig.from_toml(args.config)  # checked now, naming the file
-            values = LMTrainConfig.read_toml(args.config)
-        out = Path(str(flags.get("out", values.get("out", TrainConfig.out))))
-        if args.resume and (out / TRAIN_FILE).is_file():  # the run's own settings, then the file, then flags
-            values = {**json.loads((out / TRAIN_FILE).read_text(encoding="utf-8")), **values}
-        cfg = TrainConfig.from_dict({**values, **flags})
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume) if task == "translate" else train_lm(cfg, resume=args.resume)
     except user_errors() as error:
         raise UserError(str(error)) from None
     if _stopped(result) or not result.main:  # under torchrun, rank 0 reports
         return
-    if result.test_scores is not None:
-        print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {cfg.beam}:")
-        print(result.test_scores)
+    if task == "translate":
+        if result.test_scores is not None:
+            print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {cfg.beam}:")
+            print(result.test_scores)
+    else:
+        final = result.final or {}
+        unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
+        line = f"validation loss {final.get('val_loss', float('nan')):.4f} {unit}"
+        if "val_acc" in final:
+            line += f", masked-token accuracy {final['val_acc']:.3f}"
+        print(f"{line} (step {result.step}, {final.get('train_s', 0):.0f}s training)")
     print(f"model: {result.run_dir / 'model'}")
 
 
-def run_lm(args: argparse.Namespace) -> None:
-    """Train a DecoderLM (--task lm) or an EncoderLM (--task mlm) on a text; report the validation loss."""
-    task = _train_task(args)
-    flags = {**_task_flags(args, LMTrainConfig, task), "task": task}
+def settings(args: argparse.Namespace) -> tuple[str, TrainConfig | LMTrainConfig]:
+    """The task and its settings from `aiayn train`'s arguments: defaults < train.json (--resume) < --config <
+    the flags given; a setting that is unknown, bad or not for the task is a UserError naming it."""
     try:
-        values: dict[str, object] = LMTrainConfig.read_toml(args.config) if args.config else {}
-        out = Path(str(flags.get("out", values.get("out", LMTrainConfig.out))))
-        if args.resume and (out / TRAIN_FILE).is_file():  # the run's own settings, then the file, then flags
-            run = json.loads((out / TRAIN_FILE).read_text(encoding="utf-8"))
-            run.setdefault("precision", "fp32")  # a run from before --precision trained in fp32: resume it so
-            values = {**run, **values}
-        cfg = LMTrainConfig.from_dict({**values, **flags})
-        result = train_lm(cfg, resume=args.resume)
+        task = choose_task(args.task, args.config, args.out, args.resume)
+        flags = {s.name: getattr(args, s.name) for s in SETTINGS
+                 if s.name != "task" and getattr(args, s.name, None) is not None}  # --task chose the task
+        return task, resolve(task, flags, args.config, args.resume, CONFIGS)
     except user_errors() as error:
         raise UserError(str(error)) from None
-    if _stopped(result) or not result.main:  # under torchrun, rank 0 reports
-        return
-    final = result.final or {}
-    unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
-    line = f"validation loss {final.get('val_loss', float('nan')):.4f} {unit}"
-    if "val_acc" in final:
-        line += f", masked-token accuracy {final['val_acc']:.3f}"
-    print(f"{line} (step {result.step}, {final.get('train_s', 0):.0f}s training)")
-    print(f"model: {result.run_dir / 'model'}")
-
-
-def _train_task(args: argparse.Namespace) -> str:
-    """--task, else the resumed run's task (its train.json), else the --config file's, else translate."""
-    if args.task:
-        return args.task
-    out = Path(args.out) if args.out else None
-    if args.config:
-        try:
-            values = LMTrainConfig.read_toml(args.config)
-        except user_errors() as error:
-            raise UserError(str(error)) from None
-        out = out or (Path(values["out"]) if "out" in values else None)
-        if not args.resume and "task" in values:
-            return str(values["task"])
-    if args.resume and out is not None and (out / "train.json").is_file():
-        return str(json.loads((out / "train.json").read_text(encoding="utf-8")).get("task", "translate"))
-    return "translate"
-
-
-def _task_flags(args: argparse.Namespace, config_cls: type, task: str) -> dict[str, object]:
-    """The flags given on the command line that are fields of config_cls; others raise a UserError."""
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    every = (fields | {f.name for f in dataclasses.fields(TrainConfig)} | set(_lm_train_defaults())) - {"task"}
-    given = {name: getattr(args, name) for name in every if getattr(args, name, None) is not None}
-    wrong = sorted(set(given) - fields)
-    if wrong:
-        flags = ", ".join("--" + name.replace("_", "-") for name in wrong)
-        raise UserError(f"{flags} do(es) not apply to --task {task}; see `aiayn train --help`")
-    return given
 
 
 def _tune_allocator(args: argparse.Namespace) -> None:
@@ -125,34 +77,9 @@ def _stopped(result: object) -> bool:
     raise KeyboardInterrupt
 
 
-def _train_flag_types(config_cls: type | None = None) -> dict[str, tuple[Callable[[str], object], str]]:
-    """TrainConfig (or config_cls) field -> (parser of a flag's text, metavar), from the type hints."""
-    config_cls = config_cls or TrainConfig
-    hints = typing.get_type_hints(config_cls)
-    kinds: dict[str, tuple[Callable[[str], object], str]] = {}
-    for f in dataclasses.fields(config_cls):
-        hint = str(hints[f.name])
-        if "list" in hint:
-            kinds[f.name] = (lambda text: [int(x) for x in text.split(",") if x.strip()], "N,N,...")
-        elif "bool" in hint:
-            kinds[f.name] = (bool, "")
-        elif "int" in hint and "float" not in hint:  # counts and sizes; a seed may be any integer
-            kinds[f.name] = (int if "seed" in f.name else int_at_least(0), "N")
-        elif "float" in hint:  # rates, probabilities, betas, seconds: none is negative
-            kinds[f.name] = (float_in(0.0), "X")
-        else:
-            paths = ("out", "data", "target", "dev", "dev_target", "test", "test_target")
-            kinds[f.name] = (str, "DURATION" if f.name == "time_budget" else "PATH" if f.name in paths else "NAME")
-    return kinds
-
-
-def _lm_train_defaults() -> dict[str, object]:
-    """LMTrainConfig field -> default."""
-    return {f.name: f.default for f in dataclasses.fields(LMTrainConfig)}
-
-
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    """`aiayn train`: every TrainConfig field is a flag (--batch-tokens etc.); flags win over --config."""
+    """`aiayn train`: every setting of aiayn.training.settings is a flag (--batch-tokens etc.); flags win over
+    --config, which wins over a resumed run's train.json."""
     parser = commands.add_parser(
         "train", help="train a translator (default: English->Spanish on the bundled Bible)",
         description=run.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -166,7 +93,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                "  aiayn train --task mlm --out runs/shakespeare-mlm --data my_texts/")
     parser.add_argument("--config", metavar="TOML", help="a TOML file of training settings (flags win)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--task", choices=("translate", "lm", "mlm"), default=None,
+    parser.add_argument("--task", choices=TASKS, default=None,
                         help="translate (default): encoder-decoder; lm: GPT-style DecoderLM; mlm: BERT-style "
                              "EncoderLM (a resumed run keeps its task)")
     parser.add_argument("--tune-allocator", action=argparse.BooleanOptionalAction, default=True,
@@ -174,21 +101,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "of unmapping them (no page faults each step, more memory resident); "
                              "--no-tune-allocator keeps glibc's defaults. MALLOC_*_ variables in the environment "
                              "win (default: on)")
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore
-                for f in dataclasses.fields(TrainConfig)}
-    lm_defaults = _lm_train_defaults()
-    kinds = {**_train_flag_types(), **{name: kind for name, kind in _train_flag_types(LMTrainConfig).items()
-                                       if name not in defaults and name != "task"}}
-    for name, (kind, metavar) in kinds.items():
-        flag = "--" + name.replace("_", "-")
-        if name not in defaults:
-            text = f"default {lm_defaults[name]} (--task lm|mlm only)"
-        elif name in lm_defaults and lm_defaults[name] != defaults[name]:
-            text = f"default {defaults[name]}; --task lm|mlm: {lm_defaults[name]}"
-        else:
-            text = f"default {defaults[name]}" + ("" if name in lm_defaults else " (--task translate only)")
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        else:
-            parser.add_argument(flag, dest=name, type=kind, metavar=metavar, default=None, help=text)
+    for s in SETTINGS:
+        if s.name != "task":  # --task above chooses the task
+            _add_flag(parser, s)
     parser.set_defaults(run=run)
+
+
+def _add_flag(parser: argparse.ArgumentParser, setting: Setting) -> None:
+    """The flag of one setting: its help, default(s) and tasks from the declaration; a bad value is argparse's
+    one-line error. The flag's own default is None, so only the flags given override train.json and TOML."""
+    only = "" if setting.tasks == EVERY else f" [--task {'|'.join(t for t in TASKS if t in setting.tasks)} only]"
+    text = f"{setting.help} ({setting.default_text(setting.tasks)}){only}".replace("%", "%%")
+    if setting.kind is bool:
+        parser.add_argument(setting.flag, dest=setting.name, action=argparse.BooleanOptionalAction, default=None,
+                            help=text)
+        return
+    metavar = setting.metavar or ("{" + ",".join(map(str, setting.choices)) + "}" if setting.choices else
+                                  {int: "N", float: "X", str: "NAME"}[setting.kind])
+    parser.add_argument(setting.flag, dest=setting.name, type=_parser(setting), metavar=metavar, default=None,
+                        help=text)
+
+
+def _parser(setting: Setting) -> Callable[[str], object]:
+    """A flag's text -> its value, or argparse.ArgumentTypeError with what is allowed (exit 2, one line)."""
+    def parse(text: str) -> object:
+        try:
+            return setting.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse

@@ -7,9 +7,7 @@ random windows of a long text, as in nanoGPT.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,19 +30,17 @@ from ..data.lm import (
 from ..data.tokenizer import train_bpe
 from ..model.config import ModelConfig
 from ..model.models import DecoderLM, EncoderLM
-from ..runtime import distributed
 from ..runtime.precision import autocast
 from .loss import fp32_cross_entropy
 from .run_folder import plot_curves
-from .schedule import SCHEDULES, make_schedule
-from .trainer import (
-    LossOnHost, RankTrainer, TrainingError, TrainResult, check_averaging, check_length, train_on_every_rank,
-)
+from .schedule import make_schedule
+from .settings import BUNDLED_TEXT, LM, TOKENIZERS, Settings, read_toml, task_settings
+from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 
 TASKS = ("lm", "mlm")
-TOKENIZERS = ("char", "bpe", "wordpiece")
 MASK_ID = 4  # [MASK] follows <pad> <s> </s> <unk> in the char and wordpiece tokenizers of a masked-LM run
-BUNDLED_TEXT = "shakespeare"  # the name that selects the bundled complete works (aiayn.data.lm)
+
+__all__ = ["BUNDLED_TEXT", "LMTrainConfig", "LMTrainResult", "LMTrainer", "TASKS", "TOKENIZERS", "train_lm"]
 
 
 @dataclass
@@ -54,134 +50,44 @@ class LMTrainResult(TrainResult):
     final: dict[str, Any] | None = None
 
 
-@dataclass
-class LMTrainConfig:
-    """Settings of a language-model run; a TOML file and `aiayn train --task lm|mlm` flags set the same fields.
+@task_settings(LM)
+class LMTrainConfig(Settings):
+    """Settings of a language-model run (aiayn.training.settings declares them); TOML keys and
+    `aiayn train --task lm|mlm` flags set the same fields (flags win).
 
     Architecture defaults are the paper's (post-LN §3.1, sinusoids §3.5, ReLU §3.3, embeddings x sqrt(d)
     §3.4, dropout 0.1 §5.4); sizes, batches and the cosine schedule are nanoGPT's shakespeare_char CPU
     run (the paper trains no language model). configs/lm-shakespeare-char.toml is that run in full.
     """
 
-    out: str = "runs/shakespeare-char"
-    task: str = "lm"  # "lm": DecoderLM, next character/token; "mlm": EncoderLM, BERT's masking
-    data: str = BUNDLED_TEXT  # a text file, a folder of .txt files, or the bundled Shakespeare
-    train_fraction: float = 0.9  # first 90% of the characters train, the last 10% validate (as nanoGPT)
-    tokenizer: str | None = None  # None: "char" for lm, "wordpiece" (BERT's word pieces) for mlm
-    vocab_size: int = 8000  # for bpe / wordpiece; the char vocabulary is the text's characters
-    # --- model
-    n_layers: int = 4
-    n_heads: int = 4
-    d_model: int = 128
-    d_ff: int = 512  # nanoGPT: 4 * d_model
-    dropout: float | None = None  # None: 0.1 (§5.4)
-    norm: str | None = None  # None: "post" (§3.1); nanoGPT / GPT-2: "pre"
-    positions: str = "sinusoidal"  # §3.5; nanoGPT / GPT-2: "learned"
-    activation: str = "relu"  # §3.3; nanoGPT / GPT-2: "gelu"
-    scale_embeddings: bool = True  # x sqrt(d_model), §3.4; nanoGPT does not scale
-    # --- batches: random windows of `context` tokens
-    context: int = 64
-    batch_size: int = 12  # windows per batch; a step takes ranks x accumulate batches
-    accumulate: int = 1  # optimizer step every `accumulate` batches (a larger effective batch)
-    mask_prob: float = 0.15  # mlm: share of tokens chosen (BERT); of those 80% [MASK], 10% random, 10% kept
-    # --- optimizer (AdamW; weight_decay 0 is the paper's Adam, §5.3) and schedule
-    steps: int = 2000  # 0: as many as time_budget holds
-    time_budget: str | None = None  # a wall-clock limit ("10m", "1h30m", seconds); with steps, whichever ends first
-    schedule: str = "cosine"  # nanoGPT's; "linear" decays to min_lr too; "inverse-sqrt" is the paper's §5.3
-    peak_lr: float = 1e-3
-    min_lr: float = 1e-4  # cosine: the rate at the last step
-    warmup: int = 100
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98  # §5.3; nanoGPT: 0.99
-    adam_eps: float = 1e-9  # §5.3; nanoGPT: 1e-8 (PyTorch's default)
-    weight_decay: float = 0.0  # decoupled (AdamW), on matrices and embeddings only; nanoGPT: 0.1
-    clip_norm: float = 0.0  # nanoGPT: 1.0
-    seed: int = 1
-    threads: int = 0
-    device: str = "auto"
-    # Not in the paper (fp32): "auto" runs the forward under bf16 autocast where the hardware multiplies bf16
-    # fast (GPUs with bf16, CPUs with AVX-512 BF16 or AMX), else fp32; "fp32"; "bf16". The cross entropy is
-    # taken on fp32 log-probabilities either way. See aiayn.runtime.precision.
-    precision: str = "auto"
-    # --- several processes (`torchrun --nproc_per_node N -m aiayn train --task lm ...`): see aiayn.runtime.distributed
-    dist_timeout: float = distributed.DEFAULT_TIMEOUT_S  # seconds a rank waits for the others before failing
-    fsdp: bool = False  # shard weights, gradients and Adam state over the ranks (FSDP) instead of copying (DDP)
-    # --- logging, evaluation, checkpoints
-    log_every: int = 25
-    eval_every: int = 250  # validation on eval_windows windows every K steps; the whole split at the end
-    eval_windows: int = 500
-    save_every: int = 500
-    keep_last: int = 2
-    # §6.1: model/ is the mean of the last N checkpoints (the paper: 5 for base, 20 for big models), saved
-    # average_every steps apart before the planned last step (0: spread over its last 5%); 0: the last step's
-    average_last: int = 0
-    average_every: int = 0
-
-    def __post_init__(self) -> None:
-        """Check the values a user is most likely to get wrong."""
-        check_length(self.steps, self.time_budget)
-        check_averaging(self.average_last, self.average_every, self.fsdp)
-        for name in ("warmup", "context", "batch_size", "accumulate", "vocab_size", "n_layers",
-                     "eval_windows"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name, allowed in (("task", TASKS), ("schedule", SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                raise TrainingError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.tokenizer is not None and self.tokenizer not in TOKENIZERS:
-            raise TrainingError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise TrainingError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
-        if self.dist_timeout <= 0:
-            raise TrainingError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
-        if not 0.0 < self.mask_prob < 1.0:
-            raise TrainingError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+    def check(self) -> None:
+        """The rates, and the model's settings before any text is read."""
         if self.peak_lr <= 0 or not 0 <= self.min_lr <= self.peak_lr:
             raise TrainingError(f"need peak_lr > 0 and 0 <= min_lr <= peak_lr, got {self.peak_lr} and {self.min_lr}")
+        self.model_config(max(self.vocab_size, MASK_ID + 1))
 
     @property
     def tokenizer_kind(self) -> str:
         """The tokenizer this run uses: the one asked for, else char (lm) or wordpiece (mlm)."""
         return self.tokenizer or ("char" if self.task == "lm" else "wordpiece")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "settings") -> LMTrainConfig:
-        """Build from a dict; unknown keys raise TrainingError naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TrainingError(f"{source}: setting(s) {unknown} do not apply to language-model training; "
-                                f"known: {sorted(known)}")
-        return cls(**values)
-
     @staticmethod
     def read_toml(path: str | Path) -> dict[str, Any]:
         """The settings of a TOML file as a dict (checked when the config is built)."""
-        path = Path(path)
-        if not path.is_file():
-            raise TrainingError(f"config file {path} does not exist")
-        try:
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as error:
-            raise TrainingError(f"{path} is not valid TOML: {error}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable settings."""
-        return dataclasses.asdict(self)
+        return read_toml(path)
 
     def lr_schedule(self, d_model: int) -> Callable[[int], float]:
         """step -> learning rate: a decay to min_lr at the last step, or the paper's inverse square root (peak_lr)."""
         return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, min_lr=self.min_lr)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
-        """The ModelConfig of this run's DecoderLM (lm) or EncoderLM (mlm)."""
+        """The ModelConfig of this run's DecoderLM (lm) or EncoderLM (mlm): the model settings, one stack of
+        n_layers, positions up to the context unless max_positions is set."""
         layers = {"n_encoder_layers": 0, "n_decoder_layers": self.n_layers} if self.task == "lm" else \
             {"n_encoder_layers": self.n_layers, "n_decoder_layers": 0}
+        overrides = {**self.model_overrides(), "max_positions": self.max_positions or self.context, **layers}
         try:
-            return ModelConfig(vocab_size=vocab_size, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
-                               dropout=0.1 if self.dropout is None else self.dropout, norm=self.norm or "post",
-                               positions=self.positions, activation=self.activation,
-                               scale_embeddings=self.scale_embeddings, max_positions=self.context, **layers)
+            return ModelConfig(vocab_size=vocab_size, **overrides)
         except ValueError as error:
             raise TrainingError(str(error)) from None
 
