@@ -81,6 +81,9 @@ class TrainConfig:
     d_ff: int | None = None
     encoder_layers: int | None = None
     decoder_layers: int | None = None
+    d_k: int | None = None  # width of a head; None: d_model / n_heads (§3.2.2; Table 3 (B) shrinks it)
+    positions: str | None = None  # "sinusoidal" (§3.5), "learned" (Table 3 (E)) or "rotary"; None: the preset's
+    tie_embeddings: bool | None = None  # one table for source, target and output (§3.4); None: the preset's
     # --- batches: about this many source and as many target tokens (§5.1: ~25,000 each; a CPU budget of
     # minutes needs many small steps)
     batch_tokens: int = 2048
@@ -149,7 +152,7 @@ class TrainConfig:
             raise TrainingError(f"TrainConfig.dist_timeout must be > 0 seconds, got {self.dist_timeout}")
         if self.schedule not in SCHEDULES:
             raise TrainingError(f"TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("d_model", "n_heads", "d_ff", "encoder_layers", "decoder_layers"):
+        for name in ("d_model", "n_heads", "d_ff", "encoder_layers", "decoder_layers", "d_k"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise TrainingError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
@@ -207,7 +210,8 @@ class TrainConfig:
     def model_overrides(self) -> dict[str, Any]:
         """The ModelConfig fields these settings change from the preset's."""
         named = {"dropout": self.dropout, "norm": self.norm, "d_model": self.d_model, "n_heads": self.n_heads,
-                 "d_ff": self.d_ff, "n_encoder_layers": self.encoder_layers, "n_decoder_layers": self.decoder_layers}
+                 "d_ff": self.d_ff, "n_encoder_layers": self.encoder_layers, "n_decoder_layers": self.decoder_layers,
+                 "d_k": self.d_k, "positions": self.positions, "tie_embeddings": self.tie_embeddings}
         return {key: value for key, value in named.items() if value is not None}
 
 
