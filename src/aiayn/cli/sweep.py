@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..training.sweep import Run, execute, plan_sweep, subprocess_launcher, summarise, write_results
+from ..training.sweep import Run, describe, execute, plan_sweep, subprocess_launcher, summarise, write_results
 from . import train
 from .common import UserError, int_at_least, user_errors
 
@@ -40,8 +40,9 @@ def run(args: argparse.Namespace) -> None:
     try:
         plan = plan_sweep(args.config, args.out)
         if args.dry_run:
-            for item in plan.runs:
-                print(f"{item.name}: {item.settings}")
+            for variant in plan.variants:
+                print(f"{variant.name}: {describe(variant.changes)}; seeds {variant.seeds}")
+            print(f"{len(plan.runs)} runs into {args.out}")
             return
         launch = _in_process if world > 1 else subprocess_launcher
         execute(plan, args.workers, args.threads, launch, log=_log)

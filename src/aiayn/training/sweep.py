@@ -122,6 +122,10 @@ def plan_sweep(path: str | Path, out: str | Path) -> Plan:
         for key in OWN_KEYS:
             if key in changes:
                 raise SweepError(f"{where} sets {key!r}, which the sweep sets for every run (seeds: `seeds = [..]`)")
+        nested = [key for key, value in changes.items() if isinstance(value, dict)]
+        if nested:
+            raise SweepError(f"{where} holds the table(s) {nested}: a dot in a table name nests tables; quote "
+                             f"names with dots, as [variants.\"{name}.{nested[0]}\"]")
         variant = Variant(name, {k: v for k, v in changes.items() if k not in SWEEP_KEYS},
                           _seeds(changes.get("seeds", seeds), f"{where} seeds"), str(changes.get("note", "")))
         for seed in variant.seeds:
@@ -285,7 +289,7 @@ def summarise(plan: Plan) -> list[Row]:
         params = load(variant.runs[0].run_dir / "model").num_parameters()
         ppl = [r["dev_ppl"] for r in records]
         bleu = [r.get("dev_bleu", math.nan) for r in records]
-        rows.append(Row(variant.name, variant.note, _describe(variant.changes), len(records),
+        rows.append(Row(variant.name, variant.note, describe(variant.changes), len(records),
                         max(r["step"] for r in records), params, statistics.fmean(ppl), _spread(ppl),
                         statistics.fmean(bleu), _spread(bleu)))
     return rows
@@ -296,7 +300,7 @@ def _spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _describe(changes: dict[str, Any]) -> str:
+def describe(changes: dict[str, Any]) -> str:
     """The settings a variant changes, as `key=value` pairs ("base" for none)."""
     return " ".join(f"{k}={_toml_value(v)}" for k, v in changes.items()) or "base"
 
