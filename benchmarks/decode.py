@@ -47,8 +47,8 @@ def marian_from_aiayn(model: aiayn.Transformer):
              "model.decoder.embed_tokens.weight": model.token_embedding.weight,
              "lm_head.weight": model.token_embedding.weight,
              # aiayn's §3.5 table interleaves sin/cos; Marian's lays them out in halves: use ours.
-             "model.encoder.embed_positions.weight": model.src_positions.sinusoids,
-             "model.decoder.embed_positions.weight": model.tgt_positions.sinusoids}
+             "model.encoder.embed_positions.weight": model.src_positions.sinusoids.weight,
+             "model.decoder.embed_positions.weight": model.tgt_positions.sinusoids.weight}
 
     def attention(prefix: str, mha: aiayn.MultiHeadAttention) -> None:
         w, b = mha.in_proj.weight, mha.in_proj.bias

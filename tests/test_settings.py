@@ -24,7 +24,7 @@ from aiayn.training.translation import TrainConfig
 # A value other than ModelConfig's default and the lm / small-preset defaults, valid in every task's model.
 OTHER: dict[str, Any] = {"dropout": 0.25, "attention_dropout": 0.125, "d_model": 64, "n_heads": 2, "d_ff": 80,
                          "max_positions": 99, "layer_norm_eps": 1e-6, "type_vocab_size": 2, "position_offset": 2,
-                         "encoder_layers": 2, "decoder_layers": 2, "n_layers": 2}
+                         "encoder_layers": 2, "decoder_layers": 2, "n_layers": 2, "d_k": 16}
 
 
 def _other(setting: Any) -> Any:

@@ -12,7 +12,7 @@ from .io.loading import load
 from .io.model_folder import CheckpointError
 from .model.attention import KVCache, MultiHeadAttention, attend
 from .model.config import PRESETS, ModelConfig
-from .model.embeddings import PositionalEncoding, sinusoidal_table
+from .model.embeddings import InputEmbedding, PositionalEncoding, RotaryPositions, sinusoidal_table
 from .model.layers import FeedForward, LayerCache, Stack, TransformerLayer
 from .model.masks import causal_mask, padding_mask
 from .model.models import Attentions, DecoderLM, EncoderLM, ModelOutput, Transformer
@@ -20,8 +20,8 @@ from .model.models import Attentions, DecoderLM, EncoderLM, ModelOutput, Transfo
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "KVCache",
-    "LayerCache", "ModelConfig", "ModelOutput", "MultiHeadAttention", "PRESETS", "PositionalEncoding", "Stack",
-    "Transformer", "TransformerLayer", "attend", "causal_mask", "from_huggingface", "load", "padding_mask",
-    "sinusoidal_table", "to_huggingface",
+    "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "InputEmbedding",
+    "KVCache", "LayerCache", "ModelConfig", "ModelOutput", "MultiHeadAttention", "PRESETS", "PositionalEncoding",
+    "RotaryPositions", "Stack", "Transformer", "TransformerLayer", "attend", "causal_mask", "from_huggingface", "load",
+    "padding_mask", "sinusoidal_table", "to_huggingface",
 ]

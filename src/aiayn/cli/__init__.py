@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, train, translate
+from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, sweep, train, translate
 from .common import UserError
 
-COMMANDS = (demo, attention, import_hf, export, train, translate, evaluate, average, generate, fill_mask)
+COMMANDS = (demo, attention, import_hf, export, train, sweep, translate, evaluate, average, generate, fill_mask)
 
 
 def build_parser() -> argparse.ArgumentParser:

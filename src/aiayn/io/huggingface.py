@@ -468,6 +468,11 @@ def _family_of(hf_config: dict[str, Any], folder: Path | None) -> Family:
     if model_type in ("transformer", "encoder_lm", "decoder_lm"):  # aiayn's own config.json
         raise ConversionError(f"{folder} is an aiayn model folder, not a Hugging Face one: "
                               f"load it with aiayn.load")
+    rotary = [key for key in ("rotary_dim", "rotary_pct", "rope_theta", "rope_scaling") if key in hf_config]
+    if model_type == "roformer" or rotary:
+        raise ConversionError(f"{model_type!r} uses rotary position embeddings ({', '.join(rotary) or 'RoFormer'}): "
+                              f"aiayn imports {sorted(FAMILIES)}, whose positions are a table added to the input; "
+                              f"a rotary checkpoint's pairing and scaling of the rotation are not converted")
     if model_type not in FAMILIES:
         raise ConversionError(f"unsupported architecture {model_type!r} (config.json model_type, "
                               f"architectures {hf_config.get('architectures')}): aiayn converts "
@@ -611,6 +616,14 @@ def huggingface_equivalent(model: TransformerBase) -> tuple[Family, TransformerB
     naming, for each candidate family, the options it needs.
     """
     cfg = model.cfg
+    if cfg.positions == "rotary":
+        raise ValueError("this model uses rotary positions (positions='rotary', RoFormer): BERT, GPT-2, OPT, Marian "
+                         "and BART add a position table to the input instead, so it has no Hugging Face "
+                         "equivalent; train with positions='sinusoidal' or 'learned' to export")
+    if not cfg.d_k_is_default:
+        raise ValueError(f"this model has heads of width d_k={cfg.d_k}, not d_model / n_heads = "
+                         f"{cfg.d_model / cfg.n_heads:g}: the Hugging Face families fix d_k = d_model / n_heads, "
+                         f"so it has no Hugging Face equivalent")
     if isinstance(model, Transformer):
         candidates = [FAMILIES["marian"], FAMILIES["bart"]]
     else:

@@ -8,6 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .beam_layout import fold_beams, unfold_beams
+from .embeddings import RotaryPositions
+
 
 class KVCache:
     """Keys and values of one attention module during incremental decoding, (B, H, T, d_k) each.
@@ -76,20 +79,25 @@ class KVCache:
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O with head_i = Attention(Q W^Q_i, K W^K_i, V W^V_i).
 
-    The three input projections are stored as one (3 d_model, d_model) matrix `in_proj`: self-attention
+    The three input projections are stored as one (3 H d_k, d_model) matrix `in_proj`: self-attention
     runs one fused matmul for Q, K and V; cross-attention projects the decoder states with the Q rows
-    and the encoder output with the K, V rows (one fused matmul for both).
+    and the encoder output with the K, V rows (one fused matmul for both). `rotary` rotates the queries and
+    keys of self-attention by their positions (RoFormer); cross-attention, whose queries and keys come
+    from different sequences, is left unrotated (as RoFormer applies it to self-attention only).
     """
 
-    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0, bias: bool = True) -> None:
-        """Projections for `n_heads` heads of width d_model / n_heads."""
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0, bias: bool = True,
+                 d_k: int | None = None, rotary: RotaryPositions | None = None) -> None:
+        """Projections for `n_heads` heads of width d_k (default d_model / n_heads, §3.2.2)."""
         super().__init__()
-        if d_model % n_heads:
+        if d_k is None and d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        self.d_model, self.n_heads, self.d_k = d_model, n_heads, d_model // n_heads
+        self.d_model, self.n_heads, self.d_k = d_model, n_heads, d_k or d_model // n_heads
+        self.inner = self.n_heads * self.d_k  # width of the concatenated heads
         self.attention_dropout = attention_dropout
-        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)  # rows: W^Q; W^K; W^V
-        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W^O
+        self.rotary = rotary
+        self.in_proj = nn.Linear(d_model, 3 * self.inner, bias=bias)  # rows: W^Q; W^K; W^V
+        self.out_proj = nn.Linear(self.inner, d_model, bias=bias)  # W^O
 
     def forward(self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None,
                 cache: KVCache | None = None, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -103,21 +111,24 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self._project(x, memory, cache)  # (B, H, T, d_k) each
         group = q.shape[0] // k.shape[0]
         if group > 1:  # beam search: `group` consecutive query rows share one memory row (B = S_rows * group)
-            q = _fold(q, group)  # (S_rows, H, group * T, d_k): one source's K, V read once for all beams
+            q = fold_beams(q, group)  # (S_rows, H, group * T, d_k): one source's K, V read once for all beams
         out, weights = attend(q, k, v, mask, self.attention_dropout if self.training else 0.0, need_weights)
         if group > 1:
-            out = _unfold(out, group)
-            weights = None if weights is None else _unfold(weights, group)
+            out = unfold_beams(out, group)
+            weights = None if weights is None else unfold_beams(weights, group)
         b, _, t, _ = out.shape
-        out = out.transpose(1, 2).reshape(b, t, self.d_model)  # concat heads: (B, Tq, d)
+        out = out.transpose(1, 2).reshape(b, t, self.inner)  # concat heads: (B, Tq, H d_k)
         return self.out_proj(out), weights
 
     def _project(self, x: Tensor, memory: Tensor | None, cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
         """Q from x; K, V from x (self) or memory (cross), reusing and extending the cache."""
-        d = self.d_model
+        d = self.inner
         w, b = self.in_proj.weight, self.in_proj.bias
         if memory is None:  # self-attention: one (B, T, 3d) matmul
             qkv = self._split_heads(F.linear(x, w, b))  # (3, B, H, T, d_k)
+            if self.rotary is not None:  # new rows sit after the cached ones: positions start at the cache length
+                start = cache.length if cache is not None else 0
+                qkv = torch.stack((self.rotary(qkv[0], start), self.rotary(qkv[1], start), qkv[2]))
             if cache is not None:
                 k, v = cache.append_stacked(qkv[1:])
                 return qkv[0], k, v
@@ -135,20 +146,8 @@ class MultiHeadAttention(nn.Module):
     def _split_heads(self, projected: Tensor) -> Tensor:
         """(B, T, n*d) -> (n, B, H, T, d_k) for n stacked projections."""
         b, t, width = projected.shape
-        n = width // self.d_model
+        n = width // self.inner
         return projected.view(b, t, n, self.n_heads, self.d_k).permute(2, 0, 3, 1, 4)
-
-
-def _fold(x: Tensor, group: int) -> Tensor:
-    """(R * group, H, T, d) -> (R, H, group * T, d): stack each group's rows along the query axis."""
-    rg, h, t, d = x.shape
-    return x.view(rg // group, group, h, t, d).transpose(1, 2).reshape(rg // group, h, group * t, d)
-
-
-def _unfold(x: Tensor, group: int) -> Tensor:
-    """Inverse of _fold: (R, H, group * T, d) -> (R * group, H, T, d)."""
-    r, h, gt, d = x.shape
-    return x.view(r, h, group, gt // group, d).transpose(1, 2).reshape(r * group, h, gt // group, d)
 
 
 def _can_branch_on_values(x: Tensor) -> bool:

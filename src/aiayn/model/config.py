@@ -9,7 +9,9 @@ from typing import Any
 
 # Allowed values of the categorical options; each name is checked in __post_init__.
 NORM_PLACEMENTS = ("post", "pre")  # post-LN is the paper's LayerNorm(x + Sublayer(x)), §3.1
-POSITION_KINDS = ("sinusoidal", "learned")  # sinusoids are the paper's choice, §3.5
+# sinusoids are the paper's choice (§3.5); "rotary" (RoFormer, Su et al. 2021, not in the paper) adds nothing to
+# the input and rotates each head's queries and keys by their position in every self-attention layer
+POSITION_KINDS = ("sinusoidal", "learned", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")  # relu is the paper's FFN, §3.3
 MODEL_TYPES = ("transformer", "encoder_lm", "decoder_lm")
 SINUSOID_LAYOUTS = ("interleaved", "halves")  # §3.5 interleaves sin/cos; Marian puts sines then cosines
@@ -37,6 +39,9 @@ class ModelConfig:
     vocab_size: int = 37000
     d_model: int = 512
     n_heads: int = 8
+    # Width of one head's queries, keys and values; None: d_model / n_heads (§3.2.2). Table 3 (B) varies it
+    # apart from d_model (there d_v stays 64; here values have width d_k too).
+    d_k: int | None = None
     d_ff: int = 2048
     n_encoder_layers: int = 6
     n_decoder_layers: int = 6
@@ -68,8 +73,14 @@ class ModelConfig:
         for name in ("n_encoder_layers", "n_decoder_layers"):
             _require(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name,
                      "a non-negative integer")
-        _require(self.d_model % self.n_heads == 0, "d_model",
-                 f"divisible by n_heads={self.n_heads} (d_k = d_model / n_heads, §3.2.2)")
+        if self.d_k is None:  # the paper's d_k = d_model / h (§3.2.2)
+            _require(self.d_model % self.n_heads == 0, "d_model",
+                     f"divisible by n_heads={self.n_heads} (d_k = d_model / n_heads, §3.2.2), or set d_k")
+            self.d_k = self.d_model // self.n_heads
+        _require(isinstance(self.d_k, int) and not isinstance(self.d_k, bool) and self.d_k > 0, "d_k",
+                 "a positive integer (or None: d_model / n_heads)")
+        _require(self.positions != "rotary" or self.d_k % 2 == 0, "d_k",
+                 "even with positions='rotary' (it rotates pairs of components)")
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             _require(isinstance(value, (int, float)) and 0.0 <= value < 1.0, name, "a float in [0, 1)")
@@ -92,9 +103,9 @@ class ModelConfig:
         _require(isinstance(self.final_logits_bias, bool), "final_logits_bias", "true or false")
 
     @property
-    def d_k(self) -> int:
-        """Width of one head: d_model / n_heads (§3.2.2)."""
-        return self.d_model // self.n_heads
+    def d_k_is_default(self) -> bool:
+        """True when each head has the paper's width d_model / n_heads (§3.2.2)."""
+        return self.d_k * self.n_heads == self.d_model
 
     @property
     def pad_is_token(self) -> bool:
@@ -110,7 +121,9 @@ class ModelConfig:
         return cls.from_dict({**PRESETS[name], **overrides})
 
     def replace(self, **changes: Any) -> "ModelConfig":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); a d_k of d_model / n_heads follows new sizes."""
+        if {"d_model", "n_heads"} & set(changes) and "d_k" not in changes and self.d_k_is_default:
+            changes["d_k"] = None
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

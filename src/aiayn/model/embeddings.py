@@ -1,4 +1,4 @@
-"""Token embeddings scaled by sqrt(d_model) (§3.4) plus sinusoidal or learned positions (§3.5)."""
+"""Token embeddings scaled by sqrt(d_model) (§3.4) plus sinusoidal or learned positions (§3.5), or rotary ones."""
 
 from __future__ import annotations
 
@@ -30,29 +30,91 @@ def sinusoidal_table(n_positions: int, d_model: int, layout: str = "interleaved"
     return table.float()
 
 
-class PositionalEncoding(nn.Module):
-    """Token vectors (B, T, d) -> dropout(vectors * sqrt(d_model) + P[start:start+T]) (§3.4, §3.5, §5.4).
+class TokenScale(nn.Module):
+    """Token vectors (B, T, d) times sqrt(d_model) (§3.4), or times 1 when cfg.scale_embeddings is off."""
 
-    The token table itself lives in the model, so one table can serve the encoder, the decoder and the
-    pre-softmax projection without being stored twice. Options for other families: segment (token-type)
-    embeddings (cfg.type_vocab_size), a LayerNorm on the sum (cfg.embedding_norm) and a position offset.
+    def __init__(self, cfg: ModelConfig) -> None:
+        """The factor sqrt(d_model) or 1."""
+        super().__init__()
+        self.factor = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
+
+    def forward(self, token_vectors: Tensor) -> Tensor:
+        """(B, T, d) -> (B, T, d)."""
+        return token_vectors * self.factor
+
+    def extra_repr(self) -> str:
+        """The factor, for print(model)."""
+        return f"factor={self.factor:g}"
+
+
+class PositionTable(nn.Module):
+    """Rows P[start + offset : start + T + offset] of a (rows, d_model) table: the fixed sinusoids (§3.5,
+    a buffer that is not saved) or a learned table (`weight`, saved). Position p reads row p + offset (BART: 2)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        """max_positions + position_offset rows, sinusoidal or learned per cfg.positions."""
+        super().__init__()
+        self.max_positions, self.offset = cfg.max_positions, cfg.position_offset
+        rows = cfg.max_positions + cfg.position_offset
+        if cfg.positions == "learned":
+            table = nn.Embedding(rows, cfg.d_model)  # made as an Embedding: the same random draws as before
+            nn.init.normal_(table.weight, std=0.02)
+            self.weight = table.weight
+        else:
+            self.register_buffer("weight", sinusoidal_table(rows, cfg.d_model, cfg.sinusoid_layout),
+                                 persistent=False)
+
+    def forward(self, start: int, length: int) -> Tensor:
+        """The positions start..start+length-1 as (length, d_model); past max_positions a clear ValueError."""
+        end = start + length
+        if end > self.max_positions:
+            raise ValueError(f"sequence reaches position {end} but the model has max_positions="
+                             f"{self.max_positions}: shorten or truncate the input")
+        return self.weight[start + self.offset:end + self.offset]
+
+
+class RotaryPositions(nn.Module):
+    """RoFormer's rotary positions (Su et al. 2021, eq. 34; not in the paper): a query or key vector x at position
+    m has each pair (x_2i, x_2i+1) rotated by the angle m * 10000^(-2i/d_k), so q_m . k_n depends on m - n only.
+
+    No table: angles are computed for any position, so there is no max_positions to overflow.
+    """
+
+    def __init__(self, d_k: int, base: float = 10000.0) -> None:
+        """Frequencies theta_i = base^(-2i/d_k) for the d_k / 2 pairs."""
+        super().__init__()
+        if d_k % 2:
+            raise ValueError(f"rotary positions rotate pairs of components: d_k={d_k} must be even")
+        two_i = torch.arange(0, d_k, 2, dtype=torch.float64)
+        self.register_buffer("theta", (base ** (-two_i / d_k)).float(), persistent=False)  # (d_k / 2,)
+
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        """Rotate x (B, H, T, d_k) whose rows are positions start..start+T-1."""
+        t = x.shape[-2]
+        position = torch.arange(start, start + t, device=x.device, dtype=torch.float32)
+        angle = position[:, None] * self.theta[None, :]  # (T, d_k / 2)
+        cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+        pairs = x.unflatten(-1, (-1, 2))  # (B, H, T, d_k / 2, 2): (x_2i, x_2i+1)
+        even, odd = pairs[..., 0], pairs[..., 1]
+        return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+
+
+class InputEmbedding(nn.Module):
+    """Token vectors (B, T, d) -> the first layer's input: dropout(scale(vectors) + positions) (§3.4, §3.5, §5.4).
+
+    Each part is a module of its own: `scale` (TokenScale), `learned` or `sinusoids` (PositionTable; none for
+    rotary positions, which the attention applies), and, for other families' weights, `token_types` (segment
+    embeddings, cfg.type_vocab_size) and `norm` (a LayerNorm on the sum, cfg.embedding_norm). The token table
+    lives in the model, so one table can serve the encoder, the decoder and the pre-softmax projection; the
+    part names keep the saved keys of earlier versions (`positions.learned.weight`, ...).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
-        """Sinusoidal (fixed buffer) or learned positions per cfg.positions."""
+        """The parts cfg asks for."""
         super().__init__()
-        self.scale = math.sqrt(cfg.d_model) if cfg.scale_embeddings else 1.0
-        self.max_positions = cfg.max_positions
-        self.offset = cfg.position_offset  # position p reads table row p + offset (BART: 2)
-        rows = cfg.max_positions + cfg.position_offset
-        if cfg.positions == "sinusoidal":
-            self.register_buffer("sinusoids", sinusoidal_table(rows, cfg.d_model, cfg.sinusoid_layout),
-                                 persistent=False)
-            self.learned = None
-        else:
-            self.sinusoids = None
-            self.learned = nn.Embedding(rows, cfg.d_model)
-            nn.init.normal_(self.learned.weight, std=0.02)
+        self.scale = TokenScale(cfg)
+        self.learned = PositionTable(cfg) if cfg.positions == "learned" else None
+        self.sinusoids = PositionTable(cfg) if cfg.positions == "sinusoidal" else None
         self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.d_model) if cfg.type_vocab_size else None
         if self.token_types is not None:
             nn.init.normal_(self.token_types.weight, std=0.02)
@@ -64,12 +126,10 @@ class PositionalEncoding(nn.Module):
 
         token_types (B, T) picks segment embeddings when cfg.type_vocab_size > 0 (default: segment 0).
         """
-        end = start + token_vectors.shape[1]
-        if end > self.max_positions:
-            raise ValueError(f"sequence reaches position {end} but the model has max_positions="
-                             f"{self.max_positions}: shorten or truncate the input")
-        table = self.sinusoids if self.learned is None else self.learned.weight  # (rows, d)
-        x = token_vectors * self.scale + table[start + self.offset:end + self.offset]  # (B, T, d)
+        x = self.scale(token_vectors)  # (B, T, d)
+        table = self.learned if self.learned is not None else self.sinusoids
+        if table is not None:
+            x = x + table(start, token_vectors.shape[1])
         if self.token_types is not None:
             x = x + (self.token_types.weight[0] if token_types is None else self.token_types(token_types))
         elif token_types is not None:
@@ -77,6 +137,9 @@ class PositionalEncoding(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return self.dropout(x)
+
+
+PositionalEncoding = InputEmbedding  # its former name, kept for callers (the public API extends, never renames)
 
 
 def make_token_embedding(cfg: ModelConfig) -> nn.Embedding:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .attention import KVCache, MultiHeadAttention
 from .config import ModelConfig
 from .dropout import Dropout
+from .embeddings import RotaryPositions
 
 ACTIVATION_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": F.relu,  # FFN(x) = max(0, x W1 + b1) W2 + b2, §3.3
@@ -52,9 +53,11 @@ class TransformerLayer(nn.Module):
         """Sub-layers sized by cfg."""
         super().__init__()
         self.pre_norm = cfg.norm == "pre"
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout)
+        rotary = RotaryPositions(cfg.d_k) if cfg.positions == "rotary" else None  # self-attention only
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, d_k=cfg.d_k,
+                                            rotary=rotary)
         self.self_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout) \
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, d_k=cfg.d_k) \
             if cross_attention else None
         self.cross_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cross_attention else None
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..inference.decoding import generate_lm, generate_seq2seq
 from ..io.model_folder import save_model
 from .config import MODEL_TYPES, ModelConfig
-from .embeddings import PositionalEncoding, make_token_embedding
+from .embeddings import InputEmbedding, make_token_embedding
 from .layers import ACTIVATION_FUNCTIONS, LayerCache, Stack
 from .masks import as_key_mask, cached_self_mask, causal_mask, decoder_self_mask, memory_key_mask
 
@@ -69,6 +69,10 @@ class TransformerBase(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
+    def output_table(self) -> Tensor:
+        """The (vocab, d_model) pre-softmax weights: the token table when tied (§3.4), else lm_head's."""
+        return self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
+
     def num_parameters(self) -> int:
         """Count every weight, bias and LayerNorm parameter once (tied tables counted once)."""
         return sum(p.numel() for p in self.parameters())
@@ -104,7 +108,7 @@ class TransformerBase(nn.Module):
             if low < 0 or high >= self.cfg.vocab_size:
                 raise ValueError(f"{name} holds ids outside [0, vocab_size={self.cfg.vocab_size}): "
                                  f"min {low}, max {high}; check the tokenizer matches the model")
-        if ids.shape[1] > self.cfg.max_positions:
+        if ids.shape[1] > self.cfg.max_positions and self.cfg.positions != "rotary":  # rotary: no table to overflow
             raise ValueError(f"{name} has length {ids.shape[1]} > max_positions={self.cfg.max_positions}: "
                              f"truncate the input or build the model with a larger max_positions")
 
@@ -127,8 +131,8 @@ class Transformer(TransformerBase):
             self.src_token_embedding = make_token_embedding(cfg)
             self.tgt_token_embedding = make_token_embedding(cfg)
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.src_positions = PositionalEncoding(cfg)
-        self.tgt_positions = PositionalEncoding(cfg)
+        self.src_positions = InputEmbedding(cfg)
+        self.tgt_positions = InputEmbedding(cfg)
         self.encoder = Stack(cfg, cfg.n_encoder_layers, cross_attention=False)
         self.decoder = Stack(cfg, cfg.n_decoder_layers, cross_attention=True)
         _add_final_logits_bias(self, cfg)
@@ -142,8 +146,7 @@ class Transformer(TransformerBase):
 
     def output_logits(self, hidden: Tensor) -> Tensor:
         """Pre-softmax projection (B, T, d) -> (B, T, vocab); the shared table when tied (§3.4)."""
-        table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
-        return F.linear(hidden, table, self.final_logits_bias)  # bias is None unless cfg.final_logits_bias
+        return F.linear(hidden, self.output_table(), self.final_logits_bias)  # bias None unless final_logits_bias
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None, need_weights: bool = False) -> Any:
         """Encoder output ("memory") (B, S, d_model); with need_weights also the per-layer weights."""
@@ -247,8 +250,7 @@ class Transformer(TransformerBase):
         if type(self).output_logits is not Transformer.output_logits or (
                 not self.cfg.tie_embeddings and lm_head is not None and lm_head.bias is not None):
             return lambda hidden: self.output_logits(hidden)[:, -1]
-        table = self.token_embedding.weight if self.cfg.tie_embeddings else lm_head.weight
-        table_t = table.detach().t().contiguous()  # (d, V)
+        table_t = self.output_table().detach().t().contiguous()  # (d, V)
         bias = self.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
         if bias is not None:
             return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
@@ -274,7 +276,7 @@ class EncoderLM(TransformerBase):
         """Embeddings, cfg.n_encoder_layers encoder layers and the MLM head."""
         super().__init__(cfg)
         self.token_embedding = make_token_embedding(cfg)
-        self.positions = PositionalEncoding(cfg)
+        self.positions = InputEmbedding(cfg)
         self.encoder = Stack(cfg, cfg.n_encoder_layers, cross_attention=False)
         # MLM head as in BERT: dense + activation + LayerNorm, then the (tied) vocabulary projection.
         self.mlm_dense = nn.Linear(cfg.d_model, cfg.d_model)
@@ -305,8 +307,7 @@ class EncoderLM(TransformerBase):
         if positions is not None:
             hidden = select_positions(hidden, positions, ids, "ids")  # (N, d): the head is per position
         h = self.mlm_norm(ACTIVATION_FUNCTIONS[self.cfg.activation](self.mlm_dense(hidden)))
-        table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
-        logits = F.linear(h, table, self.mlm_bias)
+        logits = F.linear(h, self.output_table(), self.mlm_bias)
         if not return_attention:
             return logits
         return ModelOutput(logits, Attentions(encoder_self=[w["self"] for w in weights]))
@@ -321,7 +322,7 @@ class DecoderLM(TransformerBase):
         """Embeddings, cfg.n_decoder_layers causal layers and the tied output projection."""
         super().__init__(cfg)
         self.token_embedding = make_token_embedding(cfg)
-        self.positions = PositionalEncoding(cfg)
+        self.positions = InputEmbedding(cfg)
         self.decoder = Stack(cfg, cfg.n_decoder_layers, cross_attention=False)
         if not cfg.tie_embeddings:
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -338,7 +339,7 @@ class DecoderLM(TransformerBase):
         remember which of its keys were padding) or a (B, 1|H, T, start + T) attention mask.
         """
         self.check_ids(ids, "ids")
-        if start + ids.shape[1] > self.cfg.max_positions:
+        if start + ids.shape[1] > self.cfg.max_positions and self.cfg.positions != "rotary":
             raise ValueError(f"ids reach position {start + ids.shape[1]} > max_positions={self.cfg.max_positions}")
         return self._forward(ids, mask, return_attention, caches, start)
 
@@ -353,8 +354,7 @@ class DecoderLM(TransformerBase):
             self_mask = decoder_self_mask(mask, ids, self.cfg.pad_id, self.cfg.n_heads)
         x = self.positions(self.token_embedding(ids), start)
         hidden, weights = self.decoder(x, self_mask, caches=caches, need_weights=return_attention)
-        table = self.token_embedding.weight if self.cfg.tie_embeddings else self.lm_head.weight
-        logits = F.linear(hidden, table, self.final_logits_bias)  # (B, T, vocab)
+        logits = F.linear(hidden, self.output_table(), self.final_logits_bias)  # (B, T, vocab)
         if not return_attention:
             return logits
         return ModelOutput(logits, Attentions(decoder_self=[w["self"] for w in weights]))

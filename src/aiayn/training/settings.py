@@ -171,6 +171,7 @@ def _within(value: float, bounds: str) -> bool:
 def _model(name: str, help: str, **kw: Any) -> Setting:
     """A setting of the ModelConfig field `name`, of that field's type; None (the default): the task's model's."""
     kind = typing.get_type_hints(ModelConfig)[name]
+    kind = next((arg for arg in typing.get_args(kind) if arg is not type(None)), kind)  # int | None -> int
     default = {f.name: f.default for f in dataclasses.fields(ModelConfig)}[name]
     kw.setdefault("none", "the preset's")
     kw.setdefault("lm_none", _show(default))
@@ -226,6 +227,8 @@ SETTINGS: tuple[Setting, ...] = (
     _model("d_model", "model width d_model (§3.1)", lm=128, bounds=">= 1"),
     _model("n_heads", "attention heads h (§3.2.2); d_model must divide by it", lm=4, bounds=">= 1"),
     _model("d_ff", "inner width of the feed-forward layers (§3.3)", lm=512, bounds=">= 1"),
+    _model("d_k", "width of a head's queries, keys and values (§3.2.2: d_model / h; Table 3 (B) shrinks it)",
+           bounds=">= 1", none="d_model / n_heads", lm_none="d_model / n_heads"),
     Setting("encoder_layers", int, None, "encoder layers N (§3.1)", tasks=TRANSLATE, none="the preset's",
             bounds=">= 1", model=("n_encoder_layers",)),
     Setting("decoder_layers", int, None, "decoder layers N (§3.1)", tasks=TRANSLATE, none="the preset's",
@@ -235,7 +238,7 @@ SETTINGS: tuple[Setting, ...] = (
     _model("attention_dropout", "dropout on the attention weights (not in the paper)", bounds="[0, 1)"),
     _model("max_positions", "the longest sequence the positions cover", bounds=">= 1",
            lm_none="--context"),
-    _model("positions", "sinusoidal (§3.5) or learned position embeddings", lm="sinusoidal", choices=POSITION_KINDS),
+    _model("positions", "sinusoidal (§3.5), learned (Table 3 (E)) or rotary (RoFormer) positions", lm="sinusoidal", choices=POSITION_KINDS),
     _model("activation", "the feed-forward activation (§3.3: relu)", lm="relu", choices=ACTIVATIONS),
     _model("tie_embeddings", "one matrix for source, target and pre-softmax weights (§3.4)"),
     _model("scale_embeddings", "multiply token embeddings by sqrt(d_model) (§3.4)", lm=True),

@@ -1,0 +1,349 @@
+"""A grid of training runs from one TOML file (e.g. the paper's Table 3): plan, run (resumably), summarise.
+
+The file has a `[base]` table of `aiayn train` settings (the keys of a `--config` file), a top-level `seeds`
+list, and one `[variants.NAME]` table per row: the settings it changes from the base, optionally its own
+`seeds` and a `note`. Each (variant, seed) is one `aiayn train --config FILE --out DIR/runs/NAME-seedS` run;
+the sweep writes results.csv, results.md and results.png into DIR.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..io.loading import load  # noqa: E402
+from .run_folder import read_metrics  # noqa: E402
+from .translation import TrainConfig, TrainingError  # noqa: E402
+
+RESULT_FILE = "sweep_result.json"  # written into a run folder when its run has finished
+SWEEP_KEYS = ("seeds", "note")  # a variant's keys that are the sweep's, not `aiayn train`'s
+OWN_KEYS = ("out", "seed", "threads", "resume")  # set by the sweep for every run
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+-]*")
+
+
+class SweepError(TrainingError):
+    """A sweep file or folder that cannot be run as asked; the message names the entry and the fix."""
+
+
+@dataclass
+class Run:
+    """One training run: a variant at one seed, its `aiayn train` settings and its folder."""
+
+    variant: str
+    seed: int
+    settings: dict[str, Any]  # the --config file's keys (base + variant + seed)
+    run_dir: Path
+    config_file: Path
+    log_file: Path
+
+    @property
+    def name(self) -> str:
+        """NAME-seedS, the run folder's name."""
+        return f"{self.variant}-seed{self.seed}"
+
+
+@dataclass
+class Variant:
+    """A row of the table: the settings it changes from the base, a note, its seeds."""
+
+    name: str
+    changes: dict[str, Any]
+    seeds: list[int]
+    note: str = ""
+    runs: list[Run] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """Every run of a sweep, checked before the first starts."""
+
+    source: Path
+    out: Path
+    base: dict[str, Any]
+    variants: list[Variant]
+
+    @property
+    def runs(self) -> list[Run]:
+        """All runs, variant by variant, seed by seed."""
+        return [run for variant in self.variants for run in variant.runs]
+
+
+def plan_sweep(path: str | Path, out: str | Path) -> Plan:
+    """Read the sweep file and check every run's settings (keys, values, a buildable model): SweepError if not."""
+    path, out = Path(path), Path(out)
+    if not path.is_file():
+        raise SweepError(f"sweep file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise SweepError(f"{path} is not valid TOML: {error}") from None
+    unknown = sorted(set(data) - {"base", "seeds", "variants"})
+    if unknown:
+        raise SweepError(f"{path}: unknown top-level key(s) {unknown}: a sweep file has `seeds`, [base] and "
+                         f"[variants.NAME] tables")
+    base = data.get("base", {})
+    if not isinstance(base, dict):
+        raise SweepError(f"{path}: `base` must be a table of `aiayn train` settings ([base])")
+    seeds = _seeds(data.get("seeds", [1]), f"{path}: seeds")
+    variants_data = data.get("variants")
+    if not isinstance(variants_data, dict) or not variants_data:
+        raise SweepError(f"{path} has no [variants.NAME] table: name at least one variant (an empty table, "
+                         f"[variants.base], runs the base as it is)")
+    for key in OWN_KEYS:
+        if key in base:
+            raise SweepError(f"{path}: [base] sets {key!r}, which the sweep sets for every run "
+                             f"(seed: the `seeds` lists; threads: `aiayn sweep --threads`; out: --out)")
+    variants = []
+    for name, changes in variants_data.items():
+        where = f"{path}: [variants.{name}]"
+        if not isinstance(changes, dict):
+            raise SweepError(f"{where} must be a table of settings")
+        if not NAME.fullmatch(name):
+            raise SweepError(f"{where}: a variant's name becomes a folder name: use letters, digits and _ . = + -")
+        for key in OWN_KEYS:
+            if key in changes:
+                raise SweepError(f"{where} sets {key!r}, which the sweep sets for every run (seeds: `seeds = [..]`)")
+        nested = [key for key, value in changes.items() if isinstance(value, dict)]
+        if nested:
+            raise SweepError(f"{where} holds the table(s) {nested}: a dot in a table name nests tables; quote "
+                             f"names with dots, as [variants.\"{name}.{nested[0]}\"]")
+        variant = Variant(name, {k: v for k, v in changes.items() if k not in SWEEP_KEYS},
+                          _seeds(changes.get("seeds", seeds), f"{where} seeds"), str(changes.get("note", "")))
+        for seed in variant.seeds:
+            settings = {**base, **variant.changes, "seed": seed}
+            try:
+                TrainConfig.from_dict(settings, where)  # every key known, every value allowed, the model buildable
+            except TrainingError as error:
+                message = str(error)
+                raise SweepError(message if message.startswith(where) else f"{where}: {message}") from None
+            run_name = f"{name}-seed{seed}"
+            variant.runs.append(Run(name, seed, settings, out / "runs" / run_name, out / "configs" / f"{run_name}.toml",
+                                    out / "logs" / f"{run_name}.log"))
+        variants.append(variant)
+    return Plan(path, out, base, variants)
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    """A non-empty list of distinct integers, or a SweepError naming `where`."""
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in value) or len(set(value)) != len(value):
+        raise SweepError(f"{where} must be a non-empty list of distinct integers, got {value!r}")
+    return list(value)
+
+
+def run_state(run: Run) -> str:
+    """"done" (its final model and final evaluation are there), "resume" (checkpoints to continue) or "new"."""
+    if (run.run_dir / RESULT_FILE).is_file():
+        return "done"
+    if _final_record(run.run_dir) is not None:
+        return "done"
+    if any((run.run_dir / "checkpoints").glob("step_*")):
+        return "resume"
+    return "new"
+
+
+def _final_record(run_dir: Path) -> dict[str, Any] | None:
+    """The evaluation of the final model: a dev record at the last logged step, once model/ is written."""
+    if not (run_dir / "model" / "config.json").is_file() or not (run_dir / "metrics.jsonl").is_file():
+        return None
+    records = read_metrics(run_dir)
+    last_step = max((r.get("step", 0) for r in records), default=0)
+    finals = [r for r in records if "dev_ppl" in r and r.get("step") == last_step]
+    return finals[-1] if finals else None
+
+
+def write_toml(settings: dict[str, Any], path: Path) -> None:
+    """Top-level keys of strings, numbers, booleans and lists of them, as a TOML file."""
+    lines = [f"{key} = {_toml_value(value)}" for key, value in settings.items() if value is not None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _toml_value(value: Any) -> str:
+    """One TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
+Launcher = Callable[[Run, list[str], int], int]  # (run, `aiayn train` arguments, threads) -> exit status
+
+
+def subprocess_launcher(run: Run, argv: list[str], threads: int) -> int:
+    """`python -m aiayn train ARGV` in a child process with `threads` threads, its output into run.log_file."""
+    run.log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(run.log_file, "a", encoding="utf-8") as log:
+        return subprocess.run([sys.executable, "-m", "aiayn", "train", *argv], stdout=log, stderr=subprocess.STDOUT,
+                              env=env, check=False).returncode
+
+
+def execute(plan: Plan, workers: int = 1, threads: int = 0, launch: Launcher = subprocess_launcher,
+            log: Callable[[str], None] = print) -> None:
+    """Run every run not yet done (resuming interrupted ones), `workers` at a time, threads split between them."""
+    threads = max(1, (threads or os.cpu_count() or 1) // workers)
+    _check_unchanged(plan)
+    todo = []
+    for run in plan.runs:
+        state = run_state(run)
+        if state == "done":
+            log(f"{run.name}: done, kept")
+            continue
+        if state == "new" and run.run_dir.exists():  # stopped before its first checkpoint: nothing to keep
+            shutil.rmtree(run.run_dir)
+        write_toml(run.settings, run.config_file)
+        todo.append((run, state))
+    if not todo:
+        return
+
+    def one(item: tuple[Run, str]) -> None:
+        run, state = item
+        argv = ["--config", str(run.config_file), "--out", str(run.run_dir), "--threads", str(threads)]
+        argv += ["--resume"] if state == "resume" else []
+        log(f"{run.name}: {'resuming' if state == 'resume' else 'starting'} (log: {run.log_file})")
+        started = time.perf_counter()
+        status = launch(run, argv, threads)
+        if status != 0:
+            raise SweepError(f"run {run.name} failed (exit {status}): see {run.log_file}; fix it and run the "
+                             f"same `aiayn sweep` again (finished runs are kept)")
+        record = _final_record(run.run_dir)
+        if record is None:
+            raise SweepError(f"run {run.name} ended without a final model and evaluation: see {run.log_file}")
+        (run.run_dir / RESULT_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        log(f"{run.name}: done in {time.perf_counter() - started:.0f}s, dev ppl {record['dev_ppl']:.2f}, "
+            f"dev BLEU {record.get('dev_bleu', float('nan')):.2f}")
+
+    if workers == 1:
+        for item in todo:
+            one(item)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(one, item) for item in todo]:
+            future.result()
+
+
+def _check_unchanged(plan: Plan) -> None:
+    """Refuse to continue runs whose settings file differs from the plan (the sweep file was edited)."""
+    for run in plan.runs:
+        if run.config_file.is_file() and run.run_dir.exists():
+            old = tomllib.loads(run.config_file.read_text(encoding="utf-8"))
+            new = {k: v for k, v in run.settings.items() if v is not None}
+            if old != new:
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise SweepError(f"run {run.name} in {plan.out} was started with other settings ({', '.join(changed)} "
+                                 f"differ): use a new --out, or delete {run.run_dir} to rerun it")
+
+
+@dataclass
+class Row:
+    """One variant's results over its finished seeds."""
+
+    variant: str
+    note: str
+    changes: str
+    seeds: int
+    steps: int
+    params: int
+    dev_ppl_mean: float
+    dev_ppl_std: float
+    dev_bleu_mean: float
+    dev_bleu_std: float
+
+
+def summarise(plan: Plan) -> list[Row]:
+    """One row per variant with any finished run: mean and sample standard deviation over its seeds."""
+    rows = []
+    for variant in plan.variants:
+        records = []
+        for run in variant.runs:
+            path = run.run_dir / RESULT_FILE
+            if path.is_file():
+                records.append(json.loads(path.read_text(encoding="utf-8")))
+        if not records:
+            continue
+        params = load(variant.runs[0].run_dir / "model").num_parameters()
+        ppl = [r["dev_ppl"] for r in records]
+        bleu = [r.get("dev_bleu", math.nan) for r in records]
+        rows.append(Row(variant.name, variant.note, describe(variant.changes), len(records),
+                        max(r["step"] for r in records), params, statistics.fmean(ppl), _spread(ppl),
+                        statistics.fmean(bleu), _spread(bleu)))
+    return rows
+
+
+def _spread(values: list[float]) -> float:
+    """Sample standard deviation (0 for one value)."""
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def describe(changes: dict[str, Any]) -> str:
+    """The settings a variant changes, as `key=value` pairs ("base" for none)."""
+    return " ".join(f"{k}={_toml_value(v)}" for k, v in changes.items()) or "base"
+
+
+def write_results(plan: Plan, rows: list[Row]) -> list[Path]:
+    """results.csv, results.md and results.png in plan.out; returns their paths."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    names = list(Row.__dataclass_fields__)
+    csv_path = plan.out / "results.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names)
+        for row in rows:
+            writer.writerow([_cell(getattr(row, n)) for n in names])
+    md_path = plan.out / "results.md"
+    lines = [f"Sweep {plan.source.name}: dev perplexity per target token and dev BLEU, mean ± sample standard "
+             f"deviation over seeds.", "",
+             "| variant | changes | seeds | steps | params (M) | dev PPL | dev BLEU | note |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r.variant} | {r.changes} | {r.seeds} | {r.steps} | {r.params / 1e6:.2f} | "
+                     f"{r.dev_ppl_mean:.2f} ± {r.dev_ppl_std:.2f} | {r.dev_bleu_mean:.2f} ± {r.dev_bleu_std:.2f} | "
+                     f"{r.note} |")
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    png_path = plan.out / "results.png"
+    _plot(rows, png_path)
+    return [csv_path, md_path, png_path]
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: floats rounded to 4 decimals."""
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _plot(rows: list[Row], path: Path) -> None:
+    """Dev perplexity and dev BLEU per variant, with error bars of one standard deviation."""
+    names = [r.variant for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 0.5 * len(rows) + 3), 4), constrained_layout=True)
+    for ax, mean, std, label in ((axes[0], "dev_ppl_mean", "dev_ppl_std", "dev perplexity (per target token)"),
+                                 (axes[1], "dev_bleu_mean", "dev_bleu_std", "dev BLEU")):
+        ax.bar(names, [getattr(r, mean) for r in rows], yerr=[getattr(r, std) for r in rows], capsize=3,
+               color="tab:blue" if "ppl" in mean else "tab:green")
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=60)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
