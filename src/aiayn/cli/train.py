@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
     if result.test_scores is not None:
         print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {cfg.beam}:")
         print(result.test_scores)
-    print(f"model: {result.run_dir / 'model'}")
+    print(_model_line(result))
 
 
 def run_lm(args: argparse.Namespace) -> None:
@@ -63,12 +63,20 @@ def run_lm(args: argparse.Namespace) -> None:
     if _stopped(result) or not result.main:  # under torchrun, rank 0 reports
         return
     final = result.final or {}
-    unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
+    unit = "nats per character" if cfg.tokenizer_kind == "char" and not cfg.init_from else "nats per token"
     line = f"validation loss {final.get('val_loss', float('nan')):.4f} {unit}"
     if "val_acc" in final:
         line += f", masked-token accuracy {final['val_acc']:.3f}"
     print(f"{line} (step {result.step}, {final.get('train_s', 0):.0f}s training)")
-    print(f"model: {result.run_dir / 'model'}")
+    print(_model_line(result))
+
+
+def _model_line(result: typing.Any) -> str:
+    """The final line: where the model is, and which step it is when --keep-best chose it."""
+    line = f"model: {result.run_dir / 'model'}"
+    if result.best is not None:
+        line += f" (the best evaluation: {result.best}{'; stopped early (--patience)' if result.stopped_early else ''})"
+    return line
 
 
 def _train_task(args: argparse.Namespace) -> str:
@@ -141,7 +149,7 @@ def _train_flag_types(config_cls: type | None = None) -> dict[str, tuple[Callabl
         elif "float" in hint:  # rates, probabilities, betas, seconds: none is negative
             kinds[f.name] = (float_in(0.0), "X")
         else:
-            paths = ("out", "data", "target", "dev", "dev_target", "test", "test_target")
+            paths = ("out", "data", "target", "dev", "dev_target", "test", "test_target", "init_from")
             kinds[f.name] = (str, "DURATION" if f.name == "time_budget" else "PATH" if f.name in paths else "NAME")
     return kinds
 
