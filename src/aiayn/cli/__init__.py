@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from ..runtime.log import print_always
 from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, sweep, train, translate
 from .common import UserError
 
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `aiayn` and `python -m aiayn`."""
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     args.owns_process = argv is None  # the command line of this process: process-wide settings may apply
+    print_always()  # the library's log lines (logger "aiayn") on stderr, as plain lines
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)

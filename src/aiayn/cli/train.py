@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import sys
+import typing
 from collections.abc import Callable
 
 from ..runtime.allocator import tune_cpu_allocator
@@ -33,12 +34,12 @@ def run(args: argparse.Namespace) -> None:
             print(result.test_scores)
     else:
         final = result.final or {}
-        unit = "nats per character" if cfg.tokenizer_kind == "char" else "nats per token"
+        unit = "nats per character" if cfg.tokenizer_kind == "char" and not cfg.init_from else "nats per token"
         line = f"validation loss {final.get('val_loss', float('nan')):.4f} {unit}"
         if "val_acc" in final:
             line += f", masked-token accuracy {final['val_acc']:.3f}"
         print(f"{line} (step {result.step}, {final.get('train_s', 0):.0f}s training)")
-    print(f"model: {result.run_dir / 'model'}")
+    print(_model_line(result))
 
 
 def settings(args: argparse.Namespace) -> tuple[str, TrainConfig | LMTrainConfig]:
@@ -51,6 +52,14 @@ def settings(args: argparse.Namespace) -> tuple[str, TrainConfig | LMTrainConfig
         return task, resolve(task, flags, args.config, args.resume, CONFIGS)
     except user_errors() as error:
         raise UserError(str(error)) from None
+
+
+def _model_line(result: typing.Any) -> str:
+    """The final line: where the model is, and which step it is when --keep-best chose it."""
+    line = f"model: {result.run_dir / 'model'}"
+    if result.best is not None:
+        line += f" (the best evaluation: {result.best}{'; stopped early (--patience)' if result.stopped_early else ''})"
+    return line
 
 
 def _tune_allocator(args: argparse.Namespace) -> None:

@@ -60,8 +60,8 @@ def train_char_tokenizer(text: str, extra_special: list[str] | None = None) -> T
 
 
 def encode_text(tokenizer: Tokenizer, text: str) -> Tensor:
-    """The whole text as one (N,) LongTensor of ids."""
-    return torch.tensor(tokenizer.encode(text).ids, dtype=torch.long)
+    """The whole text as one (N,) LongTensor of ids (one stream: no [CLS] / [SEP] a BERT tokenizer would add)."""
+    return torch.tensor(tokenizer.encode(text, add_special_tokens=False).ids, dtype=torch.long)
 
 
 def random_windows(ids: Tensor, batch_size: int, context: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,9 @@ import torch
 from sacrebleu.metrics import BLEU, CHRF
 
 from ..data.tokenizer import decode, encode_source
+from ..runtime.log import get_logger
+
+logger = get_logger("inference")
 
 
 @dataclass
@@ -49,7 +51,7 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     (max_positions - 50 tokens, leaving §6.1's +50 for the output) is cut to its first tokens, with a warning.
     """
     cfg = model.cfg
-    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr, flush=True))
+    warn = warn or (lambda message: logger.warning(f"warning: {message}"))
     limit = max_source_tokens or max(cfg.max_positions - 50, 1)
     texts = [_valid_unicode(text) for text in texts]
     encoded = [encode_source(tok, text) for text in texts]

@@ -29,8 +29,9 @@ from ..data.lm import (
 )
 from ..data.tokenizer import train_bpe
 from ..model.config import ModelConfig
-from ..model.models import DecoderLM, EncoderLM
+from ..model.models import DecoderLM, EncoderLM, TransformerBase
 from ..runtime.precision import autocast
+from .init_from import InitError
 from .loss import fp32_cross_entropy
 from .run_folder import plot_curves
 from .schedule import make_schedule
@@ -117,8 +118,34 @@ class LMTrainer(RankTrainer):
 
     result_type = LMTrainResult
     _learned = ""  # rank 0 of a fresh run: how long learning the tokenizer took
+    best_metrics = {"loss": ("val_loss", False)}
 
     cfg: LMTrainConfig
+
+    def check_settings(self) -> None:
+        """The task this trainer trains (for --init-from's model kind)."""
+        self.task = self.cfg.task
+
+    @property
+    def architecture_settings(self) -> dict[str, str]:  # type: ignore[override]
+        """The settings that name a ModelConfig field, checked against an --init-from model."""
+        layers = "n_decoder_layers" if self.cfg.task == "lm" else "n_encoder_layers"
+        return {"vocab_size": "vocab_size", "n_layers": layers, "n_heads": "n_heads", "d_model": "d_model",
+                "d_ff": "d_ff", "norm": "norm", "positions": "positions", "activation": "activation",
+                "scale_embeddings": "scale_embeddings"}
+
+    def check_start(self, model: TransformerBase) -> ModelConfig:
+        """The --init-from model's settings (a named --dropout replacing its own); its tokenizer is the run's,
+        and its positions must hold a --context window."""
+        cfg = self.cfg
+        if cfg.tokenizer is not None:
+            raise InitError(f"--tokenizer {cfg.tokenizer} contradicts --init-from {cfg.init_from}: the run uses that "
+                            f"model's tokenizer.json; drop --tokenizer")
+        if cfg.context > model.cfg.max_positions:
+            raise InitError(f"--context {cfg.context} is longer than the --init-from model {cfg.init_from} reads "
+                            f"(max_positions {model.cfg.max_positions}): give --context {model.cfg.max_positions} "
+                            f"or less")
+        return model.cfg if cfg.dropout is None else model.cfg.replace(dropout=cfg.dropout)
 
     def read_data(self) -> None:
         """The text, split into training and validation parts."""
@@ -141,9 +168,8 @@ class LMTrainer(RankTrainer):
     def encode_data(self) -> None:
         """Both parts as ids, each at least one context window long."""
         cfg = self.cfg
-        if cfg.task == "mlm" and self.tokenizer.token_to_id(MASK_TOKEN) != MASK_ID:
-            raise TrainingError(f"the tokenizer's {MASK_TOKEN} token has id {self.tokenizer.token_to_id(MASK_TOKEN)}"
-                                f", expected {MASK_ID}: a masked-LM run needs a char or wordpiece tokenizer")
+        if cfg.task == "mlm":
+            self.mask_id, self.special_ids = self._mask_ids()
         self.train_ids = encode_text(self.tokenizer, self._train_text)
         self.val_ids = encode_text(self.tokenizer, self._val_text)
         source = "the bundled Shakespeare" if cfg.data == BUNDLED_TEXT else cfg.data
@@ -180,11 +206,22 @@ class LMTrainer(RankTrainer):
         """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
         return {**self._rank_state(), "tokens_seen": self.tokens_seen, "data_rng": self.generator.get_state()}
 
+    def _mask_ids(self) -> tuple[int, list[int]]:
+        """The tokenizer's [MASK] id and its special tokens' ids (never chosen, never drawn as random tokens):
+        <pad> <s> </s> <unk> [MASK] = 0-4 in aiayn's char and wordpiece tokenizers; e.g. [PAD] [UNK] [CLS] [SEP]
+        [MASK] = 0, 100-103 in BERT's."""
+        mask_id = self.tokenizer.token_to_id(MASK_TOKEN)
+        if mask_id is None:
+            raise TrainingError(f"the tokenizer has no {MASK_TOKEN} token: a masked-LM run needs one (aiayn's char "
+                                f"and wordpiece tokenizers, BERT's)")
+        added = self.tokenizer.get_added_tokens_decoder()
+        specials = {i for i, token in added.items() if token.special} | {mask_id}
+        return mask_id, sorted(specials | {self.model_cfg.pad_id, self.model_cfg.bos_id, self.model_cfg.eos_id})
+
     def _mask(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """BERT's masking of windows x (B, T): (inputs, labels), labels IGNORE_INDEX where not chosen."""
-        specials = list(range(MASK_ID + 1))  # <pad> <s> </s> <unk> [MASK]: never chosen, never drawn
-        return mask_tokens(x, MASK_ID, self.model.cfg.vocab_size, specials, generator,
-                           select_prob=self.cfg.mask_prob, first_regular_id=MASK_ID + 1)
+        return mask_tokens(x, self.mask_id, self.model.cfg.vocab_size, self.special_ids, generator,
+                           select_prob=self.cfg.mask_prob, first_regular_id=max(self.special_ids) + 1)
 
     def _inputs_and_labels(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """lm: the windows (B, T) and their next tokens; mlm: the masked windows and the chosen tokens' labels."""

@@ -300,6 +300,16 @@ SETTINGS: tuple[Setting, ...] = (
             "apart before the last step (§6.1 averaged 5; 0: the last step's weights)"),
     Setting("average_every", int, 0, "steps between the checkpoints averaged at the end (0: spread over the "
             "last 5% of the planned steps)"),
+    # --- not in the paper: where a run starts, which model it keeps, when it stops, TensorBoard
+    Setting("init_from", str, None, "start from this model folder (aiayn's, or a local Hugging Face one: Marian, "
+            "BART, GPT-2, OPT, BERT): its tokenizer, architecture and weights, a fresh optimizer and schedule",
+            none="a new model", metavar="PATH"),
+    Setting("keep_best", str, "bleu", "best/ and, at the end, model/ hold the step of the best dev BLEU (bleu), "
+            "the lowest validation loss (loss), or the last step (none)", lm="loss",
+            choices=("bleu", "loss", "none")),
+    Setting("patience", int, 0, "stop after N evaluations without a better --keep-best score (0: never)"),
+    Setting("tensorboard", bool, False, "write metrics.jsonl's numbers to RUN/tensorboard/ too (pip install "
+            "'aiayn[tensorboard]')"),
     Setting("dev_beam", int, 1, "beam of the dev BLEU during training (1: greedy)", tasks=TRANSLATE, bounds=">= 1"),
     Setting("test_bleu_at", list, [], "steps at which to score the test set too", tasks=TRANSLATE,
             metavar="N,N,..."),

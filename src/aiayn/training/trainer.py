@@ -30,11 +30,17 @@ from ..model.layers import TransformerLayer
 from ..model.models import TransformerBase
 from ..runtime import distributed
 from ..runtime.device import resolve_device
+from ..runtime.log import get_logger
 from ..runtime.precision import autocast_dtype
+from .best import BestKeeper, install_best, save_best
+from .board import Board, check_available
 from .budget import UNLIMITED, BudgetPlan, parse_duration
 from .checkpoints import average_checkpoints, list_checkpoints, load_trainer_state, save_checkpoint
+from .init_from import InitError, check_architecture, describe, load_start, named_settings
 from .run_folder import read_run_tokenizer, start_run_folder, truncate_metrics
 from .schedule import DecaySchedule
+
+logger = get_logger("training")
 
 
 # By default the checkpoints averaged at the end (average_last) are spread over this share of the planned
@@ -57,6 +63,8 @@ class TrainResult:
     main: bool = True  # False on the ranks > 0 of a torchrun job (rank 0 reports)
     test_scores: Any = None
     stop_signal: int | None = None  # signal.SIGINT or signal.SIGTERM when interrupted
+    best: str | None = None  # model/ holds the best evaluation's weights: e.g. "dev_bleu 12.3 at step 500"
+    stopped_early: bool = False  # --patience evaluations without a better score ended the run
 
 
 class LossOnHost:
@@ -131,8 +139,16 @@ class RankTrainer:
     restore_data and ready. A task also defines train_step (drawing its batches, then _optimizer_step, its
     forward under autocast(self.device, self.autocast_dtype)), trainer_state, evaluate, _announce and _final.
     Its cfg has out, device, precision, dist_timeout, fsdp, threads, seed, accumulate, clip_norm, steps,
-    time_budget, log_every, eval_every, save_every and keep_last, lr_schedule() and to_dict().
+    time_budget, log_every, eval_every, save_every, keep_last, init_from, keep_best, patience and tensorboard,
+    lr_schedule() and to_dict().
     """
+
+    task = "translate"  # the kind of model it trains (aiayn.training.init_from.TASK_KINDS)
+    # keep_best choice -> (evaluation record field, higher is better)
+    best_metrics: dict[str, tuple[str, bool]] = {"loss": ("dev_loss", False)}
+    # settings that name a ModelConfig field (setting -> field), checked against an --init-from model
+    architecture_settings: dict[str, str] = {}
+    board: Board | None = None
 
     token_prefix = ""  # metric names: "tok_per_s", "tokens_seen"; the translator counts target tokens: "tgt_"
     result_type: type[TrainResult] = TrainResult
@@ -160,16 +176,25 @@ class RankTrainer:
         self.cfg = cfg = self._join(cfg, log)
         self._choose_precision()
         self.check_settings()
+        self._check_extras()
+        self.best = BestKeeper.for_run(cfg.keep_best, self.best_metrics, cfg.patience)
         self.run_dir = Path(cfg.out)
         checkpoints = self._run_folder(self.run_dir, resume)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.read_data()
+        self._start: TransformerBase | None = None  # rank 0 of an --init-from run: the model it starts from
         self.tokenizer, model_cfg = self._from_rank_0(
-            lambda: read_run_tokenizer(self.run_dir) if resume else self.learn_tokenizer())
+            lambda: read_run_tokenizer(self.run_dir) if resume else
+            self._initial() if cfg.init_from else self.learn_tokenizer())
+        self.model_cfg = model_cfg
         self.encode_data()
-        self._place(self.build_model(model_cfg))
+        model = self.build_model(model_cfg)
+        if self._start is not None:  # the other ranks receive rank 0's weights (DDP, or FSDP in _place)
+            model.load_state_dict(self._start.state_dict())
+            self._start = None
+        self._place(model)
         self.schedule = cfg.lr_schedule(model_cfg.d_model)
         self.optimizer = self.build_optimizer()
         self.step, self.tokens_seen, self.train_seconds = 0, 0, 0.0
@@ -178,14 +203,66 @@ class RankTrainer:
         self._plan()  # the steps to take (cfg.steps, cfg.time_budget); a resumed run continues its own plan
         if resume:
             self._restore(checkpoints[-1])
-        self.write = start_run_folder(self.run_dir, self.model, self.tokenizer, cfg.to_dict(), not resume) \
+        settings = cfg.to_dict()
+        if cfg.init_from:  # where the run started, whatever the working folder of a later resume
+            settings["init_from"] = str(Path(cfg.init_from).resolve())
+        self.write = start_run_folder(self.run_dir, self.model, self.tokenizer, settings, not resume) \
             if self.dist.is_main else (lambda record: None)
+        if cfg.tensorboard and self.dist.is_main:
+            self.board = Board(self.run_dir, self.step + 1)
+            self.write = self._also_to_board(self.write, self.board)
         self._wrap()
         self.ready()
+
+    def _check_extras(self) -> None:
+        """keep_best names one of this task's metrics (or none), patience has something to count, and the
+        tensorboard package is there when asked for; a TrainingError naming the setting otherwise."""
+        cfg = self.cfg
+        choices = (*self.best_metrics, "none")
+        if cfg.keep_best not in choices:
+            raise TrainingError(f"keep_best must be one of {choices} for --task {self.task}, got {cfg.keep_best!r}")
+        if cfg.patience and cfg.keep_best == "none":
+            raise TrainingError(f"patience {cfg.patience} counts evaluations without a better --keep-best score: "
+                                f"give --keep-best {'|'.join(self.best_metrics)}, or drop --patience")
+        if cfg.patience and not cfg.eval_every:
+            raise TrainingError(f"patience {cfg.patience} counts evaluations, but eval_every is 0 (only the final "
+                                f"one): give --eval-every N")
+        if cfg.tensorboard:
+            try:
+                check_available()
+            except ImportError as error:
+                raise TrainingError(str(error)) from None
+
+    def _initial(self) -> tuple[Tokenizer, ModelConfig]:
+        """Rank 0 of an --init-from run: that model's tokenizer and settings (its dropout replaced by a named one);
+        its weights wait in self._start for build_model's model."""
+        folder = self.cfg.init_from
+        try:
+            model, tokenizer = load_start(folder, self.task)
+            check_architecture(named_settings(self.cfg), self.architecture_settings, model, folder)
+            model_cfg = self.check_start(model)
+        except InitError as error:
+            raise TrainingError(str(error)) from None
+        self.log(describe(model, tokenizer, folder))
+        self._start = model
+        return tokenizer, model_cfg
+
+    @staticmethod
+    def _also_to_board(write: Callable[[dict[str, Any]], None], board: Board) -> Callable[[dict[str, Any]], None]:
+        """A metrics writer that also sends each record to TensorBoard."""
+        def both(record: dict[str, Any]) -> None:
+            write(record)
+            board.add(record)
+
+        return both
 
     # --- the task's hooks, in the order __init__ calls them
     def check_settings(self) -> None:
         """Refuse settings only this task checks (TrainingError), before anything is read."""
+
+    def check_start(self, model: TransformerBase) -> ModelConfig:
+        """The settings of the run's model from an --init-from model's (InitError for a setting it cannot meet)."""
+        return model.cfg
 
     def read_data(self) -> None:
         """Read the corpus or text (every rank), raising TrainingError for an unusable one."""
@@ -231,7 +308,7 @@ class RankTrainer:
 
         Rank 0 alone logs; its settings (which on --resume come from its run folder) are every rank's.
         """
-        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.log = log or logger.info
         self.dist = distributed.init(resolve_device(cfg.device), cfg.dist_timeout)
         self.device = self.dist.device
         if not self.dist.is_main:
@@ -332,6 +409,7 @@ class RankTrainer:
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)
         self.average_steps = list(state.get("average_steps", []))
+        self.best.load(state.get("best"))
         self._plan(state)
         return state
 
@@ -355,7 +433,7 @@ class RankTrainer:
                      else self.optimizer.state_dict())
         state = {"optimizer": optimizer, "step": self.step, "train_seconds": self.train_seconds,
                  "torch_rng": torch.get_rng_state(), "cuda_rng": cuda_rng, "plan": self.plan.state(),
-                 "average_steps": list(self.average_steps)}
+                 "average_steps": list(self.average_steps), "best": self.best.state()}
         if self.dist.enabled:  # every rank's dropout stream, so a resume with as many ranks is exact
             state["rank_rngs"] = self.dist.gather((torch.get_rng_state(), cuda_rng))
         return state
@@ -451,18 +529,33 @@ class RankTrainer:
         if self.dist.enabled:
             self.log(f"data parallel ({'FSDP' if self.sharded else 'DDP'}): {self.dist.world_size} ranks "
                      f"({torch.distributed.get_backend()}), {self.cfg.accumulate} batch(es) per rank per step")
-        losses, stop_signal = self._train_loop()
-        checkpoint = self.save()
-        if stop_signal is not None:
-            self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
-            return self.result_type(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
-        with self._full_model():
-            if not self.dist.is_main:
-                return self.result_type(self.run_dir, self.step, losses, main=False)
-            if self.cfg.average_last:
-                self._average_into_model()
-            save_model(self.model, self.run_dir / "model", self.tokenizer)
-            return self._final(losses)
+        try:
+            losses, stop_signal = self._train_loop()
+            checkpoint = self.save()
+            if stop_signal is not None:
+                self.log(f"interrupted at step {self.step}: saved {checkpoint}; continue with --resume")
+                return self.result_type(self.run_dir, self.step, losses, interrupted=True, stop_signal=stop_signal)
+            with self._full_model():
+                if not self.dist.is_main:
+                    return self.result_type(self.run_dir, self.step, losses, main=False)
+                if self.cfg.average_last:
+                    self._average_into_model()
+                save_model(self.model, self.run_dir / "model", self.tokenizer)
+                result = self._final(losses)
+            result.stopped_early = self.best.out_of_patience
+            if self.best.step is not None:
+                if self.cfg.average_last:  # model/ stays the average that was asked for (§6.1)
+                    self.log(f"best/ holds the best evaluation: {self.best.describe()}; model/ is the average")
+                else:
+                    if self.best.step != self.step:
+                        install_best(self.run_dir, self.run_dir / "model")
+                    result.best = self.best.describe()
+                    self.log(f"model/ holds the best evaluation: {result.best} (the last step is {self.step}; its "
+                             f"checkpoint is in checkpoints/)")
+            return result
+        finally:
+            if self.board is not None:
+                self.board.close()
 
     def _average_into_model(self) -> None:
         """Rank 0, at the end: the model becomes the mean of the last average_last checkpoints saved for it
@@ -528,6 +621,11 @@ class RankTrainer:
                     self._on_schedule()
                     mark = time.perf_counter() - clock_zero
                     plan.spent(mark - now, evaluated)
+                    if evaluated and self.dist.any(self.best.out_of_patience):  # rank 0 evaluates, all stop
+                        self.log(f"stopping early at step {self.step}: {self.best.since} evaluations without a "
+                                 f"better {self.best.key} than {self.best.describe()} (--patience "
+                                 f"{self.best.patience})")
+                        break
                 if self.dist.any(stop.requested):  # all ranks stop after the same step
                     stop_signal = stop.signal or signal.SIGINT
                     break
@@ -602,6 +700,8 @@ class RankTrainer:
                        "eval_s": round(time.perf_counter() - started, 1)})
         self.write(record)
         self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
+        if self.best.update(record):
+            save_best(self.run_dir, self.model, self.tokenizer, self.best)
 
     def _announce(self) -> None:
         """Log what is about to train."""

@@ -16,8 +16,9 @@ from ..data.corpus import Corpus, load_corpus
 from ..data.tokenizer import EOS_ID, encode_batch, train_bpe
 from ..inference.evaluation import Scores, score, translate
 from ..model.config import ModelConfig
-from ..model.models import Transformer
+from ..model.models import Transformer, TransformerBase
 from ..runtime.precision import autocast
+from .init_from import InitError
 from .loss import label_smoothed_loss
 from .run_folder import (
     plot_curves,
@@ -66,8 +67,24 @@ class Trainer(RankTrainer):
     """One training run in one folder: set up (or resume), step, evaluate, checkpoint (on every rank)."""
 
     token_prefix = "tgt_"  # the translator counts target tokens
+    best_metrics = {"bleu": ("dev_bleu", True), "loss": ("dev_loss", False)}
+    architecture_settings = {"vocab_size": "vocab_size", "d_model": "d_model", "n_heads": "n_heads", "d_ff": "d_ff",
+                             "encoder_layers": "n_encoder_layers", "decoder_layers": "n_decoder_layers",
+                             "norm": "norm"}
 
     cfg: TrainConfig
+
+    def check_start(self, model: TransformerBase) -> ModelConfig:
+        """The --init-from model's settings, with a named --dropout; a named --preset must have its shape."""
+        cfg = self.cfg
+        if cfg.preset != TrainConfig.preset:
+            preset = ModelConfig.preset(cfg.preset, vocab_size=model.cfg.vocab_size)
+            for name in ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers"):
+                if getattr(preset, name) != getattr(model.cfg, name):
+                    raise InitError(f"--preset {cfg.preset} ({name} {getattr(preset, name)}) contradicts the "
+                                    f"--init-from model {cfg.init_from}, whose {name} is {getattr(model.cfg, name)}: "
+                                    f"the run takes that model's architecture; drop --preset")
+        return model.cfg if cfg.dropout in (None, TrainConfig.dropout) else model.cfg.replace(dropout=cfg.dropout)
 
     def read_data(self) -> None:
         """The parallel corpus and its train / dev / test split."""
@@ -95,7 +112,9 @@ class Trainer(RankTrainer):
     def encode_data(self) -> None:
         """Training pairs as ids (those within max_len), the dev pairs, and the token-budget batcher (§5.1)."""
         cfg = self.cfg
-        self.examples = _encode_pairs(self.tokenizer, self.corpus.train, cfg.max_len)
+        # pairs longer than the model's positions cannot train (an --init-from model may have fewer than max_len)
+        max_len = min(cfg.max_len, self.model_cfg.max_positions) if cfg.init_from else cfg.max_len
+        self.examples = _encode_pairs(self.tokenizer, self.corpus.train, max_len)
         if not self.examples:
             raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
         self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)

@@ -1,0 +1,105 @@
+"""The best evaluation's model in best/ (and at the end in model/), and early stopping after `patience` evaluations
+without a better score; the same for every task (each names its metrics in RankTrainer.best_metrics).
+
+Not in the paper, which averages the last checkpoints instead (§6.1: `aiayn average`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..io.atomic import atomic_write_text
+from ..io.model_folder import save_model
+
+BEST_DIR = "best"
+BEST_FILE = "best.json"  # in best/: the step, the metric and its score
+NONE = "none"
+
+
+@dataclass
+class BestKeeper:
+    """The best score so far of one metric of the evaluation records, and the evaluations since it."""
+
+    choice: str  # the keep_best setting: "bleu", "loss" or "none"
+    key: str | None  # the record's field, e.g. "dev_bleu"; None: nothing is kept
+    higher_is_better: bool = True
+    patience: int = 0  # stop after this many evaluations without a better score; 0: never
+    score: float | None = None
+    step: int | None = None
+    since: int = 0  # evaluations since the best one
+
+    @classmethod
+    def for_run(cls, choice: str, metrics: dict[str, tuple[str, bool]], patience: int) -> BestKeeper:
+        """The keeper of a run's keep_best choice among the task's `metrics` (choice -> (field, higher is better))."""
+        if choice == NONE:
+            return cls(choice, None, patience=patience)
+        key, higher = metrics[choice]
+        return cls(choice, key, higher, patience)
+
+    def update(self, record: dict[str, Any]) -> bool:
+        """Count an evaluation record; True if its score is the best so far (a record without it is not counted)."""
+        if self.key is None or self.key not in record:
+            return False
+        value = float(record[self.key])
+        better = self.score is None or (value > self.score if self.higher_is_better else value < self.score)
+        if better:
+            self.score, self.step, self.since = value, int(record["step"]), 0
+        else:
+            self.since += 1
+        return better
+
+    @property
+    def out_of_patience(self) -> bool:
+        """True once `patience` evaluations in a row brought no better score."""
+        return self.key is not None and self.patience > 0 and self.since >= self.patience
+
+    def describe(self) -> str:
+        """E.g. "dev_bleu 12.34 at step 500"."""
+        return f"{self.key} {self.score:.4g} at step {self.step}" if self.step is not None else "no evaluation yet"
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run continues the comparison and the patience count."""
+        return {"key": self.key, "score": self.score, "step": self.step, "since": self.since}
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        """Continue from a checkpoint's state (ignored if it kept another metric, or none)."""
+        if state and state.get("key") == self.key:
+            self.score, self.step, self.since = state["score"], state["step"], state["since"]
+
+
+def save_best(run_dir: Path, model: Any, tokenizer: Any, keeper: BestKeeper) -> Path:
+    """run_dir/best/: the model at keeper.step and best.json, written whole in a temporary folder and swapped in."""
+    final, tmp, old = run_dir / BEST_DIR, run_dir / f".{BEST_DIR}.tmp", run_dir / f".{BEST_DIR}.old"
+    for stale in (tmp, old):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        save_model(model, tmp, tokenizer)
+        atomic_write_text(tmp / BEST_FILE, json.dumps({"step": keeper.step, "metric": keeper.key,
+                                                        "score": keeper.score}) + "\n")
+    except BaseException:  # e.g. a full disk: the previous best/ stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap(tmp, final, old)
+    return final
+
+
+def install_best(run_dir: Path, model_dir: Path) -> None:
+    """Replace model_dir by a copy of run_dir/best/ (its model files; best.json stays in best/), swapped in whole."""
+    source = run_dir / BEST_DIR
+    tmp, old = model_dir.with_name(f".{model_dir.name}.tmp"), model_dir.with_name(f".{model_dir.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(BEST_FILE))
+    _swap(tmp, model_dir, old)
+
+
+def _swap(tmp: Path, final: Path, old: Path) -> None:
+    """Put folder tmp in final's place: the old one renamed aside first, then deleted (no half folder on a kill)."""
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
