@@ -150,7 +150,7 @@ def toy_pairs(n: int = 6000, seed: int = 0) -> list[tuple[str, str]]:
 
 
 TOY_TRAIN_FLAGS = ["--steps", "200", "--time-budget", "10m", "--d-model", "64", "--d-ff", "256", "--n-heads", "4",
-                   "--encoder-layers", "2", "--decoder-layers", "2", "--vocab-size", "120", "--warmup", "60",
+                   "--encoder-layers", "2", "--decoder-layers", "2", "--vocab-size", "300", "--warmup", "60",
                    "--batch-tokens", "1024", "--dev-size", "50", "--test-size", "50", "--no-final-test",
                    "--eval-every", "0", "--save-every", "100000", "--log-every", "50"]
 
@@ -180,7 +180,7 @@ def toy_training_summary() -> tuple[str, str]:
     """(the command that trained the toy translator, the last lines of its log)."""
     folder = toy_translator().parent
     command = " ".join(json.loads((folder / "command.json").read_text()))
-    lines = [line for line in (folder / "train.log").read_text().splitlines() if line.startswith(("step", "done"))]
+    lines = [line for line in (folder / "train.log").read_text().splitlines() if line.startswith("step")]
     return command, "\n".join(lines[-3:])
 
 
@@ -218,11 +218,15 @@ def draw_beam_tree(hypotheses: list[Any], words: Callable[[list[int]], list[str]
         label = prefix[-1] if prefix else "<s>"
         ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=2,
                 bbox=dict(boxstyle="round,pad=0.25", fc="white", ec="0.4"))
+    labelled: set[tuple[str, ...]] = set()
     for rank, (leaf, hyp, lps) in enumerate(zip(leaves, hypotheses, step_log_probs)):
         x, y = nodes[leaf]
-        ax.text(x + 0.6, y, f"log P = {hyp.log_prob:.2f}   score = {hyp.score:.2f}" + ("   (best)" if rank == 0 else ""),
-                va="center", fontsize=9, color="C3" if rank == 0 else "0.2")
+        label = f"log P = {hyp.log_prob:.2f}   score = {hyp.score:.2f}" + ("   (best)" if rank == 0 else "")
+        ax.text(x + 0.6, y, label, va="center", fontsize=9, color="C3" if rank == 0 else "0.2")
         for depth, lp in enumerate(lps, start=1):  # the log-probability of each token, under its edge
+            if leaf[:depth] in labelled:
+                continue
+            labelled.add(leaf[:depth])
             cx, cy = nodes[leaf[:depth]]
             ax.text(cx - 0.5, cy - 0.28, f"{lp:.2f}", ha="center", fontsize=6.5, color="C0")
     ax.set_xlim(-0.6, max(x for x, _ in nodes.values()) + 4.2)
