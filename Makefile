@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine (see README):
 #   make run    install, train a translator on the bundled corpus, translate a few sentences
-#   make test   install with the test extras, run the default (fast) test suite
+#   make test   install with the test extras, run the default (fast) test suite and build the docs strictly
+#   make docs   build the documentation site into site/ (offline, strict); make docs-serve serves it
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # torch is pinned: 2.13.0 is a local CPU build here; an unpinned torch pulls a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: setup setup-test run test test-slow demo browser
+.PHONY: setup setup-test setup-docs run test test-slow demo browser docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[dev,test]"
+	touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[docs]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -46,7 +51,19 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } || \
 	  echo "chromium not installed (needs root: apt-get install -y chromium); the browser test will be skipped"
 
-test: setup-test browser
+# The site (mkdocs.yml): guide, the walk-through whose examples run while it builds (a toy translator trained
+# once and cached in .cache/docs/), API reference, benchmarks, results. Strict: a broken link, a missing code
+# include or a failing example fails the build. Nothing is fetched from the network.
+setup-docs: $(VENV)/.installed-docs
+
+docs: setup-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
+docs-serve: setup-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --strict
+
+# the docs are built first, so tests/test_docs_browser.py opens the site just built
+test: setup-test browser docs
 	$(BIN)/python -m pytest -q
 
 test-slow: setup-test

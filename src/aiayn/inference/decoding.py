@@ -342,6 +342,7 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
         log_probs = logits.float().log_softmax(-1)
         if step < min_length:
             log_probs[:, cfg.eos_id] = float("-inf")
+        # --8<-- [start:beam-step]
         # The 2K best continuations of a sentence are among the 2K best of each of its beams: a top-k per
         # beam row (parallel over rows) and then one over the K*2K survivors beats one top-k over K*V.
         row_scores, row_tokens = log_probs.topk(2 * k, dim=-1)  # (b*K, 2K)
@@ -355,6 +356,7 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
         scores = top_scores.gather(1, order)
         parent = (top_beam.gather(1, order) + beam_offsets[:b]).view(-1)  # (b*K,) rows to continue
         next_token = top_token.gather(1, order).view(-1)
+        # --8<-- [end:beam-step]
         length = step + 1  # |Y| of a hypothesis ending at this step, EOS included
         ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
         at_limit = [source.limits[s] <= length for s in active]

@@ -429,7 +429,7 @@ def from_huggingface(source: Any) -> TransformerBase:
 
     BERT -> EncoderLM, GPT-2 and OPT -> DecoderLM, Marian and BART -> Transformer. Raises ConversionError naming
     an unsupported architecture or option, or the missing / unexpected / mis-shaped tensors. Tensors aiayn
-    has no place for (BERT's pooler, buffers) are listed in cfg.extra["huggingface"]["dropped"]; parts the
+    has no place for (BERT's pooler, buffers) are listed in `cfg.extra["huggingface"]["dropped"]`; parts the
     checkpoint lacks (the MLM head of a plain BertModel) keep their initialisation and are listed under
     "untrained".
     """

@@ -125,6 +125,7 @@ class Transformer(TransformerBase):
     def __init__(self, cfg: ModelConfig) -> None:
         """Embeddings, N encoder layers, N decoder layers and the pre-softmax projection."""
         super().__init__(cfg)
+        # --8<-- [start:transformer-parts]
         if cfg.tie_embeddings:  # one table for source, target and output, §3.4
             self.token_embedding = make_token_embedding(cfg)
         else:
@@ -135,6 +136,7 @@ class Transformer(TransformerBase):
         self.tgt_positions = InputEmbedding(cfg)
         self.encoder = Stack(cfg, cfg.n_encoder_layers, cross_attention=False)
         self.decoder = Stack(cfg, cfg.n_decoder_layers, cross_attention=True)
+        # --8<-- [end:transformer-parts]
         _add_final_logits_bias(self, cfg)
         self._init_linear_weights()
 

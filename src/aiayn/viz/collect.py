@@ -28,7 +28,7 @@ KIND_TITLES = {
 class AttentionRecord:
     """Attention weights of one sentence (pair), as numpy arrays, with the tokens that label them.
 
-    weights[kind][layer] is (H, T_query, T_key) for kind in "encoder_self", "decoder_self", "cross".
+    `weights[kind][layer]` is (H, T_query, T_key) for kind in "encoder_self", "decoder_self", "cross".
     source_tokens label the encoder side (EncoderLM: the text); target_tokens the decoder side (the
     decoder input: BOS + target for a Transformer; the text for a DecoderLM).
     """
