@@ -79,7 +79,8 @@ class LMTrainConfig(Settings):
 
     def lr_schedule(self, d_model: int) -> Callable[[int], float]:
         """step -> learning rate: a decay to min_lr at the last step, or the paper's inverse square root (peak_lr)."""
-        return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, min_lr=self.min_lr)
+        return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, min_lr=self.min_lr,
+                             warmup_share=self.warmup_share)
 
     def model_config(self, vocab_size: int) -> ModelConfig:
         """The ModelConfig of this run's DecoderLM (lm) or EncoderLM (mlm): the model settings, one stack of

@@ -54,11 +54,19 @@ class DecaySchedule:
     total: int
     min_lr: float = 0.0
     shape: str = "cosine"
+    warmup_share: float = 0.0  # > 0: the warmup is this share of `total`, and follows it when re-planned
 
     def __post_init__(self) -> None:
-        """Refuse an unknown shape."""
+        """Refuse an unknown shape; a warmup_share sets the warmup from total."""
         if self.shape not in ("linear", "cosine"):
             raise ValueError(f"decay shape must be linear or cosine, got {self.shape!r}")
+        self.end_at(self.total)
+
+    def end_at(self, total: int) -> None:
+        """Decay to min_lr at step `total` (a time budget's plan moves it); a warmup_share follows it."""
+        self.total = total
+        if self.warmup_share > 0 and total > 0:
+            self.warmup = max(1, round(self.warmup_share * total))
 
     def __call__(self, step: int) -> float:
         """The learning rate of optimizer step `step` (1, 2, ...)."""
@@ -73,8 +81,9 @@ class DecaySchedule:
 
 
 def make_schedule(kind: str, d_model: int, warmup: int, total: int, peak_lr: float, lr_scale: float = 1.0,
-                  min_lr: float = 0.0) -> InverseSqrtSchedule | DecaySchedule:
-    """The schedule `kind` names; inverse-sqrt peaks at peak_lr (or, with peak_lr 0, is the paper's x lr_scale)."""
+                  min_lr: float = 0.0, warmup_share: float = 0.0) -> InverseSqrtSchedule | DecaySchedule:
+    """The schedule `kind` names; inverse-sqrt peaks at peak_lr (or, with peak_lr 0, is the paper's x lr_scale).
+    A warmup_share (decays only) replaces `warmup` by that share of the planned steps."""
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
     if kind == "inverse-sqrt":
@@ -82,4 +91,4 @@ def make_schedule(kind: str, d_model: int, warmup: int, total: int, peak_lr: flo
             return InverseSqrtSchedule.with_peak(d_model, warmup, peak_lr)
         return InverseSqrtSchedule(d_model, warmup, lr_scale)
     peak = peak_lr if peak_lr > 0 else InverseSqrtSchedule(d_model, warmup, lr_scale).peak
-    return DecaySchedule(peak, warmup, total, min_lr, kind)
+    return DecaySchedule(peak, warmup, total, min_lr, kind, warmup_share)

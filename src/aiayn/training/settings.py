@@ -264,6 +264,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("time_budget", str, "10m", "a wall-clock limit for the whole loop (10m, 1h30m, seconds); with --steps, "
             "whichever ends first (not in the paper)", lm=None, none="none", metavar="DURATION"),
     Setting("warmup", int, 300, "warmup steps (§5.3: 4000)", lm=100, bounds=">= 1"),
+    Setting("warmup_share", float, 0.0, "linear / cosine: warm up over this share of the planned steps instead "
+            "of --warmup, following a time budget's plan (not in the paper; 0: use --warmup)", bounds="[0, 1)"),
     Setting("lr_scale", float, 1.0, "the factor of §5.3's rate, used when --peak-lr is 0", tasks=TRANSLATE,
             bounds="> 0"),
     Setting("peak_lr", float, 2e-3, "the rate at step --warmup (translate: 0 uses --lr-scale)", lm=1e-3),
@@ -340,6 +342,9 @@ class Settings:
                 raise TrainingError(f"{type(self).__name__}.{s.name} {error}") from None
         check_length(self.steps, self.time_budget)  # type: ignore[attr-defined]
         check_averaging(self.average_last, self.average_every, self.fsdp)  # type: ignore[attr-defined]
+        if self.warmup_share and self.schedule == "inverse-sqrt":  # type: ignore[attr-defined]
+            raise TrainingError("warmup_share needs a schedule with a planned end (--schedule linear or cosine); "
+                                "the paper's inverse-sqrt takes --warmup steps")
         self.check()
 
     def check(self) -> None:

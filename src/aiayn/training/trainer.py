@@ -389,7 +389,7 @@ class RankTrainer:
         """Tell the plan's step count to a schedule that decays to its last step."""
         self.plan.planned = planned
         if isinstance(self.schedule, DecaySchedule) and planned != UNLIMITED:
-            self.schedule.total = planned
+            self.schedule.end_at(planned)
 
     # --- checkpoints
     def _load(self, checkpoint: Path) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class TrainConfig(Settings):
     def lr_schedule(self, d_model: int) -> InverseSqrtSchedule | DecaySchedule:
         """The learning-rate schedule these settings describe (a decay ends at step `steps`)."""
         return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, self.lr_scale,
-                             self.min_lr)
+                             self.min_lr, self.warmup_share)
 
 
 def _encode_pairs(tok: Any, pairs: list[tuple[str, str]], max_len: int | None) -> list[tuple[list[int], list[int]]]:
