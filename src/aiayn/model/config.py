@@ -182,11 +182,11 @@ class RNNConfig(ModelConfig):
     def __post_init__(self) -> None:
         """ModelConfig's checks, then the recurrent options."""
         super().__post_init__()
-        _require(self.d_model % 2 == 0, "d_model", "even for RNNConfig (each encoder direction has d_model / 2)")
-        _require(self.attention in RNN_ATTENTION_SCORES, "attention", f"one of {RNN_ATTENTION_SCORES}")
-        _require(isinstance(self.input_feeding, bool), "input_feeding", "true or false")
+        _require(self.d_model % 2 == 0, "d_model", "even (each encoder direction has d_model / 2)", "RNNConfig")
+        _require(self.attention in RNN_ATTENTION_SCORES, "attention", f"one of {RNN_ATTENTION_SCORES}", "RNNConfig")
+        _require(isinstance(self.input_feeding, bool), "input_feeding", "true or false", "RNNConfig")
         _require(self.n_encoder_layers >= 1 and self.n_decoder_layers >= 1, "n_encoder_layers",
-                 "at least 1 for RNNConfig, as n_decoder_layers (an LSTM needs a layer)")
+                 "at least 1, as n_decoder_layers (an LSTM needs a layer)", "RNNConfig")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "RNNConfig":
@@ -201,7 +201,7 @@ class RNNConfig(ModelConfig):
 CONFIG_CLASSES: dict[str, type[ModelConfig]] = {"rnn": RNNConfig}
 
 
-def _require(ok: bool, field_name: str, allowed: str) -> None:
-    """Raise ValueError('field must be allowed') unless ok."""
+def _require(ok: bool, field_name: str, allowed: str, owner: str = "ModelConfig") -> None:
+    """Raise ValueError('owner.field must be allowed') unless ok."""
     if not ok:
-        raise ValueError(f"ModelConfig.{field_name} must be {allowed}")
+        raise ValueError(f"{owner}.{field_name} must be {allowed}")
