@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 
 import torch
+from common import configure_threads, interleaved, median
 
 from aiayn.model.config import ModelConfig, RNNConfig
 from aiayn.model.models import Transformer
 from aiayn.model.recurrent import RecurrentSeq2Seq
 from aiayn.training.loss import label_smoothed_loss
-
-from common import configure_threads, interleaved, median
 
 
 def training_step(model: torch.nn.Module, src: torch.Tensor, tgt: torch.Tensor) -> None:
@@ -54,7 +53,7 @@ def main() -> None:
     for length in args.lengths:
         src = torch.randint(4, vocab, (args.batch, length))
         tgt = torch.randint(4, vocab, (args.batch, length))
-        times = interleaved({name: (lambda m=m: training_step(m, src, tgt)) for name, m in models.items()},
+        times = interleaved({name: (lambda m=m, s=src, t=tgt: training_step(m, s, t)) for name, m in models.items()},
                             args.rounds, torch.device("cpu"))
         seconds = {name: median(t) for name, t in times.items()}
         first = first or seconds

@@ -22,17 +22,20 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
 import torch
 
-from aiayn.data.batching import collate
-from aiayn.data.corpus import load_corpus
-from aiayn.data.tokenizer import encode_batch
-from aiayn.io.loading import load_with_tokenizer
-from aiayn.model.config import RNNConfig
-from aiayn.model.recurrent import RecurrentSeq2Seq
-from aiayn.training.loss import label_smoothed_loss
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from common import configure_threads, median  # noqa: E402
 
-from common import configure_threads, median
+from aiayn.data.batching import collate  # noqa: E402
+from aiayn.data.corpus import load_corpus  # noqa: E402
+from aiayn.data.tokenizer import encode_batch  # noqa: E402
+from aiayn.io.loading import load_with_tokenizer  # noqa: E402
+from aiayn.model.config import RNNConfig  # noqa: E402
+from aiayn.model.recurrent import RecurrentSeq2Seq  # noqa: E402
+from aiayn.training.loss import label_smoothed_loss  # noqa: E402
 
 # Where trained translators live on the project's machines (the first found is used without --model).
 SEARCHED = ("/work/main/runs/*/model", "/work/levers/*/model")
@@ -133,10 +136,6 @@ def by_position(model: torch.nn.Module, examples: list, batch_size: int, cap: in
 
 def plot(sums: dict[str, list[float]], path: Path, title: str, min_tokens: int) -> None:
     """Accuracy and loss by position, true vs own prefix, and their gap (positions with >= min_tokens)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shown = [t for t, n in enumerate(sums["n"]) if n >= min_tokens]
     acc = {k: [sums[f"{k}_ok"][t] / sums["n"][t] for t in shown] for k in ("true", "own")}
     nll = {k: [sums[f"{k}_nll"][t] / sums["n"][t] for t in shown] for k in ("true", "own")}
@@ -187,8 +186,9 @@ def main() -> None:
 
     # (a) one batch of the first batch_size dev pairs (as the trainer pads them)
     batch = collate(examples[:args.batch_size], model.cfg.pad_id, model.cfg.bos_id, model.cfg.eos_id)
-    print(f"\n(a) one training step (forward + backward), batch of {batch.src.shape[0]} sentences, S={batch.src.shape[1]} "
-          f"T={batch.tgt_in.shape[1]}, {batch.n_tokens} target tokens; median of {args.rounds} rounds")
+    print(f"\n(a) one training step (forward + backward), batch of {batch.src.shape[0]} sentences, "
+          f"S={batch.src.shape[1]} T={batch.tgt_in.shape[1]}, {batch.n_tokens} target tokens; median of "
+          f"{args.rounds} rounds")
     rnn = RecurrentSeq2Seq(RNNConfig.preset("small", vocab_size=model.cfg.vocab_size))
     print(f"{'model':34s} {'teacher-forced s':>16s} {'free-running s':>15s} {'ratio':>6s} "
           f"{'TF loss':>8s} {'FR loss':>8s}")
@@ -206,8 +206,9 @@ def main() -> None:
     print(f"\n(b) dev token accuracy and loss by target position, {int(total)} tokens "
           f"({time.perf_counter() - started:.0f}s)")
     for key, words in (("true", "true prefix"), ("own", "own greedy prefix")):
-        print(f"  {words:18s}: accuracy {sum(sums[f'{key}_ok']) / total:.3f}, "
-              f"NLL {sum(sums[f'{key}_nll']) / total:.3f} nats/token (ppl {math.exp(sum(sums[f'{key}_nll']) / total):.1f})")
+        nll = sum(sums[f"{key}_nll"]) / total
+        print(f"  {words:18s}: accuracy {sum(sums[f'{key}_ok']) / total:.3f}, NLL {nll:.3f} nats/token "
+              f"(ppl {math.exp(nll):.1f})")
     print(f"{'pos':>4s} {'tokens':>7s} {'acc true':>9s} {'acc own':>8s} {'gap':>6s} {'nll true':>9s} {'nll own':>8s}")
     for t, n in enumerate(sums["n"]):
         if n and (t < 10 or t % 5 == 0):

@@ -25,9 +25,9 @@ from .model_folder import (
     read_weights,
 )
 
-
 # Every model class a config.json's model_type names: the Transformer family and the recurrent baseline.
-MODEL_CLASSES: dict[str, type[TransformerBase]] = {**TRANSFORMER_CLASSES, RecurrentSeq2Seq.model_type: RecurrentSeq2Seq}
+MODEL_CLASSES: dict[str, type[TransformerBase]] = {**TRANSFORMER_CLASSES,
+                                                   RecurrentSeq2Seq.model_type: RecurrentSeq2Seq}
 # The model types that translate (ids in, ids out through aiayn.inference.decoding.generate_seq2seq).
 TRANSLATORS = ("transformer", "rnn")
 
@@ -55,8 +55,9 @@ def load_with_tokenizer(path: str | Path, map_location: str | torch.device = "cp
     """A model folder (aiayn's, or a Hugging Face one converted on the fly) and its tokenizer.json, checked to fit.
 
     model_type, when given, is the kind the caller needs ("transformer", "encoder_lm", "decoder_lm"; "transformer"
-    takes any translator, the recurrent baseline too); purpose names the caller in that error. The tokenizer neither pads nor truncates: each text is encoded as it is
-    (an over-long one is the model's error to report, never silently cut).
+    takes any translator, the recurrent baseline too); purpose names the caller in that error. The tokenizer
+    neither pads nor truncates: each text is encoded as it is (an over-long one is the model's error to report,
+    never silently cut).
     """
     folder = Path(path)
     aiayn_folder = _is_aiayn_folder(folder)
