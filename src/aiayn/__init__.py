@@ -11,17 +11,18 @@ from .io.huggingface import ConversionError, from_huggingface, to_huggingface
 from .io.loading import load
 from .io.model_folder import CheckpointError
 from .model.attention import KVCache, MultiHeadAttention, attend
-from .model.config import PRESETS, ModelConfig
+from .model.config import PRESETS, ModelConfig, RNNConfig
 from .model.embeddings import InputEmbedding, PositionalEncoding, RotaryPositions, sinusoidal_table
 from .model.layers import FeedForward, LayerCache, Stack, TransformerLayer
 from .model.masks import causal_mask, padding_mask
 from .model.models import Attentions, DecoderLM, EncoderLM, ModelOutput, Transformer
+from .model.recurrent import RecurrentSeq2Seq
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "InputEmbedding",
     "KVCache", "LayerCache", "ModelConfig", "ModelOutput", "MultiHeadAttention", "PRESETS", "PositionalEncoding",
-    "RotaryPositions", "Stack", "Transformer", "TransformerLayer", "attend", "causal_mask", "from_huggingface", "load",
-    "padding_mask", "sinusoidal_table", "to_huggingface",
+    "RNNConfig", "RecurrentSeq2Seq", "RotaryPositions", "Stack", "Transformer", "TransformerLayer", "attend",
+    "causal_mask", "from_huggingface", "load", "padding_mask", "sinusoidal_table", "to_huggingface",
 ]

@@ -21,6 +21,7 @@ import torch
 from tokenizers import Tokenizer, processors
 
 from ..model.models import DecoderLM, EncoderLM, Transformer, TransformerBase
+from ..model.recurrent import RecurrentSeq2Seq
 from .huggingface import Family, huggingface_equivalent, to_huggingface
 from .loading import load
 from .model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_tokenizer
@@ -62,6 +63,10 @@ def export_model(model_dir: str | Path, to: str, out: str | Path, quantization: 
         _require("ctranslate2", "ct2")
     folder, run = _model_and_run_folders(Path(model_dir))
     model = load(folder)
+    if isinstance(model, RecurrentSeq2Seq):
+        raise ExportError(f"{folder} holds the recurrent encoder-decoder (--arch rnn): Hugging Face transformers "
+                          f"and CTranslate2 have no model of its kind to export it to; translate with "
+                          f"`aiayn translate {folder}` or load it with aiayn.load")
     tokenizer = _tokenizer(folder, model)
     if to == "ctranslate2" and isinstance(model, EncoderLM):
         raise ExportError(f"{folder} holds an EncoderLM: the CTranslate2 export takes translators and DecoderLMs "

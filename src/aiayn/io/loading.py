@@ -10,7 +10,9 @@ import torch
 from tokenizers import Tokenizer
 
 from ..data.tokenizer import TokenizerError, check_fits, check_special_ids, read_tokenizer
-from ..model.models import MODEL_CLASSES, TransformerBase
+from ..model.models import MODEL_CLASSES as TRANSFORMER_CLASSES
+from ..model.models import TransformerBase
+from ..model.recurrent import RecurrentSeq2Seq
 from .huggingface import from_huggingface
 from .model_folder import (
     CONFIG_FILE,
@@ -22,6 +24,12 @@ from .model_folder import (
     read_config,
     read_weights,
 )
+
+# Every model class a config.json's model_type names: the Transformer family and the recurrent baseline.
+MODEL_CLASSES: dict[str, type[TransformerBase]] = {**TRANSFORMER_CLASSES,
+                                                   RecurrentSeq2Seq.model_type: RecurrentSeq2Seq}
+# The model types that translate (ids in, ids out through aiayn.inference.decoding.generate_seq2seq).
+TRANSLATORS = ("transformer", "rnn")
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -36,28 +44,31 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     return model.to(map_location).eval()
 
 
-KIND_NAMES = {"transformer": "an encoder-decoder", "encoder_lm": "an EncoderLM", "decoder_lm": "a DecoderLM"}
-TRAINED_BY = {"transformer": "`aiayn train`", "encoder_lm": "`aiayn train --task mlm`",
-              "decoder_lm": "`aiayn train --task lm`"}
+KIND_NAMES = {"transformer": "an encoder-decoder", "encoder_lm": "an EncoderLM", "decoder_lm": "a DecoderLM",
+              "rnn": "a recurrent encoder-decoder"}
+TRAINED_BY = {"transformer": "`aiayn train`", "rnn": "`aiayn train --arch rnn`",
+              "encoder_lm": "`aiayn train --task mlm`", "decoder_lm": "`aiayn train --task lm`"}
 
 
 def load_with_tokenizer(path: str | Path, map_location: str | torch.device = "cpu", model_type: str | None = None,
                         purpose: str = "this") -> tuple[TransformerBase, Tokenizer]:
     """A model folder (aiayn's, or a Hugging Face one converted on the fly) and its tokenizer.json, checked to fit.
 
-    model_type, when given, is the kind the caller needs ("transformer", "encoder_lm", "decoder_lm"); purpose
-    names the caller in that error. The tokenizer neither pads nor truncates: each text is encoded as it is
-    (an over-long one is the model's error to report, never silently cut).
+    model_type, when given, is the kind the caller needs ("transformer", "encoder_lm", "decoder_lm"; "transformer"
+    takes any translator, the recurrent baseline too); purpose names the caller in that error. The tokenizer
+    neither pads nor truncates: each text is encoded as it is (an over-long one is the model's error to report,
+    never silently cut).
     """
     folder = Path(path)
     aiayn_folder = _is_aiayn_folder(folder)
     model = load(folder, map_location) if aiayn_folder else from_huggingface(folder).to(map_location).eval()
-    if model_type is not None and model.model_type != model_type:
+    translator = model_type == "transformer" and model.model_type in TRANSLATORS
+    if model_type is not None and model.model_type != model_type and not translator:
         raise CheckpointError(f"{folder} holds {KIND_NAMES[model.model_type]} model; {purpose} needs "
                               f"{KIND_NAMES[model_type]} (a folder written by {TRAINED_BY[model_type]})")
     tokenizer_path = folder / TOKENIZER_FILE
     tokenizer = read_tokenizer(tokenizer_path)
-    if model.model_type == "transformer":  # aiayn's translators: <pad> <s> </s> <unk> are ids 0-3
+    if model.model_type in TRANSLATORS:  # aiayn's translators: <pad> <s> </s> <unk> are ids 0-3
         check_special_ids(tokenizer, str(tokenizer_path))
         check_fits(tokenizer, model.cfg, str(tokenizer_path))
     elif tokenizer.get_vocab_size() > model.cfg.vocab_size:

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
-from ..model.config import MODEL_TYPES, ModelConfig
+from ..model.config import CONFIG_CLASSES, MODEL_TYPES, ModelConfig
 from .atomic import atomic_write, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -104,7 +104,7 @@ def read_config(folder: Path) -> tuple[str, ModelConfig]:
         raise CheckpointError(f"{config_path}: unknown model_type {model_type!r}; expected one of "
                               f"{sorted(MODEL_TYPES)}")
     try:
-        cfg = ModelConfig.from_dict(values)
+        cfg = CONFIG_CLASSES.get(model_type, ModelConfig).from_dict(values)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
     missing = [name for name in REQUIRED_FIELDS if name not in values]

@@ -13,7 +13,10 @@ NORM_PLACEMENTS = ("post", "pre")  # post-LN is the paper's LayerNorm(x + Sublay
 # the input and rotates each head's queries and keys by their position in every self-attention layer
 POSITION_KINDS = ("sinusoidal", "learned", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")  # relu is the paper's FFN, §3.3
-MODEL_TYPES = ("transformer", "encoder_lm", "decoder_lm")
+TRANSFORMER_TYPES = ("transformer", "encoder_lm", "decoder_lm")
+# "rnn": the recurrent encoder-decoder baseline (aiayn.model.recurrent), configured by RNNConfig
+MODEL_TYPES = (*TRANSFORMER_TYPES, "rnn")
+RNN_ATTENTION_SCORES = ("general", "dot")  # Luong et al. 2015, §3.1: h_t^T W_a h_s, or h_t^T h_s
 SINUSOID_LAYOUTS = ("interleaved", "halves")  # §3.5 interleaves sin/cos; Marian puts sines then cosines
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -149,7 +152,56 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
-def _require(ok: bool, field_name: str, allowed: str) -> None:
-    """Raise ValueError('field must be allowed') unless ok."""
+# The recurrent baseline's sizes, one per Transformer preset of the same name and with about its parameter
+# count (with their vocabularies, small: 7,557,840 against the Transformer's 7,577,600; tiny: 45,188 against
+# 44,800). Small has two LSTM layers each side, as the GNMT / OpenNMT baselines' smaller configurations.
+# n_heads and d_ff are unused by the RNN (n_heads=1 only satisfies ModelConfig's checks; d_ff = 4 d_model is
+# the width of its gate matmuls, which the search's thread heuristic reads).
+RNN_PRESETS: dict[str, dict[str, Any]] = {
+    "small": dict(d_model=360, n_heads=1, d_ff=1440, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1,
+                  vocab_size=8000),
+    "tiny": dict(d_model=44, n_heads=1, d_ff=176, n_encoder_layers=1, n_decoder_layers=1, dropout=0.1,
+                 vocab_size=64, max_positions=128),
+}
+
+
+@dataclass
+class RNNConfig(ModelConfig):
+    """The recurrent encoder-decoder's config (aiayn.model.recurrent), a baseline for §4's comparison.
+
+    Of ModelConfig it uses vocab_size, the special ids, max_positions (the longest output a search makes),
+    d_model (the embedding, decoder state and attention width; each direction of the bidirectional encoder
+    has d_model / 2), n_encoder_layers / n_decoder_layers (stacked LSTM layers), dropout and tie_embeddings
+    (one table for source, target and output, as §3.4 ties the Transformer's). The Transformer's n_heads,
+    d_ff, norm, positions, activation and scale_embeddings are kept in the file but not used.
+    """
+
+    attention: str = "general"  # Luong et al. 2015's score (§3.1): "general" h_t^T W_a h_s, or "dot" h_t^T h_s
+    input_feeding: bool = True  # Luong §3.3: the last attentional vector joins the next step's input
+
+    def __post_init__(self) -> None:
+        """ModelConfig's checks, then the recurrent options."""
+        super().__post_init__()
+        _require(self.d_model % 2 == 0, "d_model", "even (each encoder direction has d_model / 2)", "RNNConfig")
+        _require(self.attention in RNN_ATTENTION_SCORES, "attention", f"one of {RNN_ATTENTION_SCORES}", "RNNConfig")
+        _require(isinstance(self.input_feeding, bool), "input_feeding", "true or false", "RNNConfig")
+        _require(self.n_encoder_layers >= 1 and self.n_decoder_layers >= 1, "n_encoder_layers",
+                 "at least 1, as n_decoder_layers (an LSTM needs a layer)", "RNNConfig")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "RNNConfig":
+        """The RNN sized like the Transformer preset `name` ("small", "tiny"), with fields overridden."""
+        if name not in RNN_PRESETS:
+            raise ValueError(f"no RNN preset {name!r}: choose one of {sorted(RNN_PRESETS)} (sized like the "
+                             f"Transformer presets of those names), or set d_model and the layer counts")
+        return cls.from_dict({**RNN_PRESETS[name], **overrides})
+
+
+# The config class each model_type's config.json holds (ModelConfig unless named here).
+CONFIG_CLASSES: dict[str, type[ModelConfig]] = {"rnn": RNNConfig}
+
+
+def _require(ok: bool, field_name: str, allowed: str, owner: str = "ModelConfig") -> None:
+    """Raise ValueError('owner.field must be allowed') unless ok."""
     if not ok:
-        raise ValueError(f"ModelConfig.{field_name} must be {allowed}")
+        raise ValueError(f"{owner}.{field_name} must be {allowed}")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..inference.decoding import generate_lm, generate_seq2seq
 from ..io.model_folder import save_model
-from .config import MODEL_TYPES, ModelConfig
+from .config import TRANSFORMER_TYPES, ModelConfig
 from .embeddings import InputEmbedding, make_token_embedding
 from .layers import ACTIVATION_FUNCTIONS, LayerCache, Stack
 from .masks import as_key_mask, cached_self_mask, causal_mask, decoder_self_mask, memory_key_mask
@@ -385,4 +385,4 @@ def _add_final_logits_bias(model: nn.Module, cfg: ModelConfig) -> None:
 MODEL_CLASSES: dict[str, type[TransformerBase]] = {
     cls.model_type: cls for cls in (Transformer, EncoderLM, DecoderLM)
 }
-assert tuple(MODEL_CLASSES) == MODEL_TYPES, "config.MODEL_TYPES names the model classes, in this order"
+assert tuple(MODEL_CLASSES) == TRANSFORMER_TYPES, "config.TRANSFORMER_TYPES names these classes, in this order"

@@ -218,6 +218,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vocab_size", int, 8000, "tokens the BPE / WordPiece tokenizer learns (§5.1: 37,000 shared); char: "
             "the text's characters", bounds=">= 1"),
     # --- the model (ModelConfig; Table 3 varies N layers, d_model, d_ff, h)
+    Setting("arch", str, "transformer", "the translator: transformer (the paper's), or rnn, the recurrent "
+            "encoder-decoder §4 compares it with (bidirectional LSTM, Luong attention; --preset sizes it to that "
+            "Transformer's parameter count)", tasks=TRANSLATE, choices=("transformer", "rnn")),
     Setting("preset", str, "small", "the model's sizes (small: 3+3 layers, d_model 256, 4 heads, d_ff 1024; "
             "paper-base: Table 3's base)", tasks=TRANSLATE, choices=tuple(PRESETS)),
     _model("dropout", "residual and embedding dropout (§5.4: 0.1, which slows a ten-minute run down)",

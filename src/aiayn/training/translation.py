@@ -15,8 +15,9 @@ from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import Corpus, load_corpus
 from ..data.tokenizer import EOS_ID, encode_batch, train_bpe
 from ..inference.evaluation import Scores, score, translate
-from ..model.config import ModelConfig
+from ..model.config import ModelConfig, RNNConfig
 from ..model.models import Transformer, TransformerBase
+from ..model.recurrent import RecurrentSeq2Seq
 from ..runtime.precision import autocast
 from .init_from import InitError
 from .loss import label_smoothed_loss
@@ -27,7 +28,15 @@ from .schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
 from .settings import COMPILE_MODES, RECIPES, TRANSLATE, Settings, task_settings
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 
-__all__ = ["COMPILE_MODES", "RECIPES", "TrainConfig", "Trainer", "TrainingError", "train"]
+__all__ = ["ARCHITECTURES", "COMPILE_MODES", "RECIPES", "TrainConfig", "Trainer", "TrainingError", "train"]
+
+# The translator's architecture (the `arch` setting): the paper's Transformer, or the recurrent encoder-decoder
+# §4 compares it with (aiayn.model.recurrent: bidirectional LSTM encoder, LSTM decoder with Luong attention),
+# each with its config class
+ARCHITECTURES: dict[str, tuple[type[ModelConfig], type[TransformerBase]]] = {
+    "transformer": (ModelConfig, Transformer), "rnn": (RNNConfig, RecurrentSeq2Seq)}
+# Settings that shape only a Transformer: refused with arch "rnn" rather than ignored
+TRANSFORMER_ONLY = ("n_heads", "d_ff", "d_k", "attention_dropout", "positions", "activation")
 
 
 @task_settings(TRANSLATE)
@@ -41,9 +50,17 @@ class TrainConfig(Settings):
     """
 
     def check(self) -> None:
-        """The model's settings, checked before any corpus is read or BPE trained."""
+        """The architecture and the model's settings, checked before any corpus is read or BPE trained."""
+        if self.arch == "rnn":
+            named = [name for name in TRANSFORMER_ONLY if getattr(self, name) is not None]
+            if named:
+                raise TrainingError(f"TrainConfig: {', '.join(named)} shape(s) a Transformer only; the RNN (arch "
+                                    f"rnn) is sized by preset, d_model and the layer counts")
+            if self.fsdp:
+                raise TrainingError("TrainConfig: fsdp shards Transformer layers; train the RNN (arch rnn) with "
+                                    "DDP (--no-fsdp)")
         try:
-            ModelConfig.preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
+            self.model_config_class().preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
         except (TypeError, ValueError) as error:
             raise TrainingError(f"TrainConfig: {error}") from None
 
@@ -51,6 +68,10 @@ class TrainConfig(Settings):
         """The learning-rate schedule these settings describe (a decay ends at step `steps`)."""
         return make_schedule(self.schedule, d_model, self.warmup, self.steps, self.peak_lr, self.lr_scale,
                              self.min_lr, self.warmup_share)
+
+    def model_config_class(self) -> type[ModelConfig]:
+        """ModelConfig, or RNNConfig for arch "rnn" (whose presets are sized like the Transformer's)."""
+        return ARCHITECTURES[self.arch][0]
 
 
 def _encode_pairs(tok: Any, pairs: list[tuple[str, str]], max_len: int | None) -> list[tuple[list[int], list[int]]]:
@@ -78,7 +99,7 @@ class Trainer(RankTrainer):
         """The --init-from model's settings, with a named --dropout; a named --preset must have its shape."""
         cfg = self.cfg
         if cfg.preset != TrainConfig.preset:
-            preset = ModelConfig.preset(cfg.preset, vocab_size=model.cfg.vocab_size)
+            preset = cfg.model_config_class().preset(cfg.preset, vocab_size=model.cfg.vocab_size)
             for name in ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers"):
                 if getattr(preset, name) != getattr(model.cfg, name):
                     raise InitError(f"--preset {cfg.preset} ({name} {getattr(preset, name)}) contradicts the "
@@ -105,7 +126,7 @@ class Trainer(RankTrainer):
                  f"{time.perf_counter() - started:.1f}s")
         overrides: dict[str, Any] = {**cfg.model_overrides(), "vocab_size": tokenizer.get_vocab_size()}
         try:
-            return tokenizer, ModelConfig.preset(cfg.preset, **overrides)
+            return tokenizer, cfg.model_config_class().preset(cfg.preset, **overrides)
         except ValueError as error:
             raise TrainingError(str(error)) from None
 
@@ -120,9 +141,14 @@ class Trainer(RankTrainer):
         self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
         self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
 
-    def build_model(self, model_cfg: ModelConfig) -> Transformer:
-        """The encoder-decoder."""
-        return Transformer(model_cfg)
+    def build_model(self, model_cfg: ModelConfig) -> TransformerBase:
+        """The encoder-decoder of cfg.arch: the Transformer, or the recurrent baseline."""
+        config_class, model_class = ARCHITECTURES[self.cfg.arch]
+        if type(model_cfg) is not config_class:  # a resumed run's (or --init-from) model against --arch
+            held = next((name for name, (kind, _) in ARCHITECTURES.items() if kind is type(model_cfg)), "?")
+            raise TrainingError(f"the model this run continues is arch {held!r} ({type(model_cfg).__name__}), not "
+                                f"{self.cfg.arch!r}: give --arch {held}")
+        return model_class(model_cfg)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """Adam(beta1, beta2, eps), §5.3."""
