@@ -7,6 +7,7 @@ import os as _os
 # imported first, and never overrides a value the user set.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .inference.quantize import PrecisionError, for_decoding
 from .io.huggingface import ConversionError, from_huggingface, to_huggingface
 from .io.loading import load
 from .io.model_folder import CheckpointError
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "InputEmbedding",
     "KVCache", "LayerCache", "ModelConfig", "ModelOutput", "MultiHeadAttention", "PRESETS", "PositionalEncoding",
-    "RNNConfig", "RecurrentSeq2Seq", "RotaryPositions", "Stack", "Transformer", "TransformerLayer", "attend",
-    "causal_mask", "from_huggingface", "load", "padding_mask", "sinusoidal_table", "to_huggingface",
+    "PrecisionError", "RNNConfig", "RecurrentSeq2Seq", "RotaryPositions", "Stack", "Transformer", "TransformerLayer",
+    "attend", "causal_mask", "for_decoding", "from_huggingface", "load", "padding_mask", "sinusoidal_table",
+    "to_huggingface",
 ]

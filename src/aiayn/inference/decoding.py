@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from ..model.layers import LayerCache
+from .quantize import for_decoding
 
 # The models call this module (model.generate), so it names them without importing them: a Transformer
 # offers encode, new_caches, decode_step and step_projection; a DecoderLM new_caches and step.
@@ -37,8 +38,9 @@ DecoderLM = Any
 
 LENGTH_PENALTY_FORMS = ("gnmt", "plain")
 SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
-                   "top_k", "top_p", "generator", "seed", "threads"}
-LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask"}
+                   "top_k", "top_p", "generator", "seed", "threads", "dtype"}
+LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask",
+              "dtype"}
 # Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
 # on one intra-op thread: waking a second thread costs more than it shares (benchmarks/decode.py chose the
 # value; docs/benchmarks.md has the figures).
@@ -224,8 +226,10 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     Hugging Face and fairseq); n_best (hypotheses per source, <= beam_size); return_scores (return lists
     of Hypothesis instead of token lists); min_length (no EOS before that many tokens); do_sample with
     temperature, top_k, top_p and generator or seed (one draw per row; beam_size is then not used);
-    threads (intra-op threads for the decoding steps; default: 1 for small steps, else torch's count).
-    beam_size=1 is greedy search. Returns one id list per row, or with n_best > 1 one list of id lists
+    threads (intra-op threads for the decoding steps; default: 1 for small steps, else torch's count);
+    dtype ("fp32", "bf16", "int8", "auto" or torch.float32 / bfloat16 / qint8: search a copy of the model made
+    by inference.quantize.for_decoding in that precision; made anew on each call, so for many calls make it
+    once with aiayn.for_decoding). beam_size=1 is greedy search. Returns one id list per row, or with n_best > 1 one list of id lists
     per row (best first).
     """
     _check_options(options, SEQ2SEQ_OPTIONS, "generate")
@@ -238,6 +242,8 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     if form not in LENGTH_PENALTY_FORMS:
         raise ValueError(f"length_penalty_form must be one of {LENGTH_PENALTY_FORMS}, got {form!r}")
     min_length = int(options.get("min_length", 0))
+    if options.get("dtype") is not None:
+        model = for_decoding(model, options["dtype"])
     threads = _StepThreads(model, options.get("threads"))
     was_training = model.training
     model.eval()
@@ -451,11 +457,15 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
     A position hidden inside a prompt keeps its place and stays hidden, as forward hides it. Prompts of equal
     length decode together as one batch, so each row's result is the same as decoded alone. Stops at EOS,
     after max_new_tokens, or at max_positions; returns the new ids only.
-    threads: intra-op threads for the decoding steps (default: 1 for small steps, else torch's count).
+    threads: intra-op threads for the decoding steps (default: 1 for small steps, else torch's count);
+    dtype: "fp32", "bf16" or "auto" (a copy of the model in that precision, as for translators; int8 is for
+    translators only).
     """
     _check_options(options, LM_OPTIONS, "generate")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+    if options.get("dtype") is not None:
+        model = for_decoding(model, options["dtype"])
     cfg = model.cfg
     rows = _prompt_rows(model, prompt_ids, options.get("mask"))
     device = next(model.parameters()).device

@@ -2,7 +2,8 @@
 
 The weights go through interop.to_huggingface (exact rewrites where a family fixes an option otherwise, a
 clear refusal where no exact one exists); CTranslate2 models are converted from that Hugging Face folder by
-CTranslate2's own converter. Everything is written into a temporary sibling of --out and renamed at the end,
+CTranslate2's own converter, except pre-LN translators (no Hugging Face family holds them), which
+io/ctranslate2.py describes to CTranslate2's pre-norm TransformerSpec directly. Everything is written into a temporary sibling of --out and renamed at the end,
 so --out is never half-written.
 """
 
@@ -22,6 +23,7 @@ from tokenizers import Tokenizer, processors
 
 from ..model.models import DecoderLM, EncoderLM, Transformer, TransformerBase
 from ..model.recurrent import RecurrentSeq2Seq
+from .ctranslate2 import pre_ln_problems, write_pre_ln_translator
 from .huggingface import Family, huggingface_equivalent, to_huggingface
 from .loading import load
 from .model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_tokenizer
@@ -71,6 +73,17 @@ def export_model(model_dir: str | Path, to: str, out: str | Path, quantization: 
     if to == "ctranslate2" and isinstance(model, EncoderLM):
         raise ExportError(f"{folder} holds an EncoderLM: the CTranslate2 export takes translators and DecoderLMs "
                           f"(CTranslate2 has no masked-LM head); export it with --to hf")
+    if to == "ctranslate2" and isinstance(model, Transformer) and model.cfg.norm == "pre":
+        problems = pre_ln_problems(model)  # Marian is post-LN only: CTranslate2's pre-norm spec, built directly
+        if problems:
+            raise ExportError(f"cannot export {folder} to ctranslate2: its pre-norm Transformer cannot hold "
+                              f"{'; '.join(problems)}")
+        card = _card(model, None, [], folder, run, to, quantization)
+        with _staging(out, force) as staging:
+            write_pre_ln_translator(model, tokenizer, staging, quantization)
+            write_tokenizer(tokenizer, model, staging)
+            (staging / "README.md").write_text(card, encoding="utf-8")
+        return ["pre-LN: CTranslate2's TransformerSpec(pre_norm=True), built tensor by tensor"]
     try:
         family, equivalent, conversions = huggingface_equivalent(model)
     except ValueError as error:
@@ -278,13 +291,13 @@ class _PaddedVocabulary:
 # The model card
 
 
-def _card(model: TransformerBase, family: Family, conversions: list[str], folder: Path, run: Path | None,
+def _card(model: TransformerBase, family: Family | None, conversions: list[str], folder: Path, run: Path | None,
           to: str, quantization: str | None) -> str:
     """README.md: what the model is and does, how it was converted, trained and scored, and how to use it."""
     cfg = model.cfg
     kind = {Transformer: "An encoder-decoder translator", DecoderLM: "A GPT-style language model (DecoderLM)",
             EncoderLM: "A BERT-style masked language model (EncoderLM)"}[type(model)]
-    target = family.hf_class if to == "hf" else f"CTranslate2 ({quantization or 'float32'} weights)"
+    target = family.hf_class if to == "hf" and family else f"CTranslate2 ({quantization or 'float32'} weights)"
     library = "transformers" if to == "hf" else "ctranslate2"
     lines = ["---", f"library_name: {library}", f"pipeline_tag: {_PIPELINES[type(model)]}", "tags:", "- aiayn",
              "---", "", f"# {folder.parent.name if folder.name == 'model' else folder.name}", "",

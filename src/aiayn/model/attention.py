@@ -123,9 +123,8 @@ class MultiHeadAttention(nn.Module):
     def _project(self, x: Tensor, memory: Tensor | None, cache: KVCache | None) -> tuple[Tensor, Tensor, Tensor]:
         """Q from x; K, V from x (self) or memory (cross), reusing and extending the cache."""
         d = self.inner
-        w, b = self.in_proj.weight, self.in_proj.bias
         if memory is None:  # self-attention: one (B, T, 3d) matmul
-            qkv = self._split_heads(F.linear(x, w, b))  # (3, B, H, T, d_k)
+            qkv = self._split_heads(self.in_proj(x))  # (3, B, H, T, d_k)
             if self.rotary is not None:  # new rows sit after the cached ones: positions start at the cache length
                 start = cache.length if cache is not None else 0
                 qkv = torch.stack((self.rotary(qkv[0], start), self.rotary(qkv[1], start), qkv[2]))
@@ -134,14 +133,23 @@ class MultiHeadAttention(nn.Module):
                 return qkv[0], k, v
             q, k, v = qkv.unbind(0)
             return q, k, v
-        q = self._split_heads(F.linear(x, w[:d], None if b is None else b[:d]))[0]  # (B, H, Tq, d_k)
+        q = self._split_heads(self.project_rows(x, 0, d))[0]  # (B, H, Tq, d_k)
         if cache is not None and cache.static:
             k, v = cache.get()
         else:  # cross-attention: one (B, S, 2d) matmul for keys and values
-            k, v = self._split_heads(F.linear(memory, w[d:], None if b is None else b[d:])).unbind(0)
+            k, v = self._split_heads(self.project_rows(memory, d, 3 * d)).unbind(0)
             if cache is not None:
                 cache.set_static(k, v)
         return q, k, v
+
+    def project_rows(self, x: Tensor, start: int, end: int) -> Tensor:
+        """x (B, T, d) times rows start:end of in_proj (W^Q: 0:d, W^K and W^V: d:3d): (B, T, end - start).
+
+        The one place cross-attention reads in_proj's weights; inference.quantize overrides it to run the
+        same rows through int8 kernels.
+        """
+        w, b = self.in_proj.weight, self.in_proj.bias
+        return F.linear(x, w[start:end], None if b is None else b[start:end])
 
     def _split_heads(self, projected: Tensor) -> Tensor:
         """(B, T, n*d) -> (n, B, H, T, d_k) for n stacked projections."""

@@ -18,13 +18,17 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags this CPU advertises (Linux /proc/cpuinfo); empty if unknown."""
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split())
+    except OSError:
+        return frozenset()
+
+
 def cpu_has_fast_bf16() -> bool:
     """True if this CPU advertises AVX-512 BF16 or AMX-BF16 (Linux /proc/cpuinfo); False if unknown."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def bf16_is_fast(device: torch.device) -> bool:
