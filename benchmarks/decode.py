@@ -1,11 +1,15 @@
-"""Decoding speed: aiayn's KV-cache search against Hugging Face `generate` on the same weights, on the CPU.
+"""Decoding speed on the CPU: aiayn's KV-cache search in fp32, bf16 and int8 against CTranslate2 (fp32, int8).
 
-Builds the "small" preset with random weights, copies them into a MarianMTModel built from a MarianConfig
-(nothing is downloaded), checks both give the same greedy tokens, then times greedy and beam-4 search at
-batch 1 and 16 (source length 64, 64 new tokens with EOS suppressed, fp32) in interleaved A/B rounds after
-a warm-up, and prints medians and per-round ratios in new tokens per second.
+Builds the "small" preset (pre-LN, the default translator) with random weights, converts the same weights
+to CTranslate2 (io/ctranslate2.py's pre-norm TransformerSpec, in memory; fp32 and int8 models), checks
+aiayn fp32 and CTranslate2 fp32 give the same greedy tokens, then times greedy and beam-4 search at batch
+1 and 16 (source length 64, 64 new tokens with EOS suppressed) in interleaved rounds after a warm-up:
+every contender once per round, A B C D E A B C D E ... Prints medians in new tokens per second and, per
+case, aiayn's best precision against CTranslate2's best, as the median of per-round ratios.
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --threads 2 --rounds 5
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --threads 2 --rounds 7
+
+--hf times Hugging Face `generate` (MarianMTModel, post-LN) against aiayn fp32 on a post-LN model instead.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import argparse
 import functools
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -91,6 +97,33 @@ def run_hf(hf, src: torch.Tensor, beams: int) -> list[list[int]]:
     return out[:, 1:].tolist()
 
 
+def ct2_translators(model: aiayn.Transformer, threads: int) -> dict[str, Any]:
+    """CTranslate2 Translators (fp32 and int8 weights) holding `model`'s weights, by compute type."""
+    import ctranslate2
+
+    from aiayn.io.ctranslate2 import transformer_spec
+
+    words = [f"t{i}" for i in range(model.cfg.vocab_size)]
+    translators = {}
+    for compute_type in ("float32", "int8"):
+        with tempfile.TemporaryDirectory() as folder:
+            spec = transformer_spec(model, words)
+            spec.validate()
+            spec.optimize(quantization=compute_type)
+            spec.save(folder)
+            translators[compute_type] = ctranslate2.Translator(folder, device="cpu", compute_type=compute_type,
+                                                               intra_threads=threads, inter_threads=1)
+    return translators
+
+
+def run_ct2(translator: Any, src: torch.Tensor, beams: int) -> list[list[int]]:
+    """CTranslate2 translate_batch, EOS suppressed for NEW_TOKENS steps; token strings "t<id>" back to ids."""
+    tokens = [[f"t{i}" for i in row] for row in src.tolist()]
+    out = translator.translate_batch(tokens, beam_size=beams, max_decoding_length=NEW_TOKENS,
+                                     min_decoding_length=NEW_TOKENS, length_penalty=1.0)
+    return [[int(t[1:]) for t in r.hypotheses[0]] for r in out]
+
+
 def timed(fn: Callable[[], object]) -> float:
     """Wall-clock seconds of one call."""
     start = time.perf_counter()
@@ -98,12 +131,33 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def cases(text: str) -> list[tuple[str, int, int]]:
+    """"greedy:1,beam4:16" -> [(name, beams, batch), ...]."""
+    out = []
+    for case in text.split(","):
+        kind, batch = case.split(":")
+        out.append((f"{kind} b={batch}", 1 if kind == "greedy" else int(kind[4:]), int(batch)))
+    return out
+
+
+def time_case(contenders: dict[str, Callable[[], object]], rounds: int, new_tokens: int) -> dict[str, list[float]]:
+    """Tokens per second of each contender per round, interleaved, after one warm-up call each."""
+    for fn in contenders.values():
+        fn()
+    tps: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            tps[name].append(new_tokens / timed(fn))
+    return tps
+
+
 def main() -> None:
-    """Parity check, then interleaved timing rounds and a table."""
+    """Parity checks, then interleaved timing rounds and tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--cases", default="greedy:1,greedy:16,beam4:1,beam4:16")
+    parser.add_argument("--hf", action="store_true", help="aiayn fp32 against Hugging Face generate (post-LN)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, "
@@ -111,48 +165,50 @@ def main() -> None:
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}, cpus={os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.2f}")
     torch.manual_seed(0)
-    cfg = aiayn.ModelConfig.preset("small", dropout=0.0)
+    cfg = aiayn.ModelConfig.preset("small", dropout=0.0, norm="post" if args.hf else "pre")
     model = aiayn.Transformer(cfg).eval()
-    hf = marian_from_aiayn(model)
     generator = torch.Generator().manual_seed(1)
     sources = {b: torch.randint(3, cfg.vocab_size, (b, SOURCE_LENGTH), generator=generator) for b in (1, 16)}
+    if args.hf:
+        hf = marian_from_aiayn(model)
+        others = {"HF generate": functools.partial(run_hf, hf)}
+        ours = {"aiayn fp32": functools.partial(run_aiayn, model)}
+    else:
+        import ctranslate2
 
-    with torch.no_grad():
-        tgt = torch.cat([torch.full((2, 1), cfg.bos_id), sources[16][:2, :10]], 1)
-        ours_logits = model(sources[16][:2], tgt)
-        hf_logits = hf(input_ids=sources[16][:2], decoder_input_ids=tgt).logits
-    print(f"parity: teacher-forced logits max |diff| = {float((ours_logits - hf_logits).abs().max()):.2e}")
-    for beams in (1, 4):
-        same = run_aiayn(model, sources[16][:4], beams) == run_hf(hf, sources[16][:4], beams)
-        print(f"parity: {'greedy' if beams == 1 else f'beam {beams}'} tokens identical on 4 sources: {same}")
-        if beams == 1 and not same:
-            raise SystemExit("greedy tokens differ: the weight copy is wrong, timings would be meaningless")
+        print(f"ctranslate2 {ctranslate2.__version__}")
+        translators = ct2_translators(model, args.threads)
+        others = {f"CT2 {'fp32' if t == 'float32' else t}": functools.partial(run_ct2, translators[t])
+                  for t in translators}
+        ours = {f"aiayn {p}": functools.partial(run_aiayn, aiayn.for_decoding(model, p))
+                for p in ("fp32", "bf16", "int8")}
+    check = sources[16][:4]
+    reference = ours["aiayn fp32"](check, 1)
+    for name, fn in {**ours, **others}.items():
+        same = sum(a == b for a, b in zip(fn(check, 1), reference))
+        print(f"greedy tokens of {name} equal aiayn fp32's on {same}/4 sources")
+        if name in ("HF generate", "CT2 fp32") and same != 4:
+            raise SystemExit(f"{name} differs from aiayn fp32: the weight copy is wrong, timings would be meaningless")
 
-    rows = []
-    for case in args.cases.split(","):
-        kind, batch = case.split(":")
-        beams, batch = (1 if kind == "greedy" else int(kind[4:])), int(batch)
+    table = []
+    for name, beams, batch in cases(args.cases):
         src = sources[batch]
-        a = functools.partial(run_aiayn, model, src, beams)
-        b = functools.partial(run_hf, hf, src, beams)
-        a(), b()  # warm-up
-        times_a, times_b = [], []
-        for _ in range(args.rounds):  # interleaved: A B A B ...
-            times_a.append(timed(a))
-            times_b.append(timed(b))
-        new_tokens = batch * NEW_TOKENS
-        tps_a = [new_tokens / t for t in times_a]
-        tps_b = [new_tokens / t for t in times_b]
-        ratios = [x / y for x, y in zip(tps_a, tps_b)]
-        rows.append((f"{kind} b={batch}", statistics.median(tps_a), statistics.median(tps_b),
-                     statistics.median(ratios), ratios))
-        print(f"  {rows[-1][0]}: done", flush=True)
-    print(f"\nnew tokens/s (median of {args.rounds} interleaved rounds; source {SOURCE_LENGTH}, "
-          f"{NEW_TOKENS} new tokens, fp32, {torch.get_num_threads()} threads)")
-    print("| case | aiayn tok/s | HF generate tok/s | aiayn/HF (median) | per-round ratios |")
-    print("|---|---:|---:|---:|---|")
-    for name, ta, tb, ratio, ratios in rows:
-        print(f"| {name} | {ta:.0f} | {tb:.0f} | {ratio:.2f}x | {' '.join(f'{r:.2f}' for r in ratios)} |")
+        contenders = {n: functools.partial(fn, src, beams) for n, fn in {**ours, **others}.items()}
+        tps = time_case(contenders, args.rounds, batch * NEW_TOKENS)
+        best_ours = max(ours, key=lambda n: statistics.median(tps[n]))
+        best_other = max(others, key=lambda n: statistics.median(tps[n]))
+        ratios = [a / b for a, b in zip(tps[best_ours], tps[best_other])]
+        table.append((name, {n: statistics.median(v) for n, v in tps.items()}, best_ours, best_other, ratios))
+        print(f"  {name}: done", flush=True)
+    names = [*ours, *others]
+    print(f"\nnew tokens/s (median of {args.rounds} interleaved rounds; source {SOURCE_LENGTH}, {NEW_TOKENS} new "
+          f"tokens, EOS suppressed, {torch.get_num_threads()} threads)")
+    print("| case | " + " | ".join(names) + " | best aiayn / best other (median of rounds) | per-round ratios |")
+    print("|---|" + "---:|" * len(names) + "---:|---|")
+    for name, medians, best_ours, best_other, ratios in table:
+        cells = " | ".join(f"{medians[n]:.0f}" for n in names)
+        print(f"| {name} | {cells} | {best_ours} / {best_other}: {statistics.median(ratios):.2f}x | "
+              f"{' '.join(f'{r:.2f}' for r in ratios)} |")
 
 
 if __name__ == "__main__":

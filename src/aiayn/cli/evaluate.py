@@ -8,13 +8,15 @@ from pathlib import Path
 from ..data.corpus import load_corpus, read_parallel
 from ..inference.evaluation import score, translate
 from ..io.atomic import atomic_write_text
-from .common import UserError, add_decoding_flags, decoding_options, load_model, set_threads, user_errors
+from .common import (UserError, add_decoding_flags, decoding_model, decoding_options, load_model, set_threads,
+                     user_errors)
 
 
 def run(args: argparse.Namespace) -> None:
     """Translate a test set and report sacreBLEU BLEU and chrF with signatures (detokenized vs raw refs)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "evaluate", "transformer", args.device)
+    model, precision = decoding_model(model, args.precision)
     try:
         if (args.src is None) != (args.ref is None):
             raise UserError("give both --src and --ref (or neither, for the bundled test set)")
@@ -26,7 +28,7 @@ def run(args: argparse.Namespace) -> None:
     if args.output:
         atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))
     how = "sampling" if args.sample else f"beam {options['beam_size']}, length penalty {args.length_penalty}"
-    print(f"{len(pairs)} sentences, {how}")
+    print(f"{len(pairs)} sentences, {how}, {precision}")
     print(score(hyps, [t for _, t in pairs]))
 
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from ..inference.evaluation import translate
-from .common import UserError, add_decoding_flags, decoding_options, load_model, set_threads
+from .common import UserError, add_decoding_flags, decoding_model, decoding_options, load_model, set_threads
 
 
 def run(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "translate", "transformer", args.device)
+    model, precision = decoding_model(model, args.precision)
     texts = list(args.text)
     if args.input:
         path = Path(args.input)
@@ -37,9 +40,14 @@ def run(args: argparse.Namespace) -> None:
     if args.input and sys.stderr.isatty():  # a progress bar for files, on a terminal only
 
         bar = tqdm(total=len(texts), unit="line", desc="translating", file=sys.stderr)
+    start = time.perf_counter()
     lines = translate(model, tok, texts, progress=bar.update if bar else None, **decoding_options(args))
+    seconds = time.perf_counter() - start
     if bar:
         bar.close()
+    if args.input:  # sentences sorted by length and batched by tokens; output in input order
+        print(f"translated {len(texts)} sentences in {seconds:.2f} s: {len(texts) / max(seconds, 1e-9):.1f} "
+              f"sentences/s ({precision}, {torch.get_num_threads()} threads)", file=sys.stderr)
     for line in lines:
         print(" ".join(line.splitlines()), flush=True)  # exactly one output line per input line
 

@@ -42,12 +42,17 @@ class PrecisionError(ValueError):
     """A decoding precision that this machine or model cannot run; the message names what would work."""
 
 
+def quantized_engines() -> set[str]:
+    """The int8 kernel libraries this PyTorch build offers ("fbgemm"/"x86" on x86 CPUs, "qnnpack" on ARM)."""
+    return set(torch.backends.quantized.supported_engines)
+
+
 def int8_problem(device: torch.device) -> str | None:
     """Why int8 decoding cannot run on `device` (one line naming the fix), or None where it can."""
     if device.type != "cpu":
         return (f"--precision int8 runs on the CPU only (fbgemm kernels), the model is on {device.type}: use "
                 f"--precision bf16 there, or --device cpu")
-    if not {"fbgemm", "x86"} & set(torch.backends.quantized.supported_engines):
+    if not {"fbgemm", "x86"} & quantized_engines():
         return ("--precision int8 needs torch's x86 int8 kernels (fbgemm), which this PyTorch build or CPU lacks: "
                 "use --precision bf16 or fp32")
     return None
@@ -175,11 +180,13 @@ def int8_copy(model: TransformerBase) -> TransformerBase:
         _INT8_CLASSES[cls] = type(f"Int8{cls.__name__}", (Int8Projection, cls), {"__doc__": Int8Projection.__doc__})
     new.__class__ = _INT8_CLASSES[cls]
     d = new.cfg.d_model
+    cross = {id(m.cross_attn) for m in new.modules() if getattr(m, "cross_attn", None) is not None}
     for module in list(new.modules()):
         if isinstance(module, MultiHeadAttention):
             w, b = module.in_proj.weight, module.in_proj.bias
+            # cross-attention reads in_proj by rows: W^Q for the decoder states, W^K;W^V for the memory
             module.rows = {(start, end): Int8Linear(w[start:end], None if b is None else b[start:end])
-                           for start, end in ((0, d), (d, 3 * d))}
+                           for start, end in ((0, d), (d, 3 * d))} if id(module) in cross else {}
             module.__class__ = Int8Attention
     _swap_linears(new)
     table = new.token_embedding.weight if new.cfg.tie_embeddings else new.lm_head.weight  # (V, d)

@@ -90,8 +90,11 @@ def vocabulary(tokenizer: Tokenizer, size: int) -> list[str]:
     return [by_id.get(i, f"<unused_{i}>") for i in range(size)]
 
 
-def transformer_spec(model: Transformer, tokenizer: Tokenizer) -> Any:
-    """CTranslate2's TransformerSpec (pre_norm=True) holding the weights of a pre-LN translator."""
+def transformer_spec(model: Transformer, words: list[str], unk_token: str | None = None) -> Any:
+    """CTranslate2's TransformerSpec (pre_norm=True) holding the weights of a pre-LN translator.
+
+    words: the token string of every id (vocabulary()); unk_token: the tokenizer's unknown token, if any.
+    """
     import ctranslate2  # optional: pip install 'aiayn[ct2]' (export checks it first)
 
     cfg = model.cfg
@@ -115,22 +118,24 @@ def transformer_spec(model: Transformer, tokenizer: Tokenizer) -> Any:
     decoder.projection.weight = _array(output)
     if model.final_logits_bias is not None:
         decoder.projection.bias = _array(model.final_logits_bias)
-    words = vocabulary(tokenizer, cfg.vocab_size)
+    if len(words) != cfg.vocab_size:
+        raise ValueError(f"{len(words)} vocabulary words for a model of vocab_size={cfg.vocab_size}")
     spec.register_source_vocabulary(words)
     spec.register_target_vocabulary(words)
     spec.config.bos_token, spec.config.eos_token = words[cfg.bos_id], words[cfg.eos_id]
     spec.config.decoder_start_token = words[cfg.bos_id]  # the decoder starts from BOS's embedding, as aiayn's
-    unk = getattr(tokenizer.model, "unk_token", None)
-    if unk is not None:
-        spec.config.unk_token = unk
+    if unk_token is not None:
+        spec.config.unk_token = unk_token
     spec.config.layer_norm_epsilon = cfg.layer_norm_eps
     return spec
 
 
 def write_pre_ln_translator(model: Transformer, tokenizer: Tokenizer, out: Path, quantization: str | None) -> None:
     """Write the CTranslate2 model (model.bin, config.json, vocabularies) of a pre-LN translator into out."""
-    spec = transformer_spec(model.eval(), tokenizer)
+    words = vocabulary(tokenizer, model.cfg.vocab_size)
+    spec = transformer_spec(model.eval(), words, getattr(tokenizer.model, "unk_token", None))
     spec.validate()
     spec.optimize(quantization=quantization)
+    out.mkdir(parents=True, exist_ok=True)
     spec.save(str(out))
 
