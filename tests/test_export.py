@@ -127,6 +127,29 @@ def test_ctranslate2_translator_greedy_matches_aiayn(translator: Path) -> None:
     assert len(results) == len(SENTENCES)
 
 
+@needs_ct2
+@pytest.mark.parametrize("shape", [{}, dict(positions="learned", tie_embeddings=False, activation="gelu",
+                                          scale_embeddings=False, final_logits_bias=True)])
+def test_pre_ln_translator_exports_to_ctranslate2_with_the_same_greedy_tokens(translator: Path, tmp_path: Path,
+                                                                               shape: dict) -> None:
+    """Pre-LN has no Marian route: the pre-norm TransformerSpec holds it, and the decoder starts from BOS."""
+    post, tok, src = _aiayn_translator(translator)
+    cfg = post.cfg.replace(norm="pre", **shape)
+    model = Transformer(cfg).eval()
+    if cfg.final_logits_bias:
+        torch.nn.init.normal_(model.final_logits_bias)
+    model.save(tmp_path / "pre", tokenizer=tok)
+    assert main(["export", str(tmp_path / "pre"), "--to", "ctranslate2", "--out", str(tmp_path / "ct2")]) == 0
+    # min_length=1: CTranslate2 never ends a translation at its first step (an empty one), aiayn may
+    ours = model.generate(src, beam_size=1, max_new_tokens=20, min_length=1)
+    words = [tok.id_to_token(i) for i in range(cfg.vocab_size)]
+    engine = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
+    tokens = [[words[i] for i in row if i != cfg.pad_id] for row in src.tolist()]
+    results = engine.translate_batch(tokens, beam_size=1, max_decoding_length=20)
+    theirs = [[words.index(t) for t in r.hypotheses[0]] for r in results]
+    assert ours == theirs and any(ours)
+
+
 # --- DecoderLM: post-LN (the paper's defaults) -> OPT, pre-LN (nanoGPT's) -> GPT-2 ---------------------
 
 
