@@ -51,7 +51,8 @@ def test_int8_copy_runs_every_linear_layer_in_int8_and_leaves_the_original() -> 
     q = for_decoding(model, "int8")
     assert not any(isinstance(m, nn.Linear) for m in q.modules())
     cfg = model.cfg  # encoder layers: in_proj, out_proj, 2 FFN; decoder: + cross in_proj, out_proj; the output
-    assert sum(isinstance(m, Int8Linear) for m in q.modules()) == 4 * cfg.n_encoder_layers + 6 * cfg.n_decoder_layers + 1
+    expected = 4 * cfg.n_encoder_layers + 6 * cfg.n_decoder_layers + 1
+    assert sum(isinstance(m, Int8Linear) for m in q.modules()) == expected
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert next(model.parameters()).dtype == torch.float32 and type(model) is aiayn.Transformer
 

@@ -8,8 +8,15 @@ from pathlib import Path
 from ..data.corpus import load_corpus, read_parallel
 from ..inference.evaluation import score, translate
 from ..io.atomic import atomic_write_text
-from .common import (UserError, add_decoding_flags, decoding_model, decoding_options, load_model, set_threads,
-                     user_errors)
+from .common import (
+    UserError,
+    add_decoding_flags,
+    decoding_model,
+    decoding_options,
+    load_model,
+    set_threads,
+    user_errors,
+)
 
 
 def run(args: argparse.Namespace) -> None:

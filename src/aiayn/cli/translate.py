@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> None:
     if bar:
         bar.close()
     if args.input:  # sentences sorted by length and batched by tokens; output in input order
+        threads = torch.get_num_threads()
         print(f"translated {len(texts)} sentences in {seconds:.2f} s: {len(texts) / max(seconds, 1e-9):.1f} "
-              f"sentences/s ({precision}, {torch.get_num_threads()} threads)", file=sys.stderr)
+              f"sentences/s ({precision}, {threads} thread{'s' if threads != 1 else ''})", file=sys.stderr)
     for line in lines:
         print(" ".join(line.splitlines()), flush=True)  # exactly one output line per input line
 

@@ -229,8 +229,8 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     threads (intra-op threads for the decoding steps; default: 1 for small steps, else torch's count);
     dtype ("fp32", "bf16", "int8", "auto" or torch.float32 / bfloat16 / qint8: search a copy of the model made
     by inference.quantize.for_decoding in that precision; made anew on each call, so for many calls make it
-    once with aiayn.for_decoding). beam_size=1 is greedy search. Returns one id list per row, or with n_best > 1 one list of id lists
-    per row (best first).
+    once with aiayn.for_decoding). beam_size=1 is greedy search. Returns one id list per row, or with
+    n_best > 1 one list of id lists per row (best first).
     """
     _check_options(options, SEQ2SEQ_OPTIONS, "generate")
     if not isinstance(beam_size, int) or beam_size < 1:
