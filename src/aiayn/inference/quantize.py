@@ -179,11 +179,10 @@ def int8_copy(model: TransformerBase) -> TransformerBase:
     if cls not in _INT8_CLASSES:
         _INT8_CLASSES[cls] = type(f"Int8{cls.__name__}", (Int8Projection, cls), {"__doc__": Int8Projection.__doc__})
     new.__class__ = _INT8_CLASSES[cls]
-    d = new.cfg.d_model
     cross = {id(m.cross_attn) for m in new.modules() if getattr(m, "cross_attn", None) is not None}
     for module in list(new.modules()):
         if isinstance(module, MultiHeadAttention):
-            w, b = module.in_proj.weight, module.in_proj.bias
+            w, b, d = module.in_proj.weight, module.in_proj.bias, module.in_proj.weight.shape[0] // 3
             # cross-attention reads in_proj by rows: W^Q for the decoder states, W^K;W^V for the memory
             module.rows = {(start, end): Int8Linear(w[start:end], None if b is None else b[start:end])
                            for start, end in ((0, d), (d, 3 * d))} if id(module) in cross else {}

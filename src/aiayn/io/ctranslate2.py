@@ -35,6 +35,8 @@ def pre_ln_problems(model: Transformer) -> list[str]:
         problems.append(f"type_vocab_size={cfg.type_vocab_size} (segment embeddings)")
     if cfg.embedding_norm:
         problems.append("embedding_norm=True")
+    if cfg.positions not in ("sinusoidal", "learned"):
+        problems.append(f"positions={cfg.positions!r} (the spec adds a position table; use sinusoidal or learned)")
     if cfg.position_offset:
         problems.append(f"position_offset={cfg.position_offset}")
     return problems
