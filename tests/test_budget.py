@@ -201,13 +201,15 @@ def test_a_named_step_count_replaces_the_default_budget_and_both_named_keep_both
 
 
 def test_a_warmup_share_follows_the_plan_and_is_refused_without_a_planned_end() -> None:
-    schedule = make_schedule("linear", 256, warmup=300, total=0, peak_lr=2e-3, warmup_share=0.5)
+    schedule = make_schedule("linear", 256, warmup=None, total=0, peak_lr=2e-3, warmup_share=0.5)
     schedule.end_at(800)  # the budget's first plan
     assert schedule.warmup == 400 and schedule(400) == pytest.approx(2e-3) and schedule(800) == 0.0
     schedule.end_at(600)  # slower steps: fewer planned, the warmup shrinks with them
     assert schedule.warmup == 300 and schedule(150) == pytest.approx(1e-3) and schedule(450) == pytest.approx(1e-3)
-    fixed = make_schedule("linear", 256, warmup=300, total=800, peak_lr=2e-3)
+    fixed = make_schedule("linear", 256, warmup=300, total=800, peak_lr=2e-3, warmup_share=0.5)
     fixed.end_at(600)
-    assert fixed.warmup == 300
-    with pytest.raises(TrainingError, match="warmup_share needs"):
-        TrainConfig.from_dict({"warmup_share": 0.5, "schedule": "inverse-sqrt"})
+    assert fixed.warmup == 300  # named warmup steps stay
+    assert TrainConfig().warmup is None and TrainConfig().lr_schedule(256).warmup == 1  # set by the plan
+    with pytest.raises(TrainingError, match="inverse-sqrt schedule takes --warmup steps"):
+        TrainConfig.from_dict({"schedule": "inverse-sqrt"})
+    assert TrainConfig.from_dict({"schedule": "inverse-sqrt", "warmup": 400}).warmup == 400

@@ -80,15 +80,20 @@ class DecaySchedule:
         return self.min_lr + remaining * (self.peak - self.min_lr)
 
 
-def make_schedule(kind: str, d_model: int, warmup: int, total: int, peak_lr: float, lr_scale: float = 1.0,
+def make_schedule(kind: str, d_model: int, warmup: int | None, total: int, peak_lr: float, lr_scale: float = 1.0,
                   min_lr: float = 0.0, warmup_share: float = 0.0) -> InverseSqrtSchedule | DecaySchedule:
     """The schedule `kind` names; inverse-sqrt peaks at peak_lr (or, with peak_lr 0, is the paper's x lr_scale).
-    A warmup_share (decays only) replaces `warmup` by that share of the planned steps."""
+    A decay with warmup None warms up over warmup_share of the planned steps."""
     if kind not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    if warmup is None:
+        if kind == "inverse-sqrt" or not 0 < warmup_share < 1 or peak_lr <= 0:
+            raise ValueError("a warmup as a share of the planned steps needs a linear or cosine decay, a share in "
+                             "(0, 1) and peak_lr > 0")
+        return DecaySchedule(peak_lr, 1, total, min_lr, kind, warmup_share)
     if kind == "inverse-sqrt":
         if peak_lr > 0:
             return InverseSqrtSchedule.with_peak(d_model, warmup, peak_lr)
         return InverseSqrtSchedule(d_model, warmup, lr_scale)
     peak = peak_lr if peak_lr > 0 else InverseSqrtSchedule(d_model, warmup, lr_scale).peak
-    return DecaySchedule(peak, warmup, total, min_lr, kind, warmup_share)
+    return DecaySchedule(peak, warmup, total, min_lr, kind)

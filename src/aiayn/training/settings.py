@@ -253,7 +253,7 @@ SETTINGS: tuple[Setting, ...] = (
            choices=SINUSOID_LAYOUTS),
     _model("final_logits_bias", "a fixed bias on the output logits (Marian, BART)"),
     # --- batches
-    Setting("batch_tokens", int, 2048, "about this many source and as many target tokens per batch (§5.1: "
+    Setting("batch_tokens", int, 1024, "about this many source and as many target tokens per batch (§5.1: "
             "~25,000)", tasks=TRANSLATE, bounds=">= 1"),
     Setting("context", int, 64, "tokens per window", tasks=LM, bounds=">= 1"),
     Setting("batch_size", int, 12, "windows per batch", tasks=LM, bounds=">= 1"),
@@ -266,9 +266,10 @@ SETTINGS: tuple[Setting, ...] = (
             "--steps drops the default budget", lm=2000),
     Setting("time_budget", str, "10m", "a wall-clock limit for the whole loop (10m, 1h30m, seconds); with --steps, "
             "whichever ends first (not in the paper)", lm=None, none="none", metavar="DURATION"),
-    Setting("warmup", int, 300, "warmup steps (§5.3: 4000)", lm=100, bounds=">= 1"),
-    Setting("warmup_share", float, 0.0, "linear / cosine: warm up over this share of the planned steps instead "
-            "of --warmup, following a time budget's plan (not in the paper; 0: use --warmup)", bounds="[0, 1)"),
+    Setting("warmup", int, None, "warmup steps (§5.3: 4000)", lm=100, bounds=">= 1",
+            none="--warmup-share of the planned steps"),
+    Setting("warmup_share", float, 0.6, "without --warmup, a linear / cosine schedule warms up over this share of "
+            "the planned steps, following a time budget's plan (not in the paper)", bounds="(0, 1)"),
     Setting("lr_scale", float, 1.0, "the factor of §5.3's rate, used when --peak-lr is 0", tasks=TRANSLATE,
             bounds="> 0"),
     Setting("peak_lr", float, 2e-3, "the rate at step --warmup (translate: 0 uses --lr-scale)", lm=1e-3),
@@ -345,9 +346,9 @@ class Settings:
                 raise TrainingError(f"{type(self).__name__}.{s.name} {error}") from None
         check_length(self.steps, self.time_budget)  # type: ignore[attr-defined]
         check_averaging(self.average_last, self.average_every, self.fsdp)  # type: ignore[attr-defined]
-        if self.warmup_share and self.schedule == "inverse-sqrt":  # type: ignore[attr-defined]
-            raise TrainingError("warmup_share needs a schedule with a planned end (--schedule linear or cosine); "
-                                "the paper's inverse-sqrt takes --warmup steps")
+        if self.warmup is None and (self.schedule == "inverse-sqrt" or not self.peak_lr):  # type: ignore[attr-defined]
+            raise TrainingError("a warmup as a share of the planned steps needs --schedule linear or cosine and "
+                                "--peak-lr > 0; the paper's inverse-sqrt schedule takes --warmup steps")
         self.check()
 
     def check(self) -> None:

@@ -263,8 +263,14 @@ class Trainer(RankTrainer):
         """Log the model, the data and the schedule about to train."""
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {self.cfg.batch_tokens} tokens per epoch; "
-                 f"{self.cfg.schedule} schedule, peak lr {self.schedule.peak:.2e} at step {self.cfg.warmup}; "
+                 f"{self.cfg.schedule} schedule, peak lr {self.schedule.peak:.2e} at step {self._warmup_text()}; "
                  f"{self._length()}; torch threads {torch.get_num_threads()}; {self.precision_name}")
+
+    def _warmup_text(self) -> str:
+        """The warmup's last step, and how it follows the plan when it is a share of it."""
+        if self.cfg.warmup is not None:
+            return str(self.cfg.warmup)
+        return f"{self.schedule.warmup} ({self.cfg.warmup_share:.0%} of the planned steps)"
 
     def _evaluation_due(self) -> bool:
         """Every eval_every steps, and at the test_bleu_at steps."""
