@@ -6,6 +6,7 @@
 #
 #   bash benchmarks/recipe_levers.sh            # every variant, two at a time (hours on 2 cores)
 #   VARIANTS="E1 E5" bash benchmarks/recipe_levers.sh
+#   VARIANTS="L1 L2 L3 L4" bash benchmarks/recipe_levers.sh   # the second round
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIAYN=${AIAYN:-.venv/bin/aiayn}
@@ -17,6 +18,11 @@ declare -A FLAGS=(
   [E3]="--norm pre --batch-tokens 4096 --warmup 300 --peak-lr 2e-3 --schedule linear --vocab-size 4000"
   [E4]="--norm pre --batch-tokens 4096 --warmup 150 --peak-lr 3e-3 --schedule linear"
   [E5]="--norm pre --batch-tokens 4096 --warmup 150 --peak-lr 3e-3 --schedule linear --dropout 0"
+  # the second round (docs/results.md): 1.53M target tokens each; a later --steps wins over STEPS
+  [L1]="--batch-tokens 2048 --warmup 300"
+  [L2]="--batch-tokens 2048 --warmup 500"
+  [L3]="--batch-tokens 1024 --warmup 1000 --steps 1600"
+  [L4]="--batch-tokens 2048 --warmup 500 --encoder-layers 4 --decoder-layers 2 --steps 920"
 )
 VARIANTS=${VARIANTS:-"E1 E2 E3 E4 E5"}
 mkdir -p "$OUT"
@@ -24,7 +30,7 @@ run() {  # run NAME: train one variant into $OUT/NAME, its log beside it
   rm -rf "${OUT:?}/$1"
   # shellcheck disable=SC2086
   OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 "$AIAYN" train --out "$OUT/$1" --steps "$STEPS" --threads 1 \
-    --eval-every 200 --save-every 40 --keep-last 5 --log-every 50 ${FLAGS[$1]} >"$OUT/$1.log" 2>&1
+    --eval-every 200 --save-every 20 --keep-last 12 --log-every 50 ${FLAGS[$1]} >"$OUT/$1.log" 2>&1
   echo "$1 (${FLAGS[$1]}): $(grep -h 'test BLEU' "$OUT/$1.log" | tail -1)"
 }
 set -- $VARIANTS

@@ -550,8 +550,9 @@ class RankTrainer:
                     if self.best.step != self.step:
                         install_best(self.run_dir, self.run_dir / "model")
                     result.best = self.best.describe()
-                    self.log(f"model/ holds the best evaluation: {result.best} (the last step is {self.step}; its "
-                             f"checkpoint is in checkpoints/)")
+                    if self.best.step != self.step:
+                        self.log(f"model/ holds the best evaluation: {result.best} (the last step is {self.step}; "
+                                 f"its checkpoint is in checkpoints/)")
             return result
         finally:
             if self.board is not None:
