@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 from aiayn.cli import main
 from aiayn.training.lm import LMTrainConfig
 from aiayn.training.trainer import TrainingError
-from aiayn.training.translation import TrainConfig, train
+from aiayn.training.translation import TrainConfig, Trainer, train
 from tests.helpers_translation import write_corpus
 
 
@@ -23,7 +24,7 @@ def _cfg(tmp_path: Path, **changes) -> TrainConfig:
               "dev_size": 20, "test_size": 20, "batch_tokens": 300, "steps": 12, "time_budget": None,
               "warmup": 5, "peak_lr": 3e-3, "log_every": 1, "eval_every": 0, "save_every": 0,
               "final_test": False, "beam": 1, "seed": 3}
-    return TrainConfig(**{**values, **changes})
+    return TrainConfig(**{**values, "time_budget": None, **changes})
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -60,3 +61,24 @@ def test_bad_averaging_settings_are_refused_naming_them(values: dict, named: str
     for config in (TrainConfig, LMTrainConfig):
         with pytest.raises(TrainingError, match=named):
             config(**values)
+
+
+def test_the_test_set_is_scored_on_the_weights_keep_best_leaves_in_model(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """When an earlier evaluation stays the best, the final test BLEU is that step's: the same as a run that
+    stops there (inverse-sqrt: the rate does not depend on the planned length)."""
+    real_bleu = Trainer.bleu
+
+    def falling_dev_bleu(self, split: str, beam: int):  # dev BLEU falls after the first evaluation
+        scores = real_bleu(self, split, beam)
+        return dataclasses.replace(scores, bleu=100.0 - self.step) if split == "dev" else scores
+
+    monkeypatch.setattr(Trainer, "bleu", falling_dev_bleu)
+    common = {"schedule": "inverse-sqrt", "warmup": 5, "final_test": True, "eval_every": 4, "steps": 8}
+    kept = train(_cfg(tmp_path, out=str(tmp_path / "kept"), **common), log=lambda _: None)
+    stopped = train(_cfg(tmp_path, out=str(tmp_path / "stopped"), **{**common, "steps": 4}, keep_best="none"),
+                    log=lambda _: None)
+    assert kept.step == 8 and kept.test_step == 4 and stopped.test_step == 4
+    assert kept.test_scores.bleu == stopped.test_scores.bleu and kept.test_scores.chrf == stopped.test_scores.chrf
+    for name, tensor in _weights(tmp_path / "kept" / "model").items():
+        torch.testing.assert_close(tensor, _weights(tmp_path / "stopped" / "model")[name], rtol=0, atol=0)

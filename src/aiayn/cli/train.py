@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
         return
     if task == "translate":
         if result.test_scores is not None:
-            print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.step}, beam {cfg.beam}:")
+            print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.test_step or result.step}, beam {cfg.beam}:")
             print(result.test_scores)
     else:
         final = result.final or {}

@@ -62,6 +62,7 @@ class TrainResult:
     interrupted: bool = False
     main: bool = True  # False on the ranks > 0 of a torchrun job (rank 0 reports)
     test_scores: Any = None
+    test_step: int | None = None  # the step whose weights test_scores are of (model/'s)
     stop_signal: int | None = None  # signal.SIGINT or signal.SIGTERM when interrupted
     best: str | None = None  # model/ holds the best evaluation's weights: e.g. "dev_bleu 12.3 at step 500"
     stopped_early: bool = False  # --patience evaluations without a better score ended the run

@@ -19,6 +19,8 @@ from ..model.config import ModelConfig, RNNConfig
 from ..model.models import Transformer, TransformerBase
 from ..model.recurrent import RecurrentSeq2Seq
 from ..runtime.precision import autocast
+from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights
+from .best import BEST_DIR
 from .init_from import InitError
 from .loss import label_smoothed_loss
 from .run_folder import (
@@ -244,11 +246,8 @@ class Trainer(RankTrainer):
         record: dict[str, Any] = {"step": self.step, **self.validate()}
         if self.corpus.dev:
             record["dev_bleu"] = self.bleu("dev", self.cfg.dev_beam).bleu
-        if test and self.corpus.test:
-            scores = self.bleu("test", self.cfg.beam)
-            record.update(test_bleu=scores.bleu, test_chrf=scores.chrf, bleu_signature=scores.bleu_signature,
-                          chrf_signature=scores.chrf_signature,
-                          test_beam=self.cfg.beam)
+        if test:
+            self._score_test(record)
         parts = [f"dev loss {record['dev_loss']:.3f} ppl {record['dev_ppl']:.1f}"]
         if "dev_bleu" in record:
             parts.append(f"dev BLEU {record['dev_bleu']:.2f}")
@@ -257,6 +256,28 @@ class Trainer(RankTrainer):
                          f"(beam {record['test_beam']})")
         self._report(record, started, parts)
         plot_curves(self.run_dir)
+        return record
+
+    def _score_test(self, record: dict[str, Any]) -> None:
+        """Test BLEU and chrF with beam search (§6.1) into `record`, if the corpus has a test split."""
+        if self.corpus.test:
+            scores = self.bleu("test", self.cfg.beam)
+            record.update(test_bleu=scores.bleu, test_chrf=scores.chrf, bleu_signature=scores.bleu_signature,
+                          chrf_signature=scores.chrf_signature, test_beam=self.cfg.beam)
+
+    def _test_kept_model(self) -> dict[str, Any]:
+        """Test scores of the weights model/ will hold: the best evaluation's (--keep-best), loaded from best/ when
+        that is not this last step; a record of its own in metrics.jsonl, naming that step (`model_step`)."""
+        started = time.perf_counter()
+        kept = self.best.step if self.best.step is not None else self.step
+        if kept != self.step:
+            weights = self.run_dir / BEST_DIR / WEIGHTS_FILE
+            load_state(self.model, read_weights(weights), weights)
+        record: dict[str, Any] = {"step": self.step, "model_step": kept}
+        self._score_test(record)
+        if "test_bleu" in record:
+            self._report(record, started, [f"test BLEU {record['test_bleu']:.2f} chrF {record['test_chrf']:.1f} "
+                                           f"(beam {record['test_beam']}) of model/, step {kept}"])
         return record
 
     def _announce(self) -> None:
@@ -278,14 +299,21 @@ class Trainer(RankTrainer):
 
     def _final(self, losses: dict[int, float]) -> TrainResult:
         """The final evaluation (test BLEU with beam search unless final_test is off) and the run's result."""
-        record = self.evaluate(test=self.cfg.final_test or self.step in self.cfg.test_bleu_at)
+        test = self.cfg.final_test or self.step in self.cfg.test_bleu_at
+        # with --keep-best the last dev evaluation may still change which step model/ holds: score the test set
+        # after it, on those weights (averaged or sharded weights stay as they are)
+        kept_apart = self.best.key is not None and not self.cfg.average_last and not self.sharded
+        record = self.evaluate(test=test and not kept_apart)
+        if test and kept_apart:
+            record = self._test_kept_model()
         self.log(f"done: {self.step} steps, {self.tokens_seen:,} target tokens; "
                  f"{self.plan.summary(self.step, self.train_seconds)}; model in {self.run_dir / 'model'}")
         scores = None
         if "test_bleu" in record:
             scores = Scores(record["test_bleu"], record["test_chrf"], record["bleu_signature"],
                             record["chrf_signature"])
-        return TrainResult(self.run_dir, self.step, losses, test_scores=scores)
+        return TrainResult(self.run_dir, self.step, losses, test_scores=scores,
+                           test_step=record.get("model_step", self.step))
 
 
 def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> TrainResult:
