@@ -64,6 +64,7 @@ docs-serve: setup-docs
 
 # the docs are built first, so tests/test_docs_browser.py opens the site just built
 test: setup-test browser docs
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q
 
 test-slow: setup-test

@@ -140,7 +140,8 @@ def test_half_precision_cpu_path_matches_torchs_fused_kernel(causal):
     torch.manual_seed(0)
     B, H, T, d_k = 3, 2, 7, 16
     q, k, v = (torch.randn(B, H, T, d_k).bfloat16().requires_grad_() for _ in range(3))
-    mask = causal_mask(T) if causal else torch.ones(B, 1, 1, T, dtype=torch.bool).index_fill_(3, torch.tensor([6]), False)
+    padding = torch.ones(B, 1, 1, T, dtype=torch.bool).index_fill_(3, torch.tensor([6]), False)
+    mask = causal_mask(T) if causal else padding
     assert attention._explicit_is_faster(q, k)
     out, weights = attend(q, k, v, mask)
     assert weights is None

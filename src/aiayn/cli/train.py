@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> None:
         return
     if task == "translate":
         if result.test_scores is not None:
-            print(f"test set ({cfg.data if cfg.test is None else cfg.test}), step {result.test_step or result.step}, beam {cfg.beam}:")
+            test_set = cfg.data if cfg.test is None else cfg.test
+            print(f"test set ({test_set}), step {result.test_step or result.step}, beam {cfg.beam}:")
             print(result.test_scores)
     else:
         final = result.final or {}

@@ -15,11 +15,11 @@ from ..data.batching import Batch, TokenBatcher
 from ..data.corpus import Corpus, load_corpus
 from ..data.tokenizer import EOS_ID, encode_batch, train_bpe
 from ..inference.evaluation import Scores, score, translate
+from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights
 from ..model.config import ModelConfig, RNNConfig
 from ..model.models import Transformer, TransformerBase
 from ..model.recurrent import RecurrentSeq2Seq
 from ..runtime.precision import autocast
-from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights
 from .best import BEST_DIR
 from .init_from import InitError
 from .loss import label_smoothed_loss
