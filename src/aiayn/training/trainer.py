@@ -165,7 +165,6 @@ class RankTrainer:
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16 to autocast the forward to; None: fp32
     plan: BudgetPlan
     average_steps: list[int]  # steps saved for averaging at the end (cfg.average_last), oldest first
-    averaged: list[int] | None = None  # the steps model/ is the average of, once averaged
 
     # --- setting up
     def __init__(self, cfg: Any, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
@@ -568,9 +567,8 @@ class RankTrainer:
         chosen = [folders / f"step_{s}" for s in self.average_steps[-self.cfg.average_last:]]
         chosen = [folder for folder in chosen if folder.is_dir()]
         load_state(self.model, average_checkpoints(chosen), folders)
-        self.averaged = [int(folder.name.removeprefix("step_")) for folder in chosen]
-        self.log(f"model/: the average of {len(chosen)} checkpoint(s), steps "
-                 f"{', '.join(map(str, self.averaged))} (§6.1)")
+        steps = ", ".join(folder.name.removeprefix("step_") for folder in chosen)
+        self.log(f"model/: the average of {len(chosen)} checkpoint(s), steps {steps} (§6.1)")
 
     def _checked(self, loss: float, step: int) -> float:
         """The loss of `step`, or a TrainingError naming the step and the last good checkpoint if not finite."""
