@@ -1,12 +1,15 @@
 """`aiayn sweep`: a grid of tiny training runs, its results table, resuming after a kill, refusing bad files."""
 
 import csv
+import json
+import math
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from aiayn import ModelConfig, Transformer
 from aiayn.cli import main
 from aiayn.cli import sweep as sweep_command
 from aiayn.training import sweep
@@ -114,6 +117,117 @@ def test_a_bad_sweep_file_is_refused_before_any_run(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err), err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda text: text + "[variants.a]\npaper = 5.29\n", r"\[variants.a\] paper must be a table.*paper = \{ ppl"),
+    (lambda text: text + "[variants.a]\npaper = { ppl = 5.29, bleu_dev = 24.9 }\n",
+     r"\[variants.a\] paper has unknown key\(s\) \['bleu_dev'\]"),
+    (lambda text: text + '[variants.a]\npaper = { ppl = "5.29" }\n', r"\[variants.a\] paper: ppl must be a number"),
+    (lambda text: text.replace("[base]\n", "[base]\npaper = { ppl = 4.92 }\n") + "[variants.base]\n",
+     r"\[base\] sets 'paper'.*\[variants.base\]"),
+    (lambda text: 'reference_variant = "bse"\n' + text + "[variants.base]\n[variants.a]\n",
+     r"reference_variant = 'bse' is not a variant: name one of \['base', 'a'\]"),
+])
+def test_a_bad_paper_figure_or_reference_is_refused_before_any_run(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                   edit: object, message: str) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_text(edit(BASE.format(corpus=tmp_path / "corpus.tsv")))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    assert not (tmp_path / "out").exists()
+
+
+# Fake finished runs (variant: dev perplexity and dev BLEU per seed) and the paper's figures per variant.
+FAKE = {"base": ([10, 11, 12], [20, 21, 22]), "rep": ([14, 16], [17, 19]), "opp": ([15, 17], [24, 26]),
+        "noisy": ([11, 13], [21, 23]), "single": ([14], [19])}
+PAPER = {"base": "{ ppl = 4.92, bleu = 25.8 }", "rep": "{ ppl = 5.29, bleu = 24.9 }",
+         "opp": "{ ppl = 4.88, bleu = 25.8 }", "noisy": "{ ppl = 5.00 }", "single": "{ ppl = 6.0 }"}
+
+
+def _fake_sweep(tmp: Path) -> Path:
+    """A sweep file of FAKE's variants and a folder of their finished runs, written by hand (nothing trained)."""
+    path = tmp / "grid.toml"
+    text = BASE.format(corpus=tmp / "corpus.tsv").replace("seeds = [1]", "seeds = [1, 2]")
+    for name, (ppl, _) in FAKE.items():
+        text += f"[variants.{name}]\nseeds = {list(range(1, len(ppl) + 1))}\npaper = {PAPER[name]}\n"
+    text += '[variants.unrun]\ndropout = 0.2\npaper = { ppl = 1.0 }\n'  # no finished run: no row
+    path.write_text(text)
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=60)).save(tmp / "model")
+    for name, (ppl, bleu) in FAKE.items():
+        for seed, (p, b) in enumerate(zip(ppl, bleu), start=1):
+            run = tmp / "out" / "runs" / f"{name}-seed{seed}"
+            shutil.copytree(model, run / "model")
+            (run / sweep.RESULT_FILE).write_text(json.dumps({"step": 6, "dev_ppl": p, "dev_bleu": b}))
+    return path
+
+
+def _no_training(*args: object) -> int:
+    raise AssertionError("--report must not train")
+
+
+def test_report_sets_our_change_from_the_base_beside_the_papers_with_a_verdict(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _fake_sweep(tmp_path)
+    monkeypatch.setattr(sweep_command, "subprocess_launcher", _no_training)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--report"]) == 0
+    with open(tmp_path / "out" / "results.csv", encoding="utf-8") as handle:
+        rows = {r["variant"]: r for r in csv.DictReader(handle)}
+    assert list(rows) == ["base", "rep", "opp", "noisy", "single"]
+    # base: ppl 11 +- 1, BLEU 21 +- 1 over 3 seeds; a 2-seed row of spread sqrt(2): noise 2 sqrt(2/2 + 1/3)
+    two = 2 * math.sqrt(2 / 2 + 1 / 3)
+    one = 2 * math.sqrt(1 / 1 + 1 / 3)  # the one-seed row borrows the base's spread, 1
+    expected = {  # Δ ours, noise, paper Δ, verdict (ppl), then the same for BLEU
+        "rep": (4, two, 5.29 - 4.92, "reproduced", -3, two, 24.9 - 25.8, "reproduced"),
+        "opp": (5, two, 4.88 - 4.92, "not reproduced", 4, two, 0.0, "not reproduced"),
+        "noisy": (1, two, 5.00 - 4.92, "within noise", 1, two, None, "—"),
+        "single": (3, one, 6.0 - 4.92, "reproduced", -2, one, None, "—"),
+    }
+    columns = ("dev_ppl_delta", "ppl_noise", "paper_ppl_delta", "ppl_verdict",
+               "dev_bleu_delta", "bleu_noise", "paper_bleu_delta", "bleu_verdict")
+    for name, values in expected.items():
+        for column, value in zip(columns, values):
+            cell = rows[name][column]
+            if value is None:
+                assert cell == "", (name, column)
+            elif isinstance(value, str):
+                assert cell == value, (name, column)
+            else:
+                assert float(cell) == pytest.approx(value, abs=1e-4), (name, column)
+    assert rows["base"]["ppl_verdict"] == rows["base"]["bleu_verdict"] == "reference"
+    assert float(rows["single"]["dev_ppl_std"]) == 0.0 and rows["single"]["seeds"] == "1"
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| rep | base | 2 | 6 |" in md and "| 15.00 ± 1.41 | +4.00 (± 2.31) | +0.37 | reproduced |" in md
+    assert "| 25.00 ± 1.41 | +4.00 (± 2.31) | 0 | not reproduced |" in md
+    assert "(10 of 12 runs finished)" in md  # all but unrun-seed1 and unrun-seed2
+    assert "sqrt(s_v²/n_v + s_r²/n_r)" in md and "unrun" not in md
+    assert (tmp_path / "out" / "results.png").stat().st_size > 1000
+
+
+def test_report_with_one_seed_each_side_says_so_and_names_another_reference(tmp_path: Path) -> None:
+    path = _fake_sweep(tmp_path)
+    path.write_text('reference_variant = "rep"\n' + path.read_text())
+    for name in ("base-seed2", "base-seed3", "rep-seed2"):  # as if still running: base and rep have one seed
+        (tmp_path / "out" / "runs" / name / sweep.RESULT_FILE).unlink()
+    plan = sweep.plan_sweep(path, tmp_path / "out")
+    rows = {r.variant: r for r in sweep.summarise(plan)}
+    assert rows["rep"].ppl_verdict == "reference"
+    base = rows["base"]  # 10 against rep's 14; the paper: 4.92 against 5.29
+    assert base.dev_ppl_delta == -4 and base.ppl_noise is None and base.ppl_verdict == "one seed"
+    assert base.paper_ppl_delta == pytest.approx(4.92 - 5.29)
+    single = rows["single"]  # one seed against one seed
+    assert single.dev_bleu_delta == 2 and single.bleu_verdict == "—"  # no BLEU figure for single
+    noisy = rows["noisy"]  # two seeds against one: rep borrows noisy's spread, sqrt(2)
+    assert noisy.ppl_noise == pytest.approx(2 * math.sqrt(2 / 2 + 2 / 1))
+    assert noisy.dev_ppl_delta == -2 and noisy.ppl_verdict == "within noise"
+
+
+def test_report_refuses_when_no_run_has_finished(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "grid.toml"
+    path.write_text(BASE.format(corpus=tmp_path / "corpus.tsv") + "[variants.base]\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--report"]) == 1
+    assert "no run in" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ..training.sweep import Run, describe, execute, plan_sweep, subprocess_launcher, summarise, write_results
+from ..training.sweep import Run, describe, execute, plan_sweep, report, subprocess_launcher, summarise, write_results
 from . import train
 from .common import UserError, int_at_least, user_errors
 
@@ -18,12 +18,14 @@ preset = "small"
 steps = 600
 time_budget = ""               # no wall-clock limit: every run takes its steps
 
-[variants.base]
+[variants.base]                # the row the others are compared with (or name one: reference_variant = "NAME")
 seeds = [1, 2, 3]
+paper = { ppl = 4.92, bleu = 25.8 }   # a publication's dev figures for this row (optional; either key)
 
 [variants.heads-1]
 n_heads = 1
 note = "Table 3 (A)"
+paper = { ppl = 5.29, bleu = 24.9 }   # results.md sets our change from base beside the paper's, with a verdict
 """
 
 
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> None:
 
     Every run is checked before the first starts. Finished runs are kept; interrupted ones continue from their
     last checkpoint (`aiayn train --resume`): run the same command again after a stop. Under torchrun the runs
-    go one after another, each data-parallel over the ranks, trained in this process.
+    go one after another, each data-parallel over the ranks, trained in this process. --report writes the
+    results from the runs finished so far and runs nothing (safe beside a sweep that is running).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and args.workers > 1:
@@ -44,11 +47,13 @@ def run(args: argparse.Namespace) -> None:
                 print(f"{variant.name}: {describe(variant.changes)}; seeds {variant.seeds}")
             print(f"{len(plan.runs)} runs into {args.out}")
             return
-        launch = _in_process if world > 1 else subprocess_launcher
-        execute(plan, args.workers, args.threads, launch, log=_log)
-        if os.environ.get("RANK", "0") != "0":
-            return
-        paths = write_results(plan, summarise(plan))
+        if args.report:
+            paths = report(plan)
+        else:
+            execute(plan, args.workers, args.threads, _in_process if world > 1 else subprocess_launcher, log=_log)
+            if os.environ.get("RANK", "0") != "0":
+                return
+            paths = write_results(plan, summarise(plan))
     except user_errors() as error:
         raise UserError(str(error)) from None
     print((args.out / "results.md").read_text(encoding="utf-8"), end="")
@@ -83,16 +88,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog="examples:\n  aiayn sweep configs/table3.toml --out runs/table3\n"
                "  aiayn sweep configs/table3.toml --out runs/table3 --workers 2   # two runs at once\n"
                "  aiayn sweep configs/table3.toml --out runs/table3 --dry-run     # list the runs only\n"
+               "  aiayn sweep configs/table3.toml --out runs/table3 --report      # results so far; runs nothing\n"
                "  torchrun --nproc_per_node 4 -m aiayn sweep configs/table3.toml --out runs/table3\n\n"
                "a sweep file:\n" + EXAMPLE_FILE + "\nDIR gets runs/NAME-seedS/ (run folders), configs/ (each run's "
                "--config file), logs/, and results.csv, results.md, results.png (one row per variant: mean and "
                "sample standard deviation over seeds of dev perplexity per target token and dev BLEU, parameters, "
-               "steps).")
+               "steps; with a reference row, each row's change from it beside the `paper` figures' change, and "
+               "whether the direction is reproduced, not reproduced or within noise).")
     parser.add_argument("config", type=Path, metavar="CONFIG.toml", help="the sweep file")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder of the runs and results")
     parser.add_argument("--workers", type=int_at_least(1), default=1,
                         help="runs at once, each a child process with its share of the threads (default 1)")
     parser.add_argument("--threads", type=int_at_least(0), default=0,
                         help="threads in all, split evenly between the workers (default 0: every core)")
-    parser.add_argument("--dry-run", action="store_true", help="check the file and list the runs; train nothing")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="check the file and list the runs; train nothing")
+    mode.add_argument("--report", action="store_true",
+                      help="write results.csv, .md and .png from the runs finished so far; train nothing")
     parser.set_defaults(run=run)
