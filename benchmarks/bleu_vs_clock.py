@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR[:LABEL]", help="finished translation run folders")
     parser.add_argument("--out", default="bleu-vs-clock.png", help="the PNG to write")
+    parser.add_argument("--no-eole", action="store_true", help="leave out eole's point")
     parser.add_argument("--title", default="English->Spanish, bundled Bible, test = John (2 CPU cores)")
     args = parser.parse_args()
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -51,7 +52,8 @@ def main() -> None:
                     label=f"{label}: dev BLEU (greedy)")
         for minutes, bleu in test[-1:]:
             ax.annotate(f"{bleu:.1f}", (minutes, bleu), textcoords="offset points", xytext=(4, 4))
-    ax.plot(*EOLE_POINT, marker="*", markersize=12, linestyle="none", color="black", label="eole 0.6.4, step 1,000")
+    if not args.no_eole:
+        ax.plot(*EOLE_POINT, marker="*", markersize=12, linestyle="none", color="black", label="eole 0.6.4, step 1,000")
     ax.set_xlabel("minutes of training (evaluations not counted)")
     ax.set_ylabel("BLEU (sacreBLEU)")
     ax.set_title(args.title, fontsize=10)

@@ -7,6 +7,7 @@
 #   bash benchmarks/recipe_levers.sh            # every variant, two at a time (hours on 2 cores)
 #   VARIANTS="E1 E5" bash benchmarks/recipe_levers.sh
 #   VARIANTS="L1 L2 L3 L4 L5" bash benchmarks/recipe_levers.sh   # the second round
+#   VARIANTS="M1 M2 M3" bash benchmarks/recipe_levers.sh         # the third round
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIAYN=${AIAYN:-.venv/bin/aiayn}
@@ -24,6 +25,10 @@ declare -A FLAGS=(
   [L3]="--batch-tokens 1024 --warmup 1000 --steps 1600"
   [L4]="--batch-tokens 2048 --warmup 500 --encoder-layers 4 --decoder-layers 2 --steps 920"
   [L5]="--batch-tokens 512 --warmup 1500 --steps 2400"
+  # the third round: L3 (the current default at 1.53M target tokens) with one change each
+  [M1]="--batch-tokens 1024 --warmup 1000 --steps 1600 --peak-lr 3e-3"
+  [M2]="--batch-tokens 1024 --warmup 1000 --steps 1600 --label-smoothing 0"
+  [M3]="--batch-tokens 1024 --warmup 1230 --steps 2050 --encoder-layers 2 --decoder-layers 2"
 )
 VARIANTS=${VARIANTS:-"E1 E2 E3 E4 E5"}
 mkdir -p "$OUT"
