@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common import configure_threads, median  # noqa: E402
 
 from aiayn.data.batching import collate  # noqa: E402
-from aiayn.data.corpus import load_corpus  # noqa: E402
+from aiayn.data.corpus import BUNDLED, load_corpus  # noqa: E402
 from aiayn.data.tokenizer import encode_batch  # noqa: E402
 from aiayn.io.loading import load_with_tokenizer  # noqa: E402
 from aiayn.model.config import RNNConfig  # noqa: E402
@@ -56,7 +56,9 @@ def dev_pairs(model_dir: Path, root: Path, limit: int) -> list[tuple[str, str]]:
 
     def path(name: str) -> str | None:
         value = settings.get(name)
-        return None if value is None else str(root / value) if not Path(value).is_absolute() else value
+        if value is None or value == BUNDLED:  # the bundled corpus's name is no path
+            return value
+        return str(root / value) if not Path(value).is_absolute() else value
 
     corpus = load_corpus(path("data") or settings["data"], path("target"), path("dev"), path("dev_target"),
                          None, None, settings.get("dev_size", 500), settings.get("test_size", 1000),
