@@ -8,6 +8,7 @@
 #   VARIANTS="E1 E5" bash benchmarks/recipe_levers.sh
 #   VARIANTS="L1 L2 L3 L4 L5" bash benchmarks/recipe_levers.sh   # the second round
 #   VARIANTS="M1 M2 M3" bash benchmarks/recipe_levers.sh         # the third round
+#   VARIANTS="S1" bash benchmarks/recipe_levers.sh               # scheduled sampling against L3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AIAYN=${AIAYN:-.venv/bin/aiayn}
@@ -29,6 +30,8 @@ declare -A FLAGS=(
   [M1]="--batch-tokens 1024 --warmup 1000 --steps 1600 --peak-lr 3e-3"
   [M2]="--batch-tokens 1024 --warmup 1000 --steps 1600 --label-smoothing 0"
   [M3]="--batch-tokens 1024 --warmup 1230 --steps 2050 --encoder-layers 2 --decoder-layers 2"
+  # issue #21, item 3: scheduled sampling (Mihaylova & Liu 2019), a quarter of the decoder inputs the model's own
+  [S1]="--batch-tokens 1024 --warmup 1000 --steps 1600 --scheduled-sampling 0.25"
 )
 VARIANTS=${VARIANTS:-"E1 E2 E3 E4 E5"}
 mkdir -p "$OUT"
