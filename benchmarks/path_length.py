@@ -223,7 +223,7 @@ def main() -> None:
           f"LSTM layers)")
     print(f"{len(sources)} dev sentences of >= {args.min_len} source tokens (median {lengths[len(lengths) // 2]}, "
           f"max {lengths[-1]}); gradient influence on the first {min(args.sentences, len(sources))}, "
-          f"{'exact' if args.probes == 0 else f'{args.probes} Gaussian probes per output position'}")
+          f"{'exact' if args.probes == 0 else f'{args.probes} Gaussian probe(s) per output position'}")
 
     started = time.perf_counter()
     attention = attention_by_distance(model, sources, args.max_distance)
