@@ -14,6 +14,9 @@ def test_presets_have_the_paper_sizes():
     assert (small.n_encoder_layers, small.n_decoder_layers, small.d_model, small.d_ff, small.n_heads) == \
         (3, 3, 256, 1024, 4)
     assert small.vocab_size == 8000
+    shallow = ModelConfig.preset("shallow")  # the training default: small's widths, one layer a side
+    assert (shallow.n_encoder_layers, shallow.n_decoder_layers, shallow.d_model, shallow.d_ff, shallow.n_heads) == \
+        (1, 1, 256, 1024, 4)
     assert base.norm == "post" and base.positions == "sinusoidal" and base.activation == "relu"
     assert base.tie_embeddings and base.scale_embeddings
 
