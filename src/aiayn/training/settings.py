@@ -284,9 +284,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("weight_decay", float, 0.0, "AdamW's decoupled decay on matrices and embeddings (0: the paper's Adam)",
             tasks=LM),
     Setting("label_smoothing", float, 0.1, "label smoothing epsilon (§5.4)", tasks=TRANSLATE, bounds="[0, 1)"),
-    Setting("scheduled_sampling", float, 0.0, "share of decoder inputs replaced by the model's own greedy guess "
-            "from a teacher-forced first pass (Mihaylova & Liu 2019; 0: teacher forcing, as the paper)",
-            tasks=TRANSLATE, bounds="[0, 1]"),
     Setting("clip_norm", float, 0.0, "clip the gradient norm to this (0: no clipping, as the paper)"),
     Setting("seed", int, 1, "seed of the weights, batches and dropout", bounds=None),
     # --- hardware

@@ -27,7 +27,6 @@ from .run_folder import (
     plot_curves,
 )
 from .schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
-from .scheduled_sampling import decoder_keep_mask, mixed_decoder_input
 from .settings import COMPILE_MODES, RECIPES, TRANSLATE, Settings, task_settings
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 
@@ -210,25 +209,10 @@ class Trainer(RankTrainer):
 
     def _loss_sum(self, batch: Batch) -> Tensor:
         """The label-smoothed loss of a batch's target tokens, summed (§5.4)."""
-        if self.cfg.scheduled_sampling > 0:
-            return self._scheduled_loss_sum(batch, self.cfg.scheduled_sampling)
         with autocast(self.device, self.autocast_dtype):
             # (N, V): teacher forcing, logits only at the N non-pad labels (indices found on the host: no sync)
             logits = self.net(batch.src, batch.tgt_in, positions=batch.scored)
         return label_smoothed_loss(logits, batch.scored_labels, self.cfg.label_smoothing, self.model.cfg.pad_id)
-
-    def _scheduled_loss_sum(self, batch: Batch, probability: float) -> Tensor:
-        """_loss_sum with scheduled sampling (Mihaylova & Liu 2019; aiayn.training.scheduled_sampling): pass 1,
-        teacher-forced and without gradient, guesses every token (in the model's current mode); pass 2 trains on
-        inputs mixed with those guesses, against the true labels."""
-        pad_id = self.model.cfg.pad_id
-        with autocast(self.device, self.autocast_dtype):
-            with torch.no_grad():
-                predictions = self.net(batch.src, batch.tgt_in).argmax(-1)  # (B, T)
-            tgt_in = mixed_decoder_input(batch.tgt_in, predictions, probability, pad_id)
-            logits = self.net(batch.src, tgt_in, tgt_mask=decoder_keep_mask(batch.tgt_in, pad_id),
-                              positions=batch.scored)  # (N, V)
-        return label_smoothed_loss(logits, batch.scored_labels, self.cfg.label_smoothing, pad_id)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
