@@ -19,7 +19,8 @@
 Sentences are the run's own dev split (as benchmarks/teacher_forcing.py reads it) with >= --min-len source
 tokens (EOS included). Without --rnn, a freshly initialised RNN of the small preset stands in (--rnn-random).
 
-    OMP_NUM_THREADS=1 python benchmarks/path_length.py --model /work/levers/L3-b1024/model --rnn RNN_RUN/model \\
+    OMP_NUM_THREADS=1 python benchmarks/path_length.py --model runs/why-attention/transformer-20m/model \\
+        --rnn runs/why-attention/rnn-20m/model \\
         --threads 1 --out benchmarks/results/path-length-cpu | tee benchmarks/results/path-length-cpu.txt
 """
 
@@ -38,7 +39,7 @@ from torch import Tensor
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from common import configure_threads  # noqa: E402
-from teacher_forcing import SEARCHED, dev_pairs, find_model  # noqa: E402
+from teacher_forcing import REPO, SEARCHED, dev_pairs, find_model  # noqa: E402
 
 from aiayn.data.tokenizer import encode_batch  # noqa: E402
 from aiayn.io.loading import load_with_tokenizer  # noqa: E402
@@ -174,7 +175,7 @@ def main() -> None:
     parser.add_argument("--rnn", type=Path, help="a trained RNN's model folder (aiayn train --arch rnn)")
     parser.add_argument("--rnn-random", action="store_true", help="a fresh small-preset RNN (the default without "
                                                                   "--rnn)")
-    parser.add_argument("--root", type=Path, default=Path("/work/main"), help="where train.json's relative "
+    parser.add_argument("--root", type=Path, default=REPO, help="where train.json's relative "
                                                                               "data paths start")
     parser.add_argument("--min-len", type=int, default=30, help="source tokens (with EOS) a sentence needs")
     parser.add_argument("--sentences", type=int, default=50, help="sentences for the gradient influence")

@@ -8,7 +8,7 @@
     reference token's loss, once with the true prefix and once with the model's own greedy prefix (exposure
     bias: the model never trained on its own mistakes). The gap by position goes into a PNG.
 
-    python benchmarks/teacher_forcing.py --model /work/exp/gettext-10m/model --threads 1 \\
+    python benchmarks/teacher_forcing.py --model runs/gettext-en-es/model --threads 1 \\
         --out benchmarks/results/teacher-forcing-cpu
 """
 
@@ -37,8 +37,9 @@ from aiayn.model.config import RNNConfig  # noqa: E402
 from aiayn.model.recurrent import RecurrentSeq2Seq  # noqa: E402
 from aiayn.training.loss import label_smoothed_loss  # noqa: E402
 
-# Where trained translators live on the project's machines (the first found is used without --model).
-SEARCHED = ("/work/main/runs/*/model", "/work/levers/*/model")
+REPO = Path(__file__).resolve().parents[1]  # the repository root: relative data paths in train.json start here
+# Where trained translators live (the first found is used without --model).
+SEARCHED = (f"{REPO}/runs/*/model", f"{REPO}/runs/levers/*/model")
 
 
 def find_model() -> Path | None:
@@ -163,7 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help=f"a trained translator's model folder (default: first of "
                                                    f"{', '.join(SEARCHED)})")
-    parser.add_argument("--root", type=Path, default=Path("/work/main"), help="where train.json's relative "
+    parser.add_argument("--root", type=Path, default=REPO, help="where train.json's relative "
                                                                               "data paths start")
     parser.add_argument("--sentences", type=int, default=200, help="dev sentences for (b)")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -5,7 +5,7 @@
 # test books at the end (beam 4); then one picture of BLEU against minutes for every run in $OUT.
 #
 #   bash benchmarks/why_attention_clock.sh 10m      # runs/why-attention/{transformer,rnn}-10m
-#   bash benchmarks/why_attention_clock.sh 30m
+#   bash benchmarks/why_attention_clock.sh 20m      # (or 30m)
 #   PLOT_ONLY=1 bash benchmarks/why_attention_clock.sh   # redraw docs/why-attention-bleu-vs-clock.png
 #
 # Both are the "small" preset, sized to the same parameter count. The RNN trains as the GNMT / OpenNMT LSTM
@@ -31,7 +31,7 @@ if [[ -z "${PLOT_ONLY:-}" ]]; then
   wait
 fi
 runs=()
-for budget in 10m 30m; do
+for budget in 10m 20m 30m; do
   for name in transformer rnn; do
     label=Transformer; [[ $name == rnn ]] && label="LSTM (RNN)"
     if [[ -f "$OUT/$name-$budget/metrics.jsonl" ]]; then runs+=("$OUT/$name-$budget:$label, $budget"); fi
