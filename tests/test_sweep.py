@@ -16,6 +16,7 @@ from aiayn.training import sweep
 from aiayn.training.run_folder import read_metrics
 
 from .helpers_translation import write_corpus
+from .test_distributed import _torchrun
 
 BASE = """\
 seeds = [1]
@@ -237,3 +238,20 @@ def test_a_sweep_runs_each_run_in_a_child_process(tmp_path: Path) -> None:
     assert "model:" in (out / "logs" / "base-seed1.log").read_text()
     with open(out / "results.csv", encoding="utf-8") as handle:
         assert [r["variant"] for r in csv.DictReader(handle)] == ["base", "rotary"]
+
+
+def test_under_torchrun_each_run_is_data_parallel_over_the_ranks(tmp_path: Path) -> None:
+    """Two ranks run the runs one after another, each trained over both ranks; rank 0 writes the table."""
+    corpus = write_corpus(tmp_path / "corpus.tsv")
+    path = tmp_path / "grid.toml"
+    path.write_text(BASE.format(corpus=corpus) + "[variants.base]\n[variants.heads-1]\nn_heads = 1\n")
+    job = _torchrun(tmp_path, ["-m", "aiayn", "sweep", str(path), "--out", str(tmp_path / "out")])
+    assert job.returncode == 0, job.stderr[-3000:]
+    with open(tmp_path / "out" / "results.csv", encoding="utf-8") as handle:
+        assert [r["variant"] for r in csv.DictReader(handle)] == ["base", "heads-1"]
+    for name in ("base-seed1", "heads-1-seed1"):
+        steps = [r["step"] for r in read_metrics(tmp_path / "out" / "runs" / name) if "loss" in r]
+        assert steps[-1] == 6 and len(steps) == len(set(steps))  # six steps, each logged once (by rank 0)
+        assert json.loads((tmp_path / "out" / "runs" / name / "train.json").read_text())["steps"] == 6
+    assert job.stdout.count("aiayn sweep: base-seed1: starting") == 1  # progress from rank 0 only
+    assert (job.stdout + job.stderr).count("data parallel (DDP): 2 ranks") == 2  # both runs over both ranks

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from ..runtime import distributed
+from ..runtime.device import resolve_device
 from ..training.sweep import Run, describe, execute, plan_sweep, report, subprocess_launcher, summarise, write_results
 from . import train
 from .common import UserError, int_at_least, user_errors
@@ -50,7 +52,10 @@ def run(args: argparse.Namespace) -> None:
         if args.report:
             paths = report(plan)
         else:
-            execute(plan, args.workers, args.threads, _in_process if world > 1 else subprocess_launcher, log=_log)
+            with distributed.held_group():  # under torchrun the runs share one process group
+                dist = distributed.init(resolve_device(str(plan.runs[0].settings.get("device") or "auto")))
+                execute(plan, args.workers, args.threads, _in_process if world > 1 else subprocess_launcher,
+                        log=_log, dist=dist)
             if os.environ.get("RANK", "0") != "0":
                 return
             paths = write_results(plan, summarise(plan))

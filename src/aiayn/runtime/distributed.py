@@ -212,7 +212,25 @@ def is_timeout(error: BaseException) -> bool:
     return dist.is_available() and dist.is_initialized() and ("timed out" in text or "timeout" in text)
 
 
+_HOLDING_GROUP = [False]  # inside held_group(): runs share one process group, shutdown() leaves it alone
+
+
 def shutdown() -> None:
-    """Leave the process group, if one was joined."""
-    if dist.is_available() and dist.is_initialized():
+    """Leave the process group, if one was joined (not inside held_group(), which leaves it at its end)."""
+    if dist.is_available() and dist.is_initialized() and not _HOLDING_GROUP[0]:
         dist.destroy_process_group()
+
+
+@contextmanager
+def held_group() -> Iterator[None]:
+    """Several training runs in one process under torchrun (a sweep) share the process group the first joins.
+
+    gloo cannot join a second group under the same torchrun rendezvous after the first was destroyed, so
+    the group is left once, when the block ends.
+    """
+    _HOLDING_GROUP[0] = True
+    try:
+        yield
+    finally:
+        _HOLDING_GROUP[0] = False
+        shutdown()

@@ -34,6 +34,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..io.loading import load  # noqa: E402
+from ..runtime.distributed import Dist  # noqa: E402
 from .run_folder import read_metrics  # noqa: E402
 from .translation import TrainConfig, TrainingError  # noqa: E402
 
@@ -233,22 +234,29 @@ def subprocess_launcher(run: Run, argv: list[str], threads: int) -> int:
 
 
 def execute(plan: Plan, workers: int = 1, threads: int = 0, launch: Launcher = subprocess_launcher,
-            log: Callable[[str], None] = print) -> None:
-    """Run every run not yet done (resuming interrupted ones), `workers` at a time, threads split between them."""
+            log: Callable[[str], None] = print, dist: Dist | None = None) -> None:
+    """Run every run not yet done (resuming interrupted ones), `workers` at a time, threads split between them.
+
+    With `dist` (under torchrun) every rank trains each run, but only rank 0 touches the sweep's files: it
+    prepares the run folders before a barrier, and checks and records each finished run.
+    """
     threads = max(1, (threads or os.cpu_count() or 1) // workers)
+    dist = dist or Dist()
     _check_unchanged(plan)
+    if dist.is_main:
+        for run in plan.runs:
+            if run_state(run) == "new" and run.run_dir.exists():  # stopped before its first checkpoint
+                shutil.rmtree(run.run_dir)
+            if run_state(run) != "done":
+                write_toml(run.settings, run.config_file)
+    dist.barrier()
     todo = []
     for run in plan.runs:
         state = run_state(run)
         if state == "done":
             log(f"{run.name}: done, kept")
-            continue
-        if state == "new" and run.run_dir.exists():  # stopped before its first checkpoint: nothing to keep
-            shutil.rmtree(run.run_dir)
-        write_toml(run.settings, run.config_file)
-        todo.append((run, state))
-    if not todo:
-        return
+        else:
+            todo.append((run, state))
 
     def one(item: tuple[Run, str]) -> None:
         run, state = item
@@ -260,6 +268,8 @@ def execute(plan: Plan, workers: int = 1, threads: int = 0, launch: Launcher = s
         if status != 0:
             raise SweepError(f"run {run.name} failed (exit {status}): see {run.log_file}; fix it and run the "
                              f"same `aiayn sweep` again (finished runs are kept)")
+        if not dist.is_main:  # rank 0 writes the final model and evaluation; the next run's start waits for it
+            return
         record = _final_record(run.run_dir)
         if record is None:
             raise SweepError(f"run {run.name} ended without a final model and evaluation: see {run.log_file}")
