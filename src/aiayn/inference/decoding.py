@@ -12,7 +12,9 @@ Policies (the same for every search):
   raises ValueError naming the row and the fix; nothing is truncated silently.
 - Results are token ids without BOS, EOS or padding, one list per source row, in order.
 - Finished sentences leave the batch (their cache rows are dropped), so a sentence gets the same result
-  decoded alone or in a batch with longer and shorter ones.
+  decoded alone or in a batch with longer and shorter ones. With compile=True the searches run on the
+  fixed-shape step of inference.static_step instead, where rows stay and finished ones are ignored; the
+  searches see the same live rows either way (_EagerSteps and StaticSearch offer one interface).
 - Threads: a step over a few rows is dozens of small ops, and waking a second intra-op thread for each
   costs more than it shares (tens of microseconds per op under OMP_WAIT_POLICY=PASSIVE). Steps whose
   largest matmul is under SERIAL_STEP_MACS multiply-adds run on one thread; larger ones on torch's count.
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from ..model.layers import LayerCache
 from .quantize import for_decoding
+from .static_step import StaticSearch, check_compilable, compile_backend, decoding_copy
 
 # The models call this module (model.generate), so it names them without importing them: a Transformer
 # offers encode, new_caches, decode_step and step_projection; a DecoderLM new_caches and step.
@@ -38,7 +41,7 @@ DecoderLM = Any
 
 LENGTH_PENALTY_FORMS = ("gnmt", "plain")
 SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
-                   "top_k", "top_p", "generator", "seed", "threads", "dtype"}
+                   "top_k", "top_p", "generator", "seed", "threads", "dtype", "compile"}
 LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask",
               "dtype"}
 # Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
@@ -215,6 +218,39 @@ class _Source:
         self.mask = None if bool(self.keep.all()) else self.keep[:, None, None, :]  # (B, 1, 1, S)
 
 
+class _EagerSteps:
+    """The library's step on the growing KV cache for one search; sources and rows that leave are dropped."""
+
+    def __init__(self, model: Transformer, source: _Source, capacity: int) -> None:
+        """Encode the source once and make caches for `capacity` decoder positions."""
+        self.model = model
+        self.memory = model.encode(source.ids, source.keep)  # (B, S, d)
+        self.mask = source.mask  # (B, 1, 1, S) or None
+        self.caches = model.new_caches(capacity)
+        self.project = model.step_projection()
+
+    def computed_rows(self, live: int) -> int:
+        """Rows one step computes for `live` live rows: those."""
+        return live
+
+    def logits(self, token: Tensor, step: int) -> Tensor:
+        """Logits (n, V) of the live rows' tokens (n, 1) at position `step`."""
+        return self.project(self.model.decode_step(token, self.memory, self.mask, self.caches, step))
+
+    def keep_sources(self, index: Tensor) -> None:
+        """Only the live sources `index` go on: their memory and cross-attention caches are kept."""
+        self.memory = self.memory.index_select(0, index)
+        self.mask = None if self.mask is None else self.mask.index_select(0, index)
+        _select_rows(self.caches, index)
+
+    def follow(self, parent: Tensor) -> None:
+        """Live row i continues from live row parent[i] (self-attention caches reordered in place)."""
+        _reorder_self_caches(self.caches, parent)
+
+
+Steps = _EagerSteps | StaticSearch
+
+
 # --------------------------------------------------------------------------------- encoder-decoder search
 
 @torch.inference_mode()
@@ -231,6 +267,16 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     by inference.quantize.for_decoding in that precision; made anew on each call, so for many calls make it
     once with aiayn.for_decoding). beam_size=1 is greedy search. Returns one id list per row, or with
     n_best > 1 one list of id lists per row (best first).
+
+    compile=True runs every search on a fixed-shape step compiled by torch.compile (inductor; a string names
+    another torch.compile backend, e.g. "eager" to trace without compiling): see inference.static_step. Each
+    new shape (source rows rounded to a power of two, source length to 32, output capacity to 64, per
+    precision) compiles once, for tens of seconds; the steps (and a dtype= copy) are then kept on the model
+    for later calls, with its weights frozen in: after changing the weights call
+    aiayn.inference.static_step.forget(model). It pays where steps are dominated by many small ops (few
+    rows). Results equal compile=False's except where two candidates' scores are within rounding of each
+    other (the compiled step sums in another order); sampling draws the same way per live row. int8 is
+    refused (ValueError).
     """
     _check_options(options, SEQ2SEQ_OPTIONS, "generate")
     if not isinstance(beam_size, int) or beam_size < 1:
@@ -242,21 +288,30 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     if form not in LENGTH_PENALTY_FORMS:
         raise ValueError(f"length_penalty_form must be one of {LENGTH_PENALTY_FORMS}, got {form!r}")
     min_length = int(options.get("min_length", 0))
+    backend = compile_backend(options.get("compile"))
+    if backend is not None:
+        check_compilable(model, options.get("dtype"))
     if options.get("dtype") is not None:
-        model = for_decoding(model, options["dtype"])
+        model = (for_decoding if backend is None else decoding_copy)(model, options["dtype"])
+    sampling = options.get("do_sample", False) or beam_size == 1
+    if sampling and n_best > 1:
+        raise ValueError("n_best > 1 needs beam search (beam_size > 1, do_sample=False)")
     threads = _StepThreads(model, options.get("threads"))
     was_training = model.training
     model.eval()
     try:
         source = _Source(model, src, max_new_tokens)
-        if options.get("do_sample", False) or beam_size == 1:
-            if n_best > 1:
-                raise ValueError("n_best > 1 needs beam search (beam_size > 1, do_sample=False)")
+        steps = None
+        if backend is not None and max(source.limits) > 0:
+            steps = StaticSearch(model, source.ids, source.keep, 1 if sampling else beam_size,
+                                 max(source.limits), backend)
+        if sampling:
             hyps = _greedy_or_sample(model, source, _chooser(options, src.device), min_length,
-                                     want_scores=options.get("return_scores", False), threads=threads)
+                                     want_scores=options.get("return_scores", False), threads=threads, steps=steps)
             results: list[list[Hypothesis]] = [[h] for h in hyps]
         else:
-            results = _beam_search(model, source, beam_size, length_penalty, form, min_length, n_best, threads)
+            results = _beam_search(model, source, beam_size, length_penalty, form, min_length, n_best, threads,
+                                   steps)
     finally:
         threads.restore()
         model.train(was_training)
@@ -266,17 +321,19 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
 
 
 def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Tensor], Tensor],
-                      min_length: int, want_scores: bool, threads: _StepThreads | None = None) -> list[Hypothesis]:
-    """One hypothesis per row: the argmax (greedy) or a draw at each step, until EOS or the row's limit."""
+                      min_length: int, want_scores: bool, threads: _StepThreads | None = None,
+                      steps: Steps | None = None) -> list[Hypothesis]:
+    """One hypothesis per row: the argmax (greedy) or a draw at each step, until EOS or the row's limit.
+
+    steps: the step to run (default: the eager one on the growing cache).
+    """
     cfg = model.cfg
     device = source.ids.device
     batch = source.ids.shape[0]
-    memory = model.encode(source.ids, source.keep)  # (B, S, d)
-    memory_mask = source.mask
     limits = torch.tensor(source.limits, device=device)
     longest = max(source.limits)
-    caches = model.new_caches(longest)
-    project = model.step_projection()
+    if steps is None:
+        steps = _EagerSteps(model, source, longest)
     active = torch.arange(batch, device=device)  # original row of each live row
     everyone = True  # no row has left yet: plain slices instead of indexing by `active`
     first_limit = min(source.limits)  # no row can reach its limit before this step
@@ -285,8 +342,8 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
     token = torch.full((batch, 1), cfg.bos_id, dtype=torch.long, device=device)
     for step in range(longest):
         if threads is not None:
-            threads.set_for(token.shape[0])
-        logits = project(model.decode_step(token, memory, memory_mask, caches, step))  # (b, V)
+            threads.set_for(steps.computed_rows(token.shape[0]))
+        logits = steps.logits(token, step)  # (b, V)
         if step < min_length:
             logits[:, cfg.eos_id] = float("-inf")
         next_token = choose(logits)  # (b,)
@@ -305,34 +362,31 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
                 break
             everyone = False
             active, next_token = active[keep], next_token[keep]
-            memory = memory.index_select(0, keep)
-            memory_mask = None if memory_mask is None else memory_mask.index_select(0, keep)
-            _reorder_self_caches(caches, keep)
-            _select_rows(caches, keep)
+            steps.keep_sources(keep)
+            steps.follow(keep)
         token = next_token[:, None]
     return [Hypothesis(_strip(row, cfg.eos_id, cfg.pad_id), lp, lp)
             for row, lp in zip(tokens.tolist(), log_probs.tolist())]
 
 
 def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: float, form: str,
-                 min_length: int, n_best: int, threads: _StepThreads | None = None) -> list[list[Hypothesis]]:
+                 min_length: int, n_best: int, threads: _StepThreads | None = None,
+                 steps: Steps | None = None) -> list[list[Hypothesis]]:
     """Batched beam search: K beams per sentence, scores log P / lp(|Y|), stop when K beams have ended.
 
     Each step takes the 2K best (beam, token) continuations of every sentence; those ending in EOS
     among the top K become finished hypotheses, the K best others stay alive. A sentence is done when
     it has K finished hypotheses or reaches its maximum length (its live beams are then finished as
-    they are); done sentences leave the batch.
+    they are); done sentences leave the batch. steps: the step to run (default: the eager one).
     """
     cfg = model.cfg
     device = source.ids.device
     batch, k = source.ids.shape[0], beam_size
+    longest = max(source.limits)
     # The K beams of a sentence share its memory and cross-attention keys/values: (B, S, d), not
     # (B*K, S, d); MultiHeadAttention folds the beams into the query axis.
-    memory = model.encode(source.ids, source.keep)  # (B, S, d)
-    memory_mask = source.mask  # (B, 1, 1, S) or None
-    longest = max(source.limits)
-    caches = model.new_caches(longest)
-    project = model.step_projection()
+    if steps is None:
+        steps = _EagerSteps(model, source, longest)
     active = list(range(batch))  # original sentence of each live sentence
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     history = torch.full((batch * k, 0), cfg.pad_id, dtype=torch.long, device=device)  # (b*K, t)
@@ -343,8 +397,8 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
     for step in range(longest):
         b = len(active)
         if threads is not None:
-            threads.set_for(b * k)
-        logits = project(model.decode_step(token, memory, memory_mask, caches, step))  # (b*K, V)
+            threads.set_for(steps.computed_rows(b * k))
+        logits = steps.logits(token, step)  # (b*K, V)
         log_probs = logits.float().log_softmax(-1)
         if step < min_length:
             log_probs[:, cfg.eos_id] = float("-inf")
@@ -390,10 +444,8 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
             active = [s for s, d in zip(active, done) if not d]
             scores, history = scores[keep_sentences], history[keep_rows]
             next_token, parent = next_token[keep_rows], parent[keep_rows]
-            memory = memory.index_select(0, keep_sentences)
-            memory_mask = None if memory_mask is None else memory_mask.index_select(0, keep_sentences)
-            _select_rows(caches, keep_sentences)
-        _reorder_self_caches(caches, parent)  # each live beam continues its parent's cache rows
+            steps.keep_sources(keep_sentences)
+        steps.follow(parent)  # each live beam continues its parent's cache rows
         token = next_token[:, None]
     results = []
     for hyps in finished:

@@ -64,8 +64,14 @@ class PositionTable(nn.Module):
             self.register_buffer("weight", sinusoidal_table(rows, cfg.d_model, cfg.sinusoid_layout),
                                  persistent=False)
 
-    def forward(self, start: int, length: int) -> Tensor:
-        """The positions start..start+length-1 as (length, d_model); past max_positions a clear ValueError."""
+    def forward(self, start: int | Tensor, length: int) -> Tensor:
+        """The positions start..start+length-1 as (length, d_model); past max_positions a clear ValueError.
+
+        start may be a (1,) tensor (a fixed-shape decoding step, inference.static_step): its rows are then
+        gathered without the check, which that step's caller made once for the whole search.
+        """
+        if isinstance(start, Tensor):
+            return self.weight.index_select(0, start + self.offset + torch.arange(length, device=start.device))
         end = start + length
         if end > self.max_positions:
             raise ValueError(f"sequence reaches position {end} but the model has max_positions="
@@ -88,10 +94,10 @@ class RotaryPositions(nn.Module):
         two_i = torch.arange(0, d_k, 2, dtype=torch.float64)
         self.register_buffer("theta", (base ** (-two_i / d_k)).float(), persistent=False)  # (d_k / 2,)
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
-        """Rotate x (B, H, T, d_k) whose rows are positions start..start+T-1."""
+    def forward(self, x: Tensor, start: int | Tensor = 0) -> Tensor:
+        """Rotate x (B, H, T, d_k) whose rows are positions start..start+T-1 (start: an int or a (1,) tensor)."""
         t = x.shape[-2]
-        position = torch.arange(start, start + t, device=x.device, dtype=torch.float32)
+        position = torch.arange(t, device=x.device, dtype=torch.float32) + start  # (T,)
         angle = position[:, None] * self.theta[None, :]  # (T, d_k / 2)
         cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
         pairs = x.unflatten(-1, (-1, 2))  # (B, H, T, d_k / 2, 2): (x_2i, x_2i+1)
@@ -121,8 +127,10 @@ class InputEmbedding(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.embedding_norm else None
         self.dropout = Dropout(cfg.dropout)  # on the sums of embeddings and positions, §5.4
 
-    def forward(self, token_vectors: Tensor, start: int = 0, token_types: Tensor | None = None) -> Tensor:
+    def forward(self, token_vectors: Tensor, start: int | Tensor = 0, token_types: Tensor | None = None) -> Tensor:
         """Scale (B, T, d) token vectors placed at positions start..start+T-1 and add positions.
+
+        start is an int, or a (1,) tensor in a fixed-shape decoding step (see PositionTable.forward).
 
         token_types (B, T) picks segment embeddings when cfg.type_vocab_size > 0 (default: segment 0).
         """
