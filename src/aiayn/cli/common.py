@@ -11,6 +11,7 @@ import torch
 from ..data.corpus import CorpusError
 from ..data.tokenizer import TokenizerError
 from ..inference.quantize import DECODING_PRECISIONS, PrecisionError, for_decoding, resolve_precision
+from ..inference.static_step import check_compilable
 from ..io.atomic import WriteError
 from ..io.loading import load_with_tokenizer
 from ..io.model_folder import CheckpointError
@@ -44,13 +45,18 @@ def load_model(folder: str, command: str, model_type: str | None = None, device:
         raise UserError(str(error)) from None
 
 
-def decoding_model(model: Any, precision: str) -> tuple[Any, str]:
-    """The model to search with in `precision` (fp32|bf16|int8|auto) and the precision chosen; errors as one line."""
+def decoding_model(model: Any, precision: str, compiled: bool = False) -> tuple[Any, str]:
+    """The model to search with in `precision` (fp32|bf16|int8|auto) and the precision chosen; errors as one line.
+
+    compiled: the search will run on the compiled fixed-shape step (--compile), which refuses some precisions.
+    """
     device = next(model.parameters()).device
     try:
         chosen = resolve_precision(precision, device)
+        if compiled:
+            check_compilable(model, chosen, flag="--compile")
         return for_decoding(model, chosen), chosen
-    except PrecisionError as error:
+    except (PrecisionError, ValueError) as error:
         raise UserError(str(error)) from None
 
 
@@ -110,6 +116,10 @@ def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
                         help="weights for decoding: fp32 (the paper's), bf16, int8 (CPU: int8 linear layers), or "
                              "auto (the fastest that keeps quality on this machine: int8 on CPUs with VNNI, else bf16 "
                              "where it is native, else fp32) (default fp32)")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the search on a fixed-shape decoder step compiled by torch.compile (fp32 or bf16; "
+                             "not int8): each new batch shape compiles first, for tens of seconds, so it pays on "
+                             "many sentences decoded a few rows at a time (default off)")
     add_device_flags(parser)
 
 
@@ -127,6 +137,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser, prefix: str = "") -> Non
 def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
     """model.generate options from the decoding flags."""
     options: dict[str, Any] = {"beam_size": 1 if args.greedy else args.beam, "length_penalty": args.length_penalty}
+    if getattr(args, "compile", False):
+        options["compile"] = True
     if args.sample:
         options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k or None,
                        top_p=args.top_p if args.top_p is not None and args.top_p < 1.0 else None,

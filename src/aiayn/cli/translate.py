@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "translate", "transformer", args.device)
-    model, precision = decoding_model(model, args.precision)
+    model, precision = decoding_model(model, args.precision, args.compile)
     texts = list(args.text)
     if args.input:
         path = Path(args.input)

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch._inductor
 import torch._inductor.config
 from torch import Tensor
 
@@ -47,6 +48,9 @@ SOURCE_MULTIPLE = 32  # source positions S are rounded up to this
 # without freezing the compiled step gained little over the eager one (benchmarks/results/compile-decode-cpu-shared.txt).
 COMPILE_MODE = "max-autotune-no-cudagraphs"
 FREEZE = True
+# torch.compile's per-call inductor settings: the mode's, with the autotuning tables it prints left out
+INDUCTOR_OPTIONS = {**torch._inductor.list_mode_options(COMPILE_MODE), "autotune_num_choices_displayed": 0,
+                    "max_autotune_report_choices_stats": False}
 _CACHE_ATTRIBUTE = "_aiayn_static_steps"
 
 
@@ -71,20 +75,19 @@ def compile_backend(value: Any) -> str | None:
     raise ValueError(f"compile must be True, False or a torch.compile backend name (e.g. 'eager'), got {value!r}")
 
 
-INT8_REFUSED = ("compile=True cannot run int8 decoding (torch.compile does not trace fbgemm's packed int8 linear "
-                "kernels): use dtype 'fp32' or 'bf16' with compile=True, or int8 with compile=False")
+def check_compilable(model: Transformer, precision: str | torch.dtype | None = None, flag: str = "compile=True") -> None:
+    """Raise ValueError naming what a fixed-shape compiled step cannot run (before any work starts).
 
-
-def check_compilable(model: Transformer, precision: str | torch.dtype | None = None) -> None:
-    """Raise ValueError naming what a fixed-shape compiled step cannot run (before any work starts)."""
+    flag names the setting in the message ("compile=True", or the command line's "--compile").
+    """
     if getattr(model, "model_type", None) != "transformer":
-        raise ValueError(f"compile=True is for translators (Transformer); this is a {type(model).__name__}: "
-                         f"use compile=False")
-    device = next(model.parameters()).device
-    if precision is not None and resolve_precision(precision, device) == "int8":
-        raise ValueError(INT8_REFUSED + (" ('auto' picks int8 on this CPU)" if precision == "auto" else ""))
-    if any(isinstance(m, Int8Linear) for m in model.modules()):
-        raise ValueError(INT8_REFUSED)
+        raise ValueError(f"{flag} is for translators (Transformer); this is a {type(model).__name__}: decode "
+                         f"without it")
+    picked = precision is not None and resolve_precision(precision, next(model.parameters()).device) == "int8"
+    if picked or any(isinstance(m, Int8Linear) for m in model.modules()):
+        auto = " ('auto' picks int8 on this CPU)" if precision == "auto" else ""
+        raise ValueError(f"{flag} cannot run int8 decoding{auto}: torch.compile does not trace fbgemm's packed int8 "
+                         f"linear kernels; decode in fp32 or bf16 with {flag}, or in int8 without it")
 
 
 class _StaticKV:
@@ -147,7 +150,7 @@ class StaticStep:
         if backend is None:
             self._fn: Callable[..., Tensor] = step_logits
         elif backend == "inductor":
-            self._fn = torch.compile(_own_code(step_logits), fullgraph=True, dynamic=False, mode=COMPILE_MODE)
+            self._fn = torch.compile(_own_code(step_logits), fullgraph=True, dynamic=False, options=INDUCTOR_OPTIONS)
         else:
             self._fn = torch.compile(_own_code(step_logits), fullgraph=True, dynamic=False, backend=backend)
 
