@@ -1,18 +1,20 @@
 """Does torch.compile (inductor's CPU backend, fused C++ kernels) of the per-token decode step pay on the CPU?
 
-aiayn's eager step slices its self-attention cache to the positions so far, so its shapes grow by one key per
-step; compiled as it is, it would recompile every step or need dynamic shapes. This prototype writes the step
-with static shapes instead: the self-attention keys/values live in one (L, 2, B, H, T_max, d_k) block written at
-a position tensor, every step attends over all T_max keys under the mask `key <= position`, the cross-attention
-keys/values are projected once per source, and the step returns the greedy token (EOS suppressed). One graph
-(fullgraph=True, dynamic=False) then serves every step of a search.
+aiayn's eager step grows its shapes by one key per step and drops finished rows, so compiled as it is it would
+recompile every step. generate(compile=True) runs the searches on aiayn.inference.static_step instead: a step
+with fixed shapes (the self-attention keys/values in one (L, 2, R, H, T_max, d_k) block written at a position
+tensor, attention over all T_max keys under the mask `key <= position`, cross-attention keys/values projected
+once per source), one graph (fullgraph=True, dynamic=False) for every step of a search.
 
 Builds the "small" preset (pre-LN, random weights, as benchmarks/decode.py does) and times greedy decoding of
-64 new tokens (source 64, EOS suppressed) at batch 1 and 16: eager aiayn generate() in fp32 and bf16 against
-the compiled step in fp32 and bf16, in interleaved rounds (every contender once per round), medians and
+64 new tokens (source 64, EOS suppressed) at batch 1 and 16: eager generate() in fp32 and bf16 against
+generate(compile=True) in fp32 and bf16, in interleaved rounds (every contender once per round), medians and
 per-round ratios. Checks the compiled tokens against eager's first and prints each compile's time.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/compile_decode.py --threads 2 --rounds 7
+
+--mode and --no-freeze change the library's compile settings (static_step.INDUCTOR_OPTIONS, FREEZE) for this
+process, to compare them.
 """
 
 from __future__ import annotations
@@ -25,91 +27,18 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch._inductor.config
-import torch.nn.functional as F
-from torch import Tensor
+import torch._inductor
 
 import aiayn
+from aiayn.inference import static_step
 
 SOURCE_LENGTH = 64
 NEW_TOKENS = 64
 
 
-class StaticStep:
-    """Greedy decoding of one batch on a static-shape step: (B, 1) tokens at a position tensor -> (B,) tokens."""
-
-    def __init__(self, model: aiayn.Transformer, capacity: int, compile_mode: str | None) -> None:
-        """The step of `model` (pre-LN, sinusoidal positions, tied table) over `capacity` decoder positions."""
-        cfg = model.cfg
-        if cfg.norm != "pre" or cfg.positions != "sinusoidal" or not cfg.tie_embeddings:
-            raise SystemExit("the prototype covers the small preset only: pre-LN, sinusoids, tied table")
-        self.model, self.capacity = model, capacity
-        self.dtype = next(model.parameters()).dtype
-        self.table_t = model.token_embedding.weight.detach().t().contiguous()  # (d, V), as step_projection
-        self.step = self._step if compile_mode is None else torch.compile(
-            self._step, fullgraph=True, dynamic=False, mode=compile_mode)
-
-    def _step(self, token: Tensor, position: Tensor, kv: Tensor, cross: Tensor,
-              memory_keep: Tensor | None) -> Tensor:
-        """The greedy next token (B,) with EOS suppressed, as min_length does."""
-        logits = self.logits(token, position, kv, cross, memory_keep)
-        logits[:, self.model.cfg.eos_id] = float("-inf")
-        return logits.argmax(-1)
-
-    def logits(self, token: Tensor, position: Tensor, kv: Tensor, cross: Tensor,
-               memory_keep: Tensor | None) -> Tensor:
-        """Logits (B, V) of token (B, 1) at position (1,); kv (L, 2, B, H, T, d_k) written in place; cross
-        (L, 2, B, H, S, d_k); memory_keep (B, S) or None."""
-        model, cfg = self.model, self.model.cfg
-        emb = model.tgt_positions
-        x = model.token_embedding(token) * emb.scale.factor  # (B, 1, d)
-        x = x + emb.sinusoids.weight.index_select(0, position).to(x.dtype)  # (1, d)
-        seen = torch.arange(self.capacity, device=token.device) <= position  # (T,) keys written so far
-        self_mask = seen[None, None, None, :]  # (1, 1, 1, T)
-        cross_mask = None if memory_keep is None else memory_keep[:, None, None, :]  # (B, 1, 1, S)
-        b, h, dk = token.shape[0], cfg.n_heads, cfg.d_k
-        for i, layer in enumerate(model.decoder.layers):
-            attn = layer.self_attn
-            qkv = attn.in_proj(layer.self_norm(x)).view(b, 1, 3, h, dk).permute(2, 0, 3, 1, 4)  # (3, B, H, 1, d_k)
-            kv[i].index_copy_(3, position, qkv[1:])  # this position's keys and values
-            out = F.scaled_dot_product_attention(qkv[0], kv[i, 0], kv[i, 1], attn_mask=self_mask)
-            x = x + attn.out_proj(out.transpose(1, 2).reshape(b, 1, h * dk))
-            cross_attn = layer.cross_attn
-            q = cross_attn.project_rows(layer.cross_norm(x), 0, h * dk).view(b, 1, h, dk).transpose(1, 2)
-            out = F.scaled_dot_product_attention(q, cross[i, 0], cross[i, 1], attn_mask=cross_mask)
-            x = x + cross_attn.out_proj(out.transpose(1, 2).reshape(b, 1, h * dk))
-            x = x + layer.ffn(layer.ffn_norm(x))
-        hidden = model.decoder.final_norm(x)[:, -1]  # (B, d)
-        return torch.mm(hidden, self.table_t)  # (B, V)
-
-    def start(self, src: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """For src (B, S): an empty self-attention block, the cross-attention keys/values and the keep-mask."""
-        model, cfg = self.model, self.model.cfg
-        keep = src != cfg.pad_id
-        memory = model.encode(src, keep)  # (B, S, d)
-        b, s = src.shape
-        h, dk, layers = cfg.n_heads, cfg.d_k, cfg.n_decoder_layers
-        cross = torch.stack([layer.cross_attn.project_rows(memory, h * dk, 3 * h * dk)
-                             .view(b, s, 2, h, dk).permute(2, 0, 3, 1, 4) for layer in model.decoder.layers])
-        kv = torch.zeros(layers, 2, b, h, self.capacity, dk, dtype=self.dtype)
-        return kv, cross, None if bool(keep.all()) else keep
-
-    @torch.inference_mode()
-    def generate(self, src: Tensor, new_tokens: int) -> list[list[int]]:
-        """Greedy ids for src (B, S), `new_tokens` per row (EOS suppressed)."""
-        kv, cross, memory_keep = self.start(src)
-        b = src.shape[0]
-        token = torch.full((b, 1), self.model.cfg.bos_id, dtype=torch.long)
-        out = torch.empty(b, new_tokens, dtype=torch.long)
-        for step in range(new_tokens):
-            token = self.step(token, torch.tensor([step]), kv, cross, memory_keep)[:, None]
-            out[:, step] = token[:, 0]
-        return out.tolist()
-
-
-def eager(model: aiayn.Transformer, src: Tensor) -> list[list[int]]:
-    """aiayn's greedy generate() with EOS suppressed for NEW_TOKENS steps."""
-    return model.generate(src, beam_size=1, max_new_tokens=NEW_TOKENS, min_length=NEW_TOKENS)
+def greedy(model: aiayn.Transformer, src: torch.Tensor, compile: bool = False) -> list[list[int]]:
+    """aiayn's greedy generate() with EOS suppressed for NEW_TOKENS steps, eager or on the compiled step."""
+    return model.generate(src, beam_size=1, max_new_tokens=NEW_TOKENS, min_length=NEW_TOKENS, compile=compile)
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -125,18 +54,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batches", default="1,16")
-    parser.add_argument("--mode", default="default", help="torch.compile mode (default, max-autotune-no-cudagraphs)")
-    parser.add_argument("--freeze", action="store_true",
-                        help="inductor's freezing: weights become constants, prepacked for its CPU GEMM kernels")
-    parser.add_argument("--step-threads", type=int, default=1,
-                        help="intra-op threads of the compiled steps; 1 as eager generate() picks for these sizes")
+    parser.add_argument("--mode", default=static_step.COMPILE_MODE,
+                        help=f"inductor's mode (default {static_step.COMPILE_MODE}, the library's)")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="without inductor's freezing (weights as constants, prepacked for its GEMM kernels)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch._inductor.config.freezing = args.freeze
+    static_step.INDUCTOR_OPTIONS = {**static_step.INDUCTOR_OPTIONS, **torch._inductor.list_mode_options(args.mode)}
+    static_step.FREEZE = not args.no_freeze
     print(f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, cpus={os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.2f}, compile mode {args.mode}, freezing {args.freeze}, compiled steps on "
-          f"{args.step_threads} thread(s) (eager generate() picks 1 for these sizes: SERIAL_STEP_MACS)")
+          f"load average {os.getloadavg()[0]:.2f}, compile mode {args.mode}, freezing {static_step.FREEZE}")
     torch.manual_seed(0)
     cfg = aiayn.ModelConfig.preset("small", dropout=0.0, norm="pre")
     fp32 = aiayn.Transformer(cfg).eval()
@@ -145,34 +73,20 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     sources = {b: torch.randint(3, cfg.vocab_size, (b, SOURCE_LENGTH), generator=generator) for b in batches}
 
-    def with_threads(fn: Callable[[], object]) -> Callable[[], object]:
-        """fn run on --step-threads intra-op threads, torch's count put back after."""
-        def run() -> object:
-            torch.set_num_threads(args.step_threads)
-            try:
-                return fn()
-            finally:
-                torch.set_num_threads(args.threads)
-        return run
-
     contenders: dict[int, dict[str, Callable[[], object]]] = {b: {} for b in batches}
     for precision, model in models.items():
         for b in batches:
-            contenders[b][f"eager {precision}"] = functools.partial(eager, model, sources[b])
-        compiled = StaticStep(model, NEW_TOKENS, args.mode)
-        plain = StaticStep(model, NEW_TOKENS, None)
-        for b in batches:
-            run = functools.partial(compiled.generate, sources[b], NEW_TOKENS)
-            seconds = timed(with_threads(run))  # the first call compiles (one graph per batch size)
-            reference = eager(model, sources[b])
-            ours = with_threads(run)()
-            static_eager = plain.generate(sources[b], NEW_TOKENS)
+            contenders[b][f"eager {precision}"] = functools.partial(greedy, model, sources[b])
+            run = functools.partial(greedy, model, sources[b], compile=True)
+            seconds = timed(run)  # the first call compiles (one graph per batch size)
+            compile_seconds = static_step.kept_steps(model)[-1].compile_seconds
+            reference = greedy(model, sources[b])
+            ours = run()
             same = sum(a == r for a, r in zip(ours, reference))
             tokens = sum(x == y for a, r in zip(ours, reference) for x, y in zip(a, r))
-            print(f"{precision} batch {b}: first call (compile + run) {seconds:.1f} s; compiled greedy rows equal "
-                  f"eager generate()'s: {same}/{b}, tokens {tokens}/{b * NEW_TOKENS}; uncompiled static step "
-                  f"equals eager: {sum(a == r for a, r in zip(static_eager, reference))}/{b}", flush=True)
-            contenders[b][f"compiled {precision}"] = with_threads(run)
+            print(f"{precision} batch {b}: first call {seconds:.1f} s (compile {compile_seconds:.1f} s); compiled "
+                  f"greedy rows equal eager generate()'s: {same}/{b}, tokens {tokens}/{b * NEW_TOKENS}", flush=True)
+            contenders[b][f"compiled {precision}"] = run
 
     print(f"\nnew tokens/s, median of {args.rounds} interleaved rounds (source {SOURCE_LENGTH}, {NEW_TOKENS} new "
           f"tokens, EOS suppressed, greedy)")

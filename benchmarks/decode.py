@@ -9,6 +9,12 @@ case, aiayn's best precision against CTranslate2's best, as the median of per-ro
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --threads 2 --rounds 7
 
+--compile adds aiayn's compiled fixed-shape step (generate(compile=True)) in fp32 and bf16 as contenders,
+interleaved with the others; each case's shapes compile first (printed with their seconds, and the compiled
+tokens checked against the eager search's in the same precision).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --compile --threads 2 --rounds 7
+
 --hf times Hugging Face `generate` (MarianMTModel, post-LN) against aiayn fp32 on a post-LN model instead.
 --rnn times the Transformer against the recurrent baseline of the same parameter count (`--arch rnn`, the
 "small" RNN preset: 2+2 LSTM layers, d_model 360), each in fp32 and bf16 (docs/why-attention.md).
@@ -30,6 +36,7 @@ from typing import Any
 import torch
 
 import aiayn
+from aiayn.inference.static_step import kept_steps
 
 SOURCE_LENGTH = 64
 NEW_TOKENS = 64
@@ -87,10 +94,23 @@ def marian_from_aiayn(model: aiayn.Transformer):
     return hf
 
 
-def run_aiayn(model: aiayn.Transformer, src: torch.Tensor, beams: int) -> list[list[int]]:
-    """aiayn search with EOS suppressed for NEW_TOKENS steps."""
+def run_aiayn(model: aiayn.Transformer, src: torch.Tensor, beams: int, **options: Any) -> list[list[int]]:
+    """aiayn search with EOS suppressed for NEW_TOKENS steps (options: e.g. compile=True)."""
     return model.generate(src, beam_size=beams, max_new_tokens=NEW_TOKENS, min_length=NEW_TOKENS,
-                          length_penalty_form="plain", length_penalty=1.0)
+                          length_penalty_form="plain", length_penalty=1.0, **options)
+
+
+def compile_first(name: str, model: aiayn.Transformer, eager: Callable[..., list[list[int]]],
+                  compiled: Callable[..., list[list[int]]], src: torch.Tensor, beams: int, case: str) -> None:
+    """Run a compiled contender once on a case (its shapes compile now) and print the seconds and token check."""
+    before = len(kept_steps(model))
+    seconds = timed(lambda: compiled(src, beams))
+    new = kept_steps(model)[before:]
+    compile_s = " + ".join(f"{step.compile_seconds:.1f}" for step in new) or "none (kept from an earlier case)"
+    reference = eager(src, beams)
+    same = sum(a == b for a, b in zip(compiled(src, beams), reference))
+    print(f"{name}, {case}: first call {seconds:.1f} s, compile {compile_s} s; tokens equal the eager search's on "
+          f"{same}/{len(reference)} sources", flush=True)
 
 
 def run_hf(hf, src: torch.Tensor, beams: int) -> list[list[int]]:
@@ -163,7 +183,12 @@ def main() -> None:
     parser.add_argument("--cases", default="greedy:1,greedy:16,beam4:1,beam4:16")
     parser.add_argument("--hf", action="store_true", help="aiayn fp32 against Hugging Face generate (post-LN)")
     parser.add_argument("--rnn", action="store_true", help="the Transformer against the LSTM baseline (--arch rnn)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also aiayn's compiled step in fp32 and bf16 (generate(compile=True)); each case's "
+                             "shapes compile first, for tens of seconds each")
     args = parser.parse_args()
+    if args.compile and (args.hf or args.rnn):
+        parser.error("--compile adds contenders to the CTranslate2 comparison: leave out --hf and --rnn")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
@@ -190,12 +215,15 @@ def main() -> None:
         translators = ct2_translators(model, args.threads)
         others = {f"CT2 {'fp32' if t == 'float32' else t}": functools.partial(run_ct2, translators[t])
                   for t in translators}
-        ours = {f"aiayn {p}": functools.partial(run_aiayn, aiayn.for_decoding(model, p))
-                for p in ("fp32", "bf16", "int8")}
+        copies = {p: aiayn.for_decoding(model, p) for p in ("fp32", "bf16", "int8")}
+        ours = {f"aiayn {p}": functools.partial(run_aiayn, copies[p]) for p in copies}
+        if args.compile:  # the same copies: each keeps its compiled steps
+            ours.update({f"aiayn compiled {p}": functools.partial(run_aiayn, copies[p], compile=True)
+                         for p in ("fp32", "bf16")})
     check = sources[16][:4]
     reference = ours["aiayn fp32"](check, 1)
     for name, fn in {**ours, **others}.items():
-        if name.startswith("RNN"):  # another model: its tokens are not expected to match
+        if name.startswith("RNN") or "compiled" in name:  # another model; compiled ones are checked per case
             continue
         same = sum(a == b for a, b in zip(fn(check, 1), reference))
         print(f"greedy tokens of {name} equal aiayn fp32's on {same}/4 sources")
@@ -205,6 +233,9 @@ def main() -> None:
     table = []
     for name, beams, batch in cases(args.cases):
         src = sources[batch]
+        for p in ("fp32", "bf16") if args.compile else ():
+            compile_first(f"aiayn compiled {p}", copies[p], ours[f"aiayn {p}"], ours[f"aiayn compiled {p}"], src,
+                          beams, name)
         contenders = {n: functools.partial(fn, src, beams) for n, fn in {**ours, **others}.items()}
         tps = time_case(contenders, args.rounds, batch * NEW_TOKENS)
         best_ours = max(ours, key=lambda n: statistics.median(tps[n]))

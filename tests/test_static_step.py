@@ -129,9 +129,10 @@ def test_refusals_are_one_clear_message() -> None:
     """int8 (asked for or given) and a bad compile value are refused before any work."""
     model = _model(norm="pre")
     src = _source(model)
-    with pytest.raises(ValueError, match=r"compile=True cannot run int8 decoding: .* decode in fp32 or bf16 with compile=True"):
+    refused = r"compile=True cannot run int8 decoding: .* decode in fp32 or bf16 with compile=True"
+    with pytest.raises(ValueError, match=refused):
         model.generate(src, beam_size=1, dtype="int8", compile=True)
-    with pytest.raises(ValueError, match=r"compile=True cannot run int8 decoding: .* decode in fp32 or bf16 with compile=True"):
+    with pytest.raises(ValueError, match=refused):
         for_decoding(model, "int8").generate(src, beam_size=1, compile=True)
     with pytest.raises(ValueError, match="compile must be True, False or a torch.compile backend"):
         model.generate(src, compile=3)

@@ -44,8 +44,9 @@ Transformer = Any  # named, not imported: the models call into inference (model.
 
 CAPACITY_MULTIPLE = 64  # decoder positions T are rounded up to this
 SOURCE_MULTIPLE = 32  # source positions S are rounded up to this
-# Inductor with its CPU GEMM choices tuned, and freezing (weights as constants, prepacked for its GEMM kernels);
-# without freezing the compiled step gained little over the eager one (benchmarks/results/compile-decode-cpu-shared.txt).
+# Inductor with its CPU GEMM choices tuned, and freezing (weights as constants, prepacked for its GEMM
+# kernels); without freezing the compiled step gained little over the eager one
+# (benchmarks/results/compile-decode-cpu-shared.txt).
 COMPILE_MODE = "max-autotune-no-cudagraphs"
 FREEZE = True
 # torch.compile's per-call inductor settings: the mode's, with the autotuning tables it prints left out
@@ -75,7 +76,8 @@ def compile_backend(value: Any) -> str | None:
     raise ValueError(f"compile must be True, False or a torch.compile backend name (e.g. 'eager'), got {value!r}")
 
 
-def check_compilable(model: Transformer, precision: str | torch.dtype | None = None, flag: str = "compile=True") -> None:
+def check_compilable(model: Transformer, precision: str | torch.dtype | None = None,
+                     flag: str = "compile=True") -> None:
     """Raise ValueError naming what a fixed-shape compiled step cannot run (before any work starts).
 
     flag names the setting in the message ("compile=True", or the command line's "--compile").
@@ -192,6 +194,12 @@ def _kept(model: Transformer) -> _Kept:
         kept = _Kept()
         object.__setattr__(model, _CACHE_ATTRIBUTE, kept)
     return kept
+
+
+def kept_steps(model: Transformer) -> list[StaticStep]:
+    """The compiled steps kept on `model`, oldest first (each with its compile_seconds)."""
+    kept = model.__dict__.get(_CACHE_ATTRIBUTE)
+    return [] if kept is None else list(kept.steps.values())
 
 
 def forget(model: Transformer) -> None:
