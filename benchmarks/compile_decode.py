@@ -13,7 +13,7 @@ per-round ratios. Checks the compiled tokens against eager's first and prints ea
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/compile_decode.py --threads 2 --rounds 7
 
---mode and --no-freeze change the library's compile settings (static_step.INDUCTOR_OPTIONS, FREEZE) for this
+--mode and --no-freeze change the library's compile settings (static_step.COMPILE_MODE, FREEZE) for this
 process, to compare them.
 """
 
@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch._inductor
 
 import aiayn
 from aiayn.inference import static_step
@@ -60,7 +59,7 @@ def main() -> None:
                         help="without inductor's freezing (weights as constants, prepacked for its GEMM kernels)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    static_step.INDUCTOR_OPTIONS = {**static_step.INDUCTOR_OPTIONS, **torch._inductor.list_mode_options(args.mode)}
+    static_step.COMPILE_MODE = args.mode
     static_step.FREEZE = not args.no_freeze
     print(f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, cpus={os.cpu_count()}, "

@@ -26,14 +26,13 @@ after its first compiled search must be forgotten (`forget(model)`) or its steps
 
 from __future__ import annotations
 
+import contextlib
 import time
 import types
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch._inductor
-import torch._inductor.config
 from torch import Tensor
 
 from ..model.attention import KVCache
@@ -49,9 +48,7 @@ SOURCE_MULTIPLE = 32  # source positions S are rounded up to this
 # (benchmarks/results/compile-decode-cpu-shared.txt).
 COMPILE_MODE = "max-autotune-no-cudagraphs"
 FREEZE = True
-# torch.compile's per-call inductor settings: the mode's, with the autotuning tables it prints left out
-INDUCTOR_OPTIONS = {**torch._inductor.list_mode_options(COMPILE_MODE), "autotune_num_choices_displayed": 0,
-                    "max_autotune_report_choices_stats": False}
+QUIET = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}  # no autotune tables
 _CACHE_ATTRIBUTE = "_aiayn_static_steps"
 
 
@@ -63,6 +60,14 @@ def round_up(n: int, multiple: int) -> int:
 def padded_sources(n: int) -> int:
     """The number of source rows a static search holds for n sources: the next power of two."""
     return 1 << max(n - 1, 0).bit_length()
+
+
+def inductor_options() -> dict[str, Any]:
+    """torch.compile's per-call inductor settings: COMPILE_MODE's, without the autotuning tables it prints.
+
+    torch._inductor is reached through torch's lazy attribute, so importing aiayn does not load it.
+    """
+    return {**torch._inductor.list_mode_options(COMPILE_MODE), **QUIET}
 
 
 def compile_backend(value: Any) -> str | None:
@@ -152,7 +157,8 @@ class StaticStep:
         if backend is None:
             self._fn: Callable[..., Tensor] = step_logits
         elif backend == "inductor":
-            self._fn = torch.compile(_own_code(step_logits), fullgraph=True, dynamic=False, options=INDUCTOR_OPTIONS)
+            self._fn = torch.compile(_own_code(step_logits), fullgraph=True, dynamic=False,
+                                     options=inductor_options())
         else:
             self._fn = torch.compile(_own_code(step_logits), fullgraph=True, dynamic=False, backend=backend)
 
@@ -164,7 +170,8 @@ class StaticStep:
         start = time.perf_counter()
         # Freezing is read by torch.compile's tracer from the global inductor config (its per-call options=
         # reach only the later compiler, so freezing given there has no effect): set for this compile only.
-        with torch._inductor.config.patch(freezing=FREEZE and self.backend == "inductor"):
+        freezing = FREEZE and self.backend == "inductor"
+        with torch._inductor.config.patch(freezing=True) if freezing else contextlib.nullcontext():
             out = self._fn(self.model, token, position, kv, cross, memory, memory_keep)
         self.compile_seconds = time.perf_counter() - start
         return out
@@ -284,6 +291,8 @@ class StaticSearch:
     def keep_sources(self, index: Tensor) -> None:
         """Only the live sources `index` (into the live ones) go on."""
         self.sources = self.sources.index_select(0, index)
+        if self.everyone:  # from now on live tokens are written into a buffer of all rows
+            self.token = self.token.clone()
         self.everyone = False
 
     def follow(self, parent: Tensor) -> None:
