@@ -118,8 +118,9 @@ def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
                              "where it is native, else fp32) (default fp32)")
     parser.add_argument("--compile", action="store_true",
                         help="run the search on a fixed-shape decoder step compiled by torch.compile (fp32 or bf16; "
-                             "not int8): each new batch shape compiles first, for tens of seconds, so it pays on "
-                             "many sentences decoded a few rows at a time (default off)")
+                             "not int8): each new batch shape is compiled before its first use and kept for the run, "
+                             "so it suits many sentences decoded a few rows at a time (docs/benchmarks.md; default "
+                             "off)")
     add_device_flags(parser)
 
 

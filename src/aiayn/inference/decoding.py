@@ -271,10 +271,10 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     compile=True runs every search on a fixed-shape step compiled by torch.compile (inductor; a string names
     another torch.compile backend, e.g. "eager" to trace without compiling): see inference.static_step. Each
     new shape (source rows rounded to a power of two, source length to 32, output capacity to 64, per
-    precision) compiles once, for tens of seconds; the steps (and a dtype= copy) are then kept on the model
-    for later calls, with its weights frozen in: after changing the weights call
-    aiayn.inference.static_step.forget(model). It pays where steps are dominated by many small ops (few
-    rows). Results equal compile=False's except where two candidates' scores are within rounding of each
+    precision) is compiled once, before its first step (the compile time is in docs/benchmarks.md); the
+    steps (and a dtype= copy) are then kept on the model for later calls, with its weights frozen in: after
+    changing the weights call aiayn.inference.static_step.forget(model). It suits steps dominated by many
+    small ops (few rows). Results equal compile=False's except where two candidates' scores are within rounding of each
     other (the compiled step sums in another order); sampling draws the same way per live row. int8 is
     refused (ValueError).
     """
