@@ -274,9 +274,9 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     precision) is compiled once, before its first step (the compile time is in docs/benchmarks.md); the
     steps (and a dtype= copy) are then kept on the model for later calls, with its weights frozen in: after
     changing the weights call aiayn.inference.static_step.forget(model). It suits steps dominated by many
-    small ops (few rows). Results equal compile=False's except where two candidates' scores are within rounding of each
-    other (the compiled step sums in another order); sampling draws the same way per live row. int8 is
-    refused (ValueError).
+    small ops (few rows). Results equal compile=False's except where two candidates' scores are within
+    rounding of each other (the compiled step sums in another order); sampling draws the same way per live
+    row. int8 is refused (ValueError).
     """
     _check_options(options, SEQ2SEQ_OPTIONS, "generate")
     if not isinstance(beam_size, int) or beam_size < 1:
