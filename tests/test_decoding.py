@@ -395,7 +395,7 @@ def test_output_projection_equals_the_models_own(tiny_cfg, tie):
     assert torch.allclose(model.step_projection()(hidden), model.output_logits(hidden)[:, -1], atol=1e-5)
 
 
-def test_kv_cache_appends_grows_and_reorders_in_place():
+def test_kv_cache_appends_grows_and_reorders_between_two_blocks():
     from aiayn import KVCache
 
     cache = KVCache(capacity=2)
@@ -406,9 +406,15 @@ def test_kv_cache_appends_grows_and_reorders_in_place():
     assert torch.equal(keys, torch.cat(steps, 2)) and torch.equal(values, -torch.cat(steps, 2))
     block = cache.block
     cache.reorder(torch.tensor([2, 0]))  # beam parents / finished rows leaving: rows 2 and 0 remain
-    assert cache.block.data_ptr() == block.data_ptr()  # rewritten in place, nothing reallocated
+    assert cache.block.data_ptr() != block.data_ptr()  # gathered into the spare block
     keys, values = cache.get()
     assert torch.equal(keys, torch.cat(steps, 2)[[2, 0]]) and torch.equal(values, -keys)
+    cache.reorder(torch.tensor([1, 1]))  # both rows follow the old row 0 (beam search's parents)
+    assert cache.block.data_ptr() == block.data_ptr()  # back in the first block: nothing allocated again
+    keys, values = cache.get()
+    assert torch.equal(keys, torch.cat(steps, 2)[[0, 0]]) and torch.equal(values, -keys)
+    keys, values = cache.append_stacked(torch.stack([steps[0][:2], -steps[0][:2]]))  # appends after a reorder
+    assert torch.equal(keys, torch.cat([torch.cat(steps, 2)[[0, 0]], steps[0][:2]], 2))
 
 
 # ------------------------------------------------------------------------------------ step threads

@@ -16,14 +16,18 @@ class KVCache:
     """Keys and values of one attention module during incremental decoding, (B, H, T, d_k) each.
 
     Self-attention appends one step at a time into one preallocated (2, B, H, capacity, d_k) block
-    (keys, values), so writing a step and following beam parents are one copy each; cross-attention
-    stores the projection of the encoder output once per source (`static`).
+    (keys, values), so writing a step and following beam parents are one copy each: beam parents are
+    gathered into a second block of the same size, which then becomes the cache (gathering in place would
+    need a temporary and a second copy). Cross-attention stores the projection of the encoder output once
+    per source (`static`).
     """
 
     def __init__(self, capacity: int | None = None) -> None:
         """An empty cache; `capacity` preallocates that many positions (grown if exceeded)."""
         self.capacity = capacity
         self.block: Tensor | None = None  # (2, B, H, capacity, d_k): keys, values
+        self._whole: Tensor | None = None  # the allocation `block` is a leading-rows view of
+        self._spare: Tensor | None = None  # a second allocation of the same shape, for reorder
         self.keys: Tensor | None = None  # (B, H, capacity, d_k) views of the block (or static tensors)
         self.values: Tensor | None = None
         self.length = 0
@@ -44,7 +48,8 @@ class KVCache:
         old = self.block
         size = max(needed, self.capacity or 0, 2 * (old.shape[3] if old is not None else 0))
         two, b, h, _, d = kv.shape
-        self.block = kv.new_empty(two, b, h, size, d)
+        self.block = self._whole = kv.new_empty(two, b, h, size, d)
+        self._spare = None
         if old is not None and self.length:
             self.block[:, :, :, :self.length] = old[:, :, :, :self.length]
         self.keys, self.values = self.block[0], self.block[1]
@@ -63,13 +68,16 @@ class KVCache:
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows `index` (beam search: follow each hypothesis's parent; finished rows leave).
 
-        Appended caches are rewritten in place inside the preallocated block (no new allocation);
-        `index` may be shorter than the batch, which then shrinks.
+        Appended caches are gathered into the spare block, which becomes the cache (one copy of the written
+        positions, no allocation after the first); `index` may be shorter than the batch, which then shrinks.
         """
-        if self.block is not None and not self.static:
+        if self.block is not None and self._whole is not None and not self.static:
             n, length = index.shape[0], self.length
-            self.block[:, :n, :, :length] = self.block[:, :, :, :length].index_select(1, index)
-            self.block = self.block[:, :n]
+            if self._spare is None:
+                self._spare = torch.empty_like(self._whole)
+            torch.index_select(self.block[:, :, :, :length], 1, index, out=self._spare[:, :n, :, :length])
+            self._whole, self._spare = self._spare, self._whole
+            self.block = self._whole[:, :n]
             self.keys, self.values = self.block[0], self.block[1]
         elif self.keys is not None and self.values is not None:
             self.keys = self.keys.index_select(0, index)
