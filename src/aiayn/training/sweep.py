@@ -245,9 +245,10 @@ def execute(plan: Plan, workers: int = 1, threads: int = 0, launch: Launcher = s
     _check_unchanged(plan)
     if dist.is_main:
         for run in plan.runs:
-            if run_state(run) == "new" and run.run_dir.exists():  # stopped before its first checkpoint
+            state = run_state(run)
+            if state == "new" and run.run_dir.exists():  # stopped before its first checkpoint
                 shutil.rmtree(run.run_dir)
-            if run_state(run) != "done":
+            if state != "done":
                 write_toml(run.settings, run.config_file)
     dist.barrier()
     todo = []
