@@ -15,6 +15,13 @@ tokens checked against the eager search's in the same precision).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --compile --threads 2 --rounds 7
 
+--layouts adds each engine's int8 search in the other ways of spending the same cores: one intra-op thread
+("1t": aiayn's generate(threads=1), CTranslate2's intra_threads=1) and, for CTranslate2, the batch cut into
+halves searched at once by two single-threaded workers ("2x1t": inter_threads=2, max_batch_size=batch/2).
+Under OMP_WAIT_POLICY=PASSIVE, waking a sleeping second thread for every op can cost more than it shares.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --layouts --threads 2 --rounds 5
+
 --hf times Hugging Face `generate` (MarianMTModel, post-LN) against aiayn fp32 on a post-LN model instead.
 --rnn times the Transformer against the recurrent baseline of the same parameter count (`--arch rnn`, the
 "small" RNN preset: 2+2 LSTM layers, d_model 360), each in fp32 and bf16 (docs/why-attention.md).
@@ -121,8 +128,9 @@ def run_hf(hf, src: torch.Tensor, beams: int) -> list[list[int]]:
     return out[:, 1:].tolist()
 
 
-def ct2_translators(model: aiayn.Transformer, threads: int) -> dict[str, Any]:
-    """CTranslate2 Translators (fp32 and int8 weights) holding `model`'s weights, by compute type."""
+def ct2_translators(model: aiayn.Transformer, threads: int, layouts: bool = False) -> dict[str, Any]:
+    """CTranslate2 Translators (fp32 and int8 weights) holding `model`'s weights, by name; with `layouts` also
+    int8 on one thread ("int8 1t") and on `threads` single-threaded workers ("int8 2x1t")."""
     import ctranslate2
 
     from aiayn.io.ctranslate2 import transformer_spec
@@ -137,14 +145,21 @@ def ct2_translators(model: aiayn.Transformer, threads: int) -> dict[str, Any]:
             spec.save(folder)
             translators[compute_type] = ctranslate2.Translator(folder, device="cpu", compute_type=compute_type,
                                                                intra_threads=threads, inter_threads=1)
+            if layouts and compute_type == "int8":
+                for name, inter, intra in (("int8 1t", 1, 1), (f"int8 {threads}x1t", threads, 1)):
+                    translators[name] = ctranslate2.Translator(folder, device="cpu", compute_type=compute_type,
+                                                               intra_threads=intra, inter_threads=inter)
     return translators
 
 
 def run_ct2(translator: Any, src: torch.Tensor, beams: int) -> list[list[int]]:
-    """CTranslate2 translate_batch, EOS suppressed for NEW_TOKENS steps; token strings "t<id>" back to ids."""
+    """CTranslate2 translate_batch, EOS suppressed for NEW_TOKENS steps; token strings "t<id>" back to ids.
+
+    With several workers (inter_threads) the batch is cut into one part per worker (max_batch_size)."""
     tokens = [[f"t{i}" for i in row] for row in src.tolist()]
+    part = -(-len(tokens) // translator.num_translators) if translator.num_translators > 1 else 0
     out = translator.translate_batch(tokens, beam_size=beams, max_decoding_length=NEW_TOKENS,
-                                     min_decoding_length=NEW_TOKENS, length_penalty=1.0)
+                                     min_decoding_length=NEW_TOKENS, length_penalty=1.0, max_batch_size=part)
     return [[int(t[1:]) for t in r.hypotheses[0]] for r in out]
 
 
@@ -183,6 +198,8 @@ def main() -> None:
     parser.add_argument("--cases", default="greedy:1,greedy:16,beam4:1,beam4:16")
     parser.add_argument("--hf", action="store_true", help="aiayn fp32 against Hugging Face generate (post-LN)")
     parser.add_argument("--rnn", action="store_true", help="the Transformer against the LSTM baseline (--arch rnn)")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also int8 on one thread and on two single-threaded workers, for both engines")
     parser.add_argument("--compile", action="store_true",
                         help="also aiayn's compiled step in fp32 and bf16 (generate(compile=True)); each case's "
                              "shapes compile first, for tens of seconds each")
@@ -212,11 +229,17 @@ def main() -> None:
         import ctranslate2
 
         print(f"ctranslate2 {ctranslate2.__version__}")
-        translators = ct2_translators(model, args.threads)
+        translators = ct2_translators(model, args.threads, args.layouts)
+        # A Translator sets OpenMP's thread count, which torch shares, to its intra_threads when built: with a
+        # one-thread translator, torch would go on at one OpenMP thread while believing it had its count
+        # (aiayn's beam search measured 4x slower until torch's count was set again).
+        torch.set_num_threads(args.threads)
         others = {f"CT2 {'fp32' if t == 'float32' else t}": functools.partial(run_ct2, translators[t])
                   for t in translators}
         copies = {p: aiayn.for_decoding(model, p) for p in ("fp32", "bf16", "int8")}
         ours = {f"aiayn {p}": functools.partial(run_aiayn, copies[p]) for p in copies}
+        if args.layouts:
+            ours["aiayn int8 1t"] = functools.partial(run_aiayn, copies["int8"], threads=1)
         if args.compile:  # the same copies: each keeps its compiled steps
             ours.update({f"aiayn compiled {p}": functools.partial(run_aiayn, copies[p], compile=True)
                          for p in ("fp32", "bf16")})

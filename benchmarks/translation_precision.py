@@ -7,6 +7,10 @@ tokens, the same beam and a token-sized batch. Every contender translates the wh
 interleaved, after one warm-up over the first 64 sentences.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/translation_precision.py runs/NAME/model --threads 2 --beam 4
+
+Speed also in the other ways of spending the same cores on int8 (as benchmarks/decode.py --layouts): one
+intra-op thread ("1t": aiayn's generate threads=1, CTranslate2's intra_threads=1) and, for CTranslate2,
+single-threaded workers translating batches at once ("2x1t": inter_threads=2, intra_threads=1).
 """
 
 from __future__ import annotations
@@ -55,9 +59,14 @@ def main() -> None:
         write_pre_ln_translator(model, tok, folder / compute_type, compute_type)
         engines[compute_type] = ctranslate2.Translator(str(folder / compute_type), device="cpu",
                                                        compute_type=compute_type, intra_threads=args.threads)
+    for name, inter in (("int8 1t", 1), (f"int8 {args.threads}x1t", args.threads)):
+        engines[name] = ctranslate2.Translator(str(folder / "int8"), device="cpu", compute_type="int8",
+                                               intra_threads=1, inter_threads=inter)
+    # A Translator sets OpenMP's thread count, which torch shares, to its intra_threads: set torch's again.
+    torch.set_num_threads(args.threads)
 
-    def run_ours(precision: str, beam: int, n: int | None = None) -> list[str]:
-        return translate(ours[precision], tok, sources[:n], beam_size=beam, length_penalty=0.6)
+    def run_ours(precision: str, beam: int, n: int | None = None, **options: int) -> list[str]:
+        return translate(ours[precision], tok, sources[:n], beam_size=beam, length_penalty=0.6, **options)
 
     def run_ct2(compute_type: str, beam: int, n: int | None = None) -> list[str]:
         tokens = [[words[i] for i in row] for row in ids[:n]]
@@ -68,6 +77,7 @@ def main() -> None:
 
     contenders: dict[str, Callable[..., list[str]]] = {
         **{f"aiayn {p}": (lambda b, n=None, p=p: run_ours(p, b, n)) for p in ours},
+        "aiayn int8 1t": lambda b, n=None: run_ours("int8", b, n, threads=1),
         **{f"CT2 {'fp32' if c == 'float32' else c}": (lambda b, n=None, c=c: run_ct2(c, b, n)) for c in engines}}
     greedy = {name: fn(1) for name, fn in contenders.items()}
     print(f"\n{len(sources)} test sentences (John); greedy outputs identical to aiayn fp32's:")

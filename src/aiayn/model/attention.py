@@ -180,9 +180,12 @@ def _explicit_is_faster(q: Tensor, k: Tensor) -> bool:
 
     The fused CPU kernel tiles for long sequences; with the short sentences of translation its bf16
     forward and backward, and its batched one-query decoding steps, are slower than the explicit
-    matmul-softmax-matmul, whose (Tq, Tk) scores are small (benchmarks/attention_kernel.py).
+    matmul-softmax-matmul, whose (Tq, Tk) scores are small (benchmarks/attention_kernel.py). Eager batch-1
+    decoding steps are the exception; compiled ones are not: inductor fuses the three ops into its own loops
+    and calls the fused kernel as a library call (docs/benchmarks.md, "torch.compile of the step").
     """
-    single_query = q.shape[0] * q.shape[-2] == 1  # a batch-1 decoding step: the fused kernel is as fast
+    # a batch-1 eager decoding step: the fused kernel is as fast
+    single_query = q.shape[0] * q.shape[-2] == 1 and not torch.compiler.is_compiling()
     return q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) \
         and k.shape[-2] <= EXPLICIT_MAX_KEYS and not single_query
 
