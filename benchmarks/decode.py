@@ -9,7 +9,8 @@ case, aiayn's best precision against CTranslate2's best, as the median of per-ro
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --threads 2 --rounds 7
 
---compile adds aiayn's compiled fixed-shape step (generate(compile=True)) in fp32 and bf16 as contenders,
+--compile adds aiayn's compiled fixed-shape step (generate(compile=True)) in fp32, bf16 and int8 (weight-only
+int8, the form compiled steps run) as contenders,
 interleaved with the others; each case's shapes compile first (printed with their seconds, and the compiled
 tokens checked against the eager search's in the same precision).
 
@@ -43,7 +44,7 @@ from typing import Any
 import torch
 
 import aiayn
-from aiayn.inference.static_step import kept_steps
+from aiayn.inference.static_step import decoding_copy, kept_steps
 
 SOURCE_LENGTH = 64
 NEW_TOKENS = 64
@@ -201,7 +202,7 @@ def main() -> None:
     parser.add_argument("--layouts", action="store_true",
                         help="also int8 on one thread and on two single-threaded workers, for both engines")
     parser.add_argument("--compile", action="store_true",
-                        help="also aiayn's compiled step in fp32 and bf16 (generate(compile=True)); each case's "
+                        help="also aiayn's compiled step in fp32, bf16 and int8 (generate(compile=True)); each case's "
                              "shapes compile first, for tens of seconds each")
     args = parser.parse_args()
     if args.compile and (args.hf or args.rnn):
@@ -216,6 +217,7 @@ def main() -> None:
     model = aiayn.Transformer(cfg).eval()
     generator = torch.Generator().manual_seed(1)
     sources = {b: torch.randint(3, cfg.vocab_size, (b, SOURCE_LENGTH), generator=generator) for b in (1, 16)}
+    compiled_copies: dict[str, aiayn.Transformer] = {}  # with --compile: the copy each compiled contender searches
     if args.hf:
         hf = marian_from_aiayn(model)
         others = {"HF generate": functools.partial(run_hf, hf)}
@@ -240,9 +242,12 @@ def main() -> None:
         ours = {f"aiayn {p}": functools.partial(run_aiayn, copies[p]) for p in copies}
         if args.layouts:
             ours["aiayn int8 1t"] = functools.partial(run_aiayn, copies["int8"], threads=1)
+        # compiled int8 is weight-only (fbgemm's kernels cannot be compiled): the copy dtype="int8" gets there
+        compiled_copies = {"fp32": copies["fp32"], "bf16": copies["bf16"],
+                           "int8": decoding_copy(model, "int8")} if args.compile else {}
         if args.compile:  # the same copies: each keeps its compiled steps
-            ours.update({f"aiayn compiled {p}": functools.partial(run_aiayn, copies[p], compile=True)
-                         for p in ("fp32", "bf16")})
+            ours.update({f"aiayn compiled {p}": functools.partial(run_aiayn, m, compile=True)
+                         for p, m in compiled_copies.items()})
     check = sources[16][:4]
     reference = ours["aiayn fp32"](check, 1)
     for name, fn in {**ours, **others}.items():
@@ -256,9 +261,9 @@ def main() -> None:
     table = []
     for name, beams, batch in cases(args.cases):
         src = sources[batch]
-        for p in ("fp32", "bf16") if args.compile else ():
-            compile_first(f"aiayn compiled {p}", copies[p], ours[f"aiayn {p}"], ours[f"aiayn compiled {p}"], src,
-                          beams, name)
+        for p, m in compiled_copies.items():
+            compile_first(f"aiayn compiled {p}", m, functools.partial(run_aiayn, m), ours[f"aiayn compiled {p}"],
+                          src, beams, name)
         contenders = {n: functools.partial(fn, src, beams) for n, fn in {**ours, **others}.items()}
         tps = time_case(contenders, args.rounds, batch * NEW_TOKENS)
         best_ours = max(ours, key=lambda n: statistics.median(tps[n]))

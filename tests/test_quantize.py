@@ -10,7 +10,7 @@ from torch import nn
 import aiayn
 from aiayn.cli import main
 from aiayn.inference import quantize
-from aiayn.inference.quantize import Int8Linear, PrecisionError, for_decoding, resolve_precision
+from aiayn.inference.quantize import Int8Linear, Int8WeightOnlyLinear, PrecisionError, for_decoding, resolve_precision
 
 from .helpers_translation import write_corpus
 
@@ -68,6 +68,35 @@ def test_int8_linear_matches_the_formula_with_per_row_scales() -> None:
     got = Int8Linear(weight, bias)(x)
     assert float((got - expected).abs().max()) <= bound
     assert float((got - (x @ weight.T + bias)).abs().max()) > 0  # it is not the fp32 product
+
+
+def test_weight_only_int8_linear_is_the_formula_with_int8_rows() -> None:
+    """y = x (round(W / s) s)^T + b with s = max|row| / 127 per row, x unquantized (fp32 here): to fp32 rounding."""
+    weight, bias, x = torch.randn(48, 32), torch.randn(48), torch.randn(5, 3, 32)
+    scales = weight.abs().amax(1, keepdim=True) / 127
+    expected = x @ ((weight / scales).round() * scales).T + bias
+    layer = Int8WeightOnlyLinear(weight, bias, torch.float32)
+    assert layer.int8_weight.dtype == torch.int8
+    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+    assert float((layer(x) - (x @ weight.T + bias)).abs().max()) > 1e-4  # it is not the fp32 product
+
+
+def test_weight_only_int8_copy_logits_close_to_fp32() -> None:
+    """The compiled searches' int8 form: every linear and the output projection int8, logits within int8's
+    tolerance of fp32's; the rest of the copy in bf16 where bf16 is native, else fp32."""
+    model = _model()
+    src, tgt = _batch()
+    q = quantize.int8_copy(model, weight_only=True)
+    assert not any(isinstance(m, (nn.Linear, Int8Linear)) for m in q.modules())
+    cfg = model.cfg
+    expected = 4 * cfg.n_encoder_layers + 6 * cfg.n_decoder_layers + 1
+    assert sum(isinstance(m, Int8WeightOnlyLinear) for m in q.modules()) == expected
+    with torch.no_grad():
+        reference = model(src, tgt)
+        out = q(src, tgt).float()
+    error = float((out - reference).abs().max()) / float(reference.std())
+    assert 0 < error < TOLERANCE["int8"]
+    assert float((out.argmax(-1) == reference.argmax(-1)).float().mean()) > 0.9
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])

@@ -13,7 +13,9 @@ import torch
 from aiayn.cli import main
 from aiayn.data.tokenizer import train_bpe
 from aiayn.inference import decoding, static_step
-from aiayn.inference.quantize import for_decoding
+from aiayn.inference.evaluation import translate
+from aiayn.inference.quantize import Int8Linear, Int8WeightOnlyLinear, for_decoding
+from aiayn.io.loading import load_with_tokenizer
 from aiayn.model.config import ModelConfig
 from aiayn.model.models import Transformer
 
@@ -128,13 +130,25 @@ def test_steps_are_kept_per_shape_and_not_copied() -> None:
     assert not static_step._kept(model).steps
 
 
-def test_refusals_are_one_clear_message() -> None:
-    """int8 (asked for or given) and a bad compile value are refused before any work."""
+@pytest.mark.parametrize("beam", [1, 4])
+def test_int8_runs_weight_only_and_equals_its_eager_search(beam: int) -> None:
+    """dtype="int8" with compile: the ids of the eager search on the same weight-only int8 copy, whose every
+    linear layer (and the output projection) holds int8 weights."""
     model = _model(norm="pre")
     src = _source(model)
-    refused = r"compile=True cannot run int8 decoding: .* decode in fp32 or bf16 with compile=True"
-    with pytest.raises(ValueError, match=refused):
-        model.generate(src, beam_size=1, dtype="int8", compile=True)
+    copy_ = static_step.decoding_copy(model, "int8")
+    assert not any(isinstance(m, (torch.nn.Linear, Int8Linear)) for m in copy_.modules())
+    assert sum(isinstance(m, Int8WeightOnlyLinear) for m in copy_.modules()) > 0
+    expected = copy_.generate(src, beam_size=beam, max_new_tokens=12)
+    assert model.generate(src, beam_size=beam, max_new_tokens=12, dtype="int8", compile="eager") == expected
+    assert static_step.decoding_copy(model, "int8") is copy_  # made once, kept with its steps
+
+
+def test_refusals_are_one_clear_message() -> None:
+    """An fbgemm int8 copy and a bad compile value are refused before any work."""
+    model = _model(norm="pre")
+    src = _source(model)
+    refused = r"compile=True cannot run this int8 copy: .* give the fp32 model and ask for int8 \(dtype='int8'"
     with pytest.raises(ValueError, match=refused):
         for_decoding(model, "int8").generate(src, beam_size=1, compile=True)
     with pytest.raises(ValueError, match="compile must be True, False or a torch.compile backend"):
@@ -184,9 +198,14 @@ def test_cli_compile_translates_as_without(model_dir: Path, tmp_path: Path, caps
     assert compiled[1] == plain[1] and len(plain[1].splitlines()) == 6
 
 
-def test_cli_refuses_int8_with_compile(model_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    """--precision int8 --compile: exit 1 and one line naming both flags and what works."""
-    code = main(["translate", str(model_dir), "in the beginning", "--precision", "int8", "--compile"])
-    err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err
-    assert "--compile cannot run int8 decoding" in err and "decode in fp32 or bf16 with --compile" in err
+def test_cli_int8_with_compile_runs_weight_only(model_dir: Path, capsys: pytest.CaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--precision int8 --compile (traced, not compiled, here) translates as the weight-only int8 copy does."""
+    text = " ".join(EN[:5])
+    model, tok = load_with_tokenizer(model_dir, torch.device("cpu"))
+    expected = translate(static_step.decoding_copy(model, "int8"), tok, [text], beam_size=2)
+    monkeypatch.setattr(decoding, "compile_backend", lambda value: "eager" if value else None)
+    code = main(["translate", str(model_dir), text, "--precision", "int8", "--compile", "--beam", "2"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "Traceback" not in err
+    assert out.splitlines() == expected

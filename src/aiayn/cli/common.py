@@ -11,7 +11,7 @@ import torch
 from ..data.corpus import CorpusError
 from ..data.tokenizer import TokenizerError
 from ..inference.quantize import DECODING_PRECISIONS, PrecisionError, for_decoding, resolve_precision
-from ..inference.static_step import check_compilable
+from ..inference.static_step import check_compilable, decoding_copy
 from ..io.atomic import WriteError
 from ..io.loading import load_with_tokenizer
 from ..io.model_folder import CheckpointError
@@ -53,8 +53,9 @@ def decoding_model(model: Any, precision: str, compiled: bool = False) -> tuple[
     device = next(model.parameters()).device
     try:
         chosen = resolve_precision(precision, device)
-        if compiled:
+        if compiled:  # int8 then runs weight-only (fbgemm's kernels cannot be compiled)
             check_compilable(model, chosen, flag="--compile")
+            return decoding_copy(model, chosen), chosen
         return for_decoding(model, chosen), chosen
     except (PrecisionError, ValueError) as error:
         raise UserError(str(error)) from None
@@ -117,10 +118,10 @@ def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
                              "auto (the fastest that keeps quality on this machine: int8 on CPUs with VNNI, else bf16 "
                              "where it is native, else fp32) (default fp32)")
     parser.add_argument("--compile", action="store_true",
-                        help="run the search on a fixed-shape decoder step compiled by torch.compile (fp32 or bf16; "
-                             "not int8): each new batch shape is compiled before its first use and kept for the run, "
-                             "so it suits many sentences decoded a few rows at a time (docs/benchmarks.md; default "
-                             "off)")
+                        help="run the search on a fixed-shape decoder step compiled by torch.compile (int8 there is "
+                             "weight-only, activations in bf16 where native): each new batch shape is compiled "
+                             "before its first use and kept for the run, so it suits many sentences decoded a few "
+                             "rows at a time (docs/benchmarks.md; default off)")
     add_device_flags(parser)
 
 

@@ -13,6 +13,12 @@ decoding step reads every weight once and is bound by that):
   cache, LayerNorm and softmax stay fp32. Chosen over weight-only `torch._weight_int8pack_mm` because
   it multiplies in int8 too: on batches of 4 rows and more it is several times faster (docs/benchmarks.md).
 
+Compiled searches (`generate(compile=True)`, inference/static_step.py) cannot trace fbgemm's packed kernels;
+there int8 is weight-only (`int8_copy(model, weight_only=True)`): the same int8 weights and per-row scales,
+multiplied by `torch._weight_int8pack_mm` with activations in bf16 (fp32 where bf16 is not native), which
+inductor compiles into its own GEMM with the scales as an epilogue. Eager, that kernel is slower than
+fbgemm's, so eager int8 stays dynamic.
+
 Models are saved in fp32 and quantized when loaded for decoding (`for_decoding`): a quantized copy cannot
 be saved, so no file ever holds weights that training could not continue from.
 """
@@ -107,10 +113,15 @@ def _reduce_range() -> bool:
     return not {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags()
 
 
+def _row_scales(weight: Tensor) -> Tensor:
+    """One symmetric int8 scale per output row of a (out, in) weight: max |row| / 127, (out,) fp32."""
+    return (weight.detach().float().abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+
+
 def _pack(weight: Tensor, bias: Tensor | None) -> Any:
     """fbgemm's packed int8 weight (out, in) with one symmetric scale per output row, and the fp32 bias."""
     weight = weight.detach().float()
-    scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()  # (out,)
+    scales = _row_scales(weight).double()  # (out,)
     zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
     with warnings.catch_warnings():  # torch marks quantized tensors as deprecated; the kernels are what we use
         warnings.simplefilter("ignore")
@@ -137,10 +148,37 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+class Int8WeightOnlyLinear(nn.Module):
+    """y = x W^T + b with W in int8 (per-row scales) and x, y, b in `dtype`: (..., in) -> (..., out).
+
+    torch._weight_int8pack_mm: the int8 rows are widened to x's precision inside the kernel; torch.compile
+    traces it (fbgemm's packed Int8Linear it cannot).
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> None:
+        """Quantize a (out, in) weight (from its fp32 values); scales and bias in `dtype`."""
+        super().__init__()
+        scales = _row_scales(weight)  # (out,)
+        int8 = (weight.detach().float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.register_buffer("int8_weight", int8)  # (out, in)
+        self.register_buffer("scales", scales.to(dtype))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in) -> (..., out), in x's dtype (the scales' and bias' dtype)."""
+        flat = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), self.int8_weight, self.scales)  # (N, out)
+        out = flat.reshape(*x.shape[:-1], flat.shape[-1])
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        """Sizes, as nn.Linear shows them."""
+        return f"in_features={self.int8_weight.shape[1]}, out_features={self.int8_weight.shape[0]}, int8 weights"
+
+
 class Int8Attention(MultiHeadAttention):
     """MultiHeadAttention with in_proj and out_proj in int8; cross-attention's Q and K/V rows packed apart."""
 
-    rows: dict[tuple[int, int], Int8Linear]
+    rows: dict[tuple[int, int], Int8Linear | Int8WeightOnlyLinear]
 
     def project_rows(self, x: Tensor, start: int, end: int) -> Tensor:
         """x (B, T, d) times rows start:end of in_proj, through their own packed int8 weight."""
@@ -150,7 +188,7 @@ class Int8Attention(MultiHeadAttention):
 class Int8Projection:
     """The int8 pre-softmax projection of a translator; mixed into the model's own class by int8_copy."""
 
-    output_projection: Int8Linear
+    output_projection: Int8Linear | Int8WeightOnlyLinear
 
     def output_logits(self, hidden: Tensor) -> Tensor:
         """Pre-softmax projection (B, T, d) -> (B, T, vocab) in int8 (§3.4's shared table, quantized)."""
@@ -171,10 +209,17 @@ class Int8Projection:
 _INT8_CLASSES: dict[type, type] = {}
 
 
-def int8_copy(model: TransformerBase) -> TransformerBase:
+def int8_copy(model: TransformerBase, weight_only: bool = False) -> TransformerBase:
     """An int8 copy of an fp32 Transformer (the original is left as it is): same modules and forward, with
-    every linear layer and the pre-softmax projection on int8 kernels."""
+    every linear layer and the pre-softmax projection on int8 kernels: fbgemm's dynamic ones (Int8Linear),
+    or with `weight_only` Int8WeightOnlyLinear, the rest of the copy in bf16 where bf16 is native, else fp32
+    (for compiled steps)."""
     new = copy.deepcopy(model).float().eval()
+    dtype = torch.bfloat16 if weight_only and bf16_is_fast(next(model.parameters()).device) else torch.float32
+
+    def int8_linear(weight: Tensor, bias: Tensor | None) -> nn.Module:
+        return Int8WeightOnlyLinear(weight, bias, dtype) if weight_only else Int8Linear(weight, bias)
+
     cls = type(model)
     if cls not in _INT8_CLASSES:
         _INT8_CLASSES[cls] = type(f"Int8{cls.__name__}", (Int8Projection, cls), {"__doc__": Int8Projection.__doc__})
@@ -184,19 +229,20 @@ def int8_copy(model: TransformerBase) -> TransformerBase:
         if isinstance(module, MultiHeadAttention):
             w, b, d = module.in_proj.weight, module.in_proj.bias, module.in_proj.weight.shape[0] // 3
             # cross-attention reads in_proj by rows: W^Q for the decoder states, W^K;W^V for the memory
-            module.rows = {(start, end): Int8Linear(w[start:end], None if b is None else b[start:end])
+            module.rows = {(start, end): int8_linear(w[start:end], None if b is None else b[start:end])
                            for start, end in ((0, d), (d, 3 * d))} if id(module) in cross else {}
             module.__class__ = Int8Attention
-    _swap_linears(new)
+    _swap_linears(new, int8_linear)
     table = new.token_embedding.weight if new.cfg.tie_embeddings else new.lm_head.weight  # (V, d)
-    new.output_projection = Int8Linear(table, getattr(new, "final_logits_bias", None))
-    return new
+    new.output_projection = int8_linear(table, getattr(new, "final_logits_bias", None))
+    # what stays floating point (embeddings, LayerNorms; the int8 weights are kept as they are)
+    return new.to(dtype)
 
 
-def _swap_linears(module: nn.Module) -> None:
-    """Replace every nn.Linear below module with an Int8Linear holding the same weights."""
+def _swap_linears(module: nn.Module, int8_linear: Callable[[Tensor, Tensor | None], nn.Module]) -> None:
+    """Replace every nn.Linear below module with int8_linear(weight, bias), holding the same weights."""
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child.weight, child.bias))
+            setattr(module, name, int8_linear(child.weight, child.bias))
         else:
-            _swap_linears(child)
+            _swap_linears(child, int8_linear)

@@ -22,6 +22,9 @@ by `forget(model)`), one per (precision copy, rows, padded source length, capaci
 with the same shapes does not compile again; a decoding copy asked for with dtype= is kept there too.
 Inductor's freezing makes the weights constants of the compiled code: a model whose weights change
 after its first compiled search must be forgotten (`forget(model)`) or its steps keep the old weights.
+
+int8 here is weight-only (quantize.int8_copy(weight_only=True): torch._weight_int8pack_mm, activations in
+bf16 where native): torch.compile cannot trace the fbgemm kernels of eager int8 decoding.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from torch import Tensor
 
 from ..model.attention import KVCache
 from ..model.layers import LayerCache
-from .quantize import Int8Linear, for_decoding, resolve_precision
+from .quantize import Int8Linear, PrecisionError, for_decoding, int8_copy, int8_problem, resolve_precision
 
 Transformer = Any  # named, not imported: the models call into inference (model.generate)
 
@@ -90,11 +93,10 @@ def check_compilable(model: Transformer, precision: str | torch.dtype | None = N
     if getattr(model, "model_type", None) != "transformer":
         raise ValueError(f"{flag} is for translators (Transformer); this is a {type(model).__name__}: decode "
                          f"without it")
-    picked = precision is not None and resolve_precision(precision, next(model.parameters()).device) == "int8"
-    if picked or any(isinstance(m, Int8Linear) for m in model.modules()):
-        auto = " ('auto' picks int8 on this CPU)" if precision == "auto" else ""
-        raise ValueError(f"{flag} cannot run int8 decoding{auto}: torch.compile does not trace fbgemm's packed int8 "
-                         f"linear kernels; decode in fp32 or bf16 with {flag}, or in int8 without it")
+    if any(isinstance(m, Int8Linear) for m in model.modules()):
+        raise ValueError(f"{flag} cannot run this int8 copy: torch.compile does not trace fbgemm's packed int8 "
+                         f"linear kernels; give the fp32 model and ask for int8 (dtype='int8', or --precision "
+                         f"int8), which {flag} runs with weight-only int8 kernels")
 
 
 class _StaticKV:
@@ -215,13 +217,19 @@ def forget(model: Transformer) -> None:
 
 
 def decoding_copy(model: Transformer, precision: str | torch.dtype) -> Transformer:
-    """for_decoding(model, precision), made once and kept on `model`, so its compiled steps are reused."""
-    name = resolve_precision(precision, next(model.parameters()).device)
+    """for_decoding(model, precision) (int8: its weight-only form), made once and kept on `model`, so its
+    compiled steps are reused."""
+    device = next(model.parameters()).device
+    name = resolve_precision(precision, device)
     if name == "fp32":
         return for_decoding(model, name)
     kept = _kept(model)
     if name not in kept.copies:
-        kept.copies[name] = for_decoding(model, name)
+        if name == "int8":
+            problem = int8_problem(device)
+            if problem is not None:
+                raise PrecisionError(problem)
+        kept.copies[name] = int8_copy(model, weight_only=True) if name == "int8" else for_decoding(model, name)
     return kept.copies[name]
 
 
