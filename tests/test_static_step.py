@@ -174,6 +174,15 @@ def test_inductor_compiled_step_gives_the_eager_tokens() -> None:
     assert len(static_step.kept_steps(model)) == 2  # greedy and beam shapes; nothing recompiled
 
 
+@pytest.mark.slow
+def test_inductor_compiles_weight_only_int8() -> None:
+    """dtype="int8" really compiled (inductor lowers torch._weight_int8pack_mm): the eager weight-only ids."""
+    model = _eos_prone(1.0)
+    src = _source(model)
+    expected = static_step.decoding_copy(model, "int8").generate(src, beam_size=1, max_new_tokens=12)
+    assert model.generate(src, beam_size=1, max_new_tokens=12, dtype="int8", compile=True) == expected
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny translator with its own tokenizer (random weights: only equality of outputs matters)."""
