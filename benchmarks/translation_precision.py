@@ -9,8 +9,8 @@ interleaved, after one warm-up over the first 64 sentences.
     OMP_WAIT_POLICY=PASSIVE python benchmarks/translation_precision.py runs/NAME/model --threads 2 --beam 4
 
 Speed also in the other ways of spending the same cores on int8 (as benchmarks/decode.py --layouts): one
-intra-op thread ("1t": aiayn's generate threads=1, CTranslate2's intra_threads=1) and, for CTranslate2,
-single-threaded workers translating batches at once ("2x1t": inter_threads=2, intra_threads=1).
+intra-op thread ("1t": aiayn's generate threads=1, CTranslate2's intra_threads=1) and single-threaded
+workers translating batches at once ("2x1t": aiayn's translate(workers=2), CTranslate2's inter_threads=2).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> None:
     contenders: dict[str, Callable[..., list[str]]] = {
         **{f"aiayn {p}": (lambda b, n=None, p=p: run_ours(p, b, n)) for p in ours},
         "aiayn int8 1t": lambda b, n=None: run_ours("int8", b, n, threads=1),
+        f"aiayn int8 {args.threads}x1t": lambda b, n=None: run_ours("int8", b, n, workers=args.threads),
         **{f"CT2 {'fp32' if c == 'float32' else c}": (lambda b, n=None, c=c: run_ct2(c, b, n)) for c in engines}}
     greedy = {name: fn(1) for name, fn in contenders.items()}
     print(f"\n{len(sources)} test sentences (John); greedy outputs identical to aiayn fp32's:")

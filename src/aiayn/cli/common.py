@@ -12,6 +12,7 @@ from ..data.corpus import CorpusError
 from ..data.tokenizer import TokenizerError
 from ..inference.quantize import DECODING_PRECISIONS, PrecisionError, for_decoding, resolve_precision
 from ..inference.static_step import check_compilable, decoding_copy
+from ..inference.workers import workers_problem
 from ..io.atomic import WriteError
 from ..io.loading import load_with_tokenizer
 from ..io.model_folder import CheckpointError
@@ -45,12 +46,16 @@ def load_model(folder: str, command: str, model_type: str | None = None, device:
         raise UserError(str(error)) from None
 
 
-def decoding_model(model: Any, precision: str, compiled: bool = False) -> tuple[Any, str]:
+def decoding_model(model: Any, precision: str, compiled: bool = False, workers: int = 1) -> tuple[Any, str]:
     """The model to search with in `precision` (fp32|bf16|int8|auto) and the precision chosen; errors as one line.
 
-    compiled: the search will run on the compiled fixed-shape step (--compile), which refuses some precisions.
+    compiled: the search will run on the compiled fixed-shape step (--compile), which refuses some precisions;
+    workers: processes searching batches at once (--workers), checked here, before any work.
     """
     device = next(model.parameters()).device
+    problem = workers_problem(workers, device, compiled, cli=True)
+    if problem is not None:
+        raise UserError(problem)
     try:
         chosen = resolve_precision(precision, device)
         if compiled:  # int8 then runs weight-only (fbgemm's kernels cannot be compiled)
@@ -122,6 +127,10 @@ def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
                              "weight-only, activations in bf16 where native): each new batch shape is compiled "
                              "before its first use and kept for the run, so it suits many sentences decoded a few "
                              "rows at a time (docs/benchmarks.md; default off)")
+    parser.add_argument("--workers", type=int_at_least(1), default=1,
+                        help="processes that search batches at once, each on one thread (CPU, Linux): on N "
+                             "cores, --workers N translates a file faster than N threads of one search "
+                             "(docs/benchmarks.md; default 1)")
     add_device_flags(parser)
 
 
@@ -137,8 +146,10 @@ def add_sampling_flags(parser: argparse.ArgumentParser, prefix: str = "") -> Non
 
 
 def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
-    """model.generate options from the decoding flags."""
+    """translate()'s options from the decoding flags: model.generate's, and workers."""
     options: dict[str, Any] = {"beam_size": 1 if args.greedy else args.beam, "length_penalty": args.length_penalty}
+    if args.workers > 1:
+        options["workers"] = args.workers
     if getattr(args, "compile", False):
         options["compile"] = True
     if args.sample:

@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> None:
     """Translate a test set and report sacreBLEU BLEU and chrF with signatures (detokenized vs raw refs)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "evaluate", "transformer", args.device)
-    model, precision = decoding_model(model, args.precision, args.compile)
+    model, precision = decoding_model(model, args.precision, args.compile, args.workers)
     try:
         if (args.src is None) != (args.ref is None):
             raise UserError("give both --src and --ref (or neither, for the bundled test set)")

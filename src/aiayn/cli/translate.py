@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "translate", "transformer", args.device)
-    model, precision = decoding_model(model, args.precision, args.compile)
+    model, precision = decoding_model(model, args.precision, args.compile, args.workers)
     texts = list(args.text)
     if args.input:
         path = Path(args.input)
@@ -47,8 +47,10 @@ def run(args: argparse.Namespace) -> None:
         bar.close()
     if args.input:  # sentences sorted by length and batched by tokens; output in input order
         threads = torch.get_num_threads()
+        how = f"{args.workers} workers x 1 thread" if args.workers > 1 else \
+            f"{threads} thread{'s' if threads != 1 else ''}"
         print(f"translated {len(texts)} sentences in {seconds:.2f} s: {len(texts) / max(seconds, 1e-9):.1f} "
-              f"sentences/s ({precision}, {threads} thread{'s' if threads != 1 else ''})", file=sys.stderr)
+              f"sentences/s ({precision}, {how})", file=sys.stderr)
     for line in lines:
         print(" ".join(line.splitlines()), flush=True)  # exactly one output line per input line
 

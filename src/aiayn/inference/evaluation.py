@@ -11,6 +11,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from ..data.tokenizer import decode, encode_source
 from ..runtime.log import get_logger
+from .workers import search_batches, workers_problem
 
 logger = get_logger("inference")
 
@@ -43,14 +44,20 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
 def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length_penalty: float = 0.6,
               batch_tokens: int = 4000, max_source_tokens: int | None = None,
               progress: Callable[[int], None] | None = None, warn: Callable[[str], None] | None = None,
-              **generate_options: Any) -> list[str]:
+              workers: int = 1, **generate_options: Any) -> list[str]:
     """Translate texts in length-sorted batches (beam 4, alpha 0.6 by default, §6.1); output in input order.
 
-    `generate_options` go to model.generate (e.g. do_sample=True, top_p=0.9, seed=0).
+    `generate_options` go to model.generate (e.g. do_sample=True, top_p=0.9, seed=0). `workers` > 1 searches
+    that many batches at once in forked processes of one intra-op thread each (inference.workers): the same
+    batches, so the output of one process on one thread (more threads may round sums differently).
     One output per text, always: an empty (or blank) text gives "", a text longer than the model takes
     (max_positions - 50 tokens, leaving §6.1's +50 for the output) is cut to its first tokens, with a warning.
     """
     cfg = model.cfg
+    device = next(model.parameters()).device
+    problem = workers_problem(workers, device, bool(generate_options.get("compile")))
+    if problem is not None:
+        raise ValueError(problem)
     warn = warn or (lambda message: logger.warning(f"warning: {message}"))
     limit = max_source_tokens or max(cfg.max_positions - 50, 1)
     texts = [_valid_unicode(text) for text in texts]
@@ -65,25 +72,29 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     order = sorted((i for i in range(len(texts)) if texts[i].strip()), key=lambda i: len(encoded[i]))
     results: list[str] = [""] * len(texts)
     budget = max(batch_tokens // max(beam_size, 1), 1)
-    start = 0
-    was_training = model.training
-    device = next(model.parameters()).device
-    model.eval()
+    chunks, start = [], 0
     while start < len(order):
         end = start + 1
         while end < len(order) and len(encoded[order[end]]) * (end - start + 1) <= budget:
             end += 1
-        chunk = order[start:end]
-        width = max(len(encoded[i]) for i in chunk)
-        src = torch.tensor([encoded[i] + [cfg.pad_id] * (width - len(encoded[i])) for i in chunk],
-                           device=device)  # (B, S)
-        hyps = model.generate(src, beam_size=beam_size, length_penalty=length_penalty, **generate_options)
-        for i, ids in zip(chunk, hyps):
-            results[i] = decode(tok, ids)
-        if progress is not None:
-            progress(len(chunk))
+        chunks.append(order[start:end])
         start = end
-    model.train(was_training)
+    batches = [torch.tensor([encoded[i] + [cfg.pad_id] * (max(len(encoded[j]) for j in chunk) - len(encoded[i]))
+                             for i in chunk], device=device) for chunk in chunks]  # (B, S) each
+
+    def search(src: torch.Tensor) -> list[list[int]]:
+        return model.generate(src, beam_size=beam_size, length_penalty=length_penalty, **generate_options)
+
+    was_training = model.training
+    model.eval()
+    try:
+        for index, hyps in search_batches(search, batches, workers):
+            for i, ids in zip(chunks[index], hyps):
+                results[i] = decode(tok, ids)
+            if progress is not None:
+                progress(len(chunks[index]))
+    finally:
+        model.train(was_training)
     return results
 
 

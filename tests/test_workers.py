@@ -1,0 +1,66 @@
+"""translate(workers=N) / `--workers N` (inference/workers.py): forked processes search the same batches, so
+the output is one process's on one thread, in input order; impossible settings are one clear message."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aiayn.cli import main
+from aiayn.data.tokenizer import train_bpe
+from aiayn.inference.evaluation import translate
+from aiayn.inference.workers import workers_problem
+from aiayn.io.loading import load_with_tokenizer
+from aiayn.model.config import ModelConfig
+from aiayn.model.models import Transformer
+
+from .helpers_translation import EN, ES
+
+# lengths out of order and a blank line, so batches are sorted, split and put back
+TEXTS = [" ".join(EN[i % 7:i % 7 + 2 + i % 5]) for i in range(14)] + [""]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny translator with its own tokenizer (random weights: only equality of outputs matters)."""
+    tok = train_bpe([" ".join(EN[i:] + ES[:i]) for i in range(len(EN))] * 4, vocab_size=90)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("workers") / "model"
+    Transformer(ModelConfig.preset("tiny", vocab_size=tok.get_vocab_size(), max_positions=100)).save(folder, tok)
+    return folder
+
+
+def test_workers_translate_as_one_process(model_dir: Path) -> None:
+    """Two workers over several small batches: the same lines, in input order, and progress for every line."""
+    model, tok = load_with_tokenizer(model_dir)
+    alone = translate(model, tok, TEXTS, beam_size=2, batch_tokens=16, threads=1)
+    done: list[int] = []
+    assert translate(model, tok, TEXTS, beam_size=2, batch_tokens=16, workers=2, progress=done.append) == alone
+    assert sum(done) == len(TEXTS) - 1 and len(done) > 2 and alone[-1] == ""  # blank lines are not searched
+
+
+def test_impossible_workers_are_refused_before_any_work(model_dir: Path) -> None:
+    """Bad counts, compile together with workers, and a model off the CPU: one message each."""
+    model, tok = load_with_tokenizer(model_dir)
+    for workers in (0, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be a positive integer"):
+            translate(model, tok, TEXTS, workers=workers)
+    with pytest.raises(ValueError, match="workers > 1 with compile: each worker would compile its own step"):
+        translate(model, tok, TEXTS, workers=2, compile=True)
+    assert workers_problem(2, torch.device("cuda"), False, cli=True) == \
+        "--workers > 1 runs processes sharing the CPU; the model is on cuda: use --workers 1 there"
+
+
+def test_cli_workers(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`translate --input FILE --workers 2` prints what one process prints and says how it ran; with
+    --compile it is one line and exit 1."""
+    path = tmp_path / "in.txt"
+    path.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    assert main(["translate", str(model_dir), "--input", str(path), "--beam", "2", "--threads", "1"]) == 0
+    alone = capsys.readouterr().out
+    assert main(["translate", str(model_dir), "--input", str(path), "--beam", "2", "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == alone and "sentences/s (fp32, 2 workers x 1 thread)" in captured.err
+    assert main(["translate", str(model_dir), "--input", str(path), "--workers", "2", "--compile"]) == 1
+    err = capsys.readouterr().err
+    assert "--workers > 1 with --compile" in err and "Traceback" not in err
