@@ -59,7 +59,7 @@ def decoding_model(model: Any, precision: str, compiled: bool = False, workers: 
     try:
         chosen = resolve_precision(precision, device)
         if compiled:  # int8 then runs weight-only (fbgemm's kernels cannot be compiled)
-            check_compilable(model, chosen, flag="--compile")
+            check_compilable(model, flag="--compile")
             return decoding_copy(model, chosen), chosen
         return for_decoding(model, chosen), chosen
     except (PrecisionError, ValueError) as error:

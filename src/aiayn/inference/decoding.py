@@ -291,7 +291,7 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     min_length = int(options.get("min_length", 0))
     backend = compile_backend(options.get("compile"))
     if backend is not None:
-        check_compilable(model, options.get("dtype"))
+        check_compilable(model)
     if options.get("dtype") is not None:
         model = (for_decoding if backend is None else decoding_copy)(model, options["dtype"])
     sampling = options.get("do_sample", False) or beam_size == 1

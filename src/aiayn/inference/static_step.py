@@ -84,9 +84,9 @@ def compile_backend(value: Any) -> str | None:
     raise ValueError(f"compile must be True, False or a torch.compile backend name (e.g. 'eager'), got {value!r}")
 
 
-def check_compilable(model: Transformer, precision: str | torch.dtype | None = None,
-                     flag: str = "compile=True") -> None:
-    """Raise ValueError naming what a fixed-shape compiled step cannot run (before any work starts).
+def check_compilable(model: Transformer, flag: str = "compile=True") -> None:
+    """Raise ValueError naming what a fixed-shape compiled step cannot run (before any work starts): a model
+    that is not a translator, or an int8 copy on fbgemm's kernels (every precision asked for is runnable).
 
     flag names the setting in the message ("compile=True", or the command line's "--compile").
     """
