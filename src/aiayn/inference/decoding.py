@@ -276,8 +276,9 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     changing the weights call aiayn.inference.static_step.forget(model). It suits steps dominated by many
     small ops (few rows). Results equal compile=False's except where two candidates' scores are within
     rounding of each other (the compiled step sums in another order); sampling draws the same way per live
-    row. dtype="int8" runs weight-only int8 there (inference.quantize.Int8WeightOnlyLinear); a model already
-    on fbgemm's int8 kernels (for_decoding(model, "int8")) is refused (ValueError).
+    row. dtype="int8" runs weight-only int8 there (inference.quantize.Int8WeightOnlyLinear), which rounds
+    otherwise than eager int8's fbgemm kernels; a model already on those kernels (for_decoding(model,
+    "int8")) is refused (ValueError).
     """
     _check_options(options, SEQ2SEQ_OPTIONS, "generate")
     if not isinstance(beam_size, int) or beam_size < 1:
