@@ -127,15 +127,20 @@ def test_mlm_run_reports_masked_token_accuracy(mlm_run: Path, text_file: Path) -
     ids = encode_text(tok, split_text(text_file.read_text(encoding="utf-8"))[1])
     context, generator = TINY["context"], torch.Generator().manual_seed(0)  # validation's fixed masking
     windows = ids[torch.arange(0, ids.numel() - context, context)[:, None] + torch.arange(context)]
-    right = chosen = 0
+    right = chosen = near_ties = 0
     for batch in windows.split(256):
         inputs, labels = mask_tokens(batch, 4, tok.get_vocab_size(), list(range(5)), generator, first_regular_id=5)
         with torch.no_grad():
-            predicted = model(inputs).argmax(-1)
+            logits = model(inputs)  # (B, T, V) in fp32
+        top2 = logits.topk(2, dim=-1).values  # (B, T, 2)
         scored = labels != IGNORE_INDEX
-        right, chosen = right + int((predicted[scored] == labels[scored]).sum()), chosen + int(scored.sum())
-    assert chosen > 100 and record["val_windows"] == windows.shape[0]
-    assert record["val_acc"] == pytest.approx(right / chosen, abs=1e-9) and right > 0  # measured: 6 of 236
+        right += int((logits.argmax(-1)[scored] == labels[scored]).sum())
+        # the run validated under its autocast (bf16 on CPUs where it is native), on the chosen positions only:
+        # where fp32's two best logits are within bf16's rounding, either of them may have been its answer
+        near_ties += int(((top2[..., 0] - top2[..., 1]) < 0.05)[scored].sum())
+        chosen += int(scored.sum())
+    assert chosen > 100 and record["val_windows"] == windows.shape[0] and right > 0  # measured: 6-10 of 236
+    assert abs(record["val_acc"] * chosen - right) <= near_ties
 
 
 def test_a_masked_lm_step_that_chose_no_token_counts_and_changes_nothing(text_file: Path) -> None:
