@@ -10,7 +10,7 @@ case, aiayn's best precision against CTranslate2's best, as the median of per-ro
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --threads 2 --rounds 7
 
 --compile adds aiayn's compiled fixed-shape step (generate(compile=True)) in fp32, bf16 and int8 (weight-only
-int8, the form compiled steps run) as contenders,
+int8, the form compiled steps run), and int8 compiled ahead of time (compile="aoti", "AOT int8") as contenders,
 interleaved with the others; each case's shapes compile first (printed with their seconds, and the compiled
 tokens checked against the eager search's in the same precision).
 
@@ -259,10 +259,11 @@ def main() -> None:
         if args.compile:  # the same copies: each keeps its compiled steps
             ours.update({f"aiayn compiled {p}": functools.partial(run_aiayn, m, compile=True)
                          for p, m in compiled_copies.items()})
+            ours["aiayn AOT int8"] = functools.partial(run_aiayn, compiled_copies["int8"], compile="aoti")
     check = sources[16][:4]
     reference = ours["aiayn fp32"](check, 1)
     for name, fn in {**ours, **others}.items():
-        if name.startswith("RNN") or "compiled" in name:  # another model; compiled ones are checked per case
+        if name.startswith("RNN") or "compiled" in name or "AOT" in name:  # compiled ones: checked per case
             continue
         same = sum(a == b for a, b in zip(fn(check, 1), reference))
         print(f"greedy tokens of {name} equal aiayn fp32's on {same}/4 sources")
@@ -275,6 +276,10 @@ def main() -> None:
         for p, m in compiled_copies.items():
             compile_first(f"aiayn compiled {p}", m, functools.partial(run_aiayn, m), ours[f"aiayn compiled {p}"],
                           src, beams, name)
+        if args.compile:
+            int8 = compiled_copies["int8"]
+            compile_first("aiayn AOT int8", int8, functools.partial(run_aiayn, int8), ours["aiayn AOT int8"], src,
+                          beams, name)
         contenders = {n: functools.partial(fn, src, beams) for n, fn in {**ours, **others}.items()}
         tps = time_case(contenders, args.rounds, batch * NEW_TOKENS)
         best_ours = max(ours, key=lambda n: statistics.median(tps[n]))

@@ -183,6 +183,19 @@ def test_inductor_compiles_weight_only_int8() -> None:
     assert model.generate(src, beam_size=1, max_new_tokens=12, dtype="int8", compile=True) == expected
 
 
+@pytest.mark.slow
+def test_ahead_of_time_step_gives_the_eager_tokens() -> None:
+    """compile="aoti" (torch.export + AOTInductor, called without dynamo): greedy ids equal eager's, in fp32
+    and for a decoding copy made inside the search (dtype="int8": its weights are inference tensors)."""
+    model = _eos_prone(1.0)
+    src = _source(model)
+    assert model.generate(src, beam_size=1, max_new_tokens=12, compile="aoti") == \
+        model.generate(src, beam_size=1, max_new_tokens=12)
+    expected = static_step.decoding_copy(model, "int8").generate(src, beam_size=1, max_new_tokens=12)
+    assert model.generate(src, beam_size=1, max_new_tokens=12, dtype="int8", compile="aoti") == expected
+    assert static_step.kept_steps(model) and all(step.compile_seconds for step in static_step.kept_steps(model))
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny translator with its own tokenizer (random weights: only equality of outputs matters)."""

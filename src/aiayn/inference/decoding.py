@@ -269,7 +269,8 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     n_best > 1 one list of id lists per row (best first).
 
     compile=True runs every search on a fixed-shape step compiled by torch.compile (inductor; a string names
-    another torch.compile backend, e.g. "eager" to trace without compiling): see inference.static_step. Each
+    another torch.compile backend, e.g. "eager" to trace without compiling; "aoti" exports the step and
+    compiles it ahead of time with AOTInductor, called without dynamo): see inference.static_step. Each
     new shape (source rows rounded to a power of two, source length to 32, output capacity to 64, per
     precision) is compiled once, before its first step (the compile time is in docs/benchmarks.md); the
     steps (and a dtype= copy) are then kept on the model for later calls, with its weights frozen in: after

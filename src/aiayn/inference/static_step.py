@@ -53,6 +53,9 @@ COMPILE_MODE = "max-autotune-no-cudagraphs"
 FREEZE = True
 QUIET = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}  # no autotune tables
 _CACHE_ATTRIBUTE = "_aiayn_static_steps"
+# compile="aoti": the step exported (torch.export) and compiled ahead of time by AOTInductor instead of
+# torch.compile; each shape compiles once, as with "inductor", and is called without dynamo's wrappers.
+AHEAD_OF_TIME = "aoti"
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -156,7 +159,7 @@ class StaticStep:
         self.model, self.rows, self.sources = model, rows, sources
         self.source_length, self.capacity, self.backend = source_length, capacity, backend
         self.compile_seconds: float | None = None  # set by the first call, which compiles
-        if backend is None:
+        if backend is None or backend == AHEAD_OF_TIME:  # the latter is compiled on the first call
             self._fn: Callable[..., Tensor] = step_logits
         elif backend == "inductor":
             self._fn = torch.compile(_own_code(step_logits), fullgraph=True, dynamic=False,
@@ -170,6 +173,10 @@ class StaticStep:
         if self.compile_seconds is not None or self.backend is None:
             return self._fn(self.model, token, position, kv, cross, memory, memory_keep)
         start = time.perf_counter()
+        if self.backend == AHEAD_OF_TIME:
+            self._fn = _compile_ahead(self.model, (token, position, kv, cross, memory, memory_keep))
+            self.compile_seconds = time.perf_counter() - start
+            return self._fn(self.model, token, position, kv, cross, memory, memory_keep)
         # Freezing is read by torch.compile's tracer from the global inductor config (its per-call options=
         # reach only the later compiler, so freezing given there has no effect): set for this compile only.
         freezing = FREEZE and self.backend == "inductor"
@@ -177,6 +184,32 @@ class StaticStep:
             out = self._fn(self.model, token, position, kv, cross, memory, memory_keep)
         self.compile_seconds = time.perf_counter() - start
         return out
+
+
+class _StepModule(torch.nn.Module):
+    """step_logits of one model as a module, for torch.export."""
+
+    def __init__(self, model: Transformer) -> None:
+        """Hold the model whose step is exported."""
+        super().__init__()
+        self.model = model
+
+    def forward(self, *buffers: Tensor) -> Tensor:
+        """Logits (R, V) of one step; buffers as StaticStep takes them."""
+        return step_logits(self.model, *buffers)
+
+
+def _compile_ahead(model: Transformer, buffers: tuple[Tensor, ...]) -> Callable[..., Tensor]:
+    """step_logits for these buffers' shapes exported and compiled by AOTInductor (freezing, COMPILE_MODE's
+    settings): a shared library called without torch.compile's guards and wrappers."""
+    for parameter in model.parameters():  # a decoding copy made inside a search holds inference tensors,
+        if parameter.is_inference():       # which torch.export cannot mark as needing gradients
+            parameter.requires_grad_(False)
+    with torch.inference_mode(False), torch.no_grad(), torch._inductor.config.patch(freezing=FREEZE):
+        exported = torch.export.export(_StepModule(model), tuple(b.clone() for b in buffers))
+        package = torch._inductor.aoti_compile_and_package(exported, inductor_configs=inductor_options())
+    runner = torch._inductor.aoti_load_package(package)
+    return lambda _model, *step_buffers: runner(*step_buffers)
 
 
 class _Kept:
