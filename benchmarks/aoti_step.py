@@ -1,10 +1,10 @@
 """The fixed-shape decoder step compiled ahead of time (AOTInductor) against torch.compile's, step only.
 
 An experiment toward docs/benchmarks.md's "What would close it": at batch 1 the compiled graph is about as
-fast as CTranslate2's whole step, and torch.compile's call path around it costs a third more. This exports
-inference.static_step.step_logits for one shape (small preset, random weights, weight-only int8, batch 1,
-source 64, 64 positions), compiles it with AOTInductor (max-autotune, freezing) into a package called
-without dynamo, and times 64 calls of each against the library's StaticStep (torch.compile), interleaved,
+fast as CTranslate2's whole step, and torch.compile's call path around it costs a third more. This compiles
+the library's StaticStep for one shape (small preset, random weights, weight-only int8, batch 1, source
+64, 64 positions) both ways, compile="aoti" (torch.export + AOTInductor, called without dynamo) and
+compile=True (torch.compile, inductor), and times 64 calls of each, interleaved,
 on one intra-op thread (what generate uses for batch 1). The search loop around the step is not timed.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/aoti_step.py --rounds 7
@@ -24,19 +24,6 @@ from aiayn.inference import static_step
 POSITIONS = 64
 
 
-class Step(torch.nn.Module):
-    """step_logits of a decoding copy as a module, for torch.export."""
-
-    def __init__(self, model: aiayn.Transformer) -> None:
-        """Hold the model whose step is exported."""
-        super().__init__()
-        self.model = model
-
-    def forward(self, *buffers: torch.Tensor) -> torch.Tensor:
-        """Logits (R, V) of one step; buffers as StaticStep takes them."""
-        return static_step.step_logits(self.model, *buffers)
-
-
 def main() -> None:
     """Compile both ways, check the logits agree, and time interleaved rounds of 64 steps."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,20 +38,15 @@ def main() -> None:
         search = static_step.StaticSearch(model, src, torch.ones_like(src, dtype=torch.bool), 1, POSITIONS, None)
     position = torch.tensor([0])
     buffers = (search.token, position, search.kv, search.cross, search.memory, search.memory_keep)
-    start = time.perf_counter()
-    with torch.no_grad(), torch._inductor.config.patch(freezing=True):
-        exported = torch.export.export(Step(model), buffers)
-        options = {"max_autotune": True, **static_step.QUIET}
-        package = torch._inductor.aoti_compile_and_package(exported, inductor_configs=options)
-    ahead = torch._inductor.aoti_load_package(package)
-    print(f"export + AOTInductor compile: {time.perf_counter() - start:.1f} s")
     torch.set_num_threads(1)
+    ahead = static_step.StaticStep(model, 1, 1, 64, POSITIONS, static_step.AHEAD_OF_TIME)
     jit = static_step.StaticStep(model, 1, 1, 64, POSITIONS, "inductor")
     with torch.inference_mode():
         reference = static_step.step_logits(model, *buffers).float()
         for name, step in (("AOTInductor", ahead), ("torch.compile", jit)):
-            error = float((step(*buffers).float() - reference).abs().max() / reference.std())
-            print(f"{name} logits against the uncompiled step: max |difference| {error:.4f} standard deviations")
+            error = float((step(*buffers).float() - reference).abs().max() / reference.std())  # compiles first
+            print(f"{name}: compiled in {step.compile_seconds:.1f} s; logits against the uncompiled step: max "
+                  f"|difference| {error:.4f} standard deviations")
 
         def steps(step: object) -> float:
             """Milliseconds per call over POSITIONS calls."""

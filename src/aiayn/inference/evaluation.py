@@ -79,8 +79,7 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
             end += 1
         chunks.append(order[start:end])
         start = end
-    batches = [torch.tensor([encoded[i] + [cfg.pad_id] * (max(len(encoded[j]) for j in chunk) - len(encoded[i]))
-                             for i in chunk], device=device) for chunk in chunks]  # (B, S) each
+    batches = [_padded([encoded[i] for i in chunk], cfg.pad_id, device) for chunk in chunks]  # (B, S) each
 
     def search(src: torch.Tensor) -> list[list[int]]:
         return model.generate(src, beam_size=beam_size, length_penalty=length_penalty, **generate_options)
@@ -96,6 +95,12 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     finally:
         model.train(was_training)
     return results
+
+
+def _padded(rows: list[list[int]], pad_id: int, device: torch.device) -> torch.Tensor:
+    """Id lists as one (B, S) tensor, padded at the end to the longest."""
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [pad_id] * (width - len(row)) for row in rows], device=device)
 
 
 def _valid_unicode(text: str) -> str:
