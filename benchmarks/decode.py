@@ -18,8 +18,8 @@ tokens checked against the eager search's in the same precision).
 
 --layouts adds each engine's int8 search in the other ways of spending the same cores: one intra-op thread
 ("1t": aiayn's generate(threads=1), CTranslate2's intra_threads=1) and the batch cut into halves searched
-at once by two single-threaded workers ("2x1t": aiayn's inference.workers, the forked processes of
-translate(workers=2), forked anew for each call; CTranslate2's inter_threads=2, max_batch_size=batch/2).
+at once by two single-threaded workers ("2x1t": aiayn's inference.workers.WorkerPool, forked once before
+the rounds as a Translator's threads are started once; CTranslate2's inter_threads=2, max_batch_size=batch/2).
 Under OMP_WAIT_POLICY=PASSIVE, waking a sleeping second thread for every op can cost more than it shares.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --layouts --threads 2 --rounds 5
@@ -46,7 +46,7 @@ import torch
 
 import aiayn
 from aiayn.inference.static_step import decoding_copy, kept_steps
-from aiayn.inference.workers import search_batches
+from aiayn.inference.workers import WorkerPool
 
 SOURCE_LENGTH = 64
 NEW_TOKENS = 64
@@ -110,11 +110,12 @@ def run_aiayn(model: aiayn.Transformer, src: torch.Tensor, beams: int, **options
                           length_penalty_form="plain", length_penalty=1.0, **options)
 
 
-def run_aiayn_workers(model: aiayn.Transformer, workers: int, src: torch.Tensor, beams: int) -> list[list[int]]:
-    """The batch cut into `workers` parts, searched at once by forked one-thread processes (inference.workers,
-    as translate(workers=...) runs them; the processes are forked for each call and their start is timed)."""
-    parts = list(src.chunk(workers))
-    found = dict(search_batches(lambda part: run_aiayn(model, part, beams, threads=1), parts, workers))
+def run_aiayn_workers(pool: WorkerPool, src: torch.Tensor, beams: int) -> list[list[int]]:
+    """The batch cut into one part per worker of `pool` (forked one-thread processes holding the model, kept
+    for every call), searched at once as run_aiayn searches."""
+    parts = list(src.chunk(pool.workers))
+    found = dict(pool.generate(parts, beam_size=beams, max_new_tokens=NEW_TOKENS, min_length=NEW_TOKENS,
+                               length_penalty_form="plain", length_penalty=1.0))
     return [row for index in range(len(parts)) for row in found[index]]
 
 
@@ -252,7 +253,8 @@ def main() -> None:
         ours = {f"aiayn {p}": functools.partial(run_aiayn, copies[p]) for p in copies}
         if args.layouts:
             ours["aiayn int8 1t"] = functools.partial(run_aiayn, copies["int8"], threads=1)
-            ours[f"aiayn int8 {args.threads}x1t"] = functools.partial(run_aiayn_workers, copies["int8"], args.threads)
+            pool = WorkerPool(copies["int8"], args.threads)
+            ours[f"aiayn int8 {args.threads}x1t"] = functools.partial(run_aiayn_workers, pool)
         # compiled int8 is weight-only (fbgemm's kernels cannot be compiled): the copy dtype="int8" gets there
         compiled_copies = {"fp32": copies["fp32"], "bf16": copies["bf16"],
                            "int8": decoding_copy(model, "int8")} if args.compile else {}

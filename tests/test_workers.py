@@ -9,7 +9,7 @@ import torch
 from aiayn.cli import main
 from aiayn.data.tokenizer import train_bpe
 from aiayn.inference.evaluation import translate
-from aiayn.inference.workers import workers_problem
+from aiayn.inference.workers import WorkerPool, workers_problem
 from aiayn.io.loading import load_with_tokenizer
 from aiayn.model.config import ModelConfig
 from aiayn.model.models import Transformer
@@ -39,6 +39,24 @@ def test_workers_translate_as_one_process(model_dir: Path) -> None:
     assert sum(done) == len(TEXTS) - 1 and len(done) > 2 and alone[-1] == ""  # blank lines are not searched
 
 
+def test_a_worker_pool_serves_many_calls_from_the_same_processes(model_dir: Path) -> None:
+    """A WorkerPool forks once: two translate() calls and a direct generate() run in the same two processes and
+    give one process's output on one thread."""
+    model, tok = load_with_tokenizer(model_dir)
+    alone = translate(model, tok, TEXTS, beam_size=2, batch_tokens=16, threads=1)
+    with WorkerPool(model, 2) as pool:
+        pids = {process.pid for process in pool._pool._pool}
+        assert translate(model, tok, TEXTS, beam_size=2, batch_tokens=16, workers=pool) == alone
+        assert translate(model, tok, TEXTS[:5], beam_size=2, batch_tokens=16, workers=pool) == alone[:5]
+        src = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 0]])
+        found = dict(pool.generate([src, src[:1]], beam_size=1, max_new_tokens=6))
+        assert found == {0: model.generate(src, beam_size=1, max_new_tokens=6, threads=1),
+                         1: model.generate(src[:1], beam_size=1, max_new_tokens=6, threads=1)}
+        assert {process.pid for process in pool._pool._pool} == pids  # no process was forked again
+        with pytest.raises(ValueError, match="WorkerPool.generate with compile"):
+            list(pool.generate([src], compile=True))
+
+
 def test_impossible_workers_are_refused_before_any_work(model_dir: Path) -> None:
     """Bad counts, compile together with workers, and a model off the CPU: one message each."""
     model, tok = load_with_tokenizer(model_dir)
@@ -47,6 +65,8 @@ def test_impossible_workers_are_refused_before_any_work(model_dir: Path) -> None
             translate(model, tok, TEXTS, workers=workers)
     with pytest.raises(ValueError, match="workers > 1 with compile: each worker would compile its own step"):
         translate(model, tok, TEXTS, workers=2, compile=True)
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        WorkerPool(model, 0)
     assert workers_problem(2, torch.device("cuda"), False, cli=True) == \
         "--workers > 1 runs processes sharing the CPU; the model is on cuda: use --workers 1 there"
 

@@ -11,7 +11,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from ..data.tokenizer import decode, encode_source
 from ..runtime.log import get_logger
-from .workers import search_batches, workers_problem
+from .workers import WorkerPool, generate_batches, workers_problem
 
 logger = get_logger("inference")
 
@@ -44,18 +44,20 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
 def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length_penalty: float = 0.6,
               batch_tokens: int = 4000, max_source_tokens: int | None = None,
               progress: Callable[[int], None] | None = None, warn: Callable[[str], None] | None = None,
-              workers: int = 1, **generate_options: Any) -> list[str]:
+              workers: int | WorkerPool = 1, **generate_options: Any) -> list[str]:
     """Translate texts in length-sorted batches (beam 4, alpha 0.6 by default, §6.1); output in input order.
 
     `generate_options` go to model.generate (e.g. do_sample=True, top_p=0.9, seed=0). `workers` > 1 searches
     that many batches at once in forked processes of one intra-op thread each (inference.workers): the same
-    batches, so the output of one process on one thread (more threads may round sums differently).
+    batches, so the output of one process on one thread (more threads may round sums differently). A
+    WorkerPool of the same model is used as it is, so many calls fork once.
     One output per text, always: an empty (or blank) text gives "", a text longer than the model takes
     (max_positions - 50 tokens, leaving §6.1's +50 for the output) is cut to its first tokens, with a warning.
     """
     cfg = model.cfg
     device = next(model.parameters()).device
-    problem = workers_problem(workers, device, bool(generate_options.get("compile")))
+    compiled = bool(generate_options.get("compile"))
+    problem = workers_problem(workers.workers if isinstance(workers, WorkerPool) else workers, device, compiled)
     if problem is not None:
         raise ValueError(problem)
     warn = warn or (lambda message: logger.warning(f"warning: {message}"))
@@ -81,13 +83,11 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
         start = end
     batches = [_padded([encoded[i] for i in chunk], cfg.pad_id, device) for chunk in chunks]  # (B, S) each
 
-    def search(src: torch.Tensor) -> list[list[int]]:
-        return model.generate(src, beam_size=beam_size, length_penalty=length_penalty, **generate_options)
-
     was_training = model.training
     model.eval()
     try:
-        for index, hyps in search_batches(search, batches, workers):
+        for index, hyps in generate_batches(model, batches, workers, beam_size=beam_size,
+                                            length_penalty=length_penalty, **generate_options):
             for i, ids in zip(chunks[index], hyps):
                 results[i] = decode(tok, ids)
             if progress is not None:

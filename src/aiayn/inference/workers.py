@@ -3,21 +3,23 @@
 A decoding step over a few dozen rows shares poorly between threads: each of its hundreds of small ops
 wakes the other thread (docs/benchmarks.md). On a CPU with N cores, N processes that each search whole
 batches on one thread use them better, as CTranslate2's inter_threads do. Workers are forked, so they start
-with the parent's model in shared memory and nothing is copied or loaded again; the batches go out and the
-token ids come back through pipes. Linux (the "fork" start method) and the CPU only.
+with the parent's model in shared memory and nothing is copied or loaded again; the batches and search
+options go out and the token ids come back through pipes. Linux (the "fork" start method) and the CPU only.
+
+A WorkerPool keeps its processes for many calls (as a CTranslate2 Translator keeps its threads), so a
+server or a loop of small calls pays for the forks once; translate(workers=N) makes one for its call.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
-Search = Callable[[Tensor], Any]
-_SEARCH: Search | None = None  # set by the parent just before forking; the workers inherit it
+_MODEL: Any = None  # in a worker: the model it was forked with
 
 
 def workers_problem(workers: Any, device: torch.device, compiled: bool, cli: bool = False) -> str | None:
@@ -37,30 +39,69 @@ def workers_problem(workers: Any, device: torch.device, compiled: bool, cli: boo
     return None
 
 
-def _one_thread() -> None:
-    """Worker set-up: one intra-op thread, so N workers use N cores without waking each other's threads."""
+def _start(model: Any) -> None:
+    """Worker set-up: keep the model, and one intra-op thread, so N workers use N cores without waking each
+    other's threads."""
+    global _MODEL
+    _MODEL = model
     torch.set_num_threads(1)
 
 
-def _search(item: tuple[int, Tensor]) -> tuple[int, Any]:
-    """In a worker: (index, search(batch))."""
-    assert _SEARCH is not None, "a worker forked without a search"
-    index, batch = item
-    return index, _SEARCH(batch)
+def _generate(item: tuple[int, Tensor, dict[str, Any]]) -> tuple[int, Any]:
+    """In a worker: (index, model.generate(batch, **options))."""
+    assert _MODEL is not None, "a worker forked without a model"
+    index, batch, options = item
+    return index, _MODEL.generate(batch, **options)
 
 
-def search_batches(search: Search, batches: list[Tensor], workers: int = 1) -> Iterator[tuple[int, Any]]:
-    """(index, search(batch)) for every batch, in the order they finish; workers > 1 forks that many processes
-    (check workers_problem first)."""
-    if workers == 1 or len(batches) < 2:
-        for index, batch in enumerate(batches):
-            yield index, search(batch)
-        return
-    global _SEARCH
-    _SEARCH = search
-    try:
+class WorkerPool:
+    """`workers` forked processes of one intra-op thread, each holding `model` as it was at the fork.
+
+    pool.generate(batches, **options) runs model.generate(batch, **options) for every batch, the batches
+    spread over the processes. The processes live until close() (or the end of a `with` block); weights
+    changed in the parent after the fork are not seen by them: make a new pool.
+    """
+
+    def __init__(self, model: Any, workers: int) -> None:
+        """Fork the processes now (checked first: a bad count, a model off the CPU or no fork is ValueError)."""
+        problem = workers_problem(workers, next(model.parameters()).device, compiled=False)
+        if problem is not None:
+            raise ValueError(problem)
+        self.workers = workers
         context = multiprocessing.get_context("fork")
-        with context.Pool(min(workers, len(batches)), initializer=_one_thread) as pool:
-            yield from pool.imap_unordered(_search, list(enumerate(batches)))
-    finally:
-        _SEARCH = None
+        # forked, so the model reaches the workers as shared memory, not pickled
+        self._pool = context.Pool(workers, initializer=_start, initargs=(model,))
+
+    def generate(self, batches: list[Tensor], **options: Any) -> Iterator[tuple[int, Any]]:
+        """(index, model.generate(batches[index], **options)) for every batch, in the order they finish."""
+        if options.get("compile"):
+            raise ValueError("WorkerPool.generate with compile: each worker would compile its own step; "
+                             "search in one process to compile")
+        yield from self._pool.imap_unordered(_generate, [(i, batch, options) for i, batch in enumerate(batches)])
+
+    def close(self) -> None:
+        """Stop the processes (waiting for none of their work)."""
+        self._pool.terminate()
+        self._pool.join()
+
+    def __enter__(self) -> "WorkerPool":
+        """The pool itself."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """close()."""
+        self.close()
+
+
+def generate_batches(model: Any, batches: list[Tensor], workers: int | WorkerPool = 1,
+                     **options: Any) -> Iterator[tuple[int, Any]]:
+    """(index, model.generate(batch, **options)) for every batch: in this process (workers=1), in `workers`
+    processes forked for this call, or in a WorkerPool's; in the order they finish."""
+    if isinstance(workers, WorkerPool):
+        yield from workers.generate(batches, **options)
+    elif workers == 1 or len(batches) < 2:
+        for index, batch in enumerate(batches):
+            yield index, model.generate(batch, **options)
+    else:
+        with WorkerPool(model, min(workers, len(batches))) as pool:
+            yield from pool.generate(batches, **options)
