@@ -66,6 +66,25 @@ def decoding_model(model: Any, precision: str, compiled: bool = False, workers: 
         raise UserError(str(error)) from None
 
 
+def draft_model(model: Any, args: argparse.Namespace, precision: str) -> Any:
+    """The copy of the loaded (fp32) model that --draft names, or None; impossible settings as one line."""
+    if getattr(args, "draft", None) is None:
+        return None
+    if not args.greedy or args.sample:
+        raise UserError("--draft drafts greedy search: add --greedy (and leave out --sample)")
+    if args.compile or args.workers > 1:
+        raise UserError(f"--draft runs the eager steps in one process: leave out "
+                        f"{'--compile' if args.compile else '--workers'}")
+    try:
+        chosen = resolve_precision(args.draft, next(model.parameters()).device)
+        if chosen == precision:
+            raise UserError(f"--draft {args.draft} drafts in the precision the search checks ({precision}): check "
+                            f"in a finer one (--precision fp32) or leave out --draft")
+        return for_decoding(model, chosen)
+    except (PrecisionError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """A flag's parser: an integer >= minimum, else argparse's one-line error (exit 2) before any work."""
     def parse(text: str) -> int:
@@ -127,6 +146,10 @@ def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
                              "weight-only, activations in bf16 where native): each new batch shape is compiled "
                              "before its first use and kept for the run, so it suits many sentences decoded a few "
                              "rows at a time (docs/benchmarks.md; default off)")
+    parser.add_argument("--draft", choices=["bf16", "int8"], default=None,
+                        help="with --greedy: a copy in this precision drafts tokens and the model (in --precision) "
+                             "keeps those it would have chosen, so the output is --precision's greedy search with "
+                             "most steps in the draft's (speculative decoding; docs/guide.md; default off)")
     parser.add_argument("--workers", type=int_at_least(1), default=1,
                         help="processes that search batches at once, each on one thread (CPU, Linux): on N "
                              "cores, --workers N translates a file faster than N threads of one search "

@@ -13,6 +13,7 @@ from .common import (
     add_decoding_flags,
     decoding_model,
     decoding_options,
+    draft_model,
     load_model,
     set_threads,
     user_errors,
@@ -23,14 +24,16 @@ def run(args: argparse.Namespace) -> None:
     """Translate a test set and report sacreBLEU BLEU and chrF with signatures (detokenized vs raw refs)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "evaluate", "transformer", args.device)
+    fp32 = model
     model, precision = decoding_model(model, args.precision, args.compile, args.workers)
+    draft = draft_model(fp32, args, precision)
     try:
         if (args.src is None) != (args.ref is None):
             raise UserError("give both --src and --ref (or neither, for the bundled test set)")
         pairs = read_parallel(args.src, args.ref) if args.src else load_corpus().test
     except user_errors() as error:
         raise UserError(str(error)) from None
-    options = decoding_options(args)
+    options = decoding_options(args) | ({"draft": draft} if draft is not None else {})
     hyps = translate(model, tok, [s for s, _ in pairs], **options)
     if args.output:
         atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))

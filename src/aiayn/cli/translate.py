@@ -11,14 +11,24 @@ import torch
 from tqdm import tqdm
 
 from ..inference.evaluation import translate
-from .common import UserError, add_decoding_flags, decoding_model, decoding_options, load_model, set_threads
+from .common import (
+    UserError,
+    add_decoding_flags,
+    decoding_model,
+    decoding_options,
+    draft_model,
+    load_model,
+    set_threads,
+)
 
 
 def run(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "translate", "transformer", args.device)
+    fp32 = model
     model, precision = decoding_model(model, args.precision, args.compile, args.workers)
+    draft = draft_model(fp32, args, precision)
     texts = list(args.text)
     if args.input:
         path = Path(args.input)
@@ -41,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
 
         bar = tqdm(total=len(texts), unit="line", desc="translating", file=sys.stderr)
     start = time.perf_counter()
-    lines = translate(model, tok, texts, progress=bar.update if bar else None, **decoding_options(args))
+    options = decoding_options(args) | ({"draft": draft} if draft is not None else {})
+    lines = translate(model, tok, texts, progress=bar.update if bar else None, **options)
     seconds = time.perf_counter() - start
     if bar:
         bar.close()

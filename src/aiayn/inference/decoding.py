@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ..model.layers import LayerCache
 from .quantize import for_decoding
+from .speculative import drafted_greedy
 from .static_step import StaticSearch, check_compilable, compile_backend, decoding_copy
 
 # The models call this module (model.generate), so it names them without importing them: a Transformer
@@ -41,13 +42,16 @@ DecoderLM = Any
 
 LENGTH_PENALTY_FORMS = ("gnmt", "plain")
 SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
-                   "top_k", "top_p", "generator", "seed", "threads", "dtype", "compile"}
+                   "top_k", "top_p", "generator", "seed", "threads", "dtype", "compile", "draft", "draft_tokens"}
 LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask",
               "dtype"}
 # Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
 # on one intra-op thread: waking a second thread costs more than it shares (benchmarks/decode.py chose the
 # value; docs/benchmarks.md has the figures).
 SERIAL_STEP_MACS = 8_000_000
+# Tokens a draft copy proposes per round of drafted greedy search (generate(draft=...)); chosen by
+# benchmarks/drafted_greedy.py (docs/benchmarks.md, "Greedy search drafted in int8, checked in fp32").
+DRAFT_TOKENS = 8
 
 
 @dataclass
@@ -171,6 +175,40 @@ def _check_options(options: dict[str, Any], allowed: set[str], where: str) -> No
         raise TypeError(f"{where}() got unknown option(s) {unknown}; allowed: {sorted(allowed)}")
 
 
+def _check_draft(options: dict[str, Any], beam_size: int) -> int:
+    """Raise ValueError naming a draft setting that cannot run; return the tokens drafted per round."""
+    draft_tokens = options.get("draft_tokens", DRAFT_TOKENS)
+    if options.get("draft") is None:
+        if "draft_tokens" in options:
+            raise ValueError("draft_tokens is the length of a draft: give draft= too (e.g. draft='int8')")
+        return draft_tokens
+    if beam_size != 1 or options.get("do_sample", False):
+        raise ValueError("draft= drafts greedy search: use beam_size=1 without do_sample")
+    if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, int) or draft_tokens < 1:
+        raise ValueError(f"draft_tokens must be a positive integer, got {draft_tokens!r}")
+    return draft_tokens
+
+
+def _draft_model(model: Transformer, draft: Any, backend: str | None) -> Transformer | None:
+    """The draft copy: None, a copy of model in the precision `draft` names (with a compile backend the kept
+    copy its compiled steps run: decoding_copy), or a given model of the same vocabulary."""
+    if draft is None:
+        return None
+    if isinstance(draft, (str, torch.dtype)):
+        return for_decoding(model, draft) if backend is None else decoding_copy(model, draft)  # in eval mode
+    if backend is not None:
+        check_compilable(draft)
+    cfg = getattr(draft, "cfg", None)
+    if getattr(draft, "model_type", None) != "transformer" or cfg is None:
+        raise ValueError(f"draft must be a precision ('int8', 'bf16') or a Transformer, got {type(draft).__name__}")
+    ours = model.cfg
+    for field in ("vocab_size", "bos_id", "eos_id", "pad_id"):
+        if getattr(cfg, field) != getattr(ours, field):
+            raise ValueError(f"the draft model's {field} is {getattr(cfg, field)}, the model's {getattr(ours, field)}: "
+                             f"draft with a copy of this model (aiayn.for_decoding(model, 'int8'))")
+    return draft.eval()
+
+
 def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     """Cut a generated row at its first EOS and drop padding."""
     out = []
@@ -247,6 +285,11 @@ class _EagerSteps:
         """Live row i continues from live row parent[i] (self-attention caches reordered in place)."""
         _reorder_self_caches(self.caches, parent)
 
+    def forget_after(self, length: int) -> None:
+        """Forget the self-attention keys/values of positions `length` on (drafted tokens not kept)."""
+        for cache in self.caches:
+            cache.self_kv.truncate(length)
+
 
 Steps = _EagerSteps | StaticSearch
 
@@ -280,6 +323,13 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     row. dtype="int8" runs weight-only int8 there (inference.quantize.Int8WeightOnlyLinear), which rounds
     otherwise than eager int8's fbgemm kernels; a model already on those kernels (for_decoding(model,
     "int8")) is refused (ValueError).
+
+    draft="int8" (or "bf16", or a decoding copy of this model made once with aiayn.for_decoding) runs greedy
+    search drafted by that copy and checked by the model (inference.speculative): the copy proposes
+    draft_tokens tokens (default DRAFT_TOKENS), the model keeps them up to the first it would not have chosen,
+    and its own token there. The output is the model's greedy search, with most steps in the draft's
+    precision. Greedy only (beam_size=1, no do_sample). With compile, the draft's steps run compiled (as
+    compile runs any search; int8 weight-only) and the model checks them eagerly.
     """
     _check_options(options, SEQ2SEQ_OPTIONS, "generate")
     if not isinstance(beam_size, int) or beam_size < 1:
@@ -294,8 +344,10 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     backend = compile_backend(options.get("compile"))
     if backend is not None:
         check_compilable(model)
+    draft_tokens = _check_draft(options, beam_size)
     if options.get("dtype") is not None:
         model = (for_decoding if backend is None else decoding_copy)(model, options["dtype"])
+    draft = _draft_model(model, options.get("draft"), backend)
     sampling = options.get("do_sample", False) or beam_size == 1
     if sampling and n_best > 1:
         raise ValueError("n_best > 1 needs beam search (beam_size > 1, do_sample=False)")
@@ -305,13 +357,22 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     try:
         source = _Source(model, src, max_new_tokens)
         steps = None
-        if backend is not None and max(source.limits) > 0:
+        if backend is not None and draft is None and max(source.limits) > 0:
             steps = StaticSearch(model, source.ids, source.keep, 1 if sampling else beam_size,
                                  max(source.limits), backend)
-        if sampling:
+        if draft is not None:
+            capacity = max(source.limits)
+            draft_steps: Steps = _EagerSteps(draft, source, capacity) if backend is None else \
+                StaticSearch(draft, source.ids, source.keep, 1, capacity, backend)
+            tokens, log_probs, _ = drafted_greedy(_EagerSteps(model, source, capacity), draft_steps, source,
+                                                  min_length, draft_tokens, threads)
+            results: list[list[Hypothesis]] = [
+                [Hypothesis(_strip(row, model.cfg.eos_id, model.cfg.pad_id), lp, lp)]
+                for row, lp in zip(tokens.tolist(), log_probs.tolist())]
+        elif sampling:
             hyps = _greedy_or_sample(model, source, _chooser(options, src.device), min_length,
                                      want_scores=options.get("return_scores", False), threads=threads, steps=steps)
-            results: list[list[Hypothesis]] = [[h] for h in hyps]
+            results = [[h] for h in hyps]
         else:
             results = _beam_search(model, source, beam_size, length_penalty, form, min_length, n_best, threads,
                                    steps)

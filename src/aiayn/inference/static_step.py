@@ -336,6 +336,10 @@ class StaticSearch:
             self.token = self.token.clone()
         self.everyone = False
 
+    def forget_after(self, length: int) -> None:
+        """Positions from `length` on (drafted tokens not kept): nothing to do, the step masks every position
+        after the one it is at, and writing a position again overwrites it."""
+
     def follow(self, parent: Tensor) -> None:
         """Live row i continues from live row parent[i]: its written keys/values are copied over (beam search)."""
         k = self.beams

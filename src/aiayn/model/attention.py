@@ -54,9 +54,18 @@ class KVCache:
             self.block[:, :, :, :self.length] = old[:, :, :, :self.length]
         self.keys, self.values = self.block[0], self.block[1]
 
+    def truncate(self, length: int) -> None:
+        """Forget the appended positions from `length` on (drafted tokens that were not kept); no copy."""
+        if not self.static:
+            self.length = min(self.length, length)
+
     def set_static(self, k: Tensor, v: Tensor) -> None:
-        """Store cross-attention keys/values computed once from the encoder output."""
-        self.keys, self.values, self.length, self.static = k, v, k.shape[2], True
+        """Store cross-attention keys/values computed once from the encoder output.
+
+        Stored contiguous, each head's (S, d_k) keys in one block: every later step reads all of them, and
+        the projection's head view would make those reads strided (docs/benchmarks.md, "Where a batched step goes").
+        """
+        self.keys, self.values, self.length, self.static = k.contiguous(), v.contiguous(), k.shape[2], True
 
     def get(self) -> tuple[Tensor, Tensor]:
         """The cached keys and values (B, H, T, d_k)."""
