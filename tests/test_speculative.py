@@ -61,6 +61,7 @@ def test_an_unrelated_draft_gives_the_models_greedy_tokens_and_scores() -> None:
         model.generate(src, beam_size=1, min_length=20)
     assert model.generate(src, beam_size=1, max_new_tokens=5, draft=other) == \
         model.generate(src, beam_size=1, max_new_tokens=5)
+    assert model.generate(src, beam_size=1, max_new_tokens=0, draft=other) == [[]] * 5
 
 
 def test_rounds_follow_how_much_of_the_draft_is_kept() -> None:

@@ -50,7 +50,7 @@ LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "gener
 # value; docs/benchmarks.md has the figures).
 SERIAL_STEP_MACS = 8_000_000
 # Tokens a draft copy proposes per round of drafted greedy search (generate(draft=...)); chosen by
-# benchmarks/drafted_greedy.py (docs/benchmarks.md, "Greedy search drafted in int8, checked in fp32").
+# benchmarks/drafted_greedy.py (docs/benchmarks.md, "fp32's greedy tokens at reduced-precision speed").
 DRAFT_TOKENS = 8
 
 
@@ -360,7 +360,7 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
         if backend is not None and draft is None and max(source.limits) > 0:
             steps = StaticSearch(model, source.ids, source.keep, 1 if sampling else beam_size,
                                  max(source.limits), backend)
-        if draft is not None:
+        if draft is not None and max(source.limits) > 0:
             capacity = max(source.limits)
             draft_steps: Steps = _EagerSteps(draft, source, capacity) if backend is None else \
                 StaticSearch(draft, source.ids, source.keep, 1, capacity, backend)

@@ -1,7 +1,7 @@
 """Greedy search checked in the model's precision, drafted by a cheaper copy of it (not in the paper).
 
 A reduced-precision copy (int8, bf16) splits from fp32's greedy tokens where two candidates are within its
-rounding of each other: on the trained translator 29% of the sentences that int8 search differ somewhere
+rounding of each other, and on a trained translator many sentences meet such a near-tie somewhere
 (docs/benchmarks.md). Speculative decoding (Leviathan et al. 2023; Chen et al. 2023) keeps the model's own
 tokens while the copy does most of the steps:
 
