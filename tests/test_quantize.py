@@ -71,14 +71,20 @@ def test_int8_linear_matches_the_formula_with_per_row_scales() -> None:
 
 
 def test_weight_only_int8_linear_is_the_formula_with_int8_rows() -> None:
-    """y = x (round(W / s) s)^T + b with s = max|row| / 127 per row, x unquantized (fp32 here): to fp32 rounding."""
-    weight, bias, x = torch.randn(48, 32), torch.randn(48), torch.randn(5, 3, 32)
+    """y = x (round(W / s) s)^T + b with s = max|row| / 127 per row, x unquantized (fp32 here): to fp32 rounding,
+    through the int8 kernel (few rows) and the widened weights (WIDEN_ROWS rows and more) alike."""
+    weight, bias = torch.randn(48, 32), torch.randn(48)
     scales = weight.abs().amax(1, keepdim=True) / 127
-    expected = x @ ((weight / scales).round() * scales).T + bias
     layer = Int8WeightOnlyLinear(weight, bias, torch.float32)
     assert layer.int8_weight.dtype == torch.int8
-    torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
-    assert float((layer(x) - (x @ weight.T + bias)).abs().max()) > 1e-4  # it is not the fp32 product
+    for x in (torch.randn(5, 3, 32), torch.randn(4, quantize.WIDEN_ROWS, 32)):
+        expected = x @ ((weight / scales).round() * scales).T + bias
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+        assert float((layer(x) - (x @ weight.T + bias)).abs().max()) > 1e-4  # it is not the fp32 product
+    bf16 = Int8WeightOnlyLinear(weight, bias, torch.bfloat16)
+    x = torch.randn(quantize.WIDEN_ROWS, 32, dtype=torch.bfloat16)
+    kernel = torch._weight_int8pack_mm(x, bf16.int8_weight, bf16.scales) + bf16.bias
+    torch.testing.assert_close(bf16(x), kernel, rtol=2e-2, atol=2e-2)  # bf16: one more rounding, no more
 
 
 def test_weight_only_int8_copy_logits_close_to_fp32() -> None:

@@ -128,8 +128,8 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
 
 def _chooser(options: dict[str, Any], device: torch.device) -> Callable[[Tensor], Tensor]:
     """logits (N, V) -> next tokens (N,): argmax (greedy), or a draw when options["do_sample"]."""
-    if not options.get("do_sample", False):
-        return lambda logits: logits.argmax(-1)
+    if not options.get("do_sample", False):  # argmax in fp32: torch's bf16 argmax over a vocabulary is slower
+        return lambda logits: logits.float().argmax(-1)
     temperature = float(options.get("temperature", 1.0))
     top_k, top_p = options.get("top_k"), options.get("top_p")
     _check_sampling(temperature, top_k, top_p)

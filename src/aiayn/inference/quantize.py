@@ -148,6 +148,12 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
+# From this many rows an eager Int8WeightOnlyLinear widens its weights for one dense GEMM instead of calling
+# torch._weight_int8pack_mm, whose time grows with the rows (they break even near 16 rows; docs/benchmarks.md,
+# "Where a batched step goes").
+WIDEN_ROWS = 32
+
+
 class Int8WeightOnlyLinear(nn.Module):
     """y = x W^T + b with W in int8 (per-row scales) and x, y, b in `dtype`: (..., in) -> (..., out).
 
@@ -166,7 +172,13 @@ class Int8WeightOnlyLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in) -> (..., out), in x's dtype (the scales' and bias' dtype)."""
-        flat = torch._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), self.int8_weight, self.scales)  # (N, out)
+        rows = x.reshape(-1, x.shape[-1])  # (N, in)
+        if rows.shape[0] >= WIDEN_ROWS and not torch.compiler.is_compiling():
+            # many rows, eager (the encoder of a compiled search): the int8 values widened exactly to x's dtype
+            # and one dense GEMM, then the row scales; the kernel's cost grows with the rows
+            flat = torch.nn.functional.linear(rows, self.int8_weight.to(x.dtype)) * self.scales  # (N, out)
+        else:
+            flat = torch._weight_int8pack_mm(rows, self.int8_weight, self.scales)  # (N, out)
         out = flat.reshape(*x.shape[:-1], flat.shape[-1])
         return out if self.bias is None else out + self.bias
 
