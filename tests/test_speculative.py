@@ -74,8 +74,8 @@ def test_rounds_follow_how_much_of_the_draft_is_kept() -> None:
     def rounds(draft: aiayn.Transformer, k: int) -> tuple[list[int], int]:
         threads = _StepThreads(model, 1)
         try:
-            tokens, _, count = drafted_greedy(_EagerSteps(model, source, 24), _EagerSteps(draft, source, 24), source,
-                                              0, k, threads)
+            tokens, _, count = drafted_greedy(_EagerSteps(model, source, 24, every_position=True),
+                                              _EagerSteps(draft, source, 24), source, 0, k, threads)
         finally:
             threads.restore()
         return tokens[0].tolist(), count
@@ -109,6 +109,17 @@ def test_a_compiled_draft_gives_the_models_greedy_tokens() -> None:
     assert model.generate(src, beam_size=1, draft="bf16", compile="eager", draft_tokens=3) == expected
 
 
+def test_every_position_projection_is_the_models_logits() -> None:
+    """step_projection(every_position=True) gives output_logits at every position (fp32 table and int8 copy)."""
+    model = _model(0, 1.0)
+    hidden = torch.randn(3, 5, model.cfg.d_model)
+    with torch.no_grad():
+        torch.testing.assert_close(model.step_projection(every_position=True)(hidden), model.output_logits(hidden))
+        torch.testing.assert_close(model.step_projection()(hidden), model.output_logits(hidden)[:, -1])
+        int8 = aiayn.for_decoding(model, "int8")
+        torch.testing.assert_close(int8.step_projection(every_position=True)(hidden), int8.output_logits(hidden))
+
+
 def test_impossible_drafts_are_refused_before_any_work() -> None:
     """Beam search, sampling, a bad draft length, a length without a draft, another vocabulary."""
     model = _model(0)
@@ -121,6 +132,9 @@ def test_impossible_drafts_are_refused_before_any_work() -> None:
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
             model.generate(src, **options)
+    rnn = aiayn.RecurrentSeq2Seq(aiayn.RNNConfig.preset("tiny", dropout=0.0, vocab_size=VOCAB)).eval()
+    with pytest.raises(ValueError, match="draft= is for Transformer translators; this is a RecurrentSeq2Seq"):
+        rnn.generate(src, beam_size=1, draft="int8")
     wider = aiayn.Transformer(aiayn.ModelConfig.preset("tiny", dropout=0.0, vocab_size=VOCAB + 1)).eval()
     with pytest.raises(ValueError, match="the draft model's vocab_size is 41, the model's 40"):
         model.generate(src, beam_size=1, draft=wider)

@@ -194,6 +194,8 @@ def _draft_model(model: Transformer, draft: Any, backend: str | None) -> Transfo
     copy its compiled steps run: decoding_copy), or a given model of the same vocabulary."""
     if draft is None:
         return None
+    if getattr(model, "model_type", None) != "transformer":
+        raise ValueError(f"draft= is for Transformer translators; this is a {type(model).__name__}: search without it")
     if isinstance(draft, (str, torch.dtype)):
         return for_decoding(model, draft) if backend is None else decoding_copy(model, draft)  # in eval mode
     if backend is not None:
@@ -259,13 +261,14 @@ class _Source:
 class _EagerSteps:
     """The library's step on the growing KV cache for one search; sources and rows that leave are dropped."""
 
-    def __init__(self, model: Transformer, source: _Source, capacity: int) -> None:
-        """Encode the source once and make caches for `capacity` decoder positions."""
+    def __init__(self, model: Transformer, source: _Source, capacity: int, every_position: bool = False) -> None:
+        """Encode the source once and make caches for `capacity` decoder positions; project the last position
+        of each step, or with every_position all of them (the checking model of drafted search)."""
         self.model = model
         self.memory = model.encode(source.ids, source.keep)  # (B, S, d)
         self.mask = source.mask  # (B, 1, 1, S) or None
         self.caches = model.new_caches(capacity)
-        self.project = model.step_projection()
+        self.project = model.step_projection(every_position=True) if every_position else model.step_projection()
 
     def computed_rows(self, live: int) -> int:
         """Rows one step computes for `live` live rows: those."""
@@ -364,8 +367,8 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
             capacity = max(source.limits)
             draft_steps: Steps = _EagerSteps(draft, source, capacity) if backend is None else \
                 StaticSearch(draft, source.ids, source.keep, 1, capacity, backend)
-            tokens, log_probs, _ = drafted_greedy(_EagerSteps(model, source, capacity), draft_steps, source,
-                                                  min_length, draft_tokens, threads)
+            tokens, log_probs, _ = drafted_greedy(_EagerSteps(model, source, capacity, every_position=True),
+                                                  draft_steps, source, min_length, draft_tokens, threads)
             results: list[list[Hypothesis]] = [
                 [Hypothesis(_strip(row, model.cfg.eos_id, model.cfg.pad_id), lp, lp)]
                 for row, lp in zip(tokens.tolist(), log_probs.tolist())]

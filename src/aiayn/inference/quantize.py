@@ -206,10 +206,11 @@ class Int8Projection:
         """Pre-softmax projection (B, T, d) -> (B, T, vocab) in int8 (§3.4's shared table, quantized)."""
         return self.output_projection(hidden)
 
-    def step_projection(self) -> Callable[[Tensor], Tensor]:
-        """Decoder output (b, T, d) -> logits (b, V) of its last position, through the int8 projection."""
+    def step_projection(self, every_position: bool = False) -> Callable[[Tensor], Tensor]:
+        """Decoder output (b, T, d) -> logits (b, V) of its last position (every_position: (b, T, V) of all),
+        through the int8 projection."""
         projection = self.output_projection
-        return lambda hidden: projection(hidden[:, -1])
+        return projection if every_position else lambda hidden: projection(hidden[:, -1])
 
     def save(self, path: str | Path, tokenizer: Any = None) -> Path:
         """Refused: save the fp32 model; int8 is made from it on load (aiayn.for_decoding(model, "int8"))."""

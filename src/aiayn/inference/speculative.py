@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-# decoding.py's steps (the target: _EagerSteps, whose model, memory, mask and caches are read here; the draft:
+# decoding.py's steps (the target: _EagerSteps projecting every position, whose model, memory, mask, caches and
+# project are read here; the draft:
 # _EagerSteps or a compiled StaticSearch, called through logits()), its _Source and _StepThreads: passed in,
 # not imported (decoding.py calls this module).
 Steps = Any
@@ -66,7 +67,7 @@ def drafted_greedy(target: Steps, draft: Steps, source: Any, min_length: int, dr
         threads.set_for(rows * wanted)
         hidden = model.decode_step(torch.cat([last, proposal[:, :-1]], 1), target.memory, target.mask,
                                    target.caches, fed)  # (rows, wanted, d)
-        logits = model.output_logits(hidden).float()  # (rows, wanted, V)
+        logits = target.project(hidden).float()  # (rows, wanted, V)
         if fed < min_length:
             logits[:, :max(min_length - fed, 0), cfg.eos_id] = float("-inf")
         chosen = logits.argmax(-1)  # (rows, wanted)
