@@ -168,9 +168,12 @@ def add_sampling_flags(parser: argparse.ArgumentParser, prefix: str = "") -> Non
     parser.add_argument("--seed", type=int, default=None, help=prefix + "a seed makes the output reproducible")
 
 
-def decoding_options(args: argparse.Namespace) -> dict[str, Any]:
-    """translate()'s options from the decoding flags: model.generate's, and workers."""
+def decoding_options(args: argparse.Namespace, draft: Any = None) -> dict[str, Any]:
+    """translate()'s options from the decoding flags: model.generate's (with the --draft copy from draft_model,
+    when one is given), and workers."""
     options: dict[str, Any] = {"beam_size": 1 if args.greedy else args.beam, "length_penalty": args.length_penalty}
+    if draft is not None:
+        options["draft"] = draft
     if args.workers > 1:
         options["workers"] = args.workers
     if getattr(args, "compile", False):

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> None:
         pairs = read_parallel(args.src, args.ref) if args.src else load_corpus().test
     except user_errors() as error:
         raise UserError(str(error)) from None
-    options = decoding_options(args) | ({"draft": draft} if draft is not None else {})
+    options = decoding_options(args, draft)
     hyps = translate(model, tok, [s for s, _ in pairs], **options)
     if args.output:
         atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))

@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> None:
 
         bar = tqdm(total=len(texts), unit="line", desc="translating", file=sys.stderr)
     start = time.perf_counter()
-    options = decoding_options(args) | ({"draft": draft} if draft is not None else {})
-    lines = translate(model, tok, texts, progress=bar.update if bar else None, **options)
+    lines = translate(model, tok, texts, progress=bar.update if bar else None, **decoding_options(args, draft))
     seconds = time.perf_counter() - start
     if bar:
         bar.close()

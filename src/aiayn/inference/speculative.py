@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 # decoding.py's steps (the target: _EagerSteps projecting every position, whose model, memory, mask, caches and
-# project are read here; the draft:
-# _EagerSteps or a compiled StaticSearch, called through logits()), its _Source and _StepThreads: passed in,
-# not imported (decoding.py calls this module).
+# project are read here; the draft: _EagerSteps or a compiled StaticSearch, called through logits()), its
+# _Source and _StepThreads: passed in, not imported (decoding.py calls this module).
 Steps = Any
 
 
@@ -60,7 +59,7 @@ def drafted_greedy(target: Steps, draft: Steps, source: Any, min_length: int, dr
             logits = draft.logits(token, fed + i)  # (rows, V)
             if fed + i < min_length:
                 logits[:, cfg.eos_id] = float("-inf")
-            token = logits.argmax(-1, keepdim=True)
+            token = logits.float().argmax(-1, keepdim=True)  # fp32: torch's bf16 argmax is slower
             drafted.append(token)
         proposal = torch.cat(drafted, 1)  # (rows, wanted)
         # the model over [last, d_1 .. d_{wanted-1}] at once: its own choice after each drafted prefix

@@ -256,7 +256,9 @@ class Transformer(TransformerBase):
         table_t = self.output_table().detach().t().contiguous()  # (d, V)
         bias = self.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
         if every_position:  # (b, T, d) @ (d, V)
-            return lambda hidden: torch.matmul(hidden, table_t) + (0 if bias is None else bias)
+            if bias is not None:
+                return lambda hidden: torch.matmul(hidden, table_t) + bias
+            return lambda hidden: torch.matmul(hidden, table_t)
         if bias is not None:
             return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
         return lambda hidden: torch.mm(hidden[:, -1], table_t)
