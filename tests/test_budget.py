@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from aiayn.training import trainer as base
 from aiayn.training.budget import UNLIMITED, BudgetPlan, parse_duration
 from aiayn.training.run_folder import read_metrics
 from aiayn.training.schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
+from aiayn.cli.train import CONFIGS
+from aiayn.training.settings import resolve
 from aiayn.training.translation import TrainConfig, TrainingError, train
 from tests.test_data import write_corpus
 
@@ -165,6 +168,68 @@ def test_a_budgeted_run_resumes_its_plan_exactly(tmp_path: Path, monkeypatch: py
         assert resumed.losses[step] == straight.losses[step], step  # same plan, same rates, same data
 
 
+def test_the_default_warmup_share_ramps_from_step_1_under_a_budget(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path (no --warmup: a share of the planned steps) of a budgeted run: lr by the formula."""
+    monkeypatch.setattr(base, "time", FakeClock(tick=0.5))
+    lines: list[str] = []
+    result = train(_cfg(tmp_path, "share", warmup=None, warmup_share=0.6), log=lines.append)
+    lr = {r["step"]: r["lr"] for r in read_metrics(tmp_path / "share") if "loss" in r}
+    planned = {int(m.group(1)): int(m.group(2)) for line in lines if (m := re.match(r"step (\d+)/(\d+) ", line))}
+    peak, last = 3e-3, result.step
+    assert 15 <= last <= 60 and planned[last] == last and UNLIMITED not in planned.values()
+
+    def formula(step: int, total: int) -> float:
+        """The linear schedule's rate at `step` of `total` planned steps, warming up over 60% of them."""
+        warmup = round(0.6 * total)
+        return peak * step / warmup if step <= warmup else peak * max(0, total - step) / (total - warmup)
+
+    for step in (1, 2):  # before any step is measured: the plan estimated within the step, before its update
+        assert lr[step] == pytest.approx(formula(step, planned[step]))
+    assert 0 < lr[1] < lr[2] < lr[3] < peak / 2  # a ramp from step 1, never the peak or 0 at the start
+    for step in range(4, last + 1):  # measured: each step's rate follows the plan the step before it made
+        assert lr[step] == pytest.approx(formula(step, planned[step - 1])), step
+    assert max(lr.values()) == pytest.approx(peak) and lr[last] == 0.0
+    assert any("peak lr 3.00e-03 after 60% of the steps the time budget holds" in line for line in lines)
+
+
+def test_the_first_plan_is_estimated_from_the_unmeasured_steps() -> None:
+    plan = BudgetPlan(UNLIMITED, budget_s=100.0)
+    assert plan.estimate(1, 2.0, 2.0) == 1 + 49  # 98 s left at 2 s a step
+    assert plan.update(1, 2.0) == 50  # nothing measured yet: the estimate stands
+    assert plan.estimate(2, 3.0, 1.5) == 2 + 64
+    run_on_fake_clock(plan, lambda s: 1.0, start=2)  # steps measured from step 3 on: estimates no longer apply
+    assert plan.estimate(plan.planned, 0.0, 0.001) == plan.planned
+    assert BudgetPlan(10, budget_s=100.0).estimate(1, 1.0, 0.01) == 10  # a step limit caps it
+    assert BudgetPlan(10).estimate(1, 1.0, 0.01) == 10  # no budget: nothing to estimate
+
+
+def test_naming_steps_on_resume_drops_the_stored_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--resume --steps N after a run its budget ended: the stored budget goes, as on a fresh run; N steps."""
+    monkeypatch.setattr(base, "time", FakeClock(tick=0.5))
+    ended = train(_cfg(tmp_path, "ended"), log=lambda _: None)
+    out = str(tmp_path / "ended")
+    assert resolve("translate", {"out": out}, resume=True, classes=CONFIGS).time_budget == 30.0  # kept
+    cfg = resolve("translate", {"out": out, "steps": ended.step + 4}, resume=True, classes=CONFIGS)
+    assert cfg.time_budget is None and cfg.steps == ended.step + 4
+    both = resolve("translate", {"out": out, "steps": 99, "time_budget": 60.0}, resume=True, classes=CONFIGS)
+    assert both.time_budget == 60.0  # both named: both kept
+    resumed = train(cfg, resume=True, log=lambda _: None)
+    assert resumed.step == ended.step + 4 and sorted(resumed.losses) == list(range(ended.step + 1, ended.step + 5))
+
+
+def test_the_time_budget_has_one_spelling_for_off_and_takes_seconds(tmp_path: Path) -> None:
+    """none is "off"; a TOML number is seconds, as documented; 0 and '' are refused, naming none."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("time_budget = 600\n", encoding="utf-8")
+    assert resolve("translate", {}, str(toml), classes=CONFIGS).time_budget == 600.0
+    toml.write_text('time_budget = "none"\nsteps = 5\n', encoding="utf-8")
+    assert resolve("translate", {}, str(toml), classes=CONFIGS).time_budget is None
+    for off in (0, "0", "", "off"):
+        with pytest.raises(TrainingError, match="or none for no budget"):
+            TrainConfig.from_dict({"time_budget": off, "steps": 5})
+
+
 def test_a_run_needs_steps_or_a_budget(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="--steps N or --time-budget"):
         _cfg(tmp_path, "none", steps=0, time_budget=None)
@@ -197,7 +262,7 @@ def test_a_resumed_plan_takes_a_new_step_limit() -> None:
 def test_a_named_step_count_replaces_the_default_budget_and_both_named_keep_both() -> None:
     assert TrainConfig.from_dict({"steps": 3000}).time_budget is None
     both = TrainConfig.from_dict({"steps": 3000, "time_budget": "5m"})
-    assert (both.steps, both.time_budget) == (3000, "5m")
+    assert (both.steps, both.time_budget) == (3000, 300.0)  # parsed once, into seconds
 
 
 def test_a_warmup_share_follows_the_plan_and_is_refused_without_a_planned_end() -> None:

@@ -161,7 +161,8 @@ def test_the_config_classes_are_views_of_the_one_declaration() -> None:
     for cls, task in ((TrainConfig, "translate"), (LMTrainConfig, "lm")):
         names = [f.name for f in dataclasses.fields(cls)]
         assert names == [s.name for s in SETTINGS if s.tasks & cls.TASKS]
-        assert all(getattr(cls(), s.name) == s.default_for(task) for s in SETTINGS if s.tasks & cls.TASKS)
+        assert all(getattr(cls(), s.name) == s.check(s.default_for(task)) for s in SETTINGS if s.tasks & cls.TASKS)
+    assert TrainConfig().time_budget == 600.0  # the declared "10m", parsed once into seconds
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the allocator line is printed on Linux with glibc only")

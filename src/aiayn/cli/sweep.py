@@ -18,7 +18,7 @@ seeds = [1, 2]                 # each variant runs once per seed (a variant may 
 [base]                         # `aiayn train` settings: the keys of a --config file (the flags' names with _)
 preset = "small"
 steps = 600
-time_budget = ""               # no wall-clock limit: every run takes its steps
+time_budget = "none"           # no wall-clock limit: every run takes its steps
 
 [variants.base]                # the row the others are compared with (or name one: reference_variant = "NAME")
 seeds = [1, 2, 3]

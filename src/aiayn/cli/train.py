@@ -96,7 +96,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog="examples:\n  aiayn train                                   # bundled KJV -> Reina-Valera 1909\n"
                "  aiayn train --data pairs.tsv --out runs/mine --steps 3000\n"
                "  aiayn train --data train.en --target train.es --out runs/mine\n"
-               "  aiayn train --out runs/mine --resume --steps 6000   # continue a run exactly\n"
+               "  aiayn train --out runs/mine --resume --steps 6000   # continue to step 6000 (drops a time budget)\n"
                "  aiayn train --config run.toml                 # TOML keys = the flags' names with _\n"
                "  aiayn train --task lm --out runs/shakespeare   # character-level GPT on bundled Shakespeare\n"
                "  aiayn train --task lm --config configs/lm-shakespeare-char.toml   # nanoGPT's CPU run\n"

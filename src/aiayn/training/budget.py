@@ -1,9 +1,11 @@
 """A wall-clock budget for training: how many steps fit in it, re-planned as the measured speed changes.
 
 The paper trains for a step count (100,000 base steps, §5.2); a user with ten minutes on a CPU has a time
-instead. The plan starts as `max_steps`; once steps have been timed it becomes the step count that ends the
-run when the budget is spent (steps, evaluations and checkpoints all count), and a decaying learning-rate
-schedule (schedule.DecaySchedule) is told that count so it reaches its end with the budget.
+instead. The plan starts as `max_steps`. During the first step, before it changes any weight, `estimate` plans
+from that step's seconds so far, and again in each step until steps are measured; from then on `update`
+re-plans from the measured rate to the step count that ends the run when the budget is spent (steps,
+evaluations and checkpoints all count). A decaying learning-rate schedule (schedule.DecaySchedule) is told
+each plan, so it warms up from step 1 and reaches its end with the budget.
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ def parse_duration(text: str | float | int) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"time budget {text!r} must be a positive duration")
     return seconds
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as parse_duration reads them back: 600 -> "10m", 5400 -> "1h30m", 15 -> "15s", None -> "none"."""
+    if seconds is None:
+        return "none"
+    whole = round(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)
 
 
 @dataclass
@@ -80,6 +94,15 @@ class BudgetPlan:
         if step > self.skip:
             self.recent.append(step_s)
         return self.replan(step, every)
+
+    def estimate(self, step: int, elapsed_s: float, step_s: float) -> int:
+        """Before any step is measured: the steps that fit if each takes step_s seconds (a first plan, from the
+        unmeasured first steps, so that a schedule that follows the plan warms up from step 1)."""
+        if self.budget_s is None or self.recent or step_s <= 0:
+            return self.planned
+        left = self.budget_s - elapsed_s
+        self.planned = max(step, min(self.max_steps, step + max(0, math.floor(left / step_s))))
+        return self.planned
 
     def replan(self, step: int, every: int = 0) -> int:
         """The number of steps that fit the budget after `step` at the measured rate (max_steps without one)."""

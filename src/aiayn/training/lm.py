@@ -188,7 +188,7 @@ class LMTrainer(RankTrainer):
     def build_optimizer(self) -> torch.optim.Optimizer:
         """AdamW with weight decay on the matrices only."""
         cfg = self.cfg
-        return torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=self.schedule(1),
+        return torch.optim.AdamW(decay_groups(self.model, cfg.weight_decay), lr=0.0,
                                  betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                                  fused=self._fused_optimizer() or None)
 

@@ -70,6 +70,8 @@ class DecaySchedule:
 
     def __call__(self, step: int) -> float:
         """The learning rate of optimizer step `step` (1, 2, ...)."""
+        if self.total < 1:  # a time budget's run plans it before its first update (RankTrainer._set_lr)
+            raise ValueError("the decay's last step is not planned yet: call end_at(total) first")
         step = max(step, 1)
         if step <= self.warmup:
             return self.peak * step / self.warmup

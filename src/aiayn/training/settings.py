@@ -31,7 +31,7 @@ from ..runtime.distributed import DEFAULT_TIMEOUT_S
 from ..runtime.precision import PRECISIONS
 from .run_folder import TRAIN_FILE
 from .schedule import SCHEDULES
-from .trainer import TrainingError, check_averaging, check_length
+from .validate import OFF, TrainingError, check_averaging, check_length, parse_budget
 
 TASKS = ("translate", "lm", "mlm")
 TRANSLATE = frozenset({"translate"})
@@ -77,6 +77,8 @@ class Setting:
     model: tuple[str, ...] = ()  # the ModelConfig field(s) this setting sets
     metavar: str = ""
     old_runs: Any = _SAME  # the value a train.json without this key meant (a run from before the setting)
+    convert: Callable[[Any], Any] | None = None  # parses the value itself (ValueError naming it); e.g. a duration
+    words: str = ""  # with `convert`: the values allowed, in words
 
     @property
     def flag(self) -> str:
@@ -93,6 +95,8 @@ class Setting:
             if self.none or self.lm_none:
                 return None
             raise ValueError(f"must be {self.allowed()}, got None")
+        if self.convert is not None:
+            return self.convert(value)
         if self.kind is list:
             if not isinstance(value, list) or not all(_is_int(v) and v >= 1 for v in value):
                 raise ValueError(f"must be a list of step numbers >= 1, got {value!r}")
@@ -114,8 +118,10 @@ class Setting:
     def parse(self, text: str) -> Any:
         """A flag's text as this setting's value; ValueError (argparse's one-line error) if it is not allowed."""
         try:
-            if self.kind is list:
-                value: Any = [int(part) for part in text.split(",") if part.strip()]
+            if self.convert is not None:
+                value: Any = text
+            elif self.kind is list:
+                value = [int(part) for part in text.split(",") if part.strip()]
             elif self.kind in (int, float):
                 value = self.kind(text)
             else:
@@ -126,6 +132,8 @@ class Setting:
 
     def allowed(self) -> str:
         """The values allowed, in words."""
+        if self.words:
+            return self.words
         if self.choices is not None:
             return f"one of {self.choices}"
         noun = {int: "an integer", float: "a number", str: "a text", bool: "true or false",
@@ -265,9 +273,10 @@ SETTINGS: tuple[Setting, ...] = (
             "kept", tasks=frozenset({"mlm"}), bounds="(0, 1)"),
     # --- optimizer and schedule (§5.3: Adam(0.9, 0.98, 1e-9), lrate = scale * d^-0.5 * min(s^-0.5, s w^-1.5))
     Setting("steps", int, 0, "optimizer steps (§5.2: 100,000); 0: as many as --time-budget holds; naming only "
-            "--steps drops the default budget", lm=2000),
-    Setting("time_budget", str, "10m", "a wall-clock limit for the whole loop (10m, 1h30m, seconds); with --steps, "
-            "whichever ends first (not in the paper)", lm=None, none="none", metavar="DURATION"),
+            "--steps drops the time budget (a resumed run's too)", lm=2000),
+    Setting("time_budget", float, "10m", "a wall-clock limit for the whole loop (10m, 1h30m, or seconds: 600; "
+            f"{OFF}: no limit); with --steps, whichever ends first (not in the paper)", lm=None, none=OFF,
+            metavar="DURATION", convert=parse_budget, words=f"a duration (10m, 90s, 1h30m, 600) or {OFF}"),
     Setting("warmup", int, None, "warmup steps (§5.3: 4000)", lm=100, bounds=">= 1",
             none="--warmup-share of the planned steps"),
     Setting("warmup_share", float, 0.6, "without --warmup, a linear / cosine schedule warms up over this share of "
@@ -511,7 +520,10 @@ def resolve(task: str, flags: dict[str, Any], config: str | None = None, resume:
     if saved and saved.get("task", "translate") != task:
         raise TrainingError(f"{out} is a --task {saved.get('task', 'translate')} run, not --task {task}: resume it "
                             f"without --task, or choose another --out")
-    values = {**saved, **toml, **flags}
+    named = {**toml, **flags}
+    if saved and "steps" in named and "time_budget" not in named:  # as on a fresh run: naming only a step count
+        saved = {**saved, "time_budget": None}                      # drops the budget (the run's stored one)
+    values = {**saved, **named}
     if cls.TASKS != TRANSLATE:  # type: ignore[attr-defined]
         values["task"] = task
     return cls.from_dict(values, "settings")

@@ -34,11 +34,12 @@ from ..runtime.log import get_logger
 from ..runtime.precision import autocast_dtype
 from .best import BestKeeper, install_best, save_best
 from .board import Board, check_available
-from .budget import UNLIMITED, BudgetPlan, parse_duration
+from .budget import UNLIMITED, BudgetPlan, format_duration
 from .checkpoints import average_checkpoints, list_checkpoints, load_trainer_state, save_checkpoint
 from .init_from import InitError, check_architecture, describe, load_start, named_settings
 from .run_folder import read_run_tokenizer, start_run_folder, truncate_metrics
 from .schedule import DecaySchedule
+from .validate import TrainingError
 
 logger = get_logger("training")
 
@@ -46,10 +47,6 @@ logger = get_logger("training")
 # By default the checkpoints averaged at the end (average_last) are spread over this share of the planned
 # steps: the paper's base model averaged 5 checkpoints of its last ~50 of 720 minutes (§6.1).
 AVERAGE_SPAN = 0.05
-
-
-class TrainingError(ValueError):
-    """A training run that cannot start or continue; the message names the cause and the fix."""
 
 
 @dataclass
@@ -165,6 +162,7 @@ class RankTrainer:
     autocast_dtype: torch.dtype | None = None  # torch.bfloat16 to autocast the forward to; None: fp32
     plan: BudgetPlan
     average_steps: list[int]  # steps saved for averaging at the end (cfg.average_last), oldest first
+    _clock: tuple[float, float] | None = None  # in the loop: (perf_counter at budget second 0, this step's start)
 
     # --- setting up
     def __init__(self, cfg: Any, resume: bool = False, log: Callable[[str], None] | None = None) -> None:
@@ -281,7 +279,8 @@ class RankTrainer:
         raise NotImplementedError
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over self.model's parameters at lr schedule(1), fused when _fused_optimizer() says so."""
+        """The optimizer over self.model's parameters at lr 0 (each step sets its own: _set_lr), fused when
+        _fused_optimizer() says so."""
         raise NotImplementedError
 
     def start_data(self) -> None:
@@ -374,14 +373,13 @@ class RankTrainer:
 
     def _plan(self, state: dict[str, Any] | None = None) -> None:
         """self.plan from cfg.steps and cfg.time_budget, continuing a resumed run's plan (its saved `state`)."""
-        budget = parse_budget(self.cfg.time_budget)
-        self.plan = BudgetPlan.from_state((state or {}).get("plan"), self.cfg.steps or UNLIMITED, budget)
+        self.plan = BudgetPlan.from_state((state or {}).get("plan"), self.cfg.steps or UNLIMITED, self.cfg.time_budget)
         self._replan(self.plan.replan(self.step, self.cfg.eval_every))
 
     def _length(self) -> str:
         """What ends the run, for the announce line."""
         steps = f"{self.cfg.steps:,} steps" if self.cfg.steps else ""
-        budget = f"time budget {self.cfg.time_budget}" if self.plan.budget_s is not None else ""
+        budget = f"time budget {format_duration(self.plan.budget_s)}" if self.plan.budget_s is not None else ""
         return " or ".join(part for part in (steps, budget) if part) + (", whichever ends first"
                                                                        if steps and budget else "")
 
@@ -508,17 +506,28 @@ class RankTrainer:
         if self.cfg.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
         self.step += 1
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule(self.step)
+        self._set_lr()
         self.optimizer.step()
         return reported, n_tokens
+
+    def _set_lr(self) -> None:
+        """The learning rate of step self.step, set before its update; under a time budget whose steps are not
+        measured yet, the plan is first estimated from the seconds of the steps so far (this one's included), so
+        a schedule that follows the plan (a warmup share) warms up from step 1."""
+        plan = self.plan
+        if plan.budget_s is not None and not plan.recent and self._clock is not None:
+            clock_zero, mark = self._clock
+            now = time.perf_counter() - clock_zero
+            step_s = (self.train_seconds + now - mark) / self.step  # the steps so far, this one up to now
+            self._replan(self._agree(plan.estimate(self.step, now, step_s)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule(self.step)
 
     def _empty_step(self) -> LossOnHost:
         """A step whose batches score no token (on any rank): it counts, moves the schedule on and changes no
         weight (a zero gradient would still move them through Adam's momentum); its loss is reported as 0."""
         self.step += 1
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule(self.step)
+        self._set_lr()
         self.log(f"step {self.step} scored no token (a masked-LM batch in which no token was chosen): the weights "
                  f"are left as they were")
         return LossOnHost(torch.zeros((), device=self.device))
@@ -600,6 +609,7 @@ class RankTrainer:
         mark = plan.elapsed_s  # budget seconds when the last step's time started counting
         with _StopFlag((signal.SIGINT,) if self.dist.enabled else (signal.SIGINT, signal.SIGTERM)) as stop:
             while not plan.done(self.step):
+                self._clock = (clock_zero, mark)  # for the first steps' estimate of the plan (_set_lr)
                 pending.append((self.step + 1, self.train_step()))
                 # before a log line, an evaluation or a checkpoint every loss so far is read and checked
                 due = self._evaluation_due() or self._save_due()
@@ -710,35 +720,6 @@ class RankTrainer:
     def _final(self, losses: dict[int, float]) -> TrainResult:
         """Rank 0, after saving model/: the final evaluation and the run's result."""
         raise NotImplementedError
-
-
-def parse_budget(text: str | None) -> float | None:
-    """A time_budget setting in seconds (None: no budget); a bad one is a TrainingError naming it."""
-    if text is None or text == "" or text == 0:
-        return None
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise TrainingError(str(error)) from None
-
-
-def check_length(steps: Any, time_budget: str | None) -> None:
-    """A run needs a step count (>= 1), a time budget, or both; a bad value is a TrainingError naming it."""
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise TrainingError(f"steps must be a non-negative integer (0: as many as the time budget holds), got "
-                            f"{steps!r}")
-    if parse_budget(time_budget) is None and steps == 0:
-        raise TrainingError("steps is 0 and there is no time budget: give --steps N or --time-budget (e.g. 10m)")
-
-
-def check_averaging(average_last: Any, average_every: Any, fsdp: bool) -> None:
-    """average_last / average_every are non-negative integers, and averaging has no FSDP yet: TrainingError."""
-    for name, value in (("average_last", average_last), ("average_every", average_every)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise TrainingError(f"{name} must be a non-negative integer (0: off / automatic), got {value!r}")
-    if average_last and fsdp:
-        raise TrainingError("average_last cannot yet average FSDP-sharded checkpoints at the end: train with "
-                            "--no-fsdp, or average afterwards with `aiayn average RUN_DIR --last N`")
 
 
 def train_on_every_rank(start: Callable[[], RankTrainer], timeout_s: float) -> TrainResult:

@@ -155,7 +155,7 @@ class Trainer(RankTrainer):
     def build_optimizer(self) -> torch.optim.Optimizer:
         """Adam(beta1, beta2, eps), §5.3."""
         cfg = self.cfg
-        return torch.optim.Adam(self.model.parameters(), lr=self.schedule(1), betas=(cfg.adam_beta1, cfg.adam_beta2),
+        return torch.optim.Adam(self.model.parameters(), lr=0.0, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                 eps=cfg.adam_eps, fused=self._fused_optimizer() or None)
 
     def start_data(self) -> None:
@@ -284,14 +284,17 @@ class Trainer(RankTrainer):
         """Log the model, the data and the schedule about to train."""
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {self.cfg.batch_tokens} tokens per epoch; "
-                 f"{self.cfg.schedule} schedule, peak lr {self.schedule.peak:.2e} at step {self._warmup_text()}; "
+                 f"{self.cfg.schedule} schedule, peak lr {self.schedule.peak:.2e} {self._warmup_text()}; "
                  f"{self._length()}; torch threads {torch.get_num_threads()}; {self.precision_name}")
 
     def _warmup_text(self) -> str:
-        """The warmup's last step, and how it follows the plan when it is a share of it."""
+        """Where the warmup ends: a named step, or a share of the planned steps (a budget's, planned in step 1)."""
         if self.cfg.warmup is not None:
-            return str(self.cfg.warmup)
-        return f"{self.schedule.warmup} ({self.cfg.warmup_share:.0%} of the planned steps)"
+            return f"at step {self.cfg.warmup}"
+        if self.plan.budget_s is not None:
+            return (f"after {self.cfg.warmup_share:.0%} of the steps the time budget holds (planned from the first "
+                    f"steps' speed, re-planned as it is measured)")
+        return f"at step {self.schedule.warmup} ({self.cfg.warmup_share:.0%} of the planned steps)"
 
     def _evaluation_due(self) -> bool:
         """Every eval_every steps, and at the test_bleu_at steps."""
