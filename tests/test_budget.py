@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from aiayn.cli.train import CONFIGS
 from aiayn.training import trainer as base
 from aiayn.training.budget import UNLIMITED, BudgetPlan, parse_duration
 from aiayn.training.run_folder import read_metrics
 from aiayn.training.schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
-from aiayn.cli.train import CONFIGS
 from aiayn.training.settings import resolve
 from aiayn.training.translation import TrainConfig, TrainingError, train
 from tests.test_data import write_corpus
