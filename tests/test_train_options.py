@@ -210,13 +210,30 @@ def test_resume_keeps_the_best_score_and_the_patience_count(text_file: Path, tmp
     cfg = _lm(text_file, tmp_path / "run", steps=8, eval_every=2, eval_windows=8, save_every=8, patience=50,
               n_layers=1, d_model=16, d_ff=32, n_heads=2, peak_lr=3e-2)
     train_lm(cfg, log=lambda _: None)
-    # the checkpoint at step 8 was written before the final evaluation: it knows the evaluations at 2, 4, 6
-    losses = [r["val_loss"] for r in read_metrics(tmp_path / "run") if "val_loss" in r and r["step"] < 8]
+    # the checkpoint at step 8 was written before the final evaluation; best/ and the resume count it too
+    losses = [r["val_loss"] for r in read_metrics(tmp_path / "run") if "val_loss" in r]
+    assert len(losses) == 4  # steps 2, 4, 6 and the final one at 8
     best = min(range(len(losses)), key=losses.__getitem__)
+    on_disk = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert (on_disk["step"], on_disk["score"]) == (2 * (best + 1), pytest.approx(losses[best]))
     resumed = LMTrainer(LMTrainConfig.from_dict({**cfg.to_dict(), "steps": 12}), resume=True, log=lambda _: None)
-    assert resumed.best.score == pytest.approx(losses[best])
-    assert resumed.best.step == 2 * (best + 1) and resumed.best.since == len(losses) - 1 - best
-    assert resumed.best.patience == 50
+    assert (resumed.best.step, resumed.best.score) == (on_disk["step"], pytest.approx(on_disk["score"]))
+    assert resumed.best.since == len(losses) - 1 - best and resumed.best.patience == 50
+
+
+def test_resume_reads_a_final_best_that_only_best_folder_holds(text_file: Path, tmp_path: Path) -> None:
+    """The final evaluation (after the last checkpoint) was the best: the resume knows it, from best/."""
+    cfg = _lm(text_file, tmp_path / "run", steps=8, eval_every=2, eval_windows=8, save_every=8, n_layers=1,
+              d_model=16, d_ff=32, n_heads=2, peak_lr=3e-2)
+    train_lm(cfg, log=lambda _: None)
+    best_json = tmp_path / "run" / "best" / "best.json"
+    on_disk = json.loads(best_json.read_text())
+    best_json.write_text(json.dumps({**on_disk, "step": 8, "score": -1.0, "since": 0, "evaluated": 8}))
+    resumed = LMTrainer(LMTrainConfig.from_dict({**cfg.to_dict(), "steps": 12}), resume=True, log=lambda _: None)
+    assert (resumed.best.step, resumed.best.score, resumed.best.since) == (8, -1.0, 0)
+    best_json.write_text(json.dumps({"step": 8, "metric": "val_loss", "score": -2.0}))  # a best.json of older runs
+    resumed = LMTrainer(LMTrainConfig.from_dict({**cfg.to_dict(), "steps": 12}), resume=True, log=lambda _: None)
+    assert (resumed.best.step, resumed.best.score, resumed.best.since) == (8, -2.0, 0)
 
 
 def test_keep_best_and_patience_are_checked(text_file: Path, tmp_path: Path, capsys) -> None:

@@ -32,6 +32,7 @@ class BestKeeper:
     score: float | None = None
     step: int | None = None
     since: int = 0  # evaluations since the best one
+    evaluated: int | None = None  # the step of the last evaluation counted
 
     @classmethod
     def for_run(cls, choice: str, metrics: dict[str, tuple[str, bool]], patience: int) -> BestKeeper:
@@ -46,6 +47,7 @@ class BestKeeper:
         if self.key is None or self.key not in record:
             return False
         value = float(record[self.key])
+        self.evaluated = int(record["step"])
         better = self.score is None or (value > self.score if self.higher_is_better else value < self.score)
         if better:
             self.score, self.step, self.since = value, int(record["step"]), 0
@@ -63,13 +65,52 @@ class BestKeeper:
         return f"{self.key} {self.score:.4g} at step {self.step}" if self.step is not None else "no evaluation yet"
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps, so a resumed run continues the comparison and the patience count."""
-        return {"key": self.key, "score": self.score, "step": self.step, "since": self.since}
+        """What a checkpoint (and best/best.json) keeps, so a resumed run continues the comparison and the
+        patience count."""
+        return {"key": self.key, "score": self.score, "step": self.step, "since": self.since,
+                "evaluated": self.evaluated}
 
     def load(self, state: dict[str, Any] | None) -> None:
         """Continue from a checkpoint's state (ignored if it kept another metric, or none)."""
         if state and state.get("key") == self.key:
             self.score, self.step, self.since = state["score"], state["step"], state["since"]
+            self.evaluated = state.get("evaluated")
+
+    def resume(self, checkpoint: dict[str, Any] | None, run_dir: Path, step: int) -> None:
+        """Continue from a checkpoint's state, or from best/best.json where that is newer: a run's last checkpoint
+        is written before its final evaluation, whose result only best/ records. A best.json from beyond `step`
+        (a resume from an older checkpoint) is not used."""
+        self.load(checkpoint)
+        saved = read_best(run_dir)
+        if not saved or saved.get("metric") != self.key or saved.get("step") is None or saved["step"] > step:
+            return
+        evaluated = saved.get("evaluated", saved["step"])  # a best.json from before `evaluated` was written
+        if evaluated > step or self.evaluated is not None and evaluated < self.evaluated:
+            return
+        since = saved.get("since", 0 if saved["step"] != self.step else self.since)
+        self.score, self.step, self.since, self.evaluated = saved["score"], saved["step"], since, evaluated
+
+
+def read_best(run_dir: Path) -> dict[str, Any] | None:
+    """run_dir/best/best.json ({step, metric, score, since, evaluated}), or None if there is none (or unreadable)."""
+    try:
+        saved = json.loads((run_dir / BEST_DIR / BEST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _best_json(keeper: BestKeeper) -> str:
+    """best.json's text: the best step, its metric and score, and the evaluations counted since."""
+    return json.dumps({"step": keeper.step, "metric": keeper.key, "score": keeper.score, "since": keeper.since,
+                       "evaluated": keeper.evaluated}) + "\n"
+
+
+def note_evaluation(run_dir: Path, keeper: BestKeeper) -> None:
+    """After an evaluation that was not better: best.json counts it (best/'s model stays), so a resume continues
+    from what best/ holds."""
+    if (run_dir / BEST_DIR).is_dir():
+        atomic_write_text(run_dir / BEST_DIR / BEST_FILE, _best_json(keeper))
 
 
 def save_best(run_dir: Path, model: Any, tokenizer: Any, keeper: BestKeeper) -> Path:
@@ -79,8 +120,7 @@ def save_best(run_dir: Path, model: Any, tokenizer: Any, keeper: BestKeeper) -> 
         shutil.rmtree(stale, ignore_errors=True)
     try:
         save_model(model, tmp, tokenizer)
-        atomic_write_text(tmp / BEST_FILE, json.dumps({"step": keeper.step, "metric": keeper.key,
-                                                        "score": keeper.score}) + "\n")
+        atomic_write_text(tmp / BEST_FILE, _best_json(keeper))
     except BaseException:  # e.g. a full disk: the previous best/ stays
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -32,7 +32,7 @@ from ..runtime import distributed
 from ..runtime.device import resolve_device
 from ..runtime.log import get_logger
 from ..runtime.precision import autocast_dtype
-from .best import BestKeeper, install_best, save_best
+from .best import BestKeeper, install_best, note_evaluation, save_best
 from .board import Board, check_available
 from .budget import UNLIMITED, BudgetPlan, format_duration
 from .checkpoints import average_checkpoints, list_checkpoints, load_trainer_state, save_checkpoint
@@ -407,7 +407,10 @@ class RankTrainer:
         self.step = state["step"]
         self.train_seconds = state.get("train_seconds", 0.0)
         self.average_steps = list(state.get("average_steps", []))
-        self.best.load(state.get("best"))
+        if self.dist.is_main:  # best/ (rank 0's) may hold the final evaluation, made after this checkpoint
+            self.best.resume(state.get("best"), self.run_dir, self.step)
+        else:
+            self.best.load(state.get("best"))
         self._plan(state)
         return state
 
@@ -712,6 +715,8 @@ class RankTrainer:
         self.log(f"step {self.step}: " + ", ".join(parts) + f" [{record['eval_s']}s]")
         if self.best.update(record):
             save_best(self.run_dir, self.model, self.tokenizer, self.best)
+        elif self.best.key is not None:
+            note_evaluation(self.run_dir, self.best)
 
     def _announce(self) -> None:
         """Log what is about to train."""
