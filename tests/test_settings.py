@@ -100,6 +100,21 @@ def test_a_language_model_resumes_its_own_task_and_settings(tmp_path: Path) -> N
                                                                                         "fp32")
 
 
+def test_a_translation_run_from_before_the_schedule_setting_resumes_on_its_own_schedule(tmp_path: Path) -> None:
+    """Runs written before `schedule`, `time_budget` and `keep_best` existed trained on the paper's inverse-sqrt
+    schedule to their step count and kept the last step: they resume so, not on today's defaults."""
+    out = tmp_path / "run"
+    out.mkdir()
+    saved = TrainConfig(out=str(out), steps=40, warmup=30, peak_lr=2e-3).to_dict()
+    for key in ("schedule", "time_budget", "keep_best", "warmup_share", "min_lr"):
+        del saved[key]
+    (out / TRAIN_FILE).write_text(json.dumps(saved), encoding="utf-8")
+    _, cfg = _run(["--out", str(out), "--resume"])
+    assert (cfg.schedule, cfg.time_budget, cfg.keep_best, cfg.steps) == ("inverse-sqrt", None, "none", 40)
+    lr = cfg.lr_schedule(256)
+    assert lr(35) == pytest.approx(2e-3 * (30 / 35) ** 0.5)  # peak_lr at warmup, then step^-0.5 (§5.3)
+
+
 def test_the_paper_recipe_lies_under_the_named_settings() -> None:
     _, cfg = _run(["--recipe", "paper", "--warmup", "10"])
     assert (cfg.warmup, cfg.batch_tokens, cfg.norm, cfg.dropout, cfg.time_budget) == (10, 25_000, "post", 0.1, None)

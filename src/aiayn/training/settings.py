@@ -276,7 +276,8 @@ SETTINGS: tuple[Setting, ...] = (
             "--steps drops the time budget (a resumed run's too)", lm=2000),
     Setting("time_budget", float, "10m", "a wall-clock limit for the whole loop (10m, 1h30m, or seconds: 600; "
             f"{OFF}: no limit); with --steps, whichever ends first (not in the paper)", lm=None, none=OFF,
-            metavar="DURATION", convert=parse_budget, words=f"a duration (10m, 90s, 1h30m, 600) or {OFF}"),
+            metavar="DURATION", convert=parse_budget, words=f"a duration (10m, 90s, 1h30m, 600) or {OFF}",
+            old_runs=None),
     Setting("warmup", int, None, "warmup steps (§5.3: 4000)", lm=100, bounds=">= 1",
             none="--warmup-share of the planned steps"),
     Setting("warmup_share", float, 0.6, "without --warmup, a linear / cosine schedule warms up over this share of "
@@ -285,7 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
             bounds="> 0"),
     Setting("peak_lr", float, 2e-3, "the rate at step --warmup (translate: 0 uses --lr-scale)", lm=1e-3),
     Setting("schedule", str, "linear", "inverse-sqrt (§5.3); linear and cosine decay to --min-lr at the last "
-            "step (not in the paper)", lm="cosine", choices=SCHEDULES),
+            "step (not in the paper)", lm="cosine", choices=SCHEDULES, old_runs="inverse-sqrt"),
     Setting("min_lr", float, 0.0, "linear / cosine: the rate at the last step", lm=1e-4),
     Setting("adam_beta1", float, 0.9, "Adam's beta1 (§5.3)", bounds="[0, 1)"),
     Setting("adam_beta2", float, 0.98, "Adam's beta2 (§5.3; nanoGPT: 0.99)", bounds="[0, 1)"),
@@ -323,7 +324,7 @@ SETTINGS: tuple[Setting, ...] = (
             none="a new model", metavar="PATH"),
     Setting("keep_best", str, "bleu", "best/ and, at the end, model/ hold the step of the best dev BLEU (bleu), "
             "the lowest validation loss (loss), or the last step (none)", lm="loss",
-            choices=("bleu", "loss", "none")),
+            choices=("bleu", "loss", "none"), old_runs="none"),
     Setting("patience", int, 0, "stop after N evaluations without a better --keep-best score (0: never)"),
     Setting("tensorboard", bool, False, "write metrics.jsonl's numbers to RUN/tensorboard/ too (pip install "
             "'aiayn[tensorboard]')"),
