@@ -48,6 +48,34 @@ def test_the_end_averages_the_planned_checkpoints_as_aiayn_average_does(tmp_path
     torch.testing.assert_close(ours[name].double(), mean, rtol=0, atol=1e-6)
 
 
+def test_checkpoints_saved_for_the_average_survive_pruning(tmp_path: Path) -> None:
+    """--save-every 2 --keep-last 1 prunes the regular checkpoints, never those the end averages."""
+    lines: list[str] = []
+    result = train(_cfg(tmp_path, steps=30, average_last=3, average_every=10, save_every=2, keep_last=1),
+                   log=lines.append)
+    steps = sorted(int(p.name.removeprefix("step_")) for p in (result.run_dir / "checkpoints").glob("step_*"))
+    assert steps == [10, 20, 30]
+    assert any("model/: the average of 3 checkpoint(s), steps 10, 20, 30" in line for line in lines)
+
+
+def test_a_checkpoint_saved_for_the_average_that_is_gone_is_an_error(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder the average needs, deleted during the run: one error naming it, not a quieter average."""
+    import shutil
+
+    from aiayn.training import trainer as base
+
+    real_average = base.RankTrainer._average_into_model
+
+    def delete_one_first(self) -> None:
+        shutil.rmtree(self.run_dir / "checkpoints" / "step_8")
+        real_average(self)
+
+    monkeypatch.setattr(base.RankTrainer, "_average_into_model", delete_one_first)
+    with pytest.raises(TrainingError, match="step_8 .* is gone"):
+        train(_cfg(tmp_path, average_last=3, average_every=2, keep_last=1), log=lambda _: None)
+
+
 def test_the_default_spacing_spreads_over_the_last_share_of_the_plan(tmp_path: Path) -> None:
     result = train(_cfg(tmp_path, steps=40, average_last=2, keep_last=1), log=lambda _: None)
     steps = sorted(int(p.name.removeprefix("step_")) for p in (result.run_dir / "checkpoints").glob("step_*"))

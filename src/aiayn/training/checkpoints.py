@@ -28,8 +28,9 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, trainer_state: dict[str, Any],
-                    keep_last: int = 5) -> Path:
-    """Write checkpoints/step_N/ completely in a temporary folder, then rename it into place; prune old ones."""
+                    keep_last: int = 5, keep_steps: frozenset[int] = frozenset()) -> Path:
+    """Write checkpoints/step_N/ completely in a temporary folder, then rename it into place; prune old ones
+    (all but the last keep_last, 0: none), never the steps in keep_steps (those the end averages)."""
     folder = Path(run_dir) / "checkpoints"
     final = folder / f"step_{step}"
     tmp = folder / f".step_{step}.tmp"
@@ -48,6 +49,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: Any, tokenizer: Any, 
     shutil.rmtree(replaced, ignore_errors=True)
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
+            if int(old.name.removeprefix("step_")) in keep_steps:
+                continue
             trash = old.with_name(f".{old.name}.old")  # renamed first, so a kill mid-delete leaves no half
             os.replace(old, trash)                     # step_N folder behind
             shutil.rmtree(trash, ignore_errors=True)

@@ -449,8 +449,10 @@ class RankTrainer:
         path = self.run_dir / "checkpoints" / f"step_{self.step}"
         with self._full_model():
             if self.dist.is_main:
-                keep = self.cfg.keep_last + self.cfg.average_last if self.cfg.keep_last else 0
-                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, keep)
+                last = self.cfg.average_last
+                averaged = frozenset(self.average_steps[-last:]) if last else frozenset()
+                path = save_checkpoint(self.run_dir, self.step, self.model, self.tokenizer, state, self.cfg.keep_last,
+                                       keep_steps=averaged)  # keep_last does not prune what the end averages
         self.dist.barrier()
         return path
 
@@ -577,7 +579,11 @@ class RankTrainer:
             self.average_steps.append(self.step)  # the final checkpoint, just saved, always takes part
         folders = self.run_dir / "checkpoints"
         chosen = [folders / f"step_{s}" for s in self.average_steps[-self.cfg.average_last:]]
-        chosen = [folder for folder in chosen if folder.is_dir()]
+        missing = [folder.name for folder in chosen if not folder.is_dir()]
+        if missing:
+            raise TrainingError(f"{', '.join(missing)} in {folders}, saved for the average of the last "
+                                f"{self.cfg.average_last} checkpoints, is gone (deleted?): average the ones left with "
+                                f"`aiayn average {self.run_dir} --last N --out DIR`")
         load_state(self.model, average_checkpoints(chosen), folders)
         steps = ", ".join(folder.name.removeprefix("step_") for folder in chosen)
         self.log(f"model/: the average of {len(chosen)} checkpoint(s), steps {steps} (§6.1)")
