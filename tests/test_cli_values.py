@@ -3,57 +3,106 @@ takes its options and its positional text in any order."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from aiayn.cli import main, parse_args
 
+from .helpers_cli import model_folders
+
+# (argv, the one line it must give): MODEL, LM, MLM, RUN, HF, FILE, DIR, SRC, REF are real (helpers_cli), so a
+# command whose check is removed would go on and run, and give another line (or none)
 BAD_VALUES = [
-    ["demo", "--seed", "x"],
-    ["translate", "MODEL", "hi", "--beam", "0"],
-    ["translate", "MODEL", "hi", "--length-penalty", "-1"],
-    ["translate", "MODEL", "hi", "--alpha", "-1"],
-    ["translate", "MODEL", "hi", "--sample", "--top-p", "1.5"],
-    ["translate", "MODEL", "hi", "--sample", "--temperature", "0"],
-    ["translate", "MODEL", "hi", "--threads", "-1"],
-    ["evaluate", "MODEL", "--beam", "0"],
-    ["evaluate", "MODEL", "--top-k", "-3"],
-    ["generate", "MODEL", "hi", "--max-new-tokens", "-1"],
-    ["generate", "MODEL", "--temperature", "-1"],
-    ["generate", "MODEL", "--top-p", "0"],
-    ["fill-mask", "MODEL", "a [MASK]", "--top-k", "0"],
-    ["attention", "MODEL", "hi", "--beam", "0"],
-    ["attention", "MODEL", "hi", "--layer", "x"],
-    ["average", "RUN", "--last", "0", "--out", "OUT"],
-    ["export", "MODEL", "--to", "nosuch", "--out", "OUT"],
-    ["import-hf", "NOSUCH-FOLDER", "--out", "OUT"],
-    ["train", "--preset", "nosuch"],
-    ["train", "--beam", "0"],
-    ["train", "--steps", "-1"],
-    ["train", "--threads", "-1"],
-    ["train", "--dropout", "2"],
-    ["train", "--label-smoothing", "-0.1"],
-    ["train", "--task", "lm", "--beam", "2"],
-    ["train", "--task", "lm", "--context", "0"],
+    (["demo", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    (["translate", "MODEL", "hi", "--beam", "0"], "argument --beam: must be at least 1, got 0"),
+    (["translate", "MODEL", "hi", "--length-penalty", "-1"], "argument --length-penalty: must be >= 0, got -1"),
+    (["translate", "MODEL", "hi", "--alpha", "-1"], "argument --alpha: must be >= 0, got -1"),
+    (["translate", "MODEL", "hi", "--sample", "--top-p", "1.5"], "argument --top-p: must be in (0, 1], got 1.5"),
+    (["translate", "MODEL", "hi", "--sample", "--temperature", "0"], "argument --temperature: must be > 0, got 0"),
+    (["translate", "MODEL", "hi", "--threads", "-1"], "argument --threads: must be at least 0, got -1"),
+    (["evaluate", "MODEL", "--beam", "0"], "argument --beam: must be at least 1, got 0"),
+    (["evaluate", "MODEL", "--top-k", "-3"], "argument --top-k: must be at least 0, got -3"),
+    (["evaluate", "MODEL", "--src", "SRC", "--ref", "REF", "--output", "DIR", "--greedy"],
+     "--output DIR is a folder: give a file to write into"),
+    (["evaluate", "MODEL", "--src", "SRC", "--ref", "REF", "--output", "FILE/hyp.txt", "--greedy"],
+     "--output FILE/hyp.txt: FILE is a file, not a folder"),
+    (["generate", "LM", "hi", "--max-new-tokens", "-1"], "argument --max-new-tokens: must be at least 0, got -1"),
+    (["generate", "LM", "--temperature", "-1"], "argument --temperature: must be > 0, got -1"),
+    (["generate", "LM", "--top-p", "0"], "argument --top-p: must be in (0, 1], got 0"),
+    (["fill-mask", "MLM", "a [MASK]", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+    (["attention", "MODEL", "hi", "--beam", "0"], "argument --beam: must be at least 1, got 0"),
+    (["attention", "MODEL", "hi", "--layer", "x"], "argument --layer: invalid int value: 'x'"),
+    (["average", "RUN", "--last", "0", "--out", "OUT"], "argument --last: must be at least 1, got 0"),
+    (["average", "RUN", "--out", "FILE"], "--out FILE is a file: give a folder"),
+    (["export", "MODEL", "--to", "nosuch", "--out", "OUT"], "argument --to: invalid choice: 'nosuch'"),
+    (["export", "MODEL", "--to", "hf", "--out", "FILE"], "--out FILE is a file: give a folder"),
+    (["import-hf", "NOSUCH-FOLDER", "--out", "OUT"], "NOSUCH-FOLDER is not a folder: give a local Hugging Face"),
+    (["import-hf", "HF", "--out", "FILE"], "--out FILE is a file: give a folder"),
+    (["import-hf", "HF-CORRUPT", "--out", "OUT"], "HF-CORRUPT/model.safetensors is truncated or corrupt"),
+    (["train", "--preset", "nosuch"], "argument --preset: must be one of ('paper-base'"),
+    (["train", "--beam", "0"], "argument --beam: must be an integer >= 1, got 0"),
+    (["train", "--steps", "-1"], "argument --steps: must be an integer >= 0, got -1"),
+    (["train", "--threads", "-1"], "argument --threads: must be an integer >= 0, got -1"),
+    (["train", "--dropout", "2"], "argument --dropout: must be a number in [0, 1), got 2.0"),
+    (["train", "--label-smoothing", "-0.1"], "argument --label-smoothing: must be a number in [0, 1), got -0.1"),
+    (["train", "--task", "lm", "--beam", "2"], "--beam does not apply to --task lm"),
+    (["train", "--task", "lm", "--context", "0"], "argument --context: must be an integer >= 1, got 0"),
 ]
 
 
-@pytest.mark.parametrize("argv", BAD_VALUES, ids=[" ".join(a) for a in BAD_VALUES])
-def test_a_bad_value_is_one_line_before_any_work(argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real model folders (random weights), a run folder, a Hugging Face one and a corrupt copy of it."""
+    tmp = tmp_path_factory.mktemp("cli-values")
+    found = model_folders(tmp)
+    corrupt = shutil.copytree(found["HF"], tmp / "hf-corrupt")
+    weights = corrupt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:300])  # a header cut short, as by an interrupted download
+    found["HF-CORRUPT"] = corrupt
+    return found
+
+
+def _real(argv: list[str], folders: dict[str, Path]) -> list[str]:
+    """argv with each placeholder (also as a path's first part) replaced by its real path."""
+    out = []
+    for arg in argv:
+        head, _, rest = arg.partition("/")
+        out.append(str(folders[head] / rest if rest else folders[head]) if head in folders else arg)
+    return out
+
+
+@pytest.mark.parametrize("argv, message", BAD_VALUES, ids=[" ".join(a) for a, _ in BAD_VALUES])
+def test_a_bad_value_is_one_line_before_any_work(argv: list[str], message: str, folders: dict[str, Path],
+                                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
+    real = _real(argv, folders)
     if argv[0] == "train":
-        argv = [*argv, "--out", str(tmp_path / "run")]
+        real = [*real, "--out", str(tmp_path / "run")]
+    before = {path: path.stat().st_mtime_ns for path in folders.values()}
+    files = sorted(str(p) for p in folders["DIR"].parent.rglob("*"))
+
+    def work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the work started before the bad value was refused")
+
+    monkeypatch.setattr("aiayn.cli.evaluate.translate", work)  # evaluate checks --output before translating
     try:
-        code = main(argv)
+        code = main(real)
     except SystemExit as exit_:  # argparse: bad usage
         code = exit_.code
     err = capsys.readouterr().err
     assert code in (1, 2)
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith(f"aiayn {argv[0]}: error: ")
+    line = err.strip().splitlines()[-1]
+    for name in ("FILE", "DIR", "SRC", "REF", "HF-CORRUPT"):  # messages name the real paths
+        message = message.replace(name, str(folders[name]))
+    assert line.startswith(f"aiayn {argv[0]}: error: {message}"), line
+    assert code == 2 if "argument " in message else code == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "OUT").exists()  # nothing written
+    assert sorted(str(p) for p in folders["DIR"].parent.rglob("*")) == files  # nor anywhere else
+    assert {path: path.stat().st_mtime_ns for path in folders.values()} == before
 
 
 def test_an_option_not_for_the_task_names_the_task(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

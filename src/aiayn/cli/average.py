@@ -9,11 +9,12 @@ from pathlib import Path
 from ..io.loading import load
 from ..io.model_folder import TOKENIZER_FILE, save_model
 from ..training.checkpoints import average_checkpoints, list_checkpoints
-from .common import UserError, int_at_least, user_errors
+from .common import UserError, check_out_folder, int_at_least, user_errors
 
 
 def run(args: argparse.Namespace) -> None:
     """Average the weights of a run's last k checkpoints into one model folder (§6.1)."""
+    check_out_folder(args.out)
     checkpoints = list_checkpoints(args.run_dir)
     if not checkpoints:
         raise UserError(f"{args.run_dir} has no checkpoints/step_N folders: give a run folder written by `aiayn train`")
@@ -25,7 +26,10 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(str(error)) from None
     model.load_state_dict(state)
     tokenizer = chosen[-1] / TOKENIZER_FILE
-    save_model(model, Path(args.out), tokenizer if tokenizer.is_file() else None)
+    try:
+        save_model(model, Path(args.out), tokenizer if tokenizer.is_file() else None)
+    except OSError as error:  # WriteError, or a folder that cannot be made
+        raise UserError(f"could not write {args.out}: {error.strerror or error}") from None
     names = ", ".join(c.name for c in chosen)
     print(f"averaged {len(chosen)} checkpoint(s) ({names}) into {args.out}")
     if len(chosen) < args.last:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +28,31 @@ class UserError(Exception):
 def user_errors() -> tuple[type[Exception], ...]:
     """The library's user-fixable errors, shown by the CLI as one line."""
     return CorpusError, CheckpointError, DeviceError, TokenizerError, TrainingError, WriteError
+
+
+def check_out_folder(path: str | Path, flag: str = "--out") -> None:
+    """Refuse (one line) a folder to write into that is a file or lies under a file, before any work."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {path} is a file: give a folder to write the model into (a new or existing one)")
+    _check_parents(folder, flag, path)
+
+
+def check_out_file(path: str | Path, flag: str = "--output") -> None:
+    """Refuse (one line) a file to write that is a folder or lies under a file, before any work."""
+    file = Path(path)
+    if file.is_dir():
+        raise UserError(f"{flag} {path} is a folder: give a file to write into, e.g. {file / 'output.txt'}")
+    _check_parents(file, flag, path)
+
+
+def _check_parents(path: Path, flag: str, given: str | Path) -> None:
+    """Refuse a path whose nearest existing ancestor is not a folder."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {given}: {parent} is a file, not a folder: write somewhere else")
+            return
 
 
 def set_threads(threads: int) -> None:

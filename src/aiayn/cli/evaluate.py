@@ -7,10 +7,11 @@ from pathlib import Path
 
 from ..data.corpus import load_corpus, read_parallel
 from ..inference.evaluation import score, translate
-from ..io.atomic import atomic_write_text
+from ..io.atomic import WriteError, atomic_write_text
 from .common import (
     UserError,
     add_decoding_flags,
+    check_out_file,
     decoding_model,
     decoding_options,
     draft_model,
@@ -22,6 +23,8 @@ from .common import (
 
 def run(args: argparse.Namespace) -> None:
     """Translate a test set and report sacreBLEU BLEU and chrF with signatures (detokenized vs raw refs)."""
+    if args.output:
+        check_out_file(args.output)  # before translating everything
     set_threads(args.threads)
     model, tok = load_model(args.model, "evaluate", "transformer", args.device)
     fp32 = model
@@ -36,7 +39,10 @@ def run(args: argparse.Namespace) -> None:
     options = decoding_options(args, draft)
     hyps = translate(model, tok, [s for s, _ in pairs], **options)
     if args.output:
-        atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))
+        try:
+            atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))
+        except WriteError as error:
+            raise UserError(str(error)) from None
     how = "sampling" if args.sample else f"beam {options['beam_size']}, length penalty {args.length_penalty}"
     print(f"{len(pairs)} sentences, {how}, {precision}")
     print(score(hyps, [t for _, t in pairs]))

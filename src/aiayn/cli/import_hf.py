@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..io.huggingface import ConversionError, from_huggingface
-from .common import UserError
+from ..io.huggingface import from_huggingface
+from .common import UserError, check_out_folder, user_errors
 
 
 def run(args: argparse.Namespace) -> None:
     """Convert a local Hugging Face checkpoint (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
+    check_out_folder(args.out)
     try:
         model = from_huggingface(args.folder)
-    except ConversionError as error:
+    except user_errors() as error:  # ConversionError, or a CheckpointError for corrupt weights
         raise UserError(str(error)) from None
     tokenizer = Path(args.folder) / "tokenizer.json"
-    out = model.save(args.out, tokenizer=tokenizer if tokenizer.is_file() else None)
+    try:
+        out = model.save(args.out, tokenizer=tokenizer if tokenizer.is_file() else None)
+    except OSError as error:  # WriteError, or a folder that cannot be made
+        raise UserError(f"could not write {args.out}: {error.strerror or error}") from None
     info = model.cfg.extra["huggingface"]
     print(f"{info['model_type']} -> {model.model_type}: {model.num_parameters():,} parameters, "
           f"written to {out}")
