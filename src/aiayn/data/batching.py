@@ -1,12 +1,19 @@
-"""Length-bucketed batches of about N source and N target tokens (§5.1), reshuffled each epoch with a seed."""
+"""Length-bucketed batches of about N source and N target tokens (§5.1), reshuffled each epoch with a seed.
+
+The batcher works on numpy arrays of lengths and gathers a batch's ids straight from flat id arrays (a memory-mapped
+store's, aiayn.data.store): no Python object per example, so memory stays bounded whatever the corpus size.
+"""
 
 from __future__ import annotations
 
-import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from .store import Column
 
 Example = tuple[list[int], list[int]]  # (source ids + [EOS], target BPE ids without specials)
 
@@ -44,56 +51,154 @@ class Batch:
 
 def collate(examples: list[Example], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
     """Pad a list of examples into a Batch (the sequence layout of the whole project)."""
-    src_len = max(len(src) for src, _ in examples)
-    tgt_len = max(len(tgt) for _, tgt in examples) + 1
-    src_rows = [src + [pad_id] * (src_len - len(src)) for src, _ in examples]
-    tgt_in = [[bos_id] + tgt + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
-    labels = [tgt + [eos_id] + [pad_id] * (tgt_len - 1 - len(tgt)) for _, tgt in examples]
-    label_ids = torch.tensor(labels)  # (B, T)
-    scored = label_ids.reshape(-1).ne(pad_id).nonzero().squeeze(1)  # (n_tokens,): on the host, no GPU sync
-    return Batch(torch.tensor(src_rows), torch.tensor(tgt_in), label_ids, scored)
+    return Examples.from_list(examples).collate(np.arange(len(examples)), pad_id, bos_id, eos_id)
+
+
+def _gather(column: Column, rows: np.ndarray, width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (B, width) int64 of the sequences `rows`, padded with pad_id; their lengths (B,))."""
+    starts = np.asarray(column.offsets[rows], dtype=np.int64)
+    lengths = np.asarray(column.offsets[rows + 1], dtype=np.int64) - starts
+    positions = np.arange(width)
+    valid = positions < lengths[:, None]  # (B, width)
+    if not column.ids.size:
+        return np.full((len(rows), width), pad_id, dtype=np.int64), lengths
+    index = np.where(valid, starts[:, None] + positions, 0)
+    ids = np.asarray(column.ids[index.ravel()], dtype=np.int64).reshape(len(rows), width)
+    ids[~valid] = pad_id
+    return ids, lengths
+
+
+class Examples:
+    """Sentence pairs as two columns of flat ids (a store's, memory-mapped, or lists'), restricted to `rows`."""
+
+    def __init__(self, src: Column, tgt: Column, rows: np.ndarray | None = None, src_has_eos: bool = False) -> None:
+        """Source and target BPE ids; the source's EOS is added when batched unless src_has_eos."""
+        self.src, self.tgt, self.src_has_eos = src, tgt, src_has_eos
+        self.rows = np.arange(len(src), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+
+    @classmethod
+    def from_list(cls, examples: list[Example]) -> Examples:
+        """Examples held as lists: (source ids + [EOS], target ids)."""
+        return cls(Column.from_lists([s for s, _ in examples]), Column.from_lists([t for _, t in examples]),
+                   src_has_eos=True)
+
+    def __len__(self) -> int:
+        """The number of pairs."""
+        return len(self.rows)
+
+    def src_lengths(self) -> np.ndarray:
+        """(N,) source lengths with the EOS."""
+        offsets = self.src.offsets
+        return (offsets[self.rows + 1] - offsets[self.rows]).astype(np.int32) + (0 if self.src_has_eos else 1)
+
+    def tgt_lengths(self) -> np.ndarray:
+        """(N,) target lengths (BPE ids; the labels add an EOS)."""
+        offsets = self.tgt.offsets
+        return (offsets[self.rows + 1] - offsets[self.rows]).astype(np.int32)
+
+    def collate(self, indices: np.ndarray, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
+        """The padded Batch of pairs `indices`: source (B, S) ids + EOS; decoder input [BOS] + target and labels
+        target + [EOS], (B, T)."""
+        rows = self.rows[np.asarray(indices, dtype=np.int64)]
+        batch = len(rows)
+        src_width = int((self.src.offsets[rows + 1] - self.src.offsets[rows]).max()) + (not self.src_has_eos)
+        src, src_len = _gather(self.src, rows, src_width, pad_id)
+        if not self.src_has_eos:
+            src[np.arange(batch), src_len] = eos_id
+        tgt_width = int((self.tgt.offsets[rows + 1] - self.tgt.offsets[rows]).max()) + 1
+        ids, tgt_len = _gather(self.tgt, rows, tgt_width, pad_id)  # (B, T): target, padded
+        labels = ids.copy()
+        labels[np.arange(batch), tgt_len] = eos_id
+        tgt_in = np.empty_like(ids)
+        tgt_in[:, 0] = bos_id
+        tgt_in[:, 1:] = ids[:, :-1]
+        label_ids = torch.from_numpy(labels)  # (B, T)
+        scored = label_ids.reshape(-1).ne(pad_id).nonzero().squeeze(1)  # (n_tokens,): on the host, no GPU sync
+        return Batch(torch.from_numpy(src), torch.from_numpy(tgt_in), label_ids, scored)
+
+
+def cut_sorted(keys: np.ndarray, batch_tokens: int) -> np.ndarray:
+    """Start positions of the batches that cut sorted padded sizes `keys` (non-decreasing) so that a batch's
+    size x count stays within batch_tokens; one longer than batch_tokens forms a batch alone."""
+    starts = []
+    start, total = 0, len(keys)
+    while start < total:
+        fits = batch_tokens // int(keys[start])
+        if fits <= 1:
+            end = start + 1
+        else:
+            window = keys[start:start + fits].astype(np.int64)  # the last one sets the padded size
+            sizes = window * np.arange(1, len(window) + 1)  # increasing
+            end = start + max(1, int(np.searchsorted(sizes, batch_tokens, side="right")))
+        starts.append(start)
+        start = end
+    return np.array(starts, dtype=np.int64)
+
+
+def length_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
+    """Indices sorted by length (ties in input order), cut into batches of at most batch_tokens padded tokens."""
+    order = np.argsort(lengths, kind="stable")
+    starts = cut_sorted(np.asarray(lengths)[order], batch_tokens)
+    return np.split(order, starts[1:])
+
+
+@dataclass(eq=False)
+class EpochBatches:
+    """One epoch's batches: batch k is order[starts[k]:ends[k]] (example indices)."""
+
+    order: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        """The number of batches."""
+        return len(self.starts)
+
+    def __getitem__(self, k: int) -> list[int]:
+        """The example indices of batch k."""
+        return self.order[self.starts[k]:self.ends[k]].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        """Every batch's example indices, in order."""
+        return (self[k] for k in range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        """The same batches in the same order."""
+        return isinstance(other, EpochBatches) and len(self) == len(other) and all(
+            np.array_equal(self.order[a:b], other.order[c:d])
+            for a, b, c, d in zip(self.starts, self.ends, other.starts, other.ends))
 
 
 class TokenBatcher:
     """Group examples of similar length into batches whose padded source and target each hold at most
     `batch_tokens` tokens; the grouping and the batch order are redrawn each epoch from (seed, epoch)."""
 
-    def __init__(self, examples: list[Example], batch_tokens: int, seed: int = 1) -> None:
-        """Examples are (source ids + EOS, target ids); one longer than batch_tokens forms a batch alone."""
-        if not examples:
+    def __init__(self, examples: list[Example] | Examples, batch_tokens: int, seed: int = 1) -> None:
+        """Examples are (source ids + EOS, target ids), or a store's Examples; one longer than batch_tokens forms
+        a batch alone."""
+        if not len(examples):
             raise ValueError("no training examples: the training split is empty")
         if batch_tokens < 1:
             raise ValueError(f"batch_tokens must be a positive integer, got {batch_tokens}")
-        self.examples = examples
+        self.examples = Examples.from_list(examples) if isinstance(examples, list) else examples
         self.batch_tokens = batch_tokens
         self.seed = seed
 
-    def epoch(self, epoch: int) -> list[list[int]]:
+    def epoch(self, epoch: int) -> EpochBatches:
         """Batches of example indices for one epoch, deterministic in (seed, epoch)."""
-        rng = random.Random(self.seed * 1_000_003 + epoch)
-        order = list(range(len(self.examples)))
-        rng.shuffle(order)  # random tie-breaks among equal lengths, so buckets differ between epochs
+        rng = np.random.default_rng([self.seed % 2**64, epoch])
+        src, tgt = self.examples.src_lengths(), self.examples.tgt_lengths()
         # Sort by the longer side first: a batch's padded size is n x max(source, target) length, so this
         # key packs both sides tightly (on the bundled corpus at 4,096 tokens: 96-97% real tokens on both
-        # sides and 7% fewer batches, against 89% of the target when sorting by source length).
-        order.sort(key=lambda i: (max(len(self.examples[i][0]), len(self.examples[i][1]) + 1),
-                                  len(self.examples[i][0]), len(self.examples[i][1])))
-        batches: list[list[int]] = []
-        current: list[int] = []
-        max_src = max_tgt = 0
-        for i in order:
-            src_len, tgt_len = len(self.examples[i][0]), len(self.examples[i][1]) + 1
-            grow_src, grow_tgt = max(max_src, src_len), max(max_tgt, tgt_len)
-            if current and max(grow_src, grow_tgt) * (len(current) + 1) > self.batch_tokens:
-                batches.append(current)
-                current, grow_src, grow_tgt = [], src_len, tgt_len
-            current.append(i)
-            max_src, max_tgt = grow_src, grow_tgt
-        if current:
-            batches.append(current)
-        rng.shuffle(batches)
-        return batches
+        # sides and 7% fewer batches, against 89% of the target when sorting by source length); random
+        # tie-breaks among equal lengths, so buckets differ between epochs.
+        key = np.maximum(src, tgt + 1)
+        order = np.lexsort((rng.permutation(len(key)), tgt, src, key))
+        starts = cut_sorted(key[order], self.batch_tokens)
+        ends = np.append(starts[1:], len(order))
+        shuffled = rng.permutation(len(starts))
+        return EpochBatches(order, starts[shuffled], ends[shuffled])
 
     def batch(self, indices: list[int], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
         """The padded Batch of these example indices."""
-        return collate([self.examples[i] for i in indices], pad_id, bos_id, eos_id)
+        return self.examples.collate(np.asarray(indices, dtype=np.int64), pad_id, bos_id, eos_id)

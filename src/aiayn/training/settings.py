@@ -201,8 +201,13 @@ SETTINGS: tuple[Setting, ...] = (
             tasks=TRANSLATE, none="none: the defaults here, sized for a short CPU run", choices=tuple(RECIPES)),
     # --- data
     Setting("data", str, BUNDLED, "a TSV of pairs or a source text file (translate); a text file or a folder of "
-            f".txt files (lm, mlm); {BUNDLED} / {BUNDLED_TEXT}: the bundled corpus", lm=BUNDLED_TEXT,
-            metavar="PATH"),
+            f".txt files (lm, mlm); {BUNDLED} / {BUNDLED_TEXT}: the bundled corpus; or a store made by `aiayn "
+            "prepare` (else the run prepares one in RUN/data)", lm=BUNDLED_TEXT, metavar="PATH"),
+    Setting("bpe_sample", int, 1_000_000, "the BPE / WordPiece vocabulary is learned on at most this many sentences "
+            "(lm, mlm: lines) of the training split, a seeded sample, as SentencePiece's input_sentence_size",
+            bounds=">= 1"),
+    Setting("skip_bad_lines", bool, False, "skip (and count) corpus lines with the wrong number of fields or bytes "
+            "that are not UTF-8, instead of stopping at the first with its line number", tasks=TRANSLATE),
     Setting("target", str, None, "with --data a source text file: the aligned target text file", tasks=TRANSLATE,
             none="none: --data is a TSV", metavar="PATH"),
     Setting("dev", str, None, "a dev TSV or source file", tasks=TRANSLATE, none="drawn from --data",
@@ -310,8 +315,9 @@ SETTINGS: tuple[Setting, ...] = (
     # --- logging, evaluation, checkpoints
     Setting("log_every", int, 25, "log the training loss every N steps", bounds=">= 1"),
     Setting("eval_every", int, 250, "evaluate every N steps (0: only at the end)"),
-    Setting("eval_windows", int, 500, "validation windows of the evaluations before the last (the whole split)",
-            tasks=LM, bounds=">= 1"),
+    Setting("eval_windows", int, 500, "validation windows of every evaluation, the last included: the same fixed "
+            "sample spread evenly over the split, so keep-best compares like with like (0: the whole split)",
+            tasks=LM),
     Setting("save_every", int, 500, "checkpoint every N steps (0: only at the end)"),
     Setting("keep_last", int, 5, "checkpoints kept (0: all)", lm=2),
     Setting("average_last", int, 0, "model/ is the mean of the last N checkpoints, saved --average-every steps "

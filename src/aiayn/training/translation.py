@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 
-from ..data.batching import Batch, TokenBatcher
-from ..data.corpus import Corpus, load_corpus
-from ..data.tokenizer import EOS_ID, encode_batch, train_bpe
+from ..data.batching import Batch, Examples, TokenBatcher
+from ..data.corpus import BUNDLED, Corpus, CorpusError
+from ..data.prepare import PairSource, is_store, open_or_prepare_pairs
+from ..data.store import Store
 from ..inference.evaluation import Scores, score, translate
 from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights
 from ..model.config import ModelConfig, RNNConfig
@@ -76,16 +79,6 @@ class TrainConfig(Settings):
         return ARCHITECTURES[self.arch][0]
 
 
-def _encode_pairs(tok: Any, pairs: list[tuple[str, str]], max_len: int | None) -> list[tuple[list[int], list[int]]]:
-    """(source ids + EOS, target ids) for each pair, skipping pairs longer than max_len tokens."""
-    src = encode_batch(tok, [s for s, _ in pairs])
-    tgt = encode_batch(tok, [t for _, t in pairs])
-    examples = [(s + [EOS_ID], t) for s, t in zip(src, tgt)]
-    if max_len is not None:
-        examples = [(s, t) for s, t in examples if len(s) <= max_len and len(t) + 1 <= max_len and len(t) > 0]
-    return examples
-
-
 class Trainer(RankTrainer):
     """One training run in one folder: set up (or resume), step, evaluate, checkpoint (on every rank)."""
 
@@ -110,37 +103,73 @@ class Trainer(RankTrainer):
         return model.cfg if cfg.dropout in (None, TrainConfig.dropout) else model.cfg.replace(dropout=cfg.dropout)
 
     def read_data(self) -> None:
-        """The parallel corpus and its train / dev / test split."""
+        """Where the corpus's token store is (a prepared one given as --data, else RUN/data), its files checked."""
         cfg = self.cfg
-        self.corpus: Corpus = load_corpus(cfg.data, cfg.target, cfg.dev, cfg.dev_target, cfg.test, cfg.test_target,
-                                          cfg.dev_size, cfg.test_size, cfg.split_seed)
-        if not self.corpus.train:
-            raise TrainingError(f"the training split of {self.corpus.name} is empty")
-        self.log(f"corpus {self.corpus.name}: " + ", ".join(f"{k} {v:,}" for k, v in self.corpus.counts().items())
-                 + " pairs")
+        self.source = PairSource(cfg.data, cfg.target, cfg.dev, cfg.dev_target, cfg.test, cfg.test_target,
+                                 cfg.dev_size, cfg.test_size, cfg.split_seed, cfg.vocab_size, cfg.bpe_sample,
+                                 cfg.skip_bad_lines)
+        self.prepared = cfg.data != BUNDLED and is_store(cfg.data)  # `aiayn prepare`'s store, used as it is
+        self.store_path = Path(cfg.data) if self.prepared else self.run_dir / "data"
+        if not self.prepared:
+            self.source.check()
 
     def learn_tokenizer(self) -> tuple[Tokenizer, ModelConfig]:
-        """A joint BPE learned on the training split (§5.1), and the preset with this run's overrides."""
+        """Rank 0 of a fresh run: the store prepared (its joint BPE learned on a sample of the training split,
+        §5.1), and the preset with this run's overrides."""
         cfg = self.cfg
-        started = time.perf_counter()
-        tokenizer = train_bpe((text for pair in self.corpus.train for text in pair), cfg.vocab_size)
-        self.log(f"joint BPE: {tokenizer.get_vocab_size():,} tokens learned on the training split in "
-                 f"{time.perf_counter() - started:.1f}s")
+        tokenizer = self._open_store(None).tokenizer()
         overrides: dict[str, Any] = {**cfg.model_overrides(), "vocab_size": tokenizer.get_vocab_size()}
         try:
             return tokenizer, cfg.model_config_class().preset(cfg.preset, **overrides)
         except ValueError as error:
             raise TrainingError(str(error)) from None
 
+    def _open_store(self, tokenizer: Tokenizer | None) -> Store:
+        """Rank 0: the run's store (reused if it was made from these files, settings and tokenizer; else prepared;
+        a given store must have this tokenizer). A failed prepare leaves no run folder it created."""
+        try:
+            if self.prepared:
+                store = Store(self.store_path)
+                if store.kind != "pairs":
+                    raise CorpusError(f"{self.store_path} is a store of text (--task lm|mlm), not of sentence pairs")
+                if tokenizer is not None and store.tokenizer().to_str() != tokenizer.to_str():
+                    model = self.cfg.init_from or self.run_dir
+                    raise CorpusError(f"the store {self.store_path} was prepared with another tokenizer than this "
+                                      f"run's: prepare it with `aiayn prepare ... --tokenizer {model}/tokenizer.json`")
+                return store
+            existed = self.run_dir.exists()
+            try:
+                return open_or_prepare_pairs(self.source, self.store_path, tokenizer, self.log)
+            except BaseException:
+                if not existed and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
+                    self.run_dir.rmdir()
+                raise
+        except CorpusError as error:
+            raise TrainingError(str(error)) from None
+
     def encode_data(self) -> None:
-        """Training pairs as ids (those within max_len), the dev pairs, and the token-budget batcher (§5.1)."""
+        """The store's training pairs within max_len, the dev pairs, and the token-budget batcher (§5.1); rank 0
+        prepares the store if needed, the other ranks wait and open the same files (one copy in the page cache)."""
         cfg = self.cfg
+        if self.dist.is_main:
+            self._open_store(self.tokenizer)
+        self.dist.barrier()
+        store = Store(self.store_path)
         # pairs longer than the model's positions cannot train (an --init-from model may have fewer than max_len)
         max_len = min(cfg.max_len, self.model_cfg.max_positions) if cfg.init_from else cfg.max_len
-        self.examples = _encode_pairs(self.tokenizer, self.corpus.train, max_len)
-        if not self.examples:
+        src, tgt = store.column("train.src"), store.column("train.tgt")
+        src_len, tgt_len = src.lengths() + 1, tgt.lengths()  # the source with its EOS
+        keep = np.flatnonzero((src_len <= max_len) & (tgt_len + 1 <= max_len) & (tgt_len > 0))
+        del src_len, tgt_len
+        if not keep.size:
             raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
-        self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
+        self.examples = Examples(src, tgt, keep)
+        self.dev_examples = Examples(store.column("dev.src"), store.column("dev.tgt"))
+        self.corpus = Corpus(train=[], dev=store.pairs("dev"), test=store.pairs("test"),
+                             name=str(store.meta["shape"]["data"]))
+        counts = store.meta["counts"]
+        self.log(f"corpus {self.corpus.name}: train {counts['train']:,}, dev {counts['dev']:,}, test "
+                 f"{counts['test']:,} pairs (store {self.store_path})")
         self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
 
     def build_model(self, model_cfg: ModelConfig) -> TransformerBase:
