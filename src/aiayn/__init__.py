@@ -1,12 +1,5 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017) in PyTorch."""
 
-import os as _os
-
-# OpenMP threads that spin while waiting (the default) lose badly when another process holds a core;
-# sleeping waiters degrade gracefully (docs/benchmarks.md). This only takes effect if torch was not
-# imported first, and never overrides a value the user set.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from .inference.quantize import PrecisionError, for_decoding
 from .io.huggingface import ConversionError, from_huggingface, to_huggingface
 from .io.loading import load
