@@ -1,4 +1,5 @@
-"""Import hygiene: `import aiayn` only defines things; the command line sets OpenMP's wait policy for itself."""
+"""Import hygiene: `import aiayn` only defines things, the command line sets OpenMP's wait policy for itself, and
+model/ and data/ import nothing from the packages above them."""
 
 import os
 import subprocess
@@ -38,3 +39,32 @@ def test_the_command_line_restarts_once_with_passive_waiters(tmp_path):
 
 def test_the_users_wait_policy_wins_and_nothing_restarts(tmp_path):
     assert _policies_seen("ACTIVE", tmp_path) == ["ACTIVE"]
+
+
+def test_model_and_data_import_nothing_from_the_packages_above_them():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "aiayn"
+    upward = []
+    for package in ("model", "data"):
+        for path in (root / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level >= 2 and \
+                        (node.module or "").split(".")[0] in ("inference", "io", "training", "cli", "serving", "viz"):
+                    upward.append(f"{package}/{path.name}: from {'.' * node.level}{node.module}")
+    assert upward == []
+
+
+def test_the_models_generate_and_save_through_what_inference_and_io_register(tmp_path):
+    import torch
+
+    import aiayn
+    from aiayn.model import services
+
+    assert services.Services.generate_seq2seq is aiayn.generate_seq2seq
+    cfg = aiayn.ModelConfig.preset("tiny", vocab_size=20, dropout=0.0)
+    model = aiayn.Transformer(cfg).eval()
+    src = torch.tensor([[5, 6, 7]])
+    assert model.generate(src, beam_size=2, max_new_tokens=4) == aiayn.generate_seq2seq(model, src, beam_size=2,
+                                                                                         max_new_tokens=4)
+    assert aiayn.load(model.save(tmp_path / "m")).cfg == cfg
