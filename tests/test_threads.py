@@ -1,19 +1,70 @@
-"""Thread defaults: importing aiayn makes OpenMP waiters sleep unless the user chose otherwise."""
+"""Import hygiene: `import aiayn` only defines things, the command line sets OpenMP's wait policy for itself, and
+model/ and data/ import nothing from the packages above them."""
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
-def _policy_after_import(env_value: str | None) -> str:
+def _env(policy: str | None, *paths: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if env_value is not None:
-        env["OMP_WAIT_POLICY"] = env_value
-    code = "import aiayn, os; print(os.environ.get('OMP_WAIT_POLICY'))"
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
-def test_passive_by_default_and_the_users_choice_wins():
-    assert _policy_after_import(None) == "PASSIVE"
-    assert _policy_after_import("ACTIVE") == "ACTIVE"
+def test_import_changes_neither_the_environment_nor_matplotlib():
+    backend = "dict.__getitem__(matplotlib.rcParams, 'backend')"  # unresolved: get_backend() would import pyplot
+    code = (f"import os, sys, matplotlib; before = {backend}; import aiayn, aiayn.cli; "
+            f"print(os.environ.get('OMP_WAIT_POLICY'), {backend} is before, 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=_env(None), capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "True", "False"]
+
+
+def _policies_seen(policy: str | None, tmp_path: Path) -> list[str]:
+    """The wait policy each interpreter started by `python -m aiayn translate MISSING x` saw at its start."""
+    (tmp_path / "sitecustomize.py").write_text(  # runs first in every interpreter, before torch can load
+        "import os, sys\nprint('policy', os.environ.get('OMP_WAIT_POLICY'), file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-m", "aiayn", "translate", str(tmp_path / "missing"), "x"],
+                         env=_env(policy, tmp_path), capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr  # the missing model: a user error, after the re-execution
+    return [line.split()[1] for line in out.stderr.splitlines() if line.startswith("policy ")]
+
+
+def test_the_command_line_restarts_once_with_passive_waiters(tmp_path):
+    assert _policies_seen(None, tmp_path) == ["None", "PASSIVE"]
+
+
+def test_the_users_wait_policy_wins_and_nothing_restarts(tmp_path):
+    assert _policies_seen("ACTIVE", tmp_path) == ["ACTIVE"]
+
+
+def test_model_and_data_import_nothing_from_the_packages_above_them():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "aiayn"
+    upward = []
+    for package in ("model", "data"):
+        for path in (root / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level >= 2 and \
+                        (node.module or "").split(".")[0] in ("inference", "io", "training", "cli", "serving", "viz"):
+                    upward.append(f"{package}/{path.name}: from {'.' * node.level}{node.module}")
+    assert upward == []
+
+
+def test_the_models_generate_and_save_through_what_inference_and_io_register(tmp_path):
+    import torch
+
+    import aiayn
+    from aiayn.model import services
+
+    assert services.Services.generate_seq2seq is aiayn.generate_seq2seq
+    cfg = aiayn.ModelConfig.preset("tiny", vocab_size=20, dropout=0.0)
+    model = aiayn.Transformer(cfg).eval()
+    src = torch.tensor([[5, 6, 7]])
+    assert model.generate(src, beam_size=2, max_new_tokens=4) == aiayn.generate_seq2seq(model, src, beam_size=2,
+                                                                                         max_new_tokens=4)
+    assert aiayn.load(model.save(tmp_path / "m")).cfg == cfg

@@ -1,16 +1,10 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017) in PyTorch."""
 
-import os as _os
-
-# OpenMP threads that spin while waiting (the default) lose badly when another process holds a core;
-# sleeping waiters degrade gracefully (docs/benchmarks.md). This only takes effect if torch was not
-# imported first, and never overrides a value the user set.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+from .inference.decoding import generate_lm, generate_seq2seq  # also what model.generate calls (model/services.py)
 from .inference.quantize import PrecisionError, for_decoding
 from .io.huggingface import ConversionError, from_huggingface, to_huggingface
 from .io.loading import load
-from .io.model_folder import CheckpointError
+from .io.model_folder import CheckpointError  # also what model.save calls (model/services.py)
 from .model.attention import KVCache, MultiHeadAttention, attend
 from .model.config import PRESETS, ModelConfig, RNNConfig
 from .model.embeddings import InputEmbedding, PositionalEncoding, RotaryPositions, sinusoidal_table
@@ -25,6 +19,7 @@ __all__ = [
     "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "InputEmbedding",
     "KVCache", "LayerCache", "ModelConfig", "ModelOutput", "MultiHeadAttention", "PRESETS", "PositionalEncoding",
     "PrecisionError", "RNNConfig", "RecurrentSeq2Seq", "RotaryPositions", "Stack", "Transformer", "TransformerLayer",
-    "attend", "causal_mask", "for_decoding", "from_huggingface", "load", "padding_mask", "sinusoidal_table",
+    "attend", "causal_mask", "for_decoding", "from_huggingface", "generate_lm", "generate_seq2seq", "load",
+    "padding_mask", "sinusoidal_table",
     "to_huggingface",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,10 +34,30 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)  # no sub-command (or --help): argparse's usage and errors
 
 
+# OpenMP threads that spin while waiting (libgomp's default) lose 3x when another process holds a core; sleeping
+# waiters lose 1.7x (docs/benchmarks.md, "Thread settings"). libgomp reads OMP_WAIT_POLICY once, when torch loads
+# it, and `import aiayn.cli` has imported torch already: so the command line re-executes itself once with the
+# variable set. A value the user set is never overridden (and then nothing is re-executed).
+WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _reexec_with_wait_policy() -> None:
+    """Run this command line again in a fresh interpreter with OMP_WAIT_POLICY set, where it is unset."""
+    name, value = WAIT_POLICY
+    if name in os.environ or os.name != "posix":
+        return
+    os.environ[name] = value  # also what every process this one starts (sweep runs, workers) inherits
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "aiayn", *sys.argv[1:]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `aiayn` and `python -m aiayn`."""
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     args.owns_process = argv is None  # the command line of this process: process-wide settings may apply
+    if args.owns_process:
+        _reexec_with_wait_policy()  # after parsing: usage errors and --help cost no second start
     print_always()  # the library's log lines (logger "aiayn") on stderr, as plain lines
     run: Callable[[argparse.Namespace], None] = args.run
     try:

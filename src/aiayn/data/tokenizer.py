@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ..io.model_folder import TOKENIZER_FILE
+TOKENIZER_FILE = "tokenizer.json"  # a model folder's tokenizer (io.model_folder names the folder's other files)
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3 = ModelConfig pad/bos/eos defaults
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)

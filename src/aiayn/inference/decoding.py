@@ -30,15 +30,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..model import services
 from ..model.layers import LayerCache
+from .protocols import CausalLM, Seq2SeqModel
 from .quantize import for_decoding
 from .speculative import drafted_greedy
 from .static_step import StaticSearch, check_compilable, compile_backend, decoding_copy
 
-# The models call this module (model.generate), so it names them without importing them: a Transformer
-# offers encode, new_caches, decode_step and step_projection; a DecoderLM new_caches and step.
-Transformer = Any
-DecoderLM = Any
+# What the searches need of a model (inference.protocols): a Transformer or RecurrentSeq2Seq, a DecoderLM.
+Transformer = Seq2SeqModel
+DecoderLM = CausalLM
 
 LENGTH_PENALTY_FORMS = ("gnmt", "plain")
 SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
@@ -651,3 +652,8 @@ def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[T
         logits = model.step(next_token[:, None], None if seen is None else seen[:, :total], caches,
                             length + step)[:, -1]
     return [_strip(row, cfg.eos_id, cfg.pad_id) for row in tokens.tolist()]
+
+
+# model.generate calls these (model/ imports nothing from inference/: model/services.py)
+services.Services.generate_seq2seq = generate_seq2seq
+services.Services.generate_lm = generate_lm

@@ -36,9 +36,9 @@ from torch import Tensor, nn
 
 from ..model.attention import MultiHeadAttention
 from ..runtime.precision import bf16_is_fast, cpu_flags
+from .protocols import DecodingModel
 
-# decoding.py (which model.generate calls) uses this module, so the models are named here, not imported.
-TransformerBase = Any
+TransformerBase = DecodingModel  # Transformer, RecurrentSeq2Seq, DecoderLM
 
 DECODING_PRECISIONS = ("auto", "fp32", "bf16", "int8")
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.qint8: "int8", torch.int8: "int8"}

@@ -26,10 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-# decoding.py's steps (the target: _EagerSteps projecting every position, whose model, memory, mask, caches and
-# project are read here; the draft: _EagerSteps or a compiled StaticSearch, called through logits()), its
-# _Source and _StepThreads: passed in, not imported (decoding.py calls this module).
-Steps = Any
+Steps = Any  # decoding.py's steps: replaced by inference.protocols' Steps protocol (#34)
 
 
 def drafted_greedy(target: Steps, draft: Steps, source: Any, min_length: int, draft_tokens: int,

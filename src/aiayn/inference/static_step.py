@@ -40,9 +40,10 @@ from torch import Tensor
 
 from ..model.attention import KVCache
 from ..model.layers import LayerCache
+from .protocols import Seq2SeqModel
 from .quantize import Int8Linear, PrecisionError, for_decoding, int8_copy, int8_problem, resolve_precision
 
-Transformer = Any  # named, not imported: the models call into inference (model.generate)
+Transformer = Seq2SeqModel
 
 CAPACITY_MULTIPLE = 64  # decoder positions T are rounded up to this
 SOURCE_MULTIPLE = 32  # source positions S are rounded up to this

@@ -13,12 +13,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 
+from ..data.tokenizer import TOKENIZER_FILE
+from ..model import services
 from ..model.config import CONFIG_CLASSES, MODEL_TYPES, ModelConfig
 from .atomic import atomic_write, atomic_write_text
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_KEY = "tokenizer_vocab_sha256"  # in config.json: the vocabulary the model was saved with
 # Fields a config.json must state: a missing one would silently take a default and change the model
 # (options added to ModelConfig later may be absent and take their paper defaults).
@@ -140,3 +141,6 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: P
         raise CheckpointError(f"{source} does not fit its config.json: " + "; ".join(p for p in parts if p)
                               + ". The weights were saved from a different model; use the matching config.json")
     model.load_state_dict(state)
+
+
+services.Services.save_model = save_model  # model.save() calls this (model/ imports nothing from io/)

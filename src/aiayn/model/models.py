@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..inference.decoding import generate_lm, generate_seq2seq
-from ..io.model_folder import save_model
+from . import services
 from .config import TRANSFORMER_TYPES, ModelConfig
 from .embeddings import InputEmbedding, make_token_embedding
 from .layers import ACTIVATION_FUNCTIONS, LayerCache, Stack
@@ -114,7 +113,7 @@ class TransformerBase(nn.Module):
 
     def save(self, path: str | Path, tokenizer: Any = None) -> Path:
         """Write config.json + model.safetensors (+ tokenizer.json) into folder `path`, atomically."""
-        return save_model(self, path, tokenizer)
+        return services.provided("save_model")(self, path, tokenizer)
 
 
 class Transformer(TransformerBase):
@@ -270,8 +269,8 @@ class Transformer(TransformerBase):
 
         beam_size=1 is greedy search; see aiayn.inference.decoding.generate_seq2seq for all options.
         """
-        return generate_seq2seq(self, src, beam_size=beam_size, length_penalty=length_penalty,
-                                max_new_tokens=max_new_tokens, **options)
+        return services.provided("generate_seq2seq")(self, src, beam_size=beam_size, length_penalty=length_penalty,
+                                                     max_new_tokens=max_new_tokens, **options)
 
 
 class EncoderLM(TransformerBase):
@@ -378,7 +377,7 @@ class DecoderLM(TransformerBase):
     @torch.no_grad()
     def generate(self, prompt_ids: Tensor, max_new_tokens: int = 100, **options: Any) -> list[list[int]]:
         """Continue each prompt row; returns only the new ids (stops at EOS). See decoding.generate_lm."""
-        return generate_lm(self, prompt_ids, max_new_tokens=max_new_tokens, **options)
+        return services.provided("generate_lm")(self, prompt_ids, max_new_tokens=max_new_tokens, **options)
 
 
 def _add_final_logits_bias(model: nn.Module, cfg: ModelConfig) -> None:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..inference.decoding import generate_seq2seq
+from . import services
 from .config import RNNConfig
 from .dropout import Dropout
 from .models import Attentions, ModelOutput, TransformerBase, select_positions
@@ -247,5 +247,5 @@ class RecurrentSeq2Seq(TransformerBase):
     def generate(self, src: Tensor, beam_size: int = 4, length_penalty: float = 0.6,
                  max_new_tokens: int | None = None, **options: Any) -> list[list[int]]:
         """Translate each source row, as Transformer.generate (beam 4, alpha 0.6, max length S + 50 by default)."""
-        return generate_seq2seq(self, src, beam_size=beam_size, length_penalty=length_penalty,
-                                max_new_tokens=max_new_tokens, **options)
+        return services.provided("generate_seq2seq")(self, src, beam_size=beam_size, length_penalty=length_penalty,
+                                                     max_new_tokens=max_new_tokens, **options)

@@ -28,15 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..io.loading import load  # noqa: E402
-from ..runtime.distributed import Dist  # noqa: E402
-from .run_folder import read_metrics  # noqa: E402
-from .translation import TrainConfig, TrainingError  # noqa: E402
+from ..io.loading import load
+from ..runtime.distributed import Dist
+from .run_folder import read_metrics
+from .translation import TrainConfig, TrainingError
 
 RESULT_FILE = "sweep_result.json"  # written into a run folder when its run has finished
 SWEEP_KEYS = ("seeds", "note", "paper")  # a variant's keys that are the sweep's, not `aiayn train`'s
@@ -488,8 +485,8 @@ def _plot(rows: list[Row], path: Path) -> None:
     """Dev perplexity and dev BLEU per variant (± one standard deviation); below, each row's change and the paper's."""
     names = [r.variant for r in rows]
     compared = any(r.dev_ppl_delta is not None or r.dev_bleu_delta is not None for r in rows)
-    fig, axes = plt.subplots(2 if compared else 1, 2, figsize=(max(6.0, 0.5 * len(rows) + 3), 8 if compared else 4),
-                             constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(max(6.0, 0.5 * len(rows) + 3), 8 if compared else 4), layout="constrained")
+    axes = fig.subplots(2 if compared else 1, 2, squeeze=False)  # no pyplot: no backend, no global figure list
     for ax, metric, label in ((axes[0][0], "ppl", "dev perplexity (per target token)"),
                               (axes[0][1], "bleu", "dev BLEU")):
         ax.bar(names, [getattr(r, f"dev_{metric}_mean") for r in rows],
@@ -512,8 +509,7 @@ def _plot(rows: list[Row], path: Path) -> None:
             ax.set_xticks(places, names, rotation=60)
             ax.set_ylabel(label)
             ax.legend(fontsize="small")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.savefig(path, dpi=100)  # Figure.savefig renders with Agg for a .png, whatever pyplot's backend is
 
 
 def _or_nan(value: float | None) -> float:

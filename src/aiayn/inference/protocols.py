@@ -1,0 +1,71 @@
+"""What the searches need of a model, as typing Protocols: the models satisfy them without importing inference/.
+
+Transformer and RecurrentSeq2Seq are Seq2SeqModels; DecoderLM is a CausalLM; every model that decodes (these
+three) is a DecodingModel, which inference.quantize copies into another precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from torch import Tensor, nn
+
+from ..model.config import ModelConfig
+
+
+class DecodingModel(Protocol):
+    """A model the searches run: its config, parameters and train/eval switch (an nn.Module)."""
+
+    cfg: ModelConfig
+    model_type: str
+    training: bool
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        """Its weights (the device is read from the first)."""
+        ...
+
+    def train(self, mode: bool = True) -> Any:
+        """Set training mode (the searches run in eval mode and put the mode back)."""
+        ...
+
+    def eval(self) -> Any:
+        """Set eval mode."""
+        ...
+
+    def check_ids(self, ids: Tensor, name: str) -> None:
+        """Raise ValueError naming ids that are not a (B, T) LongTensor in the vocabulary and the positions."""
+        ...
+
+
+class Seq2SeqModel(DecodingModel, Protocol):
+    """An encoder-decoder: encode the source once, then one decoder step at a time on caches."""
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """Memory (B, S, d) of source ids (B, S) with keep-mask (B, S)."""
+        ...
+
+    def new_caches(self, capacity: int | None = None) -> list[Any]:
+        """Empty per-layer caches for `capacity` decoder positions."""
+        ...
+
+    def decode_step(self, tokens: Tensor, memory: Tensor, memory_mask: Tensor | None, caches: list[Any],
+                    start: int) -> Tensor:
+        """Decoder outputs (b, T, d) of tokens (b, T) at positions start.. on the caches."""
+        ...
+
+    def step_projection(self) -> Callable[[Tensor], Tensor]:
+        """Decoder outputs (b, T, d) -> logits (b, V) of the last position."""
+        ...
+
+
+class CausalLM(DecodingModel, Protocol):
+    """A decoder-only language model: prompt and new tokens through one step on caches."""
+
+    def new_caches(self, capacity: int | None = None) -> list[Any]:
+        """Empty per-layer caches for `capacity` positions."""
+        ...
+
+    def step(self, ids: Tensor, mask: Tensor | None, caches: list[Any], start: int) -> Tensor:
+        """Logits (b, T, V) of ids (b, T) at positions start.. on the caches."""
+        ...
