@@ -6,7 +6,10 @@ import argparse
 import ipaddress
 import json
 import os
+import signal
 import socket
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +64,27 @@ def run(args: argparse.Namespace) -> None:
           f"{'s' if args.workers != 1 else ''}) on http://{args.host}:{args.port}/", flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                             timeout_graceful_shutdown=None)  # SIGTERM: finish every request in flight
+    # uvicorn finishes the requests in flight, then raises the SIGTERM it caught again with the handler that
+    # was there before: this one ends the command normally (exit 0), so the worker processes are stopped too
+    main_thread = threading.current_thread() is threading.main_thread()  # signals are set there only
+    previous = signal.signal(signal.SIGTERM, _stopped) if main_thread else None
     try:
         uvicorn.Server(config).run()
+    except _Stopped:
+        print("aiayn serve: stopped (SIGTERM) after the requests in flight", file=sys.stderr)
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         engine.close()
+
+
+class _Stopped(Exception):
+    """SIGTERM, after uvicorn's graceful shutdown."""
+
+
+def _stopped(signum: int, frame: Any) -> None:
+    """The SIGTERM handler uvicorn restores and re-raises once it has shut down."""
+    raise _Stopped
 
 
 def _engine(args: argparse.Namespace, model: Any, tokenizer: Any, folder: Path, cache: Path) -> Any:

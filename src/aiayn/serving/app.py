@@ -331,6 +331,8 @@ def _split(q: str | list[str], settings: Settings) -> tuple[list[str], Callable[
 async def _translate(request: Request, batcher: Batcher, texts: list[str], options: dict[str, Any],
                      key: Any = None) -> list[Any]:
     """The batcher's results for texts; the job is dropped if the client goes away first (then 499)."""
+    if request.app.state.engine.kind == "decoder_lm":
+        raise ServeError(400, "this server has a language model: POST /generate {\"prompt\": ...} continues a text")
     try:
         job = batcher.enqueue(texts, options, key)
     except Overloaded as error:

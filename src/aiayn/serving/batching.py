@@ -4,11 +4,11 @@ Each request becomes a job (its sentences and its decoding options). A batch sta
 with the same options fill `max_batch_tokens` (padded source tokens: rows x the longest row, as
 inference.evaluation.translate cuts its batches) or `wait_ms` after its first job arrived, whichever comes
 first. Up to `parallel` batches run at once (one per worker), each in a thread, so the event loop keeps
-taking requests. A job whose sentences do not all fit goes to the back of the queue with the rest, so a
-long request shares every batch after its first with the requests that came after it. The queue holds at
-most `queue_size` jobs; one more is refused (Overloaded: the server answers 503 with Retry-After). A job
-whose client went away is cancelled: its sentences not yet in a batch are dropped, and the results of those
-already searched are thrown away.
+taking requests. Jobs that have been in fewer batches go first, and a job whose sentences do not all fit
+waits with the rest, so a long request shares every batch after its first with the requests that came
+after it. The queue holds at most `queue_size` jobs; one more is refused (Overloaded: the server answers
+503 with Retry-After). A job whose client went away is cancelled: its sentences not yet in a batch are
+dropped, and the results of those already searched are thrown away.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class Job:
     results: list[Any] = field(default_factory=list)
     next: int = 0  # the first sentence not yet in a batch
     pending: int = 0  # sentences in batches that have not returned
+    served: int = 0  # batches it has had sentences in: jobs served less often go first
     cancelled: bool = False
 
     def __post_init__(self) -> None:
@@ -203,14 +204,19 @@ class Batcher:
     def _cut(self) -> list[tuple[Job, int]]:
         """Take (job, sentence index) pairs for one batch: the head job's key, in queue order, up to the budget.
 
-        A job left with sentences goes to the back of the queue, so later jobs share the next batch.
+        Jobs that have been in fewer batches go first, so a long request shares every batch after its first
+        with the requests that came after it; a job left with sentences goes to the back of the queue.
         """
-        key = self._queue[0].key
+        if not self._queue:  # the jobs waiting were cancelled while a worker was busy
+            return []
+        order = sorted(self._queue, key=lambda job: job.served)  # stable: arrival order among equals
+        key = order[0].key
         taken: list[tuple[Job, int]] = []
         longest, leftover = 0, []
-        for job in list(self._queue):
+        for job in order:
             if job.key != key:
                 continue
+            job.served += 1
             while job.next < len(job.texts):
                 wider = max(longest, job.tokens[job.next])
                 if taken and (len(taken) + 1) * wider > self.max_batch_tokens:
