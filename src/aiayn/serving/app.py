@@ -108,7 +108,7 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="aiayn serve", version="1", lifespan=lifespan,
+    app = FastAPI(title="aiayn serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,  # CDN pages
                   description="A translation server for an aiayn model: LibreTranslate's POST /translate, a native "
                               "/v1/translate with the decoding options, and a page at /.")
     app.state.batcher, app.state.engine, app.state.settings = batcher, engine, settings
