@@ -27,7 +27,7 @@ from .run_folder import (
     plot_curves,
 )
 from .schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
-from .settings import COMPILE_MODES, RECIPES, TRANSLATE, Settings, task_settings
+from .settings import COMPILE_MODES, MAX_LEN, RECIPES, TRANSLATE, Settings, task_settings
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 
 __all__ = ["ARCHITECTURES", "COMPILE_MODES", "RECIPES", "TrainConfig", "Trainer", "TrainingError", "train"]
@@ -62,9 +62,22 @@ class TrainConfig(Settings):
                 raise TrainingError("TrainConfig: fsdp shards Transformer layers; train the RNN (arch rnn) with "
                                     "DDP (--no-fsdp)")
         try:
-            self.model_config_class().preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
+            model = self.model_config_class().preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
         except (TypeError, ValueError) as error:
             raise TrainingError(f"TrainConfig: {error}") from None
+        if not self.init_from:  # an --init-from model's positions are checked once it is read (encode_data)
+            self.train_length(model.max_positions, f"--preset {self.preset}")
+
+    def train_length(self, max_positions: int, whose: str) -> int:
+        """The longest training pair (max_len, by default MAX_LEN or the model's positions where fewer); a named
+        max_len beyond the model's positions is a TrainingError naming both flags and the fix."""
+        if self.max_len is None:
+            return min(MAX_LEN, max_positions)
+        if self.max_len > max_positions:
+            raise TrainingError(f"--max-len {self.max_len} is longer than the model's positions (max_positions "
+                                f"{max_positions}, {whose}): give --max-len {max_positions} or less, or "
+                                f"--max-positions {self.max_len}, or leave --max-len out (it follows the model)")
+        return self.max_len
 
     def lr_schedule(self, d_model: int) -> InverseSqrtSchedule | DecaySchedule:
         """The learning-rate schedule these settings describe (a decay ends at step `steps`)."""
@@ -116,6 +129,9 @@ class Trainer(RankTrainer):
                                           cfg.dev_size, cfg.test_size, cfg.split_seed)
         if not self.corpus.train:
             raise TrainingError(f"the training split of {self.corpus.name} is empty")
+        if not self.corpus.dev:  # the evaluations (and --keep-best) score the dev split
+            raise TrainingError(f"the dev split of {self.corpus.name} is empty: give a --dev file with pairs, or "
+                                f"--dev-size N >= 1 to draw them from --data")
         self.log(f"corpus {self.corpus.name}: " + ", ".join(f"{k} {v:,}" for k, v in self.corpus.counts().items())
                  + " pairs")
 
@@ -135,12 +151,17 @@ class Trainer(RankTrainer):
     def encode_data(self) -> None:
         """Training pairs as ids (those within max_len), the dev pairs, and the token-budget batcher (§5.1)."""
         cfg = self.cfg
-        # pairs longer than the model's positions cannot train (an --init-from model may have fewer than max_len)
-        max_len = min(cfg.max_len, self.model_cfg.max_positions) if cfg.init_from else cfg.max_len
+        positions = self.model_cfg.max_positions  # pairs longer than the model's positions cannot train
+        whose = f"the --init-from model {cfg.init_from}" if cfg.init_from else f"the model of {cfg.out}"
+        max_len = cfg.train_length(positions, whose)
         self.examples = _encode_pairs(self.tokenizer, self.corpus.train, max_len)
         if not self.examples:
-            raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
-        self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, None)
+            raise TrainingError(f"no training pair fits max_len={max_len} tokens; raise --max-len")
+        # the dev loss scores the dev pairs the model's positions hold (dev BLEU translates all, cutting long ones)
+        self.dev_examples = _encode_pairs(self.tokenizer, self.corpus.dev, positions)
+        if not self.dev_examples:
+            raise TrainingError(f"no dev pair of {self.corpus.name} fits the model's {positions} positions: give "
+                                f"--max-positions N above the dev pairs' BPE lengths, or a --dev file of shorter pairs")
         self.batcher = TokenBatcher(self.examples, cfg.batch_tokens, cfg.seed)
 
     def build_model(self, model_cfg: ModelConfig) -> TransformerBase:
