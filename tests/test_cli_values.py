@@ -121,3 +121,37 @@ def test_length_penalty_has_one_name_and_keeps_alpha_as_an_alias() -> None:
     assert parse_args(["translate", "M", "x", "--length-penalty", "1.0"]).length_penalty == 1.0
     assert parse_args(["evaluate", "M", "--alpha", "0.2"]).length_penalty == 0.2
     assert parse_args(["translate", "M", "x"]).length_penalty == 0.6
+
+
+TRAIN_REFUSALS = [  # (arguments, exit code, the words the one line must hold); each before any run folder is written
+    (["--preset", "tiny", "--max-len", "256"], 1, "--max-len 256 is longer than the model's positions (max_positions "
+                                                  "128, --preset tiny): give --max-len 128 or less"),
+    (["--task", "lm", "--context", "16", "--max-positions", "8"], 1, "--context 16 is longer than --max-positions 8"),
+    (["--dev-size", "0"], 2, "argument --dev-size: must be an integer >= 1, got 0"),
+    (["--seed", "99999999999999999999"], 2, "argument --seed: must be an integer in [0, 4294967295]"),
+    (["--time-budget", "0"], 2, "time budget '0' must be a positive duration (or none for no budget)"),
+    (["--time-budget", ""], 2, "(or none for no budget)"),
+]
+
+
+@pytest.mark.parametrize("argv, code, words", TRAIN_REFUSALS, ids=[" ".join(a) for a, _, _ in TRAIN_REFUSALS])
+def test_train_refuses_with_its_own_message(argv: list[str], code: int, words: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    try:
+        got = main(["train", *argv, "--out", str(tmp_path / "run"), "--steps", "1"])
+    except SystemExit as exit_:  # argparse: bad usage
+        got = exit_.code
+    err = capsys.readouterr().err
+    assert got == code and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("aiayn train: error: ") and words in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_a_corrupt_train_json_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step_1").mkdir(parents=True)
+    for text, words in (("{bad", "is not readable JSON"), ("[1]", "holds no settings")):
+        (out / "train.json").write_text(text, encoding="utf-8")
+        assert main(["train", "--out", str(out), "--resume"]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and f"{out / 'train.json'} {words}" in err.strip().splitlines()[-1]

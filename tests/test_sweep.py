@@ -255,3 +255,58 @@ def test_under_torchrun_each_run_is_data_parallel_over_the_ranks(tmp_path: Path)
         assert json.loads((tmp_path / "out" / "runs" / name / "train.json").read_text())["steps"] == 6
     assert job.stdout.count("aiayn sweep: base-seed1: starting") == 1  # progress from rank 0 only
     assert (job.stdout + job.stderr).count("data parallel (DDP): 2 ranks") == 2  # both runs over both ranks
+
+
+def test_after_a_failed_run_no_queued_run_starts(tmp_path: Path) -> None:
+    """--workers 2: the run that fails stops the queue; the one running finishes; the error names both kinds."""
+    import threading
+
+    path = tmp_path / "grid.toml"
+    path.write_text(BASE.format(corpus=tmp_path / "corpus.tsv").replace("seeds = [1]", "seeds = [1, 2]") +
+                    "[variants.base]\n[variants.b]\nwarmup = 6\n")
+    plan = sweep.plan_sweep(path, tmp_path / "out")
+    launched, running, failing = [], threading.Event(), threading.Event()
+
+    def launch(run: sweep.Run, argv: list[str], threads: int) -> int:
+        launched.append(run.name)
+        if run.name == "base-seed1":  # fails while the other worker's run is still running
+            running.wait(5)
+            failing.set()
+            return 1
+        running.set()
+        failing.wait(5)
+        return 0
+
+    with pytest.raises(sweep.SweepError) as error:
+        sweep.execute(plan, workers=2, threads=2, launch=launch, log=lambda line: None)
+    assert sorted(launched) == ["base-seed1", "base-seed2"]  # b-seed1 and b-seed2 never started
+    assert "run base-seed1 failed (exit 1)" in str(error.value)
+    assert "not started after the failure: b-seed1, b-seed2" in str(error.value)
+
+
+def test_a_value_outside_the_bmp_is_written_as_utf8_toml(tmp_path: Path) -> None:
+    """An emoji (and quotes, backslashes, control characters) round-trip through the run's TOML file."""
+    import tomllib
+
+    path = tmp_path / "run.toml"
+    note = 'tiny \U0001F600 "quoted" \\ back\tslash\x7f\x01 ñ'
+    sweep.write_toml({"out": note, "steps": 3, "flags": [1, 2], "on": True}, path)
+    text = path.read_text(encoding="utf-8")
+    assert "\U0001F600" in text and "\\ud83d" not in text.lower()
+    assert tomllib.loads(text) == {"out": note, "steps": 3, "flags": [1, 2], "on": True}
+
+
+def test_a_run_file_written_as_invalid_toml_is_rewritten_not_a_traceback(tmp_path: Path) -> None:
+    """A run's TOML file an older aiayn wrote with surrogate escapes: a run never started is written again."""
+    path = tmp_path / "grid.toml"
+    path.write_text(BASE.format(corpus=tmp_path / "corpus.tsv") + "[variants.base]\n")
+    plan = sweep.plan_sweep(path, tmp_path / "out")
+    run = plan.runs[0]
+    run.config_file.parent.mkdir(parents=True)
+    run.config_file.write_text('data = "\\ud83d\\ude00"\n', encoding="utf-8")
+    run.run_dir.mkdir(parents=True)  # a run folder without a checkpoint: it failed before its first
+    launched: list[str] = []
+    with pytest.raises(sweep.SweepError, match="run base-seed1 failed"):
+        sweep.execute(plan, threads=1, launch=lambda r, argv, threads: launched.append(r.name) or 1,
+                      log=lambda line: None)
+    assert launched == ["base-seed1"] and "\\ud83d" not in run.config_file.read_text(encoding="utf-8")

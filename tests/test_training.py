@@ -152,6 +152,20 @@ def test_resume_after_ctrl_c_gives_the_same_losses(tmp_path: Path) -> None:
     assert [r["step"] for r in read_metrics(tmp_path / "stopped") if "loss" in r] == list(range(1, 11))
 
 
+def test_max_len_follows_the_model_and_long_dev_pairs_do_not_crash_the_evaluation(tmp_path: Path) -> None:
+    """--preset tiny (128 positions) with max_len left out trains on pairs within 128 tokens; a dev pair longer
+    than the positions is left out of the dev loss instead of crashing the run mid-way."""
+    dev = tmp_path / "dev.tsv"
+    long_pair = " ".join(["the god man land king"] * 40) + "\t" + " ".join(["el dios hombre tierra rey"] * 40)
+    dev.write_text(long_pair + "\nthe king\tel rey\n", encoding="utf-8")
+    cfg = _cfg(tmp_path, "run", steps=2, dev=str(dev), eval_every=1)
+    assert cfg.max_len is None  # the model's positions decide
+    result = train(cfg, log=lambda _: None)
+    assert [r["step"] for r in read_metrics(result.run_dir) if "dev_loss" in r] == [1, 2]
+    with pytest.raises(TrainingError, match="--max-len 256 is longer than the model's positions"):
+        _cfg(tmp_path, "refused", max_len=256)
+
+
 def test_the_trainer_steps_the_fused_adam_on_a_cpu(tmp_path: Path) -> None:
     trainer = Trainer(_cfg(tmp_path, "fused", steps=1, device="cpu"))
     assert trainer.optimizer.defaults["fused"] is True  # one kernel for all parameters, on a CPU too

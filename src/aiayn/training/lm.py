@@ -65,6 +65,9 @@ class LMTrainConfig(Settings):
         """The rates, and the model's settings before any text is read."""
         if self.peak_lr <= 0 or not 0 <= self.min_lr <= self.peak_lr:
             raise TrainingError(f"need peak_lr > 0 and 0 <= min_lr <= peak_lr, got {self.peak_lr} and {self.min_lr}")
+        if self.max_positions is not None and self.context > self.max_positions:  # a window needs a position each
+            raise TrainingError(f"--context {self.context} is longer than --max-positions {self.max_positions}: give "
+                                f"--context {self.max_positions} or less, or --max-positions {self.context} or more")
         self.model_config(max(self.vocab_size, MASK_ID + 1))
 
     @property

@@ -41,6 +41,7 @@ BUNDLED_TEXT = "shakespeare"  # the name that selects the bundled complete works
 TOKENIZERS = ("char", "bpe", "wordpiece")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 _SAME = object()  # Setting.lm: the language models take the translator's default
+MAX_LEN = 256  # the translator's max_len unless named (or the model has fewer positions)
 
 # ModelConfig fields no setting sets, and why (every other field has a Setting with model=(field,)).
 MODEL_FIELDS_NOT_SET = {
@@ -218,12 +219,13 @@ SETTINGS: tuple[Setting, ...] = (
             metavar="PATH"),
     Setting("test_target", str, None, "with --test a source file: its target file", tasks=TRANSLATE, none="none",
             metavar="PATH"),
-    Setting("dev_size", int, 500, "dev pairs drawn from a user corpus (with --split-seed) when no --dev is given",
-            tasks=TRANSLATE),
+    Setting("dev_size", int, 500, "dev pairs drawn from a user corpus (with --split-seed) when no --dev is given "
+            "(the evaluations during and after training need them)", tasks=TRANSLATE, bounds=">= 1"),
     Setting("test_size", int, 1000, "test pairs drawn from a user corpus when no --test is given", tasks=TRANSLATE),
     Setting("split_seed", int, 1, "seed of the dev / test draw", tasks=TRANSLATE, bounds=None),
-    Setting("max_len", int, 256, "training pairs with more BPE tokens on either side are skipped",
-            tasks=TRANSLATE, bounds=">= 1"),
+    Setting("max_len", int, None, "training pairs with more BPE tokens on either side are skipped; at most the "
+            "model's --max-positions", tasks=TRANSLATE, bounds=">= 1",
+            none=f"{MAX_LEN}, or the model's max_positions where that is fewer"),
     Setting("train_fraction", float, 0.9, "the first share of the text trains, the rest validates (as nanoGPT)",
             tasks=LM, bounds="(0, 1)"),
     Setting("tokenizer", str, None, "char, BPE or WordPiece (BERT's) tokens", tasks=LM,
@@ -300,7 +302,8 @@ SETTINGS: tuple[Setting, ...] = (
             tasks=LM),
     Setting("label_smoothing", float, 0.1, "label smoothing epsilon (§5.4)", tasks=TRANSLATE, bounds="[0, 1)"),
     Setting("clip_norm", float, 0.0, "clip the gradient norm to this (0: no clipping, as the paper)"),
-    Setting("seed", int, 1, "seed of the weights, batches and dropout", bounds=None),
+    Setting("seed", int, 1, "seed of the weights, batches and dropout", bounds="[0, 4294967295]"),  # torch's range,
+    # with room for the per-rank seeds derived from it (RankTrainer._place)
     # --- hardware
     Setting("threads", int, 0, "torch threads (0: torch's default)"),
     Setting("device", str, "auto", "auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ...", metavar="NAME"),
@@ -473,7 +476,14 @@ def read_run_settings(out: Path) -> dict[str, Any]:
     path = out / TRAIN_FILE
     if not path.is_file():
         return {}
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        raise TrainingError(f"{path} is not readable JSON ({error}): restore it from a copy, or start a new run "
+                            f"in another --out") from None
+    if not isinstance(saved, dict):
+        raise TrainingError(f"{path} holds no settings (a JSON object expected): restore it from a copy, or start "
+                            f"a new run in another --out")
     for s in SETTINGS:
         if s.old_runs is not _SAME and s.tasks & _tasks_of(str(saved.get("task", "translate")), path):
             saved.setdefault(s.name, s.old_runs)  # e.g. a run from before --precision trained in fp32

@@ -215,7 +215,15 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a TOML basic string
+    return toml_string(str(value))
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string of any text, as UTF-8 (JSON's \\ud83d-style surrogate escapes are invalid TOML): quotes,
+    backslashes and control characters escaped, every other character as itself."""
+    escaped = "".join("\\" + char if char in '"\\' else f"\\u{ord(char):04X}" if ord(char) < 0x20 or ord(char) == 0x7F
+                      else char for char in text)
+    return f'"{escaped}"'
 
 
 Launcher = Callable[[Run, list[str], int], int]  # (run, `aiayn train` arguments, threads) -> exit status
@@ -256,8 +264,21 @@ def execute(plan: Plan, workers: int = 1, threads: int = 0, launch: Launcher = s
         else:
             todo.append((run, state))
 
+    failed: list[str] = []  # after a failure no further run starts (those running finish)
+    launched: list[str] = []
+
     def one(item: tuple[Run, str]) -> None:
         run, state = item
+        if failed:
+            return
+        launched.append(run.name)
+        try:
+            train_one(run, state)
+        except BaseException:
+            failed.append(run.name)
+            raise
+
+    def train_one(run: Run, state: str) -> None:
         argv = ["--config", str(run.config_file), "--out", str(run.run_dir), "--threads", str(threads)]
         argv += ["--resume"] if state == "resume" else []
         log(f"{run.name}: {'resuming' if state == 'resume' else 'starting'} (log: {run.log_file})")
@@ -280,15 +301,29 @@ def execute(plan: Plan, workers: int = 1, threads: int = 0, launch: Launcher = s
             one(item)
         return
     with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(one, item) for item in todo]:
-            future.result()
+        futures = [pool.submit(one, item) for item in todo]
+    errors = [error for future in futures if (error := future.exception()) is not None]
+    if not errors:
+        return
+    if not isinstance(errors[0], SweepError):
+        raise errors[0]
+    left = [run.name for run, _ in todo if run.name not in launched]
+    others = [name for name in failed if f"run {name} " not in str(errors[0])]
+    raise SweepError(f"{errors[0]}" + (f"; {', '.join(others)} failed too (see their logs)" if others else "") +
+                     (f"; not started after the failure: {', '.join(left)}" if left else ""))
 
 
 def _check_unchanged(plan: Plan) -> None:
     """Refuse to continue runs whose settings file differs from the plan (the sweep file was edited)."""
     for run in plan.runs:
         if run.config_file.is_file() and run.run_dir.exists():
-            old = tomllib.loads(run.config_file.read_text(encoding="utf-8"))
+            try:
+                old = tomllib.loads(run.config_file.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+                if run_state(run) == "new":  # nothing trained from it: written again below
+                    continue
+                raise SweepError(f"{run.config_file} is not valid TOML ({error}): delete {run.run_dir} to rerun "
+                                 f"{run.name}") from None
             new = {k: v for k, v in run.settings.items() if v is not None}
             if old != new:
                 changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

@@ -16,7 +16,7 @@ from torch import Tensor
 from ..data.batching import Batch, Examples, TokenBatcher
 from ..data.corpus import BUNDLED, Corpus, CorpusError
 from ..data.prepare import PairSource, is_store, open_or_prepare_pairs
-from ..data.store import Store
+from ..data.store import Column, Store
 from ..inference.evaluation import Scores, score, translate
 from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights
 from ..model.config import ModelConfig, RNNConfig
@@ -30,7 +30,7 @@ from .run_folder import (
     plot_curves,
 )
 from .schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
-from .settings import COMPILE_MODES, RECIPES, TRANSLATE, Settings, task_settings
+from .settings import COMPILE_MODES, MAX_LEN, RECIPES, TRANSLATE, Settings, task_settings
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
 
 __all__ = ["ARCHITECTURES", "COMPILE_MODES", "RECIPES", "TrainConfig", "Trainer", "TrainingError", "train"]
@@ -65,9 +65,22 @@ class TrainConfig(Settings):
                 raise TrainingError("TrainConfig: fsdp shards Transformer layers; train the RNN (arch rnn) with "
                                     "DDP (--no-fsdp)")
         try:
-            self.model_config_class().preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
+            model = self.model_config_class().preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
         except (TypeError, ValueError) as error:
             raise TrainingError(f"TrainConfig: {error}") from None
+        if not self.init_from:  # an --init-from model's positions are checked once it is read (encode_data)
+            self.train_length(model.max_positions, f"--preset {self.preset}")
+
+    def train_length(self, max_positions: int, whose: str) -> int:
+        """The longest training pair (max_len, by default MAX_LEN or the model's positions where fewer); a named
+        max_len beyond the model's positions is a TrainingError naming both flags and the fix."""
+        if self.max_len is None:
+            return min(MAX_LEN, max_positions)
+        if self.max_len > max_positions:
+            raise TrainingError(f"--max-len {self.max_len} is longer than the model's positions (max_positions "
+                                f"{max_positions}, {whose}): give --max-len {max_positions} or less, or "
+                                f"--max-positions {self.max_len}, or leave --max-len out (it follows the model)")
+        return self.max_len
 
     def lr_schedule(self, d_model: int) -> InverseSqrtSchedule | DecaySchedule:
         """The learning-rate schedule these settings describe (a decay ends at step `steps`)."""
@@ -77,6 +90,12 @@ class TrainConfig(Settings):
     def model_config_class(self) -> type[ModelConfig]:
         """ModelConfig, or RNNConfig for arch "rnn" (whose presets are sized like the Transformer's)."""
         return ARCHITECTURES[self.arch][0]
+
+
+def _fitting(src: Column, tgt: Column, max_len: int) -> np.ndarray:
+    """(N,) rows of the pairs whose source + EOS and target + BOS/EOS fit max_len tokens, with a non-empty target."""
+    src_len, tgt_len = src.lengths() + 1, tgt.lengths()  # the source with its EOS
+    return np.flatnonzero((src_len <= max_len) & (tgt_len + 1 <= max_len) & (tgt_len > 0))
 
 
 class Trainer(RankTrainer):
@@ -155,18 +174,21 @@ class Trainer(RankTrainer):
             self._open_store(self.tokenizer)
         self.dist.barrier()
         store = Store(self.store_path)
-        # pairs longer than the model's positions cannot train (an --init-from model may have fewer than max_len)
-        max_len = min(cfg.max_len, self.model_cfg.max_positions) if cfg.init_from else cfg.max_len
-        src, tgt = store.column("train.src"), store.column("train.tgt")
-        src_len, tgt_len = src.lengths() + 1, tgt.lengths()  # the source with its EOS
-        keep = np.flatnonzero((src_len <= max_len) & (tgt_len + 1 <= max_len) & (tgt_len > 0))
-        del src_len, tgt_len
-        if not keep.size:
-            raise TrainingError(f"no training pair fits max_len={cfg.max_len} tokens; raise --max-len")
-        self.examples = Examples(src, tgt, keep)
-        self.dev_examples = Examples(store.column("dev.src"), store.column("dev.tgt"))
+        positions = self.model_cfg.max_positions  # pairs longer than the model's positions cannot train
+        whose = f"the --init-from model {cfg.init_from}" if cfg.init_from else f"the model of {cfg.out}"
+        max_len = cfg.train_length(positions, whose)
         self.corpus = Corpus(train=[], dev=store.pairs("dev"), test=store.pairs("test"),
                              name=str(store.meta["shape"]["data"]))
+        src, tgt = store.column("train.src"), store.column("train.tgt")
+        self.examples = Examples(src, tgt, _fitting(src, tgt, max_len))
+        if not len(self.examples):
+            raise TrainingError(f"no training pair fits max_len={max_len} tokens; raise --max-len")
+        # the dev loss scores the dev pairs the model's positions hold (dev BLEU translates all, cutting long ones)
+        dev_src, dev_tgt = store.column("dev.src"), store.column("dev.tgt")
+        self.dev_examples = Examples(dev_src, dev_tgt, _fitting(dev_src, dev_tgt, positions))
+        if not len(self.dev_examples):
+            raise TrainingError(f"no dev pair of {self.corpus.name} fits the model's {positions} positions: give "
+                                f"--max-positions N above the dev pairs' BPE lengths, or a --dev file of shorter pairs")
         counts = store.meta["counts"]
         self.log(f"corpus {self.corpus.name}: train {counts['train']:,}, dev {counts['dev']:,}, test "
                  f"{counts['test']:,} pairs (store {self.store_path})")
