@@ -24,7 +24,7 @@ from aiayn.io.export import ExportError, export_model
 from aiayn.training.lm import LMTrainConfig, train_lm
 
 from .helpers_translation import write_corpus
-from .test_interop import _strip  # a Hugging Face generation cut as aiayn cuts its own
+from .test_interop import _GNMTPenalty, _strip  # HF's beam search with GNMT's penalty; a generation cut as aiayn's
 
 try:
     import ctranslate2
@@ -36,6 +36,7 @@ SENTENCES = ["the king", "god of the land", "the man and the son of the king", "
 TINY = ["--preset", "tiny", "--vocab-size", "80", "--dev-size", "20", "--test-size", "20", "--batch-tokens", "400",
         "--warmup", "5", "--peak-lr", "3e-3", "--eval-every", "0", "--save-every", "0", "--beam", "1", "--dropout",
         "0", "--threads", "1", "--norm", "post"]  # Marian and BART are post-LN (§3.1)
+TINY_PRE = [*TINY[:-2], "--norm", "pre"]  # aiayn train's default: pre-LN, exported as Pegasus
 LM_TINY = dict(n_layers=2, n_heads=2, d_model=32, d_ff=64, context=32, batch_size=8, eval_every=0, save_every=0,
                log_every=10, threads=1, dropout=0.0, peak_lr=3e-3, warmup=10, steps=40)
 PROMPTS = ["ROMEO:\n", "To be, or not", "KING"]
@@ -47,6 +48,15 @@ def translator(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("export")
     corpus = write_corpus(tmp / "corpus.tsv", n=300)
     assert main(["train", "--data", str(corpus), "--out", str(tmp / "run"), "--steps", "120", *TINY]) == 0
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def pre_translator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder: the same tiny translator, pre-LN (aiayn train's default), trained 120 steps."""
+    tmp = tmp_path_factory.mktemp("export-pre")
+    corpus = write_corpus(tmp / "corpus.tsv", n=300)
+    assert main(["train", "--data", str(corpus), "--out", str(tmp / "run"), "--steps", "120", *TINY_PRE]) == 0
     return tmp / "run"
 
 
@@ -98,6 +108,45 @@ def test_hf_translator_tokens_and_text_match_aiayn(translator: Path, translator_
     assert capsys.readouterr().out.splitlines() == greedy_text
 
 
+def test_pre_ln_translator_exports_to_pegasus_and_generates_as_aiayn(pre_translator: Path, tmp_path: Path) -> None:
+    """aiayn train's default (pre-LN) -> PegasusForConditionalGeneration: transformers' generate gives aiayn's
+    tokens and text, greedy and beam 4 at alpha 0.6, on 40 held-out sentences, through the exported tokenizer.
+
+    Beam scores are compared where both mean the same: HF divides log P by |Y|^alpha, aiayn by GNMT's
+    ((5 + |Y|) / 6)^alpha unless length_penalty_form="plain"; so plain against HF's own, and GNMT against HF's
+    search with GNMT's penalty put in (_GNMTPenalty).
+    """
+    out = tmp_path / "hf"
+    assert main(["export", str(pre_translator), "--to", "hf", "--out", str(out)]) == 0
+    model, tok = aiayn.load(pre_translator / "model"), load_tokenizer(pre_translator / "model")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(str(out)).eval()
+    assert type(hf).__name__ == "PegasusForConditionalGeneration" and model.cfg.norm == "pre"
+    assert "PegasusForConditionalGeneration" in (out / "README.md").read_text(encoding="utf-8")
+    held_out = write_corpus(tmp_path / "held-out.tsv", n=40, seed=7).read_text(encoding="utf-8").splitlines()
+    sentences = [line.split("\t")[1] for line in held_out]
+    batch = hf_tok(sentences, return_tensors="pt", padding=True)
+    assert batch.input_ids[0, :len(encode_source(tok, sentences[0]))].tolist() == encode_source(tok, sentences[0])
+    cfg = model.cfg
+    cases = {"greedy": (dict(beam_size=1), dict(num_beams=1)),
+             "beam 4, plain": (dict(beam_size=4, length_penalty=0.6, length_penalty_form="plain"),
+                               dict(num_beams=4, length_penalty=0.6)),
+             "beam 4, GNMT": (dict(beam_size=4, length_penalty=0.6),  # aiayn's default (§6.1)
+                              dict(num_beams=4, length_penalty=_GNMTPenalty(0.6)))}
+    found = {}
+    for name, (ours_options, hf_options) in cases.items():
+        ours = model.generate(batch.input_ids, max_new_tokens=30, **ours_options)
+        with torch.no_grad():
+            hf_out = hf.generate(**batch, do_sample=False, early_stopping=True, max_new_tokens=30, **hf_options)
+        assert [_strip(row[1:], cfg.eos_id, cfg.pad_id) for row in hf_out.tolist()] == ours, name
+        assert hf_tok.batch_decode(hf_out, skip_special_tokens=True) == [decode(tok, row) for row in ours], name
+        found[name] = ours
+    assert sum(len(row) > 1 for row in found["greedy"]) > 30  # a model that translates, not one that stops
+    back = aiayn.from_huggingface(out)  # import-hf reads the Pegasus folder back
+    assert back.cfg.norm == "pre" and back.cfg.extra["huggingface"]["model_type"] == "pegasus"
+    assert back.generate(batch.input_ids, max_new_tokens=30) == found["beam 4, GNMT"]
+
+
 def test_hf_folder_has_a_model_card_from_the_run(translator: Path, translator_hf: Path, tmp_path: Path) -> None:
     card = (translator_hf / "README.md").read_text(encoding="utf-8")
     for part in ("pipeline_tag: translation", "MarianMTModel", "d_model permuted", "## Training", "corpus.tsv",
@@ -123,31 +172,41 @@ def test_ctranslate2_translator_greedy_matches_aiayn(translator: Path) -> None:
     assert ours == theirs and any(ours)
     int8 = translator.parent / "ct2-int8"
     assert main(["export", str(translator), "--to", "ctranslate2", "--quantization", "int8", "--out", str(int8)]) == 0
-    results = ctranslate2.Translator(str(int8), device="cpu", compute_type="int8").translate_batch(tokens)
-    assert len(results) == len(SENTENCES)
+    engine = ctranslate2.Translator(str(int8), device="cpu", compute_type="int8", intra_threads=1)
+    assert engine.compute_type == "int8_float32"  # int8 weights really ran (not a silent float fallback)
+    results = engine.translate_batch(tokens, beam_size=1, max_decoding_length=20)
+    theirs = [hf_tok.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
+    ours_int8 = aiayn.for_decoding(model, "int8").generate(src, beam_size=1, max_new_tokens=20)
+    # both engines quantize the weights per output row to int8 and the activations per call; here int8 changes
+    # one fp32 token (row 4 starts with an extra word) in both alike, so this compares int8 with int8
+    assert theirs == ours_int8 and any(theirs)
 
 
 @needs_ct2
-@pytest.mark.parametrize("shape", [{}, dict(positions="learned", tie_embeddings=False, activation="gelu",
-                                          scale_embeddings=False, final_logits_bias=True)])
-def test_pre_ln_translator_exports_to_ctranslate2_with_the_same_greedy_tokens(translator: Path, tmp_path: Path,
-                                                                               shape: dict) -> None:
-    """Pre-LN has no Marian route: the pre-norm TransformerSpec holds it, and the decoder starts from BOS."""
-    post, tok, src = _aiayn_translator(translator)
-    cfg = post.cfg.replace(norm="pre", **shape)
-    model = Transformer(cfg).eval()
-    if cfg.final_logits_bias:
-        torch.nn.init.normal_(model.final_logits_bias)
-    model.save(tmp_path / "pre", tokenizer=tok)
-    assert main(["export", str(tmp_path / "pre"), "--to", "ctranslate2", "--out", str(tmp_path / "ct2")]) == 0
+@pytest.mark.parametrize("shape", [None, dict(positions="learned", tie_embeddings=False, activation="gelu",
+                                            scale_embeddings=False, final_logits_bias=True)])
+def test_pre_ln_translator_exports_to_ctranslate2_with_the_same_greedy_tokens(pre_translator: Path, tmp_path: Path,
+                                                                               shape: dict | None) -> None:
+    """Pre-LN: the pre-norm TransformerSpec holds it, and the decoder starts from BOS. None: the trained pre-LN
+    run; else a random pre-LN model of other options. Text goes in and out through the exported tokenizer."""
+    model, tok, src = _aiayn_translator(pre_translator)
+    folder = pre_translator
+    if shape is not None:
+        model = Transformer(model.cfg.replace(**shape)).eval()
+        if model.cfg.final_logits_bias:
+            torch.nn.init.normal_(model.final_logits_bias)
+        folder = model.save(tmp_path / "pre", tokenizer=tok)
+    assert main(["export", str(folder), "--to", "ctranslate2", "--out", str(tmp_path / "ct2")]) == 0
     # min_length=1: CTranslate2 never ends a translation at its first step (an empty one), aiayn may
     ours = model.generate(src, beam_size=1, max_new_tokens=20, min_length=1)
-    words = [tok.id_to_token(i) for i in range(cfg.vocab_size)]
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "ct2"))  # as the model card says
     engine = ctranslate2.Translator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
-    tokens = [[words[i] for i in row if i != cfg.pad_id] for row in src.tolist()]
+    tokens = [hf_tok.convert_ids_to_tokens(hf_tok.encode(s)) for s in SENTENCES]
     results = engine.translate_batch(tokens, beam_size=1, max_decoding_length=20)
-    theirs = [[words.index(t) for t in r.hypotheses[0]] for r in results]
-    assert ours == theirs and any(ours)
+    texts = [hf_tok.decode(hf_tok.convert_tokens_to_ids(r.hypotheses[0]), skip_special_tokens=True)
+             for r in results]
+    assert texts == [decode(tok, row) for row in ours] and any(texts)
+    assert [hf_tok.convert_tokens_to_ids(r.hypotheses[0]) for r in results] == ours
 
 
 # --- DecoderLM: post-LN (the paper's defaults) -> OPT, pre-LN (nanoGPT's) -> GPT-2 ---------------------
@@ -235,7 +294,8 @@ def _nothing_written(out: Path) -> None:
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(norm="pre"), r"MarianMTModel needs norm='post' \(this model: 'pre'\)"),
+    (dict(norm="pre", positions="learned"), r"MarianMTModel needs norm='post' \(this model: 'pre'\).*"
+     r"PegasusForConditionalGeneration needs positions='sinusoidal' \(this model: 'learned'\)"),
     (dict(positions="learned"), r"MarianMTModel needs positions='sinusoidal' \(this model: 'learned'\)"),
 ])
 def test_translator_options_marian_cannot_hold_are_refused(tmp_path: Path, options: dict, message: str,

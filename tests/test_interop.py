@@ -1,4 +1,4 @@
-"""Parity with Hugging Face: real all-MiniLM-L6-v2 (BERT) weights; random GPT-2, Marian and BART; errors."""
+"""Parity with Hugging Face: real all-MiniLM-L6-v2 (BERT) weights; random GPT-2, Marian, BART, Pegasus; errors."""
 
 import copy
 import json
@@ -244,11 +244,12 @@ def test_gpt2_round_trip(gpt2):
     _assert_same_state(back, theirs)
 
 
-# --- Marian and BART (random weights) ---------------------------------------------------------------------
+# --- Marian, BART and Pegasus (random weights) ---------------------------------------------------------------
 
 
 def _seq2seq(kind: str, folder) -> tuple[Transformer, torch.nn.Module]:
-    """(aiayn Transformer, HF model) for a random Marian (SiLU, scaled, pad = decoder start) or BART."""
+    """(aiayn Transformer, HF model) for a random Marian (SiLU, scaled, pad = decoder start), BART, or Pegasus
+    (pre-LN, scaled, pad = decoder start = 0, eos 1; LayerNorm gains and biases drawn at random)."""
     torch.manual_seed(2)
     sizes = dict(d_model=64, encoder_layers=2, decoder_layers=3, encoder_attention_heads=4,
                  decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=V,
@@ -257,16 +258,24 @@ def _seq2seq(kind: str, folder) -> tuple[Transformer, torch.nn.Module]:
         config = transformers.MarianConfig(**sizes, pad_token_id=V - 1, decoder_start_token_id=V - 1,
                                            eos_token_id=0, scale_embedding=True, activation_function="swish")
         theirs = transformers.MarianMTModel(config).eval()
+    elif kind == "pegasus":
+        config = transformers.PegasusConfig(**sizes, scale_embedding=True, activation_function="relu")
+        theirs = transformers.PegasusForConditionalGeneration(config).eval()
+        with torch.no_grad():  # so that a LayerNorm read from the wrong tensor cannot go unseen
+            for name, tensor in theirs.named_parameters():
+                if "layer_norm" in name:
+                    tensor.add_(torch.randn_like(tensor) * 0.3)
     else:
         theirs = transformers.BartForConditionalGeneration(transformers.BartConfig(**sizes)).eval()
     with torch.no_grad():
         theirs.final_logits_bias.normal_(std=0.1)
-        theirs.final_logits_bias[0, theirs.config.eos_token_id] = 2.5  # let some rows stop early
+        # let some rows stop early (a random pre-LN Pegasus repeats one token with a wider margin)
+        theirs.final_logits_bias[0, theirs.config.eos_token_id] = 6.0 if kind == "pegasus" else 2.5
     theirs.save_pretrained(folder)
     return aiayn.from_huggingface(folder), theirs
 
 
-@pytest.fixture(scope="module", params=["marian", "bart"])
+@pytest.fixture(scope="module", params=["marian", "bart", "pegasus"])
 def seq2seq(request, tmp_path_factory):
     return (request.param, *_seq2seq(request.param, tmp_path_factory.mktemp(request.param)))
 
@@ -283,8 +292,13 @@ def _source(cfg: ModelConfig) -> torch.Tensor:
 def test_seq2seq_options_read_from_the_config(seq2seq):
     kind, ours, _ = seq2seq
     cfg = ours.cfg
-    assert isinstance(ours, Transformer) and cfg.final_logits_bias and cfg.norm == "post"
-    if kind == "marian":
+    assert isinstance(ours, Transformer) and cfg.final_logits_bias
+    assert cfg.norm == ("pre" if kind == "pegasus" else "post")
+    if kind == "pegasus":
+        assert (cfg.positions, cfg.sinusoid_layout, cfg.activation, cfg.scale_embeddings) == \
+            ("sinusoidal", "halves", "relu", True)
+        assert (cfg.bos_id, cfg.pad_id, cfg.eos_id) == (0, 0, 1)
+    elif kind == "marian":
         assert (cfg.positions, cfg.sinusoid_layout, cfg.activation, cfg.scale_embeddings) == \
             ("sinusoidal", "halves", "silu", True)
         assert cfg.bos_id == cfg.pad_id == V - 1
@@ -372,7 +386,7 @@ def test_seq2seq_round_trip(seq2seq, tmp_path):
 # --- aiayn models built here -> Hugging Face ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "marian", "bart"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "marian", "bart", "pegasus"])
 def test_aiayn_models_run_identically_in_transformers(tiny_cfg, family):
     """A randomly initialised aiayn model with a family's options gives the same logits as its HF twin."""
     options = {"bert": dict(positions="learned", embedding_norm=True, scale_embeddings=False,
@@ -380,7 +394,8 @@ def test_aiayn_models_run_identically_in_transformers(tiny_cfg, family):
                "gpt2": dict(norm="pre", positions="learned", scale_embeddings=False, activation="gelu_tanh"),
                "marian": dict(sinusoid_layout="halves", final_logits_bias=True, activation="silu"),
                "bart": dict(positions="learned", position_offset=2, embedding_norm=True,
-                            final_logits_bias=True)}
+                            final_logits_bias=True),
+               "pegasus": dict(norm="pre", sinusoid_layout="halves", final_logits_bias=True, activation="gelu")}
     cfg = tiny_cfg.replace(**options[family])
     ours = {"bert": EncoderLM, "gpt2": DecoderLM}.get(family, Transformer)(cfg).eval()
     with torch.no_grad():
@@ -419,7 +434,7 @@ def _edit_json(path, **changes) -> None:
 
 def test_unsupported_architecture_is_named(gpt2_folder):
     _edit_json(gpt2_folder / "config.json", model_type="roberta", architectures=["RobertaModel"])
-    supported = r"\['bart', 'bert', 'gpt2', 'marian', 'opt'\]"
+    supported = r"\['bart', 'bert', 'gpt2', 'marian', 'opt', 'pegasus'\]"
     with pytest.raises(ConversionError, match=rf"unsupported architecture 'roberta'.*{supported}"):
         aiayn.from_huggingface(gpt2_folder)
 
@@ -466,8 +481,10 @@ def test_pytorch_bin_checkpoints_load(gpt2_folder):
 
 
 def test_to_huggingface_names_what_has_no_equivalent():
-    with pytest.raises(ValueError, match=r"MarianMTModel needs norm='post' \(this model: 'pre'\)"):
-        aiayn.to_huggingface(Transformer(ModelConfig.preset("tiny", norm="pre")))
+    with pytest.raises(ValueError, match=r"MarianMTModel needs norm='post' \(this model: 'pre'\).*"
+                                         r"PegasusForConditionalGeneration needs positions='sinusoidal' "
+                                         r"\(this model: 'learned'\)"):
+        aiayn.to_huggingface(Transformer(ModelConfig.preset("tiny", norm="pre", positions="learned")))
     with pytest.raises(ValueError, match=r"MarianMTModel needs positions='sinusoidal' \(this model: 'learned'\)"):
         aiayn.to_huggingface(Transformer(ModelConfig.preset("tiny", positions="learned")))
     with pytest.raises(ValueError, match=r"BertForMaskedLM needs norm='post' \(this model: 'pre'\), "
@@ -475,19 +492,26 @@ def test_to_huggingface_names_what_has_no_equivalent():
         aiayn.to_huggingface(EncoderLM(ModelConfig.preset("tiny", norm="pre")))
 
 
-@pytest.mark.parametrize("kind", ["transformer", "post_lm", "pre_lm", "bert"])
+@pytest.mark.parametrize("kind", ["transformer", "pre_transformer", "post_lm", "pre_lm", "bert"])
 def test_paper_options_convert_exactly(kind):
-    """Interleaved sinusoids, sqrt(d_model) scaling and post-LN LMs reach HF through exact rewrites."""
+    """Interleaved sinusoids, sqrt(d_model) scaling and post-LN LMs reach HF through exact rewrites; a pre-LN
+    translator (aiayn train's default) reaches Pegasus through the same d_model permutation as Marian."""
     cfg = ModelConfig.preset("tiny", dropout=0.0)
-    ours = {"transformer": lambda: Transformer(cfg), "post_lm": lambda: DecoderLM(cfg),
+    ours = {"transformer": lambda: Transformer(cfg), "pre_transformer": lambda: Transformer(cfg.replace(norm="pre")),
+            "post_lm": lambda: DecoderLM(cfg),
             "pre_lm": lambda: DecoderLM(cfg.replace(norm="pre")),
             "bert": lambda: EncoderLM(cfg.replace(embedding_norm=True))}[kind]().eval()
+    with torch.no_grad():  # LayerNorm gains and biases away from 1 and 0, so a misplaced one shows
+        for name, tensor in ours.named_parameters():
+            if "norm" in name:
+                tensor.add_(torch.randn_like(tensor) * 0.3)
     theirs = aiayn.to_huggingface(ours)
-    assert type(theirs).__name__ == {"transformer": "MarianMTModel", "post_lm": "OPTForCausalLM",
+    assert type(theirs).__name__ == {"transformer": "MarianMTModel",
+                                     "pre_transformer": "PegasusForConditionalGeneration", "post_lm": "OPTForCausalLM",
                                      "pre_lm": "GPT2LMHeadModel", "bert": "BertForMaskedLM"}[kind]
     ids = torch.randint(3, 64, (2, 9))
     with torch.no_grad():
-        if kind == "transformer":
+        if kind in ("transformer", "pre_transformer"):
             tgt = torch.cat([torch.full((2, 1), cfg.bos_id), ids[:, :5]], 1)
             a, b = ours(ids, tgt), theirs(input_ids=ids, decoder_input_ids=tgt).logits
         else:

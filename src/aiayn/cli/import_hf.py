@@ -10,7 +10,7 @@ from .common import UserError, check_out_folder, user_errors
 
 
 def run(args: argparse.Namespace) -> None:
-    """Convert a local Hugging Face checkpoint (BERT, GPT-2, Marian, BART) into an aiayn model folder."""
+    """Convert a local Hugging Face checkpoint (BERT, GPT-2, OPT, Marian, BART, Pegasus) into an aiayn model folder."""
     check_out_folder(args.out)
     try:
         model = from_huggingface(args.folder)

@@ -1,7 +1,7 @@
 """Pre-LN translators -> CTranslate2, built with ctranslate2.specs directly (its TransformerSpec, pre_norm=True).
 
-Post-LN translators go through Marian (export.py); Marian and BART are post-LN only, so a pre-LN model has no
-Hugging Face route and is described to CTranslate2 tensor by tensor here. The layout CTranslate2 expects:
+Post-LN translators go through Marian (export.py); a pre-LN one (whose Hugging Face export is Pegasus) is
+described to CTranslate2 tensor by tensor here. The layout CTranslate2 expects:
 self-attention linear[0] is the fused (3d, d) Q;K;V projection (aiayn's in_proj), linear[1] W^O;
 cross-attention linear[0] is W^Q (in_proj rows 0:d), linear[1] the fused (2d, d) K;V rows, linear[2] W^O;
 each sub-layer's layer_norm is the one applied to its input (pre-LN), and each stack ends with a final

@@ -2,8 +2,8 @@
 
 The weights go through interop.to_huggingface (exact rewrites where a family fixes an option otherwise, a
 clear refusal where no exact one exists); CTranslate2 models are converted from that Hugging Face folder by
-CTranslate2's own converter, except pre-LN translators (no Hugging Face family holds them), which
-io/ctranslate2.py describes to CTranslate2's pre-norm TransformerSpec directly. Everything is written into
+CTranslate2's own converter, except pre-LN translators (Pegasus in Hugging Face), which io/ctranslate2.py
+describes to CTranslate2's pre-norm TransformerSpec directly. Everything is written into
 a temporary sibling of --out and renamed at the end, so --out is never half-written.
 """
 

@@ -1,4 +1,5 @@
-"""Hugging Face <-> aiayn weights: BERT -> EncoderLM, GPT-2 and OPT -> DecoderLM, Marian and BART -> Transformer.
+"""Hugging Face <-> aiayn weights: BERT -> EncoderLM, GPT-2 and OPT -> DecoderLM, Marian, BART and Pegasus ->
+Transformer.
 
 Each family is described once, as data: a function from its config.json to a ModelConfig, and a list of
 `Rule`s naming which Hugging Face tensor(s) make each aiayn tensor. The same rules run forwards
@@ -322,33 +323,40 @@ def _opt_to_config(cfg: ModelConfig) -> dict[str, Any]:
                 enable_bias=True)
 
 
-# --- Marian and BART -> Transformer -----------------------------------------------------------------------
+# --- Marian, BART and Pegasus -> Transformer ---------------------------------------------------------------
 
 
-def _seq2seq_config(f: _Fields, bart: bool) -> dict[str, Any]:
-    """MarianConfig / BartConfig -> ModelConfig fields (post-LN; they differ in positions and defaults)."""
+def _seq2seq_config(f: _Fields, kind: str) -> dict[str, Any]:
+    """MarianConfig / BartConfig / PegasusConfig -> ModelConfig fields.
+
+    Marian and BART are post-LN (§3.1); Pegasus is pre-LN with a final LayerNorm in each stack, Marian's
+    sinusoids (sines then cosines, positions from 0) and its own special ids (pad 0, eos 1). BART has learned
+    positions read at row p + 2 and a LayerNorm on the embeddings.
+    """
     f.expect(share_encoder_decoder_embeddings=(True, {True}),
              decoder_vocab_size=(f("vocab_size"), {f("vocab_size")}),
              decoder_attention_heads=(f("encoder_attention_heads"), {f("encoder_attention_heads")}),
              decoder_ffn_dim=(f("encoder_ffn_dim"), {f("encoder_ffn_dim")}),
              normalize_before=(False, {False}), add_final_layer_norm=(False, {False}))
-    pad = f("pad_token_id", 1 if bart else 58100)
-    positions = dict(positions="learned", position_offset=2, embedding_norm=True) if bart else \
+    pad, eos = {"marian": (58100, 0), "bart": (1, 2), "pegasus": (0, 1)}[kind]
+    pad = f("pad_token_id", pad)
+    positions = dict(positions="learned", position_offset=2, embedding_norm=True) if kind == "bart" else \
         dict(positions="sinusoidal", sinusoid_layout="halves")
     return dict(vocab_size=f("vocab_size"), d_model=f("d_model"), n_heads=f("encoder_attention_heads"),
                 d_ff=f("encoder_ffn_dim"), n_encoder_layers=f("encoder_layers"),
                 n_decoder_layers=f("decoder_layers"), dropout=float(f("dropout", 0.1)),
                 attention_dropout=float(f("attention_dropout", 0.0)), pad_id=pad,
-                bos_id=f("decoder_start_token_id", 2 if bart else pad),
-                eos_id=f("eos_token_id", 2 if bart else 0),
-                max_positions=f("max_position_embeddings", 1024), norm="post",
+                bos_id=f("decoder_start_token_id", 2 if kind == "bart" else pad),
+                eos_id=f("eos_token_id", eos),
+                max_positions=f("max_position_embeddings", 1024), norm="pre" if kind == "pegasus" else "post",
                 activation=_activation(f, "activation_function", "gelu"),
                 tie_embeddings=bool(f("tie_word_embeddings", True)),
                 scale_embeddings=bool(f("scale_embedding", False)), layer_norm_eps=1e-5, **positions)
 
 
-def _seq2seq_rules(cfg: ModelConfig, stored: set[str], bart: bool) -> list[Rule]:
-    """MarianMTModel / BartForConditionalGeneration tensors (prefix "model." removed) -> Transformer."""
+def _seq2seq_rules(cfg: ModelConfig, stored: set[str], kind: str) -> list[Rule]:
+    """MarianMTModel / BartForConditionalGeneration / PegasusForConditionalGeneration tensors (prefix "model."
+    removed) -> Transformer."""
     shared = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
     if cfg.tie_embeddings:
         rules = [Rule("token_embedding.weight", shared + ("lm_head.weight",), "tied")]
@@ -356,7 +364,7 @@ def _seq2seq_rules(cfg: ModelConfig, stored: set[str], bart: bool) -> list[Rule]
         rules = [Rule("src_token_embedding.weight", shared, "tied"),
                  Rule("tgt_token_embedding.weight", shared, "tied"),
                  Rule("lm_head.weight", ("lm_head.weight",))]
-    if bart:  # learned positions (offset 2) and a LayerNorm on the embeddings, per stack
+    if kind == "bart":  # learned positions (offset 2) and a LayerNorm on the embeddings, per stack
         for ours, theirs in (("src_positions", "encoder"), ("tgt_positions", "decoder")):
             rules += [Rule(f"{ours}.learned.weight", (f"{theirs}.embed_positions.weight",)),
                       *_affine(f"{ours}.norm", f"{theirs}.layernorm_embedding")]
@@ -373,13 +381,17 @@ def _seq2seq_rules(cfg: ModelConfig, stored: set[str], bart: bool) -> list[Rule]
             rules += [*_affine(f"{ours}.ffn.linear1", f"{theirs}.fc1"),
                       *_affine(f"{ours}.ffn.linear2", f"{theirs}.fc2"),
                       *_affine(f"{ours}.ffn_norm", f"{theirs}.final_layer_norm")]
+    if kind == "pegasus":  # pre-LN: each stack ends with a LayerNorm on its last layer's output
+        rules += [*_affine("encoder.final_norm", "encoder.layer_norm"),
+                  *_affine("decoder.final_norm", "decoder.layer_norm")]
     if cfg.final_logits_bias:
         rules.append(Rule("final_logits_bias", ("final_logits_bias",), "row"))
     return rules
 
 
 def _seq2seq_to_config(cfg: ModelConfig) -> dict[str, Any]:
-    """ModelConfig -> MarianConfig / BartConfig fields (no forced EOS: aiayn's generate never forces one)."""
+    """ModelConfig -> MarianConfig / BartConfig / PegasusConfig fields (no forced EOS: aiayn's generate never
+    forces one)."""
     return dict(vocab_size=cfg.vocab_size, d_model=cfg.d_model, encoder_attention_heads=cfg.n_heads,
                 decoder_attention_heads=cfg.n_heads, encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff,
                 encoder_layers=cfg.n_encoder_layers, decoder_layers=cfg.n_decoder_layers, dropout=cfg.dropout,
@@ -408,15 +420,23 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
                 type_vocab_size=0, final_logits_bias=False, layer_norm_eps=1e-5)),
     Family("marian", "MarianMTModel", "MarianConfig", Transformer, "model.", _SEQ2SEQ_HEADS,
            (r"(en|de)coder\.embed_positions\.weight",),  # fixed sinusoids, recomputed (and checked) here
-           lambda f: _seq2seq_config(f, bart=False), lambda c, s: _seq2seq_rules(c, s, bart=False),
+           lambda f: _seq2seq_config(f, "marian"), lambda c, s: _seq2seq_rules(c, s, "marian"),
            _seq2seq_to_config,
            dict(norm="post", positions="sinusoidal", sinusoid_layout="halves", position_offset=0,
                 embedding_norm=False, type_vocab_size=0, layer_norm_eps=1e-5)),
     Family("bart", "BartForConditionalGeneration", "BartConfig", Transformer, "model.", _SEQ2SEQ_HEADS, (),
-           lambda f: _seq2seq_config(f, bart=True), lambda c, s: _seq2seq_rules(c, s, bart=True),
+           lambda f: _seq2seq_config(f, "bart"), lambda c, s: _seq2seq_rules(c, s, "bart"),
            _seq2seq_to_config,
            dict(norm="post", positions="learned", position_offset=2, embedding_norm=True, type_vocab_size=0,
                 layer_norm_eps=1e-5)),
+    # Pegasus: Marian made pre-LN (a LayerNorm before each sub-layer and at the end of each stack), so it holds
+    # aiayn's pre-LN translators (norm="pre") exactly; its LayerNorms have PyTorch's fixed eps 1e-5
+    Family("pegasus", "PegasusForConditionalGeneration", "PegasusConfig", Transformer, "model.", _SEQ2SEQ_HEADS,
+           (r"(en|de)coder\.embed_positions\.weight",),  # fixed sinusoids, recomputed (and checked) here
+           lambda f: _seq2seq_config(f, "pegasus"), lambda c, s: _seq2seq_rules(c, s, "pegasus"),
+           _seq2seq_to_config,
+           dict(norm="pre", positions="sinusoidal", sinusoid_layout="halves", position_offset=0,
+                embedding_norm=False, type_vocab_size=0, layer_norm_eps=1e-5)),
 )}
 
 
@@ -427,8 +447,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
 def from_huggingface(source: Any) -> TransformerBase:
     """A local Hugging Face checkpoint folder (or transformers model) -> the aiayn model, in eval mode.
 
-    BERT -> EncoderLM, GPT-2 and OPT -> DecoderLM, Marian and BART -> Transformer. Raises ConversionError naming
-    an unsupported architecture or option, or the missing / unexpected / mis-shaped tensors. Tensors aiayn
+    BERT -> EncoderLM, GPT-2 and OPT -> DecoderLM, Marian, BART and Pegasus -> Transformer. Raises ConversionError
+    naming an unsupported architecture or option, or the missing / unexpected / mis-shaped tensors. Tensors aiayn
     has no place for (BERT's pooler, buffers) are listed in `cfg.extra["huggingface"]["dropped"]`; parts the
     checkpoint lacks (the MLM head of a plain BertModel) keep their initialisation and are listed under
     "untrained".
@@ -452,7 +472,7 @@ def from_huggingface(source: Any) -> TransformerBase:
                               f"{error}") from None
     rules = family.rules(cfg, set(names))
     tensors = {name: state[key] for name, key in names.items()}
-    if family.model_type == "marian":
+    if family.model_type in ("marian", "pegasus"):
         _check_marian_sinusoids(cfg, tensors, names)
     model = family.model_class(cfg)
     ours = _apply_rules(rules, tensors, names, dropped, family, model.state_dict())
@@ -577,8 +597,9 @@ def _full(name: str, family: Family) -> str:
 
 
 def to_huggingface(model: TransformerBase) -> Any:
-    """The equivalent transformers model (BertForMaskedLM, GPT2LMHeadModel, OPTForCausalLM, MarianMTModel or
-    BartForConditionalGeneration), in eval mode; raises ValueError naming the options with no equivalent.
+    """The equivalent transformers model (BertForMaskedLM, GPT2LMHeadModel, OPTForCausalLM, MarianMTModel,
+    BartForConditionalGeneration or, for pre-LN translators, PegasusForConditionalGeneration), in eval mode;
+    raises ValueError naming the options with no equivalent.
 
     Options a family fixes otherwise are converted when an exact conversion exists (see huggingface_equivalent).
     """
@@ -625,12 +646,12 @@ def huggingface_equivalent(model: TransformerBase) -> tuple[Family, TransformerB
                          f"{cfg.d_model / cfg.n_heads:g}: the Hugging Face families fix d_k = d_model / n_heads, "
                          f"so it has no Hugging Face equivalent")
     if isinstance(model, Transformer):
-        candidates = [FAMILIES["marian"], FAMILIES["bart"]]
+        candidates = [FAMILIES["marian"], FAMILIES["bart"], FAMILIES["pegasus"]]
     else:
         candidates = [f for f in FAMILIES.values() if isinstance(model, f.model_class)]
     if isinstance(model, Transformer) and not cfg.tie_embeddings and not torch.equal(
             model.src_token_embedding.weight, model.tgt_token_embedding.weight):
-        raise ValueError("this Transformer has separate source and target embeddings; Marian and BART share "
+        raise ValueError("this Transformer has separate source and target embeddings; Marian, BART and Pegasus share "
                          "one table (share_encoder_decoder_embeddings), so it has no Hugging Face equivalent")
     origin = cfg.extra.get("huggingface", {}).get("model_type")  # an imported model goes back to its family
     candidates.sort(key=lambda family: family.model_type != origin)
