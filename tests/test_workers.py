@@ -67,8 +67,8 @@ def test_impossible_workers_are_refused_before_any_work(model_dir: Path) -> None
         translate(model, tok, TEXTS, workers=2, compile=True)
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         WorkerPool(model, 0)
-    assert workers_problem(2, torch.device("cuda"), False, cli=True) == \
-        "--workers > 1 runs processes sharing the CPU; the model is on cuda: use --workers 1 there"
+    assert workers_problem(2, torch.device("cuda"), False) == \
+        "workers > 1 runs processes sharing the CPU; the model is on cuda: use workers=1 (--workers 1) there"
 
 
 def test_cli_workers(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -83,4 +83,4 @@ def test_cli_workers(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert captured.out == alone and "sentences/s (fp32, 2 workers x 1 thread)" in captured.err
     assert main(["translate", str(model_dir), "--input", str(path), "--workers", "2", "--compile"]) == 1
     err = capsys.readouterr().err
-    assert "--workers > 1 with --compile" in err and "Traceback" not in err
+    assert "--workers 2: workers > 1 with compile" in err and "Traceback" not in err

@@ -6,17 +6,18 @@ import argparse
 from pathlib import Path
 
 from ..data.corpus import load_corpus, read_parallel
+from ..inference import options
 from ..inference.evaluation import score, translate
 from ..io.atomic import atomic_write_text
 from .common import (
     UserError,
     add_decoding_flags,
     decoding_model,
-    decoding_options,
     draft_model,
     load_model,
     set_threads,
     user_errors,
+    worker_pool,
 )
 
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     model, tok = load_model(args.model, "evaluate", "transformer", args.device)
     fp32 = model
-    model, precision = decoding_model(model, args.precision, args.compile, args.workers)
+    model, precision = decoding_model(model, args)
     draft = draft_model(fp32, args, precision)
     try:
         if (args.src is None) != (args.ref is None):
@@ -33,11 +34,21 @@ def run(args: argparse.Namespace) -> None:
         pairs = read_parallel(args.src, args.ref) if args.src else load_corpus().test
     except user_errors() as error:
         raise UserError(str(error)) from None
-    options = decoding_options(args, draft)
-    hyps = translate(model, tok, [s for s, _ in pairs], **options)
+    decoding = options.from_args(args, "evaluate")
+    if draft is not None:
+        decoding["draft"] = draft  # the copy made from the fp32 model, not from `model` (#32 item 10)
+    pool = worker_pool(model, args)
+    if pool is not None:
+        decoding["workers"] = pool
+    try:
+        hyps = translate(model, tok, [s for s, _ in pairs], **decoding)
+    finally:
+        if pool is not None:
+            pool.close()
     if args.output:
         atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))
-    how = "sampling" if args.sample else f"beam {options['beam_size']}, length penalty {args.length_penalty}"
+    how = "sampling" if args.do_sample else \
+        f"beam {decoding.get('beam_size', 1)}, length penalty {args.length_penalty}"
     print(f"{len(pairs)} sentences, {how}, {precision}")
     print(score(hyps, [t for _, t in pairs]))
 
@@ -53,5 +64,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--src", metavar="FILE", help="source sentences, one per line")
     parser.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
     parser.add_argument("--output", metavar="FILE", help="also write the translations here")
-    add_decoding_flags(parser)
+    add_decoding_flags(parser, "evaluate")
     parser.set_defaults(run=run)

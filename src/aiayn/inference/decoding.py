@@ -23,6 +23,7 @@ Policies (the same for every search):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from ..model import services
 from ..model.layers import LayerCache
+from .options import DEPRECATED, LM, OPTIONS, SEQ2SEQ, names
 from .protocols import CausalLM, Seq2SeqModel
 from .quantize import for_decoding
 from .speculative import drafted_greedy
@@ -41,18 +43,16 @@ from .static_step import StaticSearch, check_compilable, compile_backend, decodi
 Transformer = Seq2SeqModel
 DecoderLM = CausalLM
 
-LENGTH_PENALTY_FORMS = ("gnmt", "plain")
-SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
-                   "top_k", "top_p", "generator", "seed", "threads", "dtype", "compile", "draft", "draft_tokens"}
-LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask",
-              "dtype"}
+LENGTH_PENALTY_FORMS = OPTIONS["length_penalty_form"].choices
+SEQ2SEQ_OPTIONS = names(SEQ2SEQ)  # the keywords besides the positional ones (inference/options.py)
+LM_OPTIONS = names(LM)
 # Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
 # on one intra-op thread: waking a second thread costs more than it shares (benchmarks/decode.py chose the
 # value; docs/benchmarks.md has the figures).
 SERIAL_STEP_MACS = 8_000_000
 # Tokens a draft copy proposes per round of drafted greedy search (generate(draft=...)); chosen by
 # benchmarks/drafted_greedy.py (docs/benchmarks.md, "fp32's greedy tokens at reduced-precision speed").
-DRAFT_TOKENS = 8
+DRAFT_TOKENS = OPTIONS["draft_tokens"].default
 
 
 @dataclass
@@ -169,11 +169,19 @@ class _StepThreads:
             self.current = self.saved
 
 
-def _check_options(options: dict[str, Any], allowed: set[str], where: str) -> None:
-    """Raise TypeError naming unknown options (a typo must not be ignored silently)."""
-    unknown = sorted(set(options) - allowed)
+def _check_options(given: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
+    """The options with deprecated keywords renamed (a warning each); TypeError naming unknown ones (a typo must
+    not be ignored silently)."""
+    unknown = sorted(set(given) - allowed)
     if unknown:
-        raise TypeError(f"{where}() got unknown option(s) {unknown}; allowed: {sorted(allowed)}")
+        raise TypeError(f"{where}() got unknown option(s) {unknown}; allowed: {sorted(allowed - set(DEPRECATED))}")
+    for old, new in DEPRECATED.items():
+        if old in given:
+            if new in given:
+                raise TypeError(f"{where}() got {old}= and {new}=: give {new}= only ({old}= is its old name)")
+            warnings.warn(f"{where}({old}=...) is deprecated: use {new}=", DeprecationWarning, stacklevel=4)
+            given = {**{k: v for k, v in given.items() if k != old}, new: given[old]}
+    return given
 
 
 def _check_draft(options: dict[str, Any], beam_size: int) -> int:
@@ -310,21 +318,22 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     of Hypothesis instead of token lists); min_length (no EOS before that many tokens); do_sample with
     temperature, top_k, top_p and generator or seed (one draw per row; beam_size is then not used);
     threads (intra-op threads for the decoding steps; default: 1 for small steps, else torch's count);
-    dtype ("fp32", "bf16", "int8", "auto" or torch.float32 / bfloat16 / qint8: search a copy of the model made
-    by inference.quantize.for_decoding in that precision; made anew on each call, so for many calls make it
-    once with aiayn.for_decoding). beam_size=1 is greedy search. Returns one id list per row, or with
-    n_best > 1 one list of id lists per row (best first).
+    precision ("fp32", "bf16", "int8", "auto" or torch.float32 / bfloat16 / qint8; dtype= is its deprecated old
+    name: search a copy of the model made by inference.quantize.for_decoding in that precision; made anew on
+    each call, so for many calls make it once with aiayn.for_decoding). beam_size=1 is greedy search.
+    Returns one id list per row, or with n_best > 1 one list of id lists per row (best first). Every option is
+    declared in inference/options.py.
 
     compile=True runs every search on a fixed-shape step compiled by torch.compile (inductor; a string names
     another torch.compile backend, e.g. "eager" to trace without compiling; "aoti" exports the step and
     compiles it ahead of time with AOTInductor, called without dynamo): see inference.static_step. Each
     new shape (source rows rounded to a power of two, source length to 32, output capacity to 64, per
     precision) is compiled once, before its first step (the compile time is in docs/benchmarks.md); the
-    steps (and a dtype= copy) are then kept on the model for later calls, with its weights frozen in: after
+    steps (and a precision= copy) are then kept on the model for later calls, with its weights frozen in: after
     changing the weights call aiayn.inference.static_step.forget(model). It suits steps dominated by many
     small ops (few rows). Results equal compile=False's except where two candidates' scores are within
     rounding of each other (the compiled step sums in another order); sampling draws the same way per live
-    row. dtype="int8" runs weight-only int8 there (inference.quantize.Int8WeightOnlyLinear), which rounds
+    row. precision="int8" runs weight-only int8 there (inference.quantize.Int8WeightOnlyLinear), which rounds
     otherwise than eager int8's fbgemm kernels; a model already on those kernels (for_decoding(model,
     "int8")) is refused (ValueError).
 
@@ -335,7 +344,7 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     precision. Greedy only (beam_size=1, no do_sample). With compile, the draft's steps run compiled (as
     compile runs any search; int8 weight-only) and the model checks them eagerly.
     """
-    _check_options(options, SEQ2SEQ_OPTIONS, "generate")
+    options = _check_options(options, SEQ2SEQ_OPTIONS, "generate")
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
     n_best = options.get("n_best", 1)
@@ -349,8 +358,8 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     if backend is not None:
         check_compilable(model)
     draft_tokens = _check_draft(options, beam_size)
-    if options.get("dtype") is not None:
-        model = (for_decoding if backend is None else decoding_copy)(model, options["dtype"])
+    if options.get("precision") is not None:
+        model = (for_decoding if backend is None else decoding_copy)(model, options["precision"])
     draft = _draft_model(model, options.get("draft"), backend)
     sampling = options.get("do_sample", False) or beam_size == 1
     if sampling and n_best > 1:
@@ -578,14 +587,14 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
     length decode together as one batch, so each row's result is the same as decoded alone. Stops at EOS,
     after max_new_tokens, or at max_positions; returns the new ids only.
     threads: intra-op threads for the decoding steps (default: 1 for small steps, else torch's count);
-    dtype: "fp32", "bf16" or "auto" (a copy of the model in that precision, as for translators; int8 is for
+    precision: "fp32", "bf16" or "auto" (a copy of the model in that precision, as for translators; int8 is for
     translators only).
     """
-    _check_options(options, LM_OPTIONS, "generate")
+    options = _check_options(options, LM_OPTIONS, "generate")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if options.get("dtype") is not None:
-        model = for_decoding(model, options["dtype"])
+    if options.get("precision") is not None:
+        model = for_decoding(model, options["precision"])
     cfg = model.cfg
     rows = _prompt_rows(model, prompt_ids, options.get("mask"))
     device = next(model.parameters()).device

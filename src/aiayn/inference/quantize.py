@@ -91,8 +91,12 @@ def for_decoding(model: TransformerBase, precision: str | torch.dtype = "auto") 
     fp32 returns the model itself. The copy is in eval mode, shares nothing with `model` (training it
     further does not change the copy), and its generate() runs in the chosen precision.
     """
+    return copy_in(model, resolve_precision(precision, next(model.parameters()).device))
+
+
+def copy_in(model: TransformerBase, name: str) -> TransformerBase:
+    """for_decoding with the precision already resolved ("fp32", "bf16" or "int8"): a command resolves it once."""
     device = next(model.parameters()).device
-    name = resolve_precision(precision, device)
     if name == "fp32":
         return model
     if name == "bf16":

@@ -22,10 +22,9 @@ from torch import Tensor
 _MODEL: Any = None  # in a worker: the model it was forked with
 
 
-def workers_problem(workers: Any, device: torch.device, compiled: bool, cli: bool = False) -> str | None:
-    """Why `workers` cannot be used here (one line naming the fix; flags spelled as on the command line
-    with `cli`), or None where it can."""
-    name, one, compile_ = ("--workers", "--workers 1", "--compile") if cli else ("workers", "workers=1", "compile")
+def workers_problem(workers: Any, device: torch.device, compiled: bool) -> str | None:
+    """Why `workers` cannot be used here (one line naming the fix), or None where it can."""
+    name, one, compile_ = "workers", "workers=1 (--workers 1)", "compile"
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         return f"{name} must be a positive integer, got {workers!r}"
     if workers == 1:
@@ -62,9 +61,10 @@ class WorkerPool:
     changed in the parent after the fork are not seen by them: make a new pool.
     """
 
-    def __init__(self, model: Any, workers: int) -> None:
-        """Fork the processes now (checked first: a bad count, a model off the CPU or no fork is ValueError)."""
-        problem = workers_problem(workers, next(model.parameters()).device, compiled=False)
+    def __init__(self, model: Any, workers: int, compiled: bool = False) -> None:
+        """Fork the processes now (checked first: a bad count, a model off the CPU, no fork or a compiled search
+        is ValueError)."""
+        problem = workers_problem(workers, next(model.parameters()).device, compiled)
         if problem is not None:
             raise ValueError(problem)
         self.workers = workers
