@@ -47,15 +47,18 @@ def test_flags_mean_the_library_keywords():
                                          "--workers", "2"]), "evaluate") == \
         {"beam_size": 4, "length_penalty": 0.6, "do_sample": True, "temperature": 1.0, "top_p": 0.9, "seed": 3,
          "workers": 2}
+    lm = {"beam_size": 1, "length_penalty": 0.6, "max_new_tokens": 500}
     assert options.from_args(parse_args(["generate", "M", "--top-k", "7"]), "generate") == \
-        {"max_new_tokens": 500, "do_sample": True, "temperature": 1.0, "top_k": 7}
-    assert options.from_args(parse_args(["generate", "M", "--greedy"]), "generate") == {"max_new_tokens": 500}
+        {**lm, "do_sample": True, "temperature": 1.0, "top_k": 7}
+    assert options.from_args(parse_args(["generate", "M", "--greedy"]), "generate") == lm
+    assert options.from_args(parse_args(["generate", "M", "--beam", "3", "--top-k", "7"]), "generate") == \
+        {**lm, "beam_size": 3}  # beam search: no sampling
 
 
 def test_the_library_takes_the_declared_keywords():
     assert decoding.SEQ2SEQ_OPTIONS == options.names("seq2seq")
     assert {"beam_size", "length_penalty", "precision", "do_sample"} <= decoding.SEQ2SEQ_OPTIONS
-    assert "length_penalty" not in decoding.LM_OPTIONS and "mask" in decoding.LM_OPTIONS
+    assert "n_best" not in decoding.LM_OPTIONS and "mask" in decoding.LM_OPTIONS
     model = aiayn.Transformer(aiayn.ModelConfig.preset("tiny", vocab_size=20, dropout=0.0)).eval()
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['beam'\]"):
         model.generate(torch.tensor([[4, 5]]), beam=2)
@@ -86,3 +89,20 @@ def test_a_server_builds_its_request_checks_from_the_same_table():
                          ({"beam": 2}, r"unknown option\(s\) \['beam'\]")):
         with pytest.raises(ValueError, match=message):
             options.validate(bad, "serve")
+
+
+def test_removed_speed_paths_are_one_clear_error(capsys):
+    """compile= and draft= (and #32 item 10's draft with int8) went: the keyword and the flag say so and why."""
+    model = aiayn.Transformer(aiayn.ModelConfig.preset("tiny", vocab_size=20, dropout=0.0)).eval()
+    for keyword in ({"compile": True}, {"draft": "int8", "precision": "int8"}, {"draft": "bf16", "dtype": "int8"},
+                    {"draft_tokens": 4}):
+        with pytest.raises(TypeError, match=r"generate\((compile|draft|draft_tokens)=...\) is removed.* use "
+                                             r"precision='int8'"):
+            model.generate(torch.tensor([[4, 5]]), beam_size=1, **keyword)
+    for flags in (["--compile"], ["--draft", "int8"], ["--greedy", "--draft"]):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(["translate", "M", "x", *flags])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"error: {flags[-1 if flags[-1].startswith('--') else -2]} was removed:" in err
+        assert "--precision int8" in err

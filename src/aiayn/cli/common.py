@@ -12,7 +12,6 @@ from ..data.corpus import CorpusError
 from ..data.tokenizer import TokenizerError
 from ..inference import options
 from ..inference.quantize import PrecisionError, copy_in, resolve_precision
-from ..inference.static_step import check_compilable, decoding_copy
 from ..inference.workers import WorkerPool
 from ..io.atomic import WriteError
 from ..io.loading import load_with_tokenizer
@@ -48,34 +47,10 @@ def load_model(folder: str, command: str, model_type: str | None = None, device:
 
 
 def decoding_model(model: Any, args: argparse.Namespace) -> tuple[Any, str]:
-    """The model to search with in --precision, resolved here once, and the precision chosen; errors as one line.
-
-    With --compile the copy is the one the compiled fixed-shape step runs (int8 there is weight-only).
-    """
+    """The model to search with in --precision, resolved here once, and the precision chosen; errors as one line."""
     try:
         chosen = resolve_precision(args.precision, next(model.parameters()).device)
-        if getattr(args, "compile", False):
-            check_compilable(model, flag="--compile")
-            return decoding_copy(model, chosen), chosen
         return copy_in(model, chosen), chosen
-    except (PrecisionError, ValueError) as error:
-        raise UserError(str(error)) from None
-
-
-def draft_model(model: Any, args: argparse.Namespace, precision: str) -> Any:
-    """The copy of the loaded (fp32) model that --draft names, or None; impossible settings as one line."""
-    if getattr(args, "draft", None) is None:
-        return None
-    if not args.greedy or args.do_sample:
-        raise UserError("--draft drafts greedy search: add --greedy (and leave out --sample)")
-    if args.compile or args.workers > 1:
-        raise UserError(f"--draft runs the eager steps in one process: leave out "
-                        f"{'--compile' if args.compile else '--workers'}")
-    if args.draft == precision:
-        raise UserError(f"--draft {args.draft} drafts in the precision the search checks ({precision}): check "
-                        f"in a finer one (--precision fp32) or leave out --draft")
-    try:
-        return copy_in(model, args.draft)
     except (PrecisionError, ValueError) as error:
         raise UserError(str(error)) from None
 
@@ -86,7 +61,7 @@ def worker_pool(model: Any, args: argparse.Namespace) -> WorkerPool | None:
     if args.workers == 1:
         return None
     try:
-        return WorkerPool(model, args.workers, compiled=getattr(args, "compile", False))
+        return WorkerPool(model, args.workers)
     except ValueError as error:
         raise UserError(f"--workers {args.workers}: {error}") from None
 

@@ -13,7 +13,6 @@ from .common import (
     UserError,
     add_decoding_flags,
     decoding_model,
-    draft_model,
     load_model,
     set_threads,
     user_errors,
@@ -25,9 +24,7 @@ def run(args: argparse.Namespace) -> None:
     """Translate a test set and report sacreBLEU BLEU and chrF with signatures (detokenized vs raw refs)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "evaluate", "transformer", args.device)
-    fp32 = model
     model, precision = decoding_model(model, args)
-    draft = draft_model(fp32, args, precision)
     try:
         if (args.src is None) != (args.ref is None):
             raise UserError("give both --src and --ref (or neither, for the bundled test set)")
@@ -35,8 +32,6 @@ def run(args: argparse.Namespace) -> None:
     except user_errors() as error:
         raise UserError(str(error)) from None
     decoding = options.from_args(args, "evaluate")
-    if draft is not None:
-        decoding["draft"] = draft  # the copy made from the fp32 model, not from `model` (#32 item 10)
     pool = worker_pool(model, args)
     if pool is not None:
         decoding["workers"] = pool

@@ -12,19 +12,15 @@ from tqdm import tqdm
 
 from ..inference import options
 from ..inference.evaluation import translate
-from .common import UserError, add_decoding_flags, decoding_model, draft_model, load_model, set_threads, worker_pool
+from .common import UserError, add_decoding_flags, decoding_model, load_model, set_threads, worker_pool
 
 
 def run(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "translate", "transformer", args.device)
-    fp32 = model
     model, precision = decoding_model(model, args)
-    draft = draft_model(fp32, args, precision)
     decoding = options.from_args(args, "translate")
-    if draft is not None:
-        decoding["draft"] = draft  # the copy made from the fp32 model, not from `model` (#32 item 10)
     texts = list(args.text)
     if args.input:
         path = Path(args.input)

@@ -57,7 +57,7 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     cfg = model.cfg
     device = next(model.parameters()).device
     if not isinstance(workers, WorkerPool):  # a pool was checked when it was made
-        problem = workers_problem(workers, device, bool(generate_options.get("compile")))
+        problem = workers_problem(workers, device)
         if problem is not None:
             raise ValueError(problem)
     warn = warn or (lambda message: logger.warning(f"warning: {message}"))

@@ -123,14 +123,14 @@ def _within(value: float, bounds: str) -> bool:
 
 OPTIONS: dict[str, Option] = {o.name: o for o in (
     # --- search (§6.1: beam 4, length penalty alpha 0.6, maximum output length = input length + 50)
-    Option("beam_size", int, 4, "beam size (§6.1); 1: greedy search", flag="--beam", bounds=">= 1",
-           library=frozenset({SEQ2SEQ}), commands=TRANSLATORS),
+    Option("beam_size", int, 4, "beam size (§6.1); 1: greedy search (or sampling, for a language model)",
+           flag="--beam", bounds=">= 1", commands=ALL_TEXT, command_defaults=(("generate", 1),)),
     Option("greedy", bool, False, "greedy search (beam 1)", library=frozenset(),
            commands=ALL_TEXT),
     Option("length_penalty", float, 0.6, "length penalty alpha: beam scores are log P / ((5 + |Y|) / 6)^alpha "
-           "(§6.1; 0: none)", library=frozenset({SEQ2SEQ}), bounds=">= 0", commands=TRANSLATORS, metavar="ALPHA"),
+           "(§6.1; 0: none)", bounds=">= 0", commands=ALL_TEXT, metavar="ALPHA"),
     Option("length_penalty_form", str, "gnmt", "gnmt: ((5 + |Y|) / 6)^alpha, the paper's; plain: |Y|^alpha (Hugging "
-           "Face, fairseq)", library=frozenset({SEQ2SEQ}), choices=("gnmt", "plain")),
+           "Face, fairseq)", choices=("gnmt", "plain")),
     Option("max_new_tokens", int, None, "most new tokens per row", none="source length + 50 (§6.1)", bounds=">= 0",
            commands=frozenset({"generate"}), command_defaults=(("generate", 500),)),
     Option("min_length", int, 0, "no EOS before this many new tokens", bounds=">= 0"),
@@ -155,22 +155,23 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("precision", str, "fp32", "weights for decoding: fp32 (the paper's), bf16, int8 (CPU: int8 linear "
            "layers), or auto (the fastest that keeps quality on this machine: int8 on CPUs with VNNI, else bf16 "
            "where it is native, else fp32)", choices=DECODING_PRECISIONS, commands=TRANSLATORS),
-    Option("threads", int, None, "intra-op threads of the decoding steps", none="1 for small steps, else torch's",
+    Option("threads", int, None, "intra-op threads of this search", none="torch's count",
            bounds=">= 1"),
     Option("workers", int, 1, "processes that search batches at once, each on one thread (CPU, Linux): on N "
            "cores, --workers N translates a file faster than N threads of one search (docs/benchmarks.md)",
            library=frozenset({"translate"}), bounds=">= 1", commands=TRANSLATORS),
-    Option("compile", bool, False, "run the search on a fixed-shape decoder step compiled by torch.compile (int8 "
-           "there is weight-only): each new batch shape is compiled before its first use and kept for the run "
-           "(docs/benchmarks.md)", library=frozenset({SEQ2SEQ}), commands=frozenset({"translate", "evaluate"})),
-    Option("draft", str, None, "with greedy search: a copy in this precision drafts tokens and the model (in "
-           "--precision) keeps those it would have chosen: --precision's greedy output, most steps in the draft's "
-           "(speculative decoding; docs/guide.md)", library=frozenset({SEQ2SEQ}), none="off",
-           choices=("bf16", "int8"), commands=frozenset({"translate", "evaluate"})),
-    Option("draft_tokens", int, 8, "tokens a draft proposes per round", library=frozenset({SEQ2SEQ}), bounds=">= 1"),
 )}
 
 DEPRECATED = {"dtype": "precision"}  # old keyword -> its one name now
+# Options that were removed, with why and what to use: calling them is one clear error, not "unknown option".
+# (The code is in git history: e4e2b6c has inference/static_step.py and inference/speculative.py.)
+REMOVED = {
+    "compile": "removed: each batch shape compiled for 33-98 s and eager int8 searched faster than the compiled "
+               "fp32 step (docs/benchmarks.md, 'What the speed paths buy'); use precision='int8' (--precision int8)",
+    "draft": "removed: drafted greedy search was 0.95x plain fp32 greedy at batch 1 and slower than int8 "
+             "(docs/benchmarks.md, 'What the speed paths buy'); use precision='int8' (--precision int8)",
+    "draft_tokens": "removed with draft= (drafted greedy search); use precision='int8' (--precision int8)",
+}
 
 
 def names(search: str) -> set[str]:
@@ -194,8 +195,24 @@ def validate(values: dict[str, Any], command: str) -> dict[str, Any]:
             for name, option in offered.items()}
 
 
+class _Removed(argparse.Action):
+    """A removed option's flag (hidden): argparse's one-line usage error saying why and what to use (exit 2)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        """Refuse the flag."""
+        parser.error(f"{option_string} was {REMOVED[self.dest]}")
+
+
+REMOVED_FLAGS = {"compile": "--compile", "draft": "--draft"}  # the commands that had them: translate, evaluate
+
+
 def add_flags(parser: argparse.ArgumentParser, command: str, skip: Iterable[str] = ()) -> None:
-    """The flags of `command`'s options, with their defaults and --help."""
+    """The flags of `command`'s options, with their defaults and --help (and removed ones, refused)."""
+    if command in ("translate", "evaluate"):
+        for name, flag in REMOVED_FLAGS.items():
+            parser.add_argument(flag, dest=name, action=_Removed, nargs="?", default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
     for option in for_command(command):
         if option.name in skip:
             continue

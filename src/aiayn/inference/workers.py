@@ -22,9 +22,9 @@ from torch import Tensor
 _MODEL: Any = None  # in a worker: the model it was forked with
 
 
-def workers_problem(workers: Any, device: torch.device, compiled: bool) -> str | None:
+def workers_problem(workers: Any, device: torch.device) -> str | None:
     """Why `workers` cannot be used here (one line naming the fix), or None where it can."""
-    name, one, compile_ = "workers", "workers=1 (--workers 1)", "compile"
+    name, one = "workers", "workers=1 (--workers 1)"
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         return f"{name} must be a positive integer, got {workers!r}"
     if workers == 1:
@@ -33,8 +33,6 @@ def workers_problem(workers: Any, device: torch.device, compiled: bool) -> str |
         return f"{name} > 1 runs processes sharing the CPU; the model is on {device.type}: use {one} there"
     if "fork" not in multiprocessing.get_all_start_methods():
         return f"{name} > 1 needs the 'fork' start method (Linux); use {one} on this system"
-    if compiled:
-        return f"{name} > 1 with {compile_}: each worker would compile its own step; use one or the other"
     return None
 
 
@@ -61,10 +59,9 @@ class WorkerPool:
     changed in the parent after the fork are not seen by them: make a new pool.
     """
 
-    def __init__(self, model: Any, workers: int, compiled: bool = False) -> None:
-        """Fork the processes now (checked first: a bad count, a model off the CPU, no fork or a compiled search
-        is ValueError)."""
-        problem = workers_problem(workers, next(model.parameters()).device, compiled)
+    def __init__(self, model: Any, workers: int) -> None:
+        """Fork the processes now (checked first: a bad count, a model off the CPU or no fork is ValueError)."""
+        problem = workers_problem(workers, next(model.parameters()).device)
         if problem is not None:
             raise ValueError(problem)
         self.workers = workers
@@ -74,9 +71,6 @@ class WorkerPool:
 
     def generate(self, batches: list[Tensor], **options: Any) -> Iterator[tuple[int, Any]]:
         """(index, model.generate(batches[index], **options)) for every batch, in the order they finish."""
-        if options.get("compile"):
-            raise ValueError("WorkerPool.generate with compile: each worker would compile its own step; "
-                             "search in one process to compile")
         yield from self._pool.imap_unordered(_generate, [(i, batch, options) for i, batch in enumerate(batches)])
 
     def close(self) -> None:
