@@ -56,3 +56,13 @@ def test_both_kinds_of_steps_are_steps(gpt2):
     for steps in (lm_steps, decoding._Seq2SeqSteps(translator, source, 4)):
         assert isinstance(steps, Steps)
     assert lm_steps.logits(torch.zeros(2, 1, dtype=torch.long), 0).shape == (2, V)  # the prompt, for 2 beams
+
+
+def test_lm_sampling_draws_from_one_generator_across_prompt_lengths(gpt2):
+    """Prompts of different lengths decode as separate groups; seed= seeds one generator for all of them, as
+    generator= does (a generator per group would repeat the first group's draws)."""
+    ours, _ = gpt2
+    prompts = [[3, 4], [5, 6, 7], [8, 9]]
+    seeded = ours.generate(prompts, max_new_tokens=6, do_sample=True, seed=5)
+    assert seeded == ours.generate(prompts, max_new_tokens=6, do_sample=True,
+                                   generator=torch.Generator().manual_seed(5))

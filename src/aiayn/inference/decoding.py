@@ -321,11 +321,16 @@ def _check_search(beam_size: int, options: dict[str, Any]) -> int:
 
 
 def _search(cfg: Any, steps: Steps, limits: list[int], device: torch.device, beam_size: int, alpha: float,
-            form: str, n_best: int, options: dict[str, Any]) -> list[list[Hypothesis]]:
-    """The hypotheses of every row: greedy or sampling (one each) or beam search (n_best each) on `steps`."""
+            form: str, n_best: int, options: dict[str, Any],
+            choose: Callable[[Tensor], Tensor] | None = None) -> list[list[Hypothesis]]:
+    """The hypotheses of every row: greedy or sampling (one each) or beam search (n_best each) on `steps`.
+
+    choose: the token chooser (default: a new one from the options; searches of one call share one, and so
+    one sampling generator)."""
     min_length = int(options.get("min_length", 0))
     if options.get("do_sample", False) or beam_size == 1:
-        hyps = _greedy_or_sample(cfg, steps, limits, device, _chooser(options, device), min_length,
+        choose = choose or _chooser(options, device)
+        hyps = _greedy_or_sample(cfg, steps, limits, device, choose, min_length,
                                  want_scores=options.get("return_scores", False))
         return [[h] for h in hyps]
     return _beam_search(cfg, steps, limits, device, beam_size, alpha, form, min_length, n_best)
@@ -517,6 +522,7 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
     cfg = model.cfg
     rows = _prompt_rows(model, prompt_ids, options.get("mask"))
     device = next(model.parameters()).device
+    choose = _chooser(options, device)  # one for every group of prompts: one sampling generator
     threads = _Threads(options.get("threads"))
     beams = 1 if options.get("do_sample", False) else beam_size
     was_training = model.training
@@ -535,7 +541,7 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
             hidden = None if all(all(rows[i][1]) for i in members) else keep  # None: the unmasked fast path
             steps = _LMSteps(model, prompts, hidden, limit, beams)
             found = _search(cfg, steps, [limit] * len(members), device, beam_size, length_penalty, form, 1,
-                            options)
+                            options, choose)
             for i, hyps in zip(members, found):
                 results[i] = hyps[0].tokens
     finally:
