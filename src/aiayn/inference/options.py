@@ -124,7 +124,7 @@ def _within(value: float, bounds: str) -> bool:
 OPTIONS: dict[str, Option] = {o.name: o for o in (
     # --- search (§6.1: beam 4, length penalty alpha 0.6, maximum output length = input length + 50)
     Option("beam_size", int, 4, "beam size (§6.1); 1: greedy search (or sampling, for a language model)",
-           flag="--beam", bounds=">= 1", commands=ALL_TEXT, command_defaults=(("generate", 1),)),
+           flag="--beam", bounds=">= 1", commands=ALL_TEXT, command_defaults=(("generate", 1),), metavar="N"),
     Option("greedy", bool, False, "greedy search (beam 1)", library=frozenset(),
            commands=ALL_TEXT),
     Option("length_penalty", float, 0.6, "length penalty alpha: beam scores are log P / ((5 + |Y|) / 6)^alpha "
@@ -132,7 +132,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("length_penalty_form", str, "gnmt", "gnmt: ((5 + |Y|) / 6)^alpha, the paper's; plain: |Y|^alpha (Hugging "
            "Face, fairseq)", choices=("gnmt", "plain")),
     Option("max_new_tokens", int, None, "most new tokens per row", none="source length + 50 (§6.1)", bounds=">= 0",
-           commands=frozenset({"generate"}), command_defaults=(("generate", 500),)),
+           commands=frozenset({"generate"}), command_defaults=(("generate", 500),), metavar="N"),
     Option("min_length", int, 0, "no EOS before this many new tokens", bounds=">= 0"),
     Option("n_best", int, 1, "hypotheses per source, best first (<= beam size)", library=frozenset({SEQ2SEQ}),
            bounds=">= 1"),
@@ -141,13 +141,14 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     # --- sampling (instead of searching)
     Option("do_sample", bool, False, "sample instead of searching (see --top-p, --top-k)", flag="--sample",
            commands=TRANSLATORS),
-    Option("temperature", float, 1.0, "with sampling: softmax temperature", bounds="> 0", commands=ALL_TEXT),
+    Option("temperature", float, 1.0, "with sampling: softmax temperature", bounds="> 0", commands=ALL_TEXT,
+           metavar="T"),
     Option("top_k", int, None, "with sampling: among the k likeliest tokens", none="all", bounds=">= 1",
-           commands=ALL_TEXT),
+           commands=ALL_TEXT, metavar="K"),
     Option("top_p", float, None, "with sampling: nucleus, the smallest set with probability >= p",
-           none="off", bounds="(0, 1]", commands=ALL_TEXT),
+           none="off", bounds="(0, 1]", commands=ALL_TEXT, metavar="P"),
     Option("seed", int, None, "with sampling: a seed makes the output reproducible", none="random",
-           commands=ALL_TEXT),
+           commands=ALL_TEXT, metavar="N"),
     Option("generator", object, None, "with sampling: a torch.Generator (or seed)", none="torch's global one"),
     Option("mask", object, None, "a (B, T) bool keep-mask of a padded prompt tensor", library=frozenset({LM}),
            none="from pad_id"),
@@ -159,7 +160,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            bounds=">= 1"),
     Option("workers", int, 1, "processes that search batches at once, each on one thread (CPU, Linux): on N "
            "cores, --workers N translates a file faster than N threads of one search (docs/benchmarks.md)",
-           library=frozenset({"translate"}), bounds=">= 1", commands=TRANSLATORS),
+           library=frozenset({"translate"}), bounds=">= 1", commands=TRANSLATORS, metavar="N"),
 )}
 
 DEPRECATED = {"dtype": "precision"}  # old keyword -> its one name now
