@@ -65,6 +65,8 @@ def test_impossible_workers_are_refused_before_any_work(model_dir: Path) -> None
         WorkerPool(model, 0)
     assert workers_problem(2, torch.device("cuda")) == \
         "workers > 1 runs processes sharing the CPU; the model is on cuda: use workers=1 (--workers 1) there"
+    assert workers_problem(2, torch.device("cuda"), False, cli=True) == \
+        "--workers > 1 runs processes sharing the CPU; the model is on cuda: use --workers 1 there"
 
 
 def test_cli_workers(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

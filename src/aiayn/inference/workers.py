@@ -22,9 +22,11 @@ from torch import Tensor
 _MODEL: Any = None  # in a worker: the model it was forked with
 
 
-def workers_problem(workers: Any, device: torch.device) -> str | None:
-    """Why `workers` cannot be used here (one line naming the fix), or None where it can."""
-    name, one = "workers", "workers=1 (--workers 1)"
+def workers_problem(workers: Any, device: torch.device, compiled: bool = False, cli: bool = False) -> str | None:
+    """Why `workers` cannot be used here (one line naming the fix; flags spelled as on the command line with
+    `cli`), or None where it can. `compiled` is unused: the compiled searches it refused went in #34 (kept so
+    callers written before, e.g. serve's, still run)."""
+    name, one = ("--workers", "--workers 1") if cli else ("workers", "workers=1 (--workers 1)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         return f"{name} must be a positive integer, got {workers!r}"
     if workers == 1:
