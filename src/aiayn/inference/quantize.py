@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model.attention import MultiHeadAttention
+from ..model.registry import MODEL_TYPES
 from ..runtime.precision import bf16_is_fast, cpu_flags
 from .protocols import DecodingModel
 
@@ -98,7 +99,7 @@ def copy_in(model: TransformerBase, name: str) -> TransformerBase:
     problem = int8_problem(device)
     if problem is not None:
         raise PrecisionError(problem)
-    if getattr(model, "model_type", None) != "transformer":
+    if not getattr(MODEL_TYPES.get(getattr(model, "model_type", "")), "int8", False):
         raise PrecisionError(f"int8 decoding is for translators (Transformer); this is a {type(model).__name__}: "
                              f"use bf16 or fp32")
     return int8_copy(model)
