@@ -9,13 +9,6 @@ case, aiayn's best precision against CTranslate2's best, as the median of per-ro
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --threads 2 --rounds 7
 
---compile adds aiayn's compiled fixed-shape step (generate(compile=True)) in fp32, bf16 and int8 (weight-only
-int8, the form compiled steps run), and int8 compiled ahead of time (compile="aoti", "AOT int8") as contenders,
-interleaved with the others; each case's shapes compile first (printed with their seconds, and the compiled
-tokens checked against the eager search's in the same precision).
-
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/decode.py --compile --threads 2 --rounds 7
-
 --layouts adds each engine's int8 search in the other ways of spending the same cores: one intra-op thread
 ("1t": aiayn's generate(threads=1), CTranslate2's intra_threads=1) and the batch cut into halves searched
 at once by two single-threaded workers ("2x1t": aiayn's inference.workers.WorkerPool, forked once before
@@ -45,7 +38,6 @@ from typing import Any
 import torch
 
 import aiayn
-from aiayn.inference.static_step import decoding_copy, kept_steps
 from aiayn.inference.workers import WorkerPool
 
 SOURCE_LENGTH = 64
@@ -105,7 +97,7 @@ def marian_from_aiayn(model: aiayn.Transformer):
 
 
 def run_aiayn(model: aiayn.Transformer, src: torch.Tensor, beams: int, **options: Any) -> list[list[int]]:
-    """aiayn search with EOS suppressed for NEW_TOKENS steps (options: e.g. compile=True)."""
+    """aiayn search with EOS suppressed for NEW_TOKENS steps (options: e.g. threads=1)."""
     return model.generate(src, beam_size=beams, max_new_tokens=NEW_TOKENS, min_length=NEW_TOKENS,
                           length_penalty_form="plain", length_penalty=1.0, **options)
 
@@ -117,19 +109,6 @@ def run_aiayn_workers(pool: WorkerPool, src: torch.Tensor, beams: int) -> list[l
     found = dict(pool.generate(parts, beam_size=beams, max_new_tokens=NEW_TOKENS, min_length=NEW_TOKENS,
                                length_penalty_form="plain", length_penalty=1.0))
     return [row for index in range(len(parts)) for row in found[index]]
-
-
-def compile_first(name: str, model: aiayn.Transformer, eager: Callable[..., list[list[int]]],
-                  compiled: Callable[..., list[list[int]]], src: torch.Tensor, beams: int, case: str) -> None:
-    """Run a compiled contender once on a case (its shapes compile now) and print the seconds and token check."""
-    before = len(kept_steps(model))
-    seconds = timed(lambda: compiled(src, beams))
-    new = kept_steps(model)[before:]
-    compile_s = " + ".join(f"{step.compile_seconds:.1f}" for step in new) or "none (kept from an earlier case)"
-    reference = eager(src, beams)
-    same = sum(a == b for a, b in zip(compiled(src, beams), reference))
-    print(f"{name}, {case}: first call {seconds:.1f} s, compile {compile_s} s; tokens equal the eager search's on "
-          f"{same}/{len(reference)} sources", flush=True)
 
 
 def run_hf(hf, src: torch.Tensor, beams: int) -> list[list[int]]:
@@ -212,23 +191,19 @@ def main() -> None:
     parser.add_argument("--rnn", action="store_true", help="the Transformer against the LSTM baseline (--arch rnn)")
     parser.add_argument("--layouts", action="store_true",
                         help="also int8 on one thread and on two single-threaded workers, for both engines")
-    parser.add_argument("--compile", action="store_true",
-                        help="also aiayn's compiled step in fp32, bf16 and int8 (generate(compile=True)); each case's "
-                             "shapes compile first, for tens of seconds each")
+    parser.add_argument("--preset", default="small", help="the translator's size (default small; `aiayn train` "
+                                                          "trains shallow)")
     args = parser.parse_args()
-    if args.compile and (args.hf or args.rnn):
-        parser.error("--compile adds contenders to the CTranslate2 comparison: leave out --hf and --rnn")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torch.get_num_threads()={torch.get_num_threads()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')}, cpus={os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.2f}")
     torch.manual_seed(0)
-    cfg = aiayn.ModelConfig.preset("small", dropout=0.0, norm="post" if args.hf else "pre")
+    cfg = aiayn.ModelConfig.preset(args.preset, dropout=0.0, norm="post" if args.hf else "pre")
     model = aiayn.Transformer(cfg).eval()
     generator = torch.Generator().manual_seed(1)
     sources = {b: torch.randint(3, cfg.vocab_size, (b, SOURCE_LENGTH), generator=generator) for b in (1, 16)}
-    compiled_copies: dict[str, aiayn.Transformer] = {}  # with --compile: the copy each compiled contender searches
     if args.hf:
         hf = marian_from_aiayn(model)
         others = {"HF generate": functools.partial(run_hf, hf)}
@@ -255,17 +230,10 @@ def main() -> None:
             ours["aiayn int8 1t"] = functools.partial(run_aiayn, copies["int8"], threads=1)
             pool = WorkerPool(copies["int8"], args.threads)
             ours[f"aiayn int8 {args.threads}x1t"] = functools.partial(run_aiayn_workers, pool)
-        # compiled int8 is weight-only (fbgemm's kernels cannot be compiled): the copy dtype="int8" gets there
-        compiled_copies = {"fp32": copies["fp32"], "bf16": copies["bf16"],
-                           "int8": decoding_copy(model, "int8")} if args.compile else {}
-        if args.compile:  # the same copies: each keeps its compiled steps
-            ours.update({f"aiayn compiled {p}": functools.partial(run_aiayn, m, compile=True)
-                         for p, m in compiled_copies.items()})
-            ours["aiayn AOT int8"] = functools.partial(run_aiayn, compiled_copies["int8"], compile="aoti")
     check = sources[16][:4]
     reference = ours["aiayn fp32"](check, 1)
     for name, fn in {**ours, **others}.items():
-        if name.startswith("RNN") or "compiled" in name or "AOT" in name:  # compiled ones: checked per case
+        if name.startswith("RNN"):
             continue
         same = sum(a == b for a, b in zip(fn(check, 1), reference))
         print(f"greedy tokens of {name} equal aiayn fp32's on {same}/4 sources")
@@ -275,13 +243,6 @@ def main() -> None:
     table = []
     for name, beams, batch in cases(args.cases):
         src = sources[batch]
-        for p, m in compiled_copies.items():
-            compile_first(f"aiayn compiled {p}", m, functools.partial(run_aiayn, m), ours[f"aiayn compiled {p}"],
-                          src, beams, name)
-        if args.compile:
-            int8 = compiled_copies["int8"]
-            compile_first("aiayn AOT int8", int8, functools.partial(run_aiayn, int8), ours["aiayn AOT int8"], src,
-                          beams, name)
         contenders = {n: functools.partial(fn, src, beams) for n, fn in {**ours, **others}.items()}
         tps = time_case(contenders, args.rounds, batch * NEW_TOKENS)
         best_ours = max(ours, key=lambda n: statistics.median(tps[n]))

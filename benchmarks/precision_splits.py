@@ -6,10 +6,9 @@ log-probability margin between its best and second-best token there (teacher-for
 The same margin over all of fp32's positions (every 7th verse) is the baseline: a split at a margin far
 below the typical one is a near-tie that rounding decided, not a change in what the model prefers.
 
-    python benchmarks/precision_splits.py runs/NAME/model --precisions bf16 int8 int8-weight-only --threads 1
+    python benchmarks/precision_splits.py runs/NAME/model --precisions bf16 int8 --threads 1
 
-int8-weight-only is the int8 that compiled searches run (quantize.int8_copy(model, weight_only=True)), here
-searched eagerly.
+(Its int8-weight-only contender went with the compiled searches in #34.)
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import torch
 import aiayn
 from aiayn.data.corpus import load_corpus
 from aiayn.data.tokenizer import encode_source, load_tokenizer
-from aiayn.inference.quantize import int8_copy
 
 BATCH = 32
 
@@ -59,8 +57,7 @@ def main() -> None:
     """Agreement with fp32 and fp32's margin at each first split, per precision."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a trained translator folder")
-    parser.add_argument("--precisions", nargs="+", default=["bf16", "int8", "int8-weight-only"],
-                        choices=["bf16", "int8", "int8-weight-only"])
+    parser.add_argument("--precisions", nargs="+", default=["bf16", "int8"], choices=["bf16", "int8"])
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,8 +70,7 @@ def main() -> None:
           f"median {statistics.median(everywhere):.3f}; below 0.05: {share(everywhere, 0.05):.1%}, "
           f"below 0.01: {share(everywhere, 0.01):.1%}")
     for precision in args.precisions:
-        copy = int8_copy(model, weight_only=True) if precision == "int8-weight-only" else \
-            aiayn.for_decoding(model, precision)
+        copy = aiayn.for_decoding(model, precision)
         output = greedy(copy, sources)
         at_split = []
         for i, (ours, theirs) in enumerate(zip(reference, output)):

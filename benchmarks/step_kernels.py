@@ -5,7 +5,7 @@ A decoding step of the "small" preset (d_model 256, d_ff 1024, 4 heads, vocabula
 the step's shapes, on one intra-op thread (as each of inference.workers' processes runs):
 
 - linear layers (M rows x K -> N): fbgemm's dynamic int8 (`quantize.Int8Linear`, eager int8 decoding),
-  weight-only int8 (`quantize.Int8WeightOnlyLinear`, bf16 activations: compiled int8 decoding), bf16 and
+  weight-only int8 (`torch._weight_int8pack_mm`, bf16 activations: the form compiled int8 steps ran), bf16 and
   fp32 `F.linear`; for the output projection also oneDNN's int8 (`torch.ops.onednn.qlinear_pointwise`,
   activations already quantized) and `torch._int_mm` (int8 x int8 -> int32, activations already quantized);
 - single-query attention over a (B, H, T, d_k) cache: torch's fused `scaled_dot_product_attention` and the
@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from aiayn.inference.quantize import Int8Linear, Int8WeightOnlyLinear
+from aiayn.inference.quantize import Int8Linear, _row_scales
 
 COPIES = 6  # tensors rotated through in the cold runs
 _JUNK = torch.zeros(5 * 2**20 // 4)  # 5 MB touched between cold calls
@@ -55,13 +55,15 @@ def linear_contenders(in_features: int, out_features: int, rows: int) -> dict[st
     """Each kernel on its own COPIES weights of (out, in) and one input of `rows` rows."""
     weights = [torch.nn.Linear(in_features, out_features) for _ in range(COPIES)]
     fbgemm = [Int8Linear(w.weight.detach(), w.bias.detach()) for w in weights]
-    weight_only = [Int8WeightOnlyLinear(w.weight.detach(), w.bias.detach(), torch.bfloat16) for w in weights]
+    scales = [_row_scales(w.weight) for w in weights]  # (out,)
+    weight_only = [((w.weight.detach() / s[:, None]).round().clamp(-127, 127).to(torch.int8), s.bfloat16())
+                   for w, s in zip(weights, scales)]
     bf16 = [(w.weight.detach().bfloat16(), w.bias.detach().bfloat16()) for w in weights]
     fp32 = [(w.weight.detach(), w.bias.detach()) for w in weights]
     x = torch.randn(rows, in_features)
     x_bf16 = x.bfloat16()
     out = {"fbgemm int8 (dynamic)": lambda i: fbgemm[i](x),
-           "weight-only int8": lambda i: weight_only[i](x_bf16),
+           "weight-only int8": lambda i: torch._weight_int8pack_mm(x_bf16, *weight_only[i]),
            "bf16": lambda i: F.linear(x_bf16, *bf16[i]),
            "fp32": lambda i: F.linear(x, *fp32[i])}
     if out_features >= 4096:  # the output projection: the other int8 GEMMs too

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from aiayn import DecoderLM, ModelConfig, Transformer
-from aiayn.inference.decoding import Hypothesis, _beam_search, _Source, filter_logits, length_penalty, sample_next
+from aiayn.inference.decoding import (
+    Hypothesis,
+    _beam_search,
+    _Seq2SeqSteps,
+    _Source,
+    filter_logits,
+    length_penalty,
+    sample_next,
+)
 
 from .conftest import random_ids
 
@@ -140,7 +148,9 @@ def test_beam_size_one_equals_greedy(tiny_cfg):
     src[2, 3:] = tiny_cfg.pad_id
     greedy = model.generate(src, beam_size=1)
     with torch.no_grad():
-        beam = _beam_search(model, _Source(model, src, None), 1, 0.6, "gnmt", 0, 1)
+        source = _Source(model, src, None)
+        beam = _beam_search(model.cfg, _Seq2SeqSteps(model, source, max(source.limits)), source.limits, src.device,
+                            1, 0.6, "gnmt", 0, 1)
     assert [row[0].tokens for row in beam] == greedy
     assert any(len(row) < 50 for row in greedy)  # some rows stopped at EOS, not only at the limit
 
@@ -335,7 +345,9 @@ def test_lm_limits_and_errors(tiny_cfg):
     with pytest.raises(ValueError, match="max_positions"):
         lm.generate([[5] * 128])
     with pytest.raises(TypeError, match="unknown option"):
-        lm.generate([[5]], beam_size=4)
+        lm.generate([[5]], n_best=2)
+
+
 
 
 # --------------------------------------------------------------------------------------- Hugging Face
@@ -420,35 +432,14 @@ def test_kv_cache_appends_grows_and_reorders_between_two_blocks():
 # ------------------------------------------------------------------------------------ step threads
 
 
-def test_small_steps_run_on_one_thread_larger_ones_on_torchs_count():
-    from types import SimpleNamespace
-
-    from aiayn.inference.decoding import _StepThreads
-
-    cfg = ModelConfig.preset("small")  # d_model 256, d_ff 1024: 262,144 multiply-adds per row
-    on_cpu = SimpleNamespace(cfg=cfg, parameters=lambda: iter([torch.zeros(1)]))  # a model's cfg and device
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        threads = _StepThreads(on_cpu, None)
-        counts = []
-        for rows in (1, 16, 64, 4):  # 0.26M and 4.2M: one thread; 16.8M: two
-            threads.set_for(rows)
-            counts.append(torch.get_num_threads())
-        assert counts == [1, 1, 2, 1]
-        threads.restore()
-        assert torch.get_num_threads() == 2
-        fixed = _StepThreads(on_cpu, 2)
-        fixed.set_for(1)
-        assert torch.get_num_threads() == 2
-        for bad in (0, -1, True, 1.5):
-            with pytest.raises(ValueError, match="threads must be a positive integer"):
-                _StepThreads(on_cpu, bad)
-    finally:
-        torch.set_num_threads(before)
+def test_a_bad_thread_count_is_refused():
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=20, dropout=0.0)).eval()
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            model.generate(torch.tensor([[4, 5]]), threads=bad)
 
 
-def test_generate_steps_on_one_thread_gives_the_same_tokens_and_restores_the_count(tiny_cfg):
+def test_generate_on_a_given_thread_count_gives_the_same_tokens_and_restores_the_count(tiny_cfg):
     model = eos_prone(Transformer(tiny_cfg).eval())
     lm = DecoderLM(tiny_cfg).eval()
     seen: list[int] = []
@@ -464,7 +455,7 @@ def test_generate_steps_on_one_thread_gives_the_same_tokens_and_restores_the_cou
                                 model.generate(src, beam_size=3, max_new_tokens=4, threads=threads),
                                 lm.generate(src, max_new_tokens=4, threads=threads))
             assert torch.get_num_threads() == 2  # put back after the search
-            assert set(seen) == {1 if threads is None else threads}  # tiny steps: one thread by default
+            assert set(seen) == {2 if threads is None else threads}  # torch's count unless one is given
         assert results[None] == results[1] == results[2]
         with pytest.raises(ValueError, match="empty source"):  # an error inside the search restores too
             model.generate(torch.full((1, 3), tiny_cfg.pad_id), threads=1)

@@ -78,6 +78,10 @@ def test_generation_is_reproducible_with_a_seed(text_file: Path, capsys: pytest.
     model, tok = aiayn.load(out / "model"), load_tokenizer(out / "model")
     text = generate_text(model, tok, "ROMEO:", max_new_tokens=80, do_sample=True, top_k=10, seed=1)
     assert len(text) == 80 and runs[0] == "ROMEO:" + text + "\n"
+    # --beam: beam search from the same table of options (no sampling, so no seed needed)
+    assert main(["generate", str(out / "model"), "ROMEO:", "--max-new-tokens", "20", "--beam", "3"]) == 0
+    beam = generate_text(model, tok, "ROMEO:", max_new_tokens=20, beam_size=3)
+    assert capsys.readouterr().out == "ROMEO:" + beam + "\n"
 
 
 def test_mlm_loss_ignores_unchosen_positions() -> None:

@@ -10,7 +10,7 @@ from torch import nn
 import aiayn
 from aiayn.cli import main
 from aiayn.inference import quantize
-from aiayn.inference.quantize import Int8Linear, Int8WeightOnlyLinear, PrecisionError, for_decoding, resolve_precision
+from aiayn.inference.quantize import Int8Linear, PrecisionError, for_decoding, resolve_precision
 
 from .helpers_translation import write_corpus
 
@@ -70,41 +70,6 @@ def test_int8_linear_matches_the_formula_with_per_row_scales() -> None:
     assert float((got - (x @ weight.T + bias)).abs().max()) > 0  # it is not the fp32 product
 
 
-def test_weight_only_int8_linear_is_the_formula_with_int8_rows() -> None:
-    """y = x (round(W / s) s)^T + b with s = max|row| / 127 per row, x unquantized (fp32 here): to fp32 rounding,
-    through the int8 kernel (few rows) and the widened weights (WIDEN_ROWS rows and more) alike."""
-    weight, bias = torch.randn(48, 32), torch.randn(48)
-    scales = weight.abs().amax(1, keepdim=True) / 127
-    layer = Int8WeightOnlyLinear(weight, bias, torch.float32)
-    assert layer.int8_weight.dtype == torch.int8
-    for x in (torch.randn(5, 3, 32), torch.randn(4, quantize.WIDEN_ROWS, 32)):
-        expected = x @ ((weight / scales).round() * scales).T + bias
-        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
-        assert float((layer(x) - (x @ weight.T + bias)).abs().max()) > 1e-4  # it is not the fp32 product
-    bf16 = Int8WeightOnlyLinear(weight, bias, torch.bfloat16)
-    x = torch.randn(quantize.WIDEN_ROWS, 32, dtype=torch.bfloat16)
-    kernel = torch._weight_int8pack_mm(x, bf16.int8_weight, bf16.scales) + bf16.bias
-    torch.testing.assert_close(bf16(x), kernel, rtol=2e-2, atol=2e-2)  # bf16: one more rounding, no more
-
-
-def test_weight_only_int8_copy_logits_close_to_fp32() -> None:
-    """The compiled searches' int8 form: every linear and the output projection int8, logits within int8's
-    tolerance of fp32's; the rest of the copy in bf16 where bf16 is native, else fp32."""
-    model = _model()
-    src, tgt = _batch()
-    q = quantize.int8_copy(model, weight_only=True)
-    assert not any(isinstance(m, (nn.Linear, Int8Linear)) for m in q.modules())
-    cfg = model.cfg
-    expected = 4 * cfg.n_encoder_layers + 6 * cfg.n_decoder_layers + 1
-    assert sum(isinstance(m, Int8WeightOnlyLinear) for m in q.modules()) == expected
-    with torch.no_grad():
-        reference = model(src, tgt)
-        out = q(src, tgt).float()
-    error = float((out - reference).abs().max()) / float(reference.std())
-    assert 0 < error < TOLERANCE["int8"]
-    assert float((out.argmax(-1) == reference.argmax(-1)).float().mean()) > 0.9
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_cached_steps_equal_the_full_decoder_in_each_precision(precision: str) -> None:
     model = for_decoding(_model(), precision)
@@ -128,7 +93,7 @@ def test_generate_dtype_option_searches_the_converted_copy(precision: object) ->
     src, _ = _batch()
     name = {torch.bfloat16: "bf16", torch.qint8: "int8"}.get(precision, precision)
     expected = for_decoding(model, name).generate(src, beam_size=2, max_new_tokens=8)
-    assert model.generate(src, beam_size=2, max_new_tokens=8, dtype=precision) == expected
+    assert model.generate(src, beam_size=2, max_new_tokens=8, precision=precision) == expected
     assert next(model.parameters()).dtype == torch.float32
 
 
@@ -162,7 +127,7 @@ def test_int8_for_a_decoder_lm_is_refused() -> None:
     lm = aiayn.DecoderLM(aiayn.ModelConfig.preset("tiny", dropout=0.0)).eval()
     with pytest.raises(PrecisionError, match="int8 decoding is for translators"):
         for_decoding(lm, "int8")
-    assert lm.generate([[5, 6]], max_new_tokens=4, dtype="bf16") == \
+    assert lm.generate([[5, 6]], max_new_tokens=4, precision="bf16") == \
         for_decoding(lm, "bf16").generate([[5, 6]], max_new_tokens=4)
 
 

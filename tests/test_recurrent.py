@@ -8,7 +8,7 @@ from torch import nn
 
 import aiayn
 from aiayn.cli import main
-from aiayn.inference.decoding import _beam_search, _Source
+from aiayn.inference.decoding import _beam_search, _Seq2SeqSteps, _Source
 from aiayn.io.export import ExportError, export_model
 from aiayn.model.config import RNNConfig
 from aiayn.model.recurrent import RecurrentSeq2Seq
@@ -64,7 +64,9 @@ def test_beam_one_is_greedy_and_greedy_is_the_argmax_of_the_full_recomputation()
     model = _model()
     src, _ = _batch()
     greedy = model.generate(src, beam_size=1, max_new_tokens=8)
-    beam_one = _beam_search(model, _Source(model, src, 8), 1, 0.6, "gnmt", 0, 1)  # the beam code, K = 1
+    source = _Source(model, src, 8)
+    beam_one = _beam_search(model.cfg, _Seq2SeqSteps(model, source, 8), source.limits, src.device, 1, 0.6, "gnmt", 0,
+                            1)  # the beam code, K = 1
     assert [row[0].tokens for row in beam_one] == greedy
     for row, keep in enumerate(src != 0):  # by hand: recompute every prefix from scratch, take the argmax
         prefix = torch.tensor([[1]])

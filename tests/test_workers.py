@@ -53,27 +53,24 @@ def test_a_worker_pool_serves_many_calls_from_the_same_processes(model_dir: Path
         assert found == {0: model.generate(src, beam_size=1, max_new_tokens=6, threads=1),
                          1: model.generate(src[:1], beam_size=1, max_new_tokens=6, threads=1)}
         assert {process.pid for process in pool._pool._pool} == pids  # no process was forked again
-        with pytest.raises(ValueError, match="WorkerPool.generate with compile"):
-            list(pool.generate([src], compile=True))
 
 
 def test_impossible_workers_are_refused_before_any_work(model_dir: Path) -> None:
-    """Bad counts, compile together with workers, and a model off the CPU: one message each."""
+    """Bad counts and a model off the CPU: one message each."""
     model, tok = load_with_tokenizer(model_dir)
     for workers in (0, 1.5, True):
         with pytest.raises(ValueError, match="workers must be a positive integer"):
             translate(model, tok, TEXTS, workers=workers)
-    with pytest.raises(ValueError, match="workers > 1 with compile: each worker would compile its own step"):
-        translate(model, tok, TEXTS, workers=2, compile=True)
     with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
         WorkerPool(model, 0)
+    assert workers_problem(2, torch.device("cuda")) == \
+        "workers > 1 runs processes sharing the CPU; the model is on cuda: use workers=1 (--workers 1) there"
     assert workers_problem(2, torch.device("cuda"), False, cli=True) == \
         "--workers > 1 runs processes sharing the CPU; the model is on cuda: use --workers 1 there"
 
 
 def test_cli_workers(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """`translate --input FILE --workers 2` prints what one process prints and says how it ran; with
-    --compile it is one line and exit 1."""
+    """`translate --input FILE --workers 2` prints what one process prints and says how it ran."""
     path = tmp_path / "in.txt"
     path.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     assert main(["translate", str(model_dir), "--input", str(path), "--beam", "2", "--threads", "1"]) == 0
@@ -81,6 +78,3 @@ def test_cli_workers(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["translate", str(model_dir), "--input", str(path), "--beam", "2", "--workers", "2"]) == 0
     captured = capsys.readouterr()
     assert captured.out == alone and "sentences/s (fp32, 2 workers x 1 thread)" in captured.err
-    assert main(["translate", str(model_dir), "--input", str(path), "--workers", "2", "--compile"]) == 1
-    err = capsys.readouterr().err
-    assert "--workers > 1 with --compile" in err and "Traceback" not in err

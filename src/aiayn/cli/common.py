@@ -11,9 +11,9 @@ import torch
 
 from ..data.corpus import CorpusError
 from ..data.tokenizer import TokenizerError
-from ..inference.quantize import DECODING_PRECISIONS, PrecisionError, for_decoding, resolve_precision
-from ..inference.static_step import check_compilable, decoding_copy
-from ..inference.workers import workers_problem
+from ..inference import options
+from ..inference.quantize import PrecisionError, copy_in, resolve_precision
+from ..inference.workers import WorkerPool
 from ..io.atomic import WriteError
 from ..io.loading import load_with_tokenizer
 from ..io.model_folder import CheckpointError
@@ -72,43 +72,24 @@ def load_model(folder: str, command: str, model_type: str | None = None, device:
         raise UserError(str(error)) from None
 
 
-def decoding_model(model: Any, precision: str, compiled: bool = False, workers: int = 1) -> tuple[Any, str]:
-    """The model to search with in `precision` (fp32|bf16|int8|auto) and the precision chosen; errors as one line.
-
-    compiled: the search will run on the compiled fixed-shape step (--compile), which refuses some precisions;
-    workers: processes searching batches at once (--workers), checked here, before any work.
-    """
-    device = next(model.parameters()).device
-    problem = workers_problem(workers, device, compiled, cli=True)
-    if problem is not None:
-        raise UserError(problem)
+def decoding_model(model: Any, args: argparse.Namespace) -> tuple[Any, str]:
+    """The model to search with in --precision, resolved here once, and the precision chosen; errors as one line."""
     try:
-        chosen = resolve_precision(precision, device)
-        if compiled:  # int8 then runs weight-only (fbgemm's kernels cannot be compiled)
-            check_compilable(model, flag="--compile")
-            return decoding_copy(model, chosen), chosen
-        return for_decoding(model, chosen), chosen
+        chosen = resolve_precision(args.precision, next(model.parameters()).device)
+        return copy_in(model, chosen), chosen
     except (PrecisionError, ValueError) as error:
         raise UserError(str(error)) from None
 
 
-def draft_model(model: Any, args: argparse.Namespace, precision: str) -> Any:
-    """The copy of the loaded (fp32) model that --draft names, or None; impossible settings as one line."""
-    if getattr(args, "draft", None) is None:
+def worker_pool(model: Any, args: argparse.Namespace) -> WorkerPool | None:
+    """The --workers processes (forked now, with the model to search), or None for one; the one check of
+    --workers, as one line."""
+    if args.workers == 1:
         return None
-    if not args.greedy or args.sample:
-        raise UserError("--draft drafts greedy search: add --greedy (and leave out --sample)")
-    if args.compile or args.workers > 1:
-        raise UserError(f"--draft runs the eager steps in one process: leave out "
-                        f"{'--compile' if args.compile else '--workers'}")
     try:
-        chosen = resolve_precision(args.draft, next(model.parameters()).device)
-        if chosen == precision:
-            raise UserError(f"--draft {args.draft} drafts in the precision the search checks ({precision}): check "
-                            f"in a finer one (--precision fp32) or leave out --draft")
-        return for_decoding(model, chosen)
-    except (PrecisionError, ValueError) as error:
-        raise UserError(str(error)) from None
+        return WorkerPool(model, args.workers)
+    except ValueError as error:
+        raise UserError(f"--workers {args.workers}: {error}") from None
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -147,65 +128,8 @@ def add_device_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda (default auto)")
 
 
-def add_length_penalty_flag(parser: argparse.ArgumentParser) -> None:
-    """--length-penalty (§6.1's alpha; `aiayn train` names it the same); --alpha is its hidden old name."""
-    parser.add_argument("--length-penalty", type=float_in(0.0), default=0.6, metavar="ALPHA",
-                        help="length penalty alpha: beam scores are log P / ((5 + |Y|) / 6)^alpha (default 0.6, "
-                             "§6.1; 0: none)")
-    parser.add_argument("--alpha", dest="length_penalty", type=float_in(0.0), default=argparse.SUPPRESS,
-                        help=argparse.SUPPRESS)
-
-
-def add_decoding_flags(parser: argparse.ArgumentParser) -> None:
-    """--beam/--greedy/--length-penalty (§6.1), sampling, threads and device: shared by translate and evaluate."""
-    parser.add_argument("--beam", type=int_at_least(1), default=4, help="beam size (default 4, §6.1)")
-    parser.add_argument("--greedy", action="store_true", help="greedy search (beam 1)")
-    add_length_penalty_flag(parser)
-    add_sampling_flags(parser, "with --sample: ")
-    parser.add_argument("--sample", action="store_true", help="sample instead of searching (see --top-p, --top-k)")
-    parser.add_argument("--precision", choices=DECODING_PRECISIONS, default="fp32",
-                        help="weights for decoding: fp32 (the paper's), bf16, int8 (CPU: int8 linear layers), or "
-                             "auto (the fastest that keeps quality on this machine: int8 on CPUs with VNNI, else bf16 "
-                             "where it is native, else fp32) (default fp32)")
-    parser.add_argument("--compile", action="store_true",
-                        help="run the search on a fixed-shape decoder step compiled by torch.compile (int8 there is "
-                             "weight-only, activations in bf16 where native): each new batch shape is compiled "
-                             "before its first use and kept for the run, so it suits many sentences decoded a few "
-                             "rows at a time (docs/benchmarks.md; default off)")
-    parser.add_argument("--draft", choices=["bf16", "int8"], default=None,
-                        help="with --greedy: a copy in this precision drafts tokens and the model (in --precision) "
-                             "keeps those it would have chosen, so the output is --precision's greedy search with "
-                             "most steps in the draft's (speculative decoding; docs/guide.md; default off)")
-    parser.add_argument("--workers", type=int_at_least(1), default=1,
-                        help="processes that search batches at once, each on one thread (CPU, Linux): on N "
-                             "cores, --workers N translates a file faster than N threads of one search "
-                             "(docs/benchmarks.md; default 1)")
+def add_decoding_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """`command`'s decoding flags (inference/options.py's table: §6.1's beam 4 and alpha 0.6 by default),
+    threads and device."""
+    options.add_flags(parser, command)
     add_device_flags(parser)
-
-
-def add_sampling_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """--temperature, --top-k, --top-p, --seed: the same names and defaults in translate, evaluate, generate."""
-    parser.add_argument("--temperature", type=float_in(0.0, low_open=True), default=1.0,
-                        help=prefix + "softmax temperature (default 1.0)")
-    parser.add_argument("--top-k", type=int_at_least(0), default=0,
-                        help=prefix + "sample among the k likeliest tokens (default 0: all)")
-    parser.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=None,
-                        help=prefix + "nucleus sampling: the smallest set with probability >= p (default: off)")
-    parser.add_argument("--seed", type=int, default=None, help=prefix + "a seed makes the output reproducible")
-
-
-def decoding_options(args: argparse.Namespace, draft: Any = None) -> dict[str, Any]:
-    """translate()'s options from the decoding flags: model.generate's (with the --draft copy from draft_model,
-    when one is given), and workers."""
-    options: dict[str, Any] = {"beam_size": 1 if args.greedy else args.beam, "length_penalty": args.length_penalty}
-    if draft is not None:
-        options["draft"] = draft
-    if args.workers > 1:
-        options["workers"] = args.workers
-    if getattr(args, "compile", False):
-        options["compile"] = True
-    if args.sample:
-        options.update(do_sample=True, temperature=args.temperature, top_k=args.top_k or None,
-                       top_p=args.top_p if args.top_p is not None and args.top_p < 1.0 else None,
-                       seed=args.seed)
-    return options

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data.corpus import load_corpus, read_parallel
+from ..inference import options
 from ..inference.evaluation import score, translate
 from ..io.atomic import WriteError, atomic_write_text
 from .common import (
@@ -13,11 +14,10 @@ from .common import (
     add_decoding_flags,
     check_out_file,
     decoding_model,
-    decoding_options,
-    draft_model,
     load_model,
     set_threads,
     user_errors,
+    worker_pool,
 )
 
 
@@ -27,23 +27,29 @@ def run(args: argparse.Namespace) -> None:
         check_out_file(args.output)  # before translating everything
     set_threads(args.threads)
     model, tok = load_model(args.model, "evaluate", "transformer", args.device)
-    fp32 = model
-    model, precision = decoding_model(model, args.precision, args.compile, args.workers)
-    draft = draft_model(fp32, args, precision)
+    model, precision = decoding_model(model, args)
     try:
         if (args.src is None) != (args.ref is None):
             raise UserError("give both --src and --ref (or neither, for the bundled test set)")
         pairs = read_parallel(args.src, args.ref) if args.src else load_corpus().test
     except user_errors() as error:
         raise UserError(str(error)) from None
-    options = decoding_options(args, draft)
-    hyps = translate(model, tok, [s for s, _ in pairs], **options)
+    decoding = options.from_args(args, "evaluate")
+    pool = worker_pool(model, args)
+    if pool is not None:
+        decoding["workers"] = pool
+    try:
+        hyps = translate(model, tok, [s for s, _ in pairs], **decoding)
+    finally:
+        if pool is not None:
+            pool.close()
     if args.output:
         try:
             atomic_write_text(Path(args.output), "".join(h + "\n" for h in hyps))
         except WriteError as error:
             raise UserError(str(error)) from None
-    how = "sampling" if args.sample else f"beam {options['beam_size']}, length penalty {args.length_penalty}"
+    how = "sampling" if args.do_sample else \
+        f"beam {decoding.get('beam_size', 1)}, length penalty {args.length_penalty}"
     print(f"{len(pairs)} sentences, {how}, {precision}")
     print(score(hyps, [t for _, t in pairs]))
 
@@ -59,5 +65,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--src", metavar="FILE", help="source sentences, one per line")
     parser.add_argument("--ref", metavar="FILE", help="reference translations, aligned with --src")
     parser.add_argument("--output", metavar="FILE", help="also write the translations here")
-    add_decoding_flags(parser)
+    add_decoding_flags(parser, "evaluate")
     parser.set_defaults(run=run)

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from ..inference import options
 from ..inference.text import generate_text
-from .common import UserError, add_device_flags, add_sampling_flags, int_at_least, load_model, set_threads
+from .common import UserError, add_decoding_flags, load_model, set_threads
 
 
 def run(args: argparse.Namespace) -> None:
-    """Continue a prompt with a GPT-style model: sampling with temperature, top-k, top-p and a seed."""
+    """Continue a prompt with a GPT-style model: sampling with temperature, top-k, top-p and a seed, or --greedy."""
     set_threads(args.threads)
     model, tokenizer = load_model(args.model, "generate", "decoder_lm", args.device)
-    options = {"do_sample": not args.greedy, "temperature": args.temperature, "top_k": args.top_k or None,
-               "top_p": args.top_p, "seed": args.seed}
-    if args.greedy:
-        options = {}
+    decoding = options.from_args(args, "generate")
     try:
-        text = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens, **options)
+        text = generate_text(model, tokenizer, args.prompt, **decoding)
     except ValueError as error:
         raise UserError(str(error)) from None
     print(args.prompt + text)
@@ -32,8 +30,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL_DIR", help="a DecoderLM folder (config.json, model.safetensors, "
                                                            "tokenizer.json)")
     parser.add_argument("prompt", nargs="?", default="\n", help="text to continue (default: a newline)")
-    parser.add_argument("--max-new-tokens", type=int_at_least(0), default=500, help="default 500")
-    add_sampling_flags(parser)
-    parser.add_argument("--greedy", action="store_true", help="always the most probable token (no sampling)")
-    add_device_flags(parser)
+    add_decoding_flags(parser, "generate")
     parser.set_defaults(run=run)

@@ -10,25 +10,17 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..inference import options
 from ..inference.evaluation import translate
-from .common import (
-    UserError,
-    add_decoding_flags,
-    decoding_model,
-    decoding_options,
-    draft_model,
-    load_model,
-    set_threads,
-)
+from .common import UserError, add_decoding_flags, decoding_model, load_model, set_threads, worker_pool
 
 
 def run(args: argparse.Namespace) -> None:
     """Translate sentences with a trained model (beam 4, length penalty 0.6 by default, §6.1)."""
     set_threads(args.threads)
     model, tok = load_model(args.model, "translate", "transformer", args.device)
-    fp32 = model
-    model, precision = decoding_model(model, args.precision, args.compile, args.workers)
-    draft = draft_model(fp32, args, precision)
+    model, precision = decoding_model(model, args)
+    decoding = options.from_args(args, "translate")
     texts = list(args.text)
     if args.input:
         path = Path(args.input)
@@ -51,7 +43,14 @@ def run(args: argparse.Namespace) -> None:
 
         bar = tqdm(total=len(texts), unit="line", desc="translating", file=sys.stderr)
     start = time.perf_counter()
-    lines = translate(model, tok, texts, progress=bar.update if bar else None, **decoding_options(args, draft))
+    pool = worker_pool(model, args)
+    if pool is not None:
+        decoding["workers"] = pool
+    try:
+        lines = translate(model, tok, texts, progress=bar.update if bar else None, **decoding)
+    finally:
+        if pool is not None:
+            pool.close()
     seconds = time.perf_counter() - start
     if bar:
         bar.close()
@@ -96,5 +95,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                                            "tokenizer.json)")
     parser.add_argument("text", nargs="*", help="sentences to translate (else --input or stdin)")
     parser.add_argument("--input", metavar="FILE", help="a text file, one sentence per line")
-    add_decoding_flags(parser)
+    add_decoding_flags(parser, "translate")
     parser.set_defaults(run=run)

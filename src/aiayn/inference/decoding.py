@@ -1,9 +1,10 @@
 """Decoding on the KV cache: greedy search, beam search (§6.1) and sampling, for Transformer and DecoderLM.
 
-Every search runs the same step: the decoder on the newest token only, with each layer's self-attention
-keys/values appended to a preallocated cache and the cross-attention keys/values projected once per
-source. Inputs are validated once up front; the step itself (`Transformer.decode_step`,
-`DecoderLM.step`) skips the checks.
+One search loop per strategy (_greedy_or_sample, _beam_search) runs over a Steps object
+(inference.protocols.Steps): the translators' _Seq2SeqSteps (the decoder on the newest token, each layer's
+self-attention keys/values appended to a preallocated cache, the cross-attention keys/values projected once
+per source) and the language models' _LMSteps (the prompt in one pass, then the newest token). So the
+DecoderLM gets beam search too. Inputs are validated once up front; the steps skip the checks.
 
 Policies (the same for every search):
 - Maximum output length: source length + 50 for each sentence (§6.1), or `max_new_tokens` when given;
@@ -12,17 +13,14 @@ Policies (the same for every search):
   raises ValueError naming the row and the fix; nothing is truncated silently.
 - Results are token ids without BOS, EOS or padding, one list per source row, in order.
 - Finished sentences leave the batch (their cache rows are dropped), so a sentence gets the same result
-  decoded alone or in a batch with longer and shorter ones. With compile=True the searches run on the
-  fixed-shape step of inference.static_step instead, where rows stay and finished ones are ignored; the
-  searches see the same live rows either way (_EagerSteps and StaticSearch offer one interface).
-- Threads: a step over a few rows is dozens of small ops, and waking a second intra-op thread for each
-  costs more than it shares (tens of microseconds per op under OMP_WAIT_POLICY=PASSIVE). Steps whose
-  largest matmul is under SERIAL_STEP_MACS multiply-adds run on one thread; larger ones on torch's count.
-  Option `threads` fixes the count instead. The count in force before the search is restored after it.
+  decoded alone or in a batch with longer and shorter ones.
+- Threads: torch's intra-op count, or option `threads` for this search (restored after it).
+- Every keyword is declared in inference/options.py.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,27 +30,17 @@ from torch import Tensor
 
 from ..model import services
 from ..model.layers import LayerCache
-from .protocols import CausalLM, Seq2SeqModel
+from .options import DEPRECATED, LM, OPTIONS, REMOVED, SEQ2SEQ, names
+from .protocols import CausalLM, Seq2SeqModel, Steps
 from .quantize import for_decoding
-from .speculative import drafted_greedy
-from .static_step import StaticSearch, check_compilable, compile_backend, decoding_copy
 
 # What the searches need of a model (inference.protocols): a Transformer or RecurrentSeq2Seq, a DecoderLM.
 Transformer = Seq2SeqModel
 DecoderLM = CausalLM
 
-LENGTH_PENALTY_FORMS = ("gnmt", "plain")
-SEQ2SEQ_OPTIONS = {"length_penalty_form", "n_best", "return_scores", "min_length", "do_sample", "temperature",
-                   "top_k", "top_p", "generator", "seed", "threads", "dtype", "compile", "draft", "draft_tokens"}
-LM_OPTIONS = {"min_length", "do_sample", "temperature", "top_k", "top_p", "generator", "seed", "threads", "mask",
-              "dtype"}
-# Below this many multiply-adds in a step's largest per-layer matmul (rows x d_model x d_ff) the step runs
-# on one intra-op thread: waking a second thread costs more than it shares (benchmarks/decode.py chose the
-# value; docs/benchmarks.md has the figures).
-SERIAL_STEP_MACS = 8_000_000
-# Tokens a draft copy proposes per round of drafted greedy search (generate(draft=...)); chosen by
-# benchmarks/drafted_greedy.py (docs/benchmarks.md, "fp32's greedy tokens at reduced-precision speed").
-DRAFT_TOKENS = 8
+LENGTH_PENALTY_FORMS = OPTIONS["length_penalty_form"].choices
+SEQ2SEQ_OPTIONS = names(SEQ2SEQ)  # the keywords besides the positional ones (inference/options.py)
+LM_OPTIONS = names(LM)
 
 
 @dataclass
@@ -140,76 +128,39 @@ def _chooser(options: dict[str, Any], device: torch.device) -> Callable[[Tensor]
 
 # ----------------------------------------------------------------------------------------- shared helpers
 
-class _StepThreads:
-    """The intra-op thread count of a search loop: one thread for small steps (SERIAL_STEP_MACS), or fixed."""
+class _Threads:
+    """torch's intra-op thread count for one search: `count` when given (put back by restore()), else left alone."""
 
-    def __init__(self, model: Transformer | DecoderLM, threads: int | None) -> None:
-        """Remember torch's count (put back by restore()); `threads`, when given, is used for every step."""
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive integer or None (automatic), got {threads!r}")
-        self.saved = self.current = torch.get_num_threads()
-        self.fixed = threads
-        cfg = model.cfg
-        self.macs_per_row = cfg.d_model * max(cfg.d_ff, 3 * cfg.d_model)  # largest per-layer matmul, one row
-        self.on_cpu = next(model.parameters()).device.type == "cpu"  # on a GPU the CPU's threads only launch
-
-    def set_for(self, rows: int) -> None:
-        """Use the count for a step over `rows` rows (rows x d_model x d_ff multiply-adds in its largest matmul)."""
-        if self.fixed is None and not self.on_cpu:
-            return
-        wanted = self.fixed or (1 if rows * self.macs_per_row < SERIAL_STEP_MACS else self.saved)
-        if wanted != self.current:
-            torch.set_num_threads(wanted)
-            self.current = wanted
+    def __init__(self, count: int | None) -> None:
+        """Check and set the count; remember the one in force."""
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"threads must be a positive integer or None (torch's count), got {count!r}")
+        self.saved = torch.get_num_threads()
+        if count is not None and count != self.saved:
+            torch.set_num_threads(count)
 
     def restore(self) -> None:
         """Put back the count that was in force before the search."""
-        if self.current != self.saved:
+        if torch.get_num_threads() != self.saved:
             torch.set_num_threads(self.saved)
-            self.current = self.saved
 
 
-def _check_options(options: dict[str, Any], allowed: set[str], where: str) -> None:
-    """Raise TypeError naming unknown options (a typo must not be ignored silently)."""
-    unknown = sorted(set(options) - allowed)
+def _check_options(given: dict[str, Any], allowed: set[str], where: str) -> dict[str, Any]:
+    """The options with deprecated keywords renamed (a warning each); TypeError naming unknown ones (a typo must
+    not be ignored silently)."""
+    gone = sorted(set(given) & set(REMOVED))
+    if gone:
+        raise TypeError(f"{where}({gone[0]}=...) is {REMOVED[gone[0]]}")
+    unknown = sorted(set(given) - allowed)
     if unknown:
-        raise TypeError(f"{where}() got unknown option(s) {unknown}; allowed: {sorted(allowed)}")
-
-
-def _check_draft(options: dict[str, Any], beam_size: int) -> int:
-    """Raise ValueError naming a draft setting that cannot run; return the tokens drafted per round."""
-    draft_tokens = options.get("draft_tokens", DRAFT_TOKENS)
-    if options.get("draft") is None:
-        if "draft_tokens" in options:
-            raise ValueError("draft_tokens is the length of a draft: give draft= too (e.g. draft='int8')")
-        return draft_tokens
-    if beam_size != 1 or options.get("do_sample", False):
-        raise ValueError("draft= drafts greedy search: use beam_size=1 without do_sample")
-    if isinstance(draft_tokens, bool) or not isinstance(draft_tokens, int) or draft_tokens < 1:
-        raise ValueError(f"draft_tokens must be a positive integer, got {draft_tokens!r}")
-    return draft_tokens
-
-
-def _draft_model(model: Transformer, draft: Any, backend: str | None) -> Transformer | None:
-    """The draft copy: None, a copy of model in the precision `draft` names (with a compile backend the kept
-    copy its compiled steps run: decoding_copy), or a given model of the same vocabulary."""
-    if draft is None:
-        return None
-    if getattr(model, "model_type", None) != "transformer":
-        raise ValueError(f"draft= is for Transformer translators; this is a {type(model).__name__}: search without it")
-    if isinstance(draft, (str, torch.dtype)):
-        return for_decoding(model, draft) if backend is None else decoding_copy(model, draft)  # in eval mode
-    if backend is not None:
-        check_compilable(draft)
-    cfg = getattr(draft, "cfg", None)
-    if getattr(draft, "model_type", None) != "transformer" or cfg is None:
-        raise ValueError(f"draft must be a precision ('int8', 'bf16') or a Transformer, got {type(draft).__name__}")
-    ours = model.cfg
-    for field in ("vocab_size", "bos_id", "eos_id", "pad_id"):
-        if getattr(cfg, field) != getattr(ours, field):
-            raise ValueError(f"the draft model's {field} is {getattr(cfg, field)}, the model's {getattr(ours, field)}: "
-                             f"draft with a copy of this model (aiayn.for_decoding(model, 'int8'))")
-    return draft.eval()
+        raise TypeError(f"{where}() got unknown option(s) {unknown}; allowed: {sorted(allowed - set(DEPRECATED))}")
+    for old, new in DEPRECATED.items():
+        if old in given:
+            if new in given:
+                raise TypeError(f"{where}() got {old}= and {new}=: give {new}= only ({old}= is its old name)")
+            warnings.warn(f"{where}({old}=...) is deprecated: use {new}=", DeprecationWarning, stacklevel=4)
+            given = {**{k: v for k, v in given.items() if k != old}, new: given[old]}
+    return given
 
 
 def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
@@ -259,24 +210,19 @@ class _Source:
         self.mask = None if bool(self.keep.all()) else self.keep[:, None, None, :]  # (B, 1, 1, S)
 
 
-class _EagerSteps:
-    """The library's step on the growing KV cache for one search; sources and rows that leave are dropped."""
+class _Seq2SeqSteps:
+    """A translator's step on the growing KV cache for one search; sources and rows that leave are dropped."""
 
-    def __init__(self, model: Transformer, source: _Source, capacity: int, every_position: bool = False) -> None:
-        """Encode the source once and make caches for `capacity` decoder positions; project the last position
-        of each step, or with every_position all of them (the checking model of drafted search)."""
+    def __init__(self, model: Transformer, source: _Source, capacity: int) -> None:
+        """Encode the source once and make caches for `capacity` decoder positions."""
         self.model = model
         self.memory = model.encode(source.ids, source.keep)  # (B, S, d)
         self.mask = source.mask  # (B, 1, 1, S) or None
         self.caches = model.new_caches(capacity)
-        self.project = model.step_projection(every_position=True) if every_position else model.step_projection()
-
-    def computed_rows(self, live: int) -> int:
-        """Rows one step computes for `live` live rows: those."""
-        return live
+        self.project = model.step_projection()
 
     def logits(self, token: Tensor, step: int) -> Tensor:
-        """Logits (n, V) of the live rows' tokens (n, 1) at position `step`."""
+        """Logits (n, V) of the live rows' tokens (n, 1) at decoder position `step` (step 0: BOS)."""
         return self.project(self.model.decode_step(token, self.memory, self.mask, self.caches, step))
 
     def keep_sources(self, index: Tensor) -> None:
@@ -289,16 +235,38 @@ class _EagerSteps:
         """Live row i continues from live row parent[i] (self-attention caches reordered in place)."""
         _reorder_self_caches(self.caches, parent)
 
-    def forget_after(self, length: int) -> None:
-        """Forget the self-attention keys/values of positions `length` on (drafted tokens not kept)."""
-        for cache in self.caches:
-            cache.self_kv.truncate(length)
 
+class _LMSteps:
+    """A language model's step for one search over equal-length prompts: the prompt at step 0, then one token."""
 
-Steps = _EagerSteps | StaticSearch
+    def __init__(self, model: DecoderLM, prompts: Tensor, keep: Tensor | None, limit: int, beams: int) -> None:
+        """Caches for the prompts (B, T) and `limit` new tokens, each prompt repeated for its `beams` rows; keep
+        (B, T), when given, hides the prompt positions where it is False from every later position."""
+        self.model = model
+        self.prompts = prompts.repeat_interleave(beams, 0)  # (B*K, T): a sentence's beams are adjacent rows
+        self.length = prompts.shape[1]
+        self.caches = model.new_caches(self.length + limit)
+        # a keep-mask over every position so far (the cache does not remember hidden keys), or None
+        self.seen = None if keep is None else torch.cat(
+            [keep, keep.new_ones(keep.shape[0], limit)], 1).repeat_interleave(beams, 0)  # (B*K, T + limit)
 
+    def logits(self, token: Tensor, step: int) -> Tensor:
+        """Logits (n, V) after the prompts (step 0, `token` unused) or after the live rows' tokens (n, 1)."""
+        if step == 0:
+            ids, start = self.prompts, 0
+        else:
+            ids, start = token, self.length + step - 1
+        total = start + ids.shape[1]
+        return self.model.step(ids, None if self.seen is None else self.seen[:, :total], self.caches, start)[:, -1]
 
-# --------------------------------------------------------------------------------- encoder-decoder search
+    def keep_sources(self, index: Tensor) -> None:
+        """Nothing: a language model has no per-source state besides its rows (follow drops those)."""
+
+    def follow(self, parent: Tensor) -> None:
+        """Live row i continues from row parent[i]: caches and hidden positions reordered."""
+        _reorder_self_caches(self.caches, parent)
+        self.seen = None if self.seen is None else self.seen.index_select(0, parent)
+
 
 @torch.inference_mode()
 def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length_penalty: float = 0.6,
@@ -309,77 +277,26 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     Hugging Face and fairseq); n_best (hypotheses per source, <= beam_size); return_scores (return lists
     of Hypothesis instead of token lists); min_length (no EOS before that many tokens); do_sample with
     temperature, top_k, top_p and generator or seed (one draw per row; beam_size is then not used);
-    threads (intra-op threads for the decoding steps; default: 1 for small steps, else torch's count);
-    dtype ("fp32", "bf16", "int8", "auto" or torch.float32 / bfloat16 / qint8: search a copy of the model made
-    by inference.quantize.for_decoding in that precision; made anew on each call, so for many calls make it
-    once with aiayn.for_decoding). beam_size=1 is greedy search. Returns one id list per row, or with
-    n_best > 1 one list of id lists per row (best first).
-
-    compile=True runs every search on a fixed-shape step compiled by torch.compile (inductor; a string names
-    another torch.compile backend, e.g. "eager" to trace without compiling; "aoti" exports the step and
-    compiles it ahead of time with AOTInductor, called without dynamo): see inference.static_step. Each
-    new shape (source rows rounded to a power of two, source length to 32, output capacity to 64, per
-    precision) is compiled once, before its first step (the compile time is in docs/benchmarks.md); the
-    steps (and a dtype= copy) are then kept on the model for later calls, with its weights frozen in: after
-    changing the weights call aiayn.inference.static_step.forget(model). It suits steps dominated by many
-    small ops (few rows). Results equal compile=False's except where two candidates' scores are within
-    rounding of each other (the compiled step sums in another order); sampling draws the same way per live
-    row. dtype="int8" runs weight-only int8 there (inference.quantize.Int8WeightOnlyLinear), which rounds
-    otherwise than eager int8's fbgemm kernels; a model already on those kernels (for_decoding(model,
-    "int8")) is refused (ValueError).
-
-    draft="int8" (or "bf16", or a decoding copy of this model made once with aiayn.for_decoding) runs greedy
-    search drafted by that copy and checked by the model (inference.speculative): the copy proposes
-    draft_tokens tokens (default DRAFT_TOKENS), the model keeps them up to the first it would not have chosen,
-    and its own token there. The output is the model's greedy search, with most steps in the draft's
-    precision. Greedy only (beam_size=1, no do_sample). With compile, the draft's steps run compiled (as
-    compile runs any search; int8 weight-only) and the model checks them eagerly.
+    threads (intra-op threads for this search; default torch's count);
+    precision ("fp32", "bf16", "int8", "auto" or torch.float32 / bfloat16 / qint8; dtype= is its deprecated old
+    name: search a copy of the model made by inference.quantize.for_decoding in that precision; made anew on
+    each call, so for many calls make it once with aiayn.for_decoding). beam_size=1 is greedy search.
+    Returns one id list per row, or with n_best > 1 one list of id lists per row (best first). Every option is
+    declared in inference/options.py.
     """
-    _check_options(options, SEQ2SEQ_OPTIONS, "generate")
-    if not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
-    n_best = options.get("n_best", 1)
-    if not isinstance(n_best, int) or not 1 <= n_best <= max(beam_size, 1):
-        raise ValueError(f"n_best must be an integer in [1, beam_size={beam_size}], got {n_best!r}")
+    options = _check_options(options, SEQ2SEQ_OPTIONS, "generate")
+    n_best = _check_search(beam_size, options)
     form = options.get("length_penalty_form", "gnmt")
-    if form not in LENGTH_PENALTY_FORMS:
-        raise ValueError(f"length_penalty_form must be one of {LENGTH_PENALTY_FORMS}, got {form!r}")
-    min_length = int(options.get("min_length", 0))
-    backend = compile_backend(options.get("compile"))
-    if backend is not None:
-        check_compilable(model)
-    draft_tokens = _check_draft(options, beam_size)
-    if options.get("dtype") is not None:
-        model = (for_decoding if backend is None else decoding_copy)(model, options["dtype"])
-    draft = _draft_model(model, options.get("draft"), backend)
-    sampling = options.get("do_sample", False) or beam_size == 1
-    if sampling and n_best > 1:
-        raise ValueError("n_best > 1 needs beam search (beam_size > 1, do_sample=False)")
-    threads = _StepThreads(model, options.get("threads"))
+    if options.get("precision") is not None:
+        model = for_decoding(model, options["precision"])
+    threads = _Threads(options.get("threads"))
     was_training = model.training
     model.eval()
     try:
         source = _Source(model, src, max_new_tokens)
-        steps = None
-        if backend is not None and draft is None and max(source.limits) > 0:
-            steps = StaticSearch(model, source.ids, source.keep, 1 if sampling else beam_size,
-                                 max(source.limits), backend)
-        if draft is not None and max(source.limits) > 0:
-            capacity = max(source.limits)
-            draft_steps: Steps = _EagerSteps(draft, source, capacity) if backend is None else \
-                StaticSearch(draft, source.ids, source.keep, 1, capacity, backend)
-            tokens, log_probs, _ = drafted_greedy(_EagerSteps(model, source, capacity, every_position=True),
-                                                  draft_steps, source, min_length, draft_tokens, threads)
-            results: list[list[Hypothesis]] = [
-                [Hypothesis(_strip(row, model.cfg.eos_id, model.cfg.pad_id), lp, lp)]
-                for row, lp in zip(tokens.tolist(), log_probs.tolist())]
-        elif sampling:
-            hyps = _greedy_or_sample(model, source, _chooser(options, src.device), min_length,
-                                     want_scores=options.get("return_scores", False), threads=threads, steps=steps)
-            results = [[h] for h in hyps]
-        else:
-            results = _beam_search(model, source, beam_size, length_penalty, form, min_length, n_best, threads,
-                                   steps)
+        steps = _Seq2SeqSteps(model, source, max(source.limits))
+        results = _search(model.cfg, steps, source.limits, src.device, beam_size, length_penalty, form, n_best,
+                          options)
     finally:
         threads.restore()
         model.train(was_training)
@@ -388,29 +305,50 @@ def generate_seq2seq(model: Transformer, src: Tensor, beam_size: int = 4, length
     return [row[0] for row in results] if n_best == 1 else [row[:n_best] for row in results]
 
 
-def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Tensor], Tensor],
-                      min_length: int, want_scores: bool, threads: _StepThreads | None = None,
-                      steps: Steps | None = None) -> list[Hypothesis]:
-    """One hypothesis per row: the argmax (greedy) or a draw at each step, until EOS or the row's limit.
+def _check_search(beam_size: int, options: dict[str, Any]) -> int:
+    """Raise ValueError naming a bad beam_size, n_best or length_penalty_form; return n_best."""
+    if not isinstance(beam_size, int) or isinstance(beam_size, bool) or beam_size < 1:
+        raise ValueError(f"beam_size must be a positive integer, got {beam_size!r}")
+    n_best = options.get("n_best", 1)
+    if not isinstance(n_best, int) or not 1 <= n_best <= max(beam_size, 1):
+        raise ValueError(f"n_best must be an integer in [1, beam_size={beam_size}], got {n_best!r}")
+    form = options.get("length_penalty_form", "gnmt")
+    if form not in LENGTH_PENALTY_FORMS:
+        raise ValueError(f"length_penalty_form must be one of {LENGTH_PENALTY_FORMS}, got {form!r}")
+    if (options.get("do_sample", False) or beam_size == 1) and n_best > 1:
+        raise ValueError("n_best > 1 needs beam search (beam_size > 1, do_sample=False)")
+    return n_best
 
-    steps: the step to run (default: the eager one on the growing cache).
-    """
-    cfg = model.cfg
-    device = source.ids.device
-    batch = source.ids.shape[0]
-    limits = torch.tensor(source.limits, device=device)
-    longest = max(source.limits)
-    if steps is None:
-        steps = _EagerSteps(model, source, longest)
+
+def _search(cfg: Any, steps: Steps, limits: list[int], device: torch.device, beam_size: int, alpha: float,
+            form: str, n_best: int, options: dict[str, Any],
+            choose: Callable[[Tensor], Tensor] | None = None) -> list[list[Hypothesis]]:
+    """The hypotheses of every row: greedy or sampling (one each) or beam search (n_best each) on `steps`.
+
+    choose: the token chooser (default: a new one from the options; searches of one call share one, and so
+    one sampling generator)."""
+    min_length = int(options.get("min_length", 0))
+    if options.get("do_sample", False) or beam_size == 1:
+        choose = choose or _chooser(options, device)
+        hyps = _greedy_or_sample(cfg, steps, limits, device, choose, min_length,
+                                 want_scores=options.get("return_scores", False))
+        return [[h] for h in hyps]
+    return _beam_search(cfg, steps, limits, device, beam_size, alpha, form, min_length, n_best)
+
+
+def _greedy_or_sample(cfg: Any, steps: Steps, limits: list[int], device: torch.device,
+                      choose: Callable[[Tensor], Tensor], min_length: int, want_scores: bool) -> list[Hypothesis]:
+    """One hypothesis per row: the argmax (greedy) or a draw at each step, until EOS or the row's limit."""
+    batch = len(limits)
+    limits_t = torch.tensor(limits, device=device)
+    longest = max(limits)
     active = torch.arange(batch, device=device)  # original row of each live row
     everyone = True  # no row has left yet: plain slices instead of indexing by `active`
-    first_limit = min(source.limits)  # no row can reach its limit before this step
+    first_limit = min(limits)  # no row can reach its limit before this step
     tokens = torch.full((batch, max(longest, 1)), cfg.pad_id, dtype=torch.long, device=device)  # output
     log_probs = torch.zeros(batch, device=device)
     token = torch.full((batch, 1), cfg.bos_id, dtype=torch.long, device=device)
     for step in range(longest):
-        if threads is not None:
-            threads.set_for(steps.computed_rows(token.shape[0]))
         logits = steps.logits(token, step)  # (b, V)
         if step < min_length:
             logits[:, cfg.eos_id] = float("-inf")
@@ -423,7 +361,7 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
             tokens[active, step] = next_token
         done = next_token == cfg.eos_id  # (b,)
         if step + 1 >= first_limit:
-            done |= limits[active] <= step + 1
+            done |= limits_t[active] <= step + 1
         if bool(done.any()):  # finished rows leave the batch
             keep = (~done).nonzero().flatten()
             if keep.numel() == 0:
@@ -437,24 +375,18 @@ def _greedy_or_sample(model: Transformer, source: _Source, choose: Callable[[Ten
             for row, lp in zip(tokens.tolist(), log_probs.tolist())]
 
 
-def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: float, form: str,
-                 min_length: int, n_best: int, threads: _StepThreads | None = None,
-                 steps: Steps | None = None) -> list[list[Hypothesis]]:
+def _beam_search(cfg: Any, steps: Steps, limits: list[int], device: torch.device, beam_size: int, alpha: float,
+                 form: str, min_length: int, n_best: int) -> list[list[Hypothesis]]:
     """Batched beam search: K beams per sentence, scores log P / lp(|Y|), stop when K beams have ended.
 
     Each step takes the 2K best (beam, token) continuations of every sentence; those ending in EOS
     among the top K become finished hypotheses, the K best others stay alive. A sentence is done when
     it has K finished hypotheses or reaches its maximum length (its live beams are then finished as
-    they are); done sentences leave the batch. steps: the step to run (default: the eager one).
+    they are); done sentences leave the batch. `steps` runs the model on rows sentence-major (a sentence's K
+    beams adjacent).
     """
-    cfg = model.cfg
-    device = source.ids.device
-    batch, k = source.ids.shape[0], beam_size
-    longest = max(source.limits)
-    # The K beams of a sentence share its memory and cross-attention keys/values: (B, S, d), not
-    # (B*K, S, d); MultiHeadAttention folds the beams into the query axis.
-    if steps is None:
-        steps = _EagerSteps(model, source, longest)
+    batch, k = len(limits), beam_size
+    longest = max(limits)
     active = list(range(batch))  # original sentence of each live sentence
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     history = torch.full((batch * k, 0), cfg.pad_id, dtype=torch.long, device=device)  # (b*K, t)
@@ -464,8 +396,6 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
     beam_offsets = torch.arange(batch, device=device)[:, None] * k  # (b, 1)
     for step in range(longest):
         b = len(active)
-        if threads is not None:
-            threads.set_for(steps.computed_rows(b * k))
         logits = steps.logits(token, step)  # (b*K, V)
         log_probs = logits.float().log_softmax(-1)
         if step < min_length:
@@ -487,7 +417,7 @@ def _beam_search(model: Transformer, source: _Source, beam_size: int, alpha: flo
         # --8<-- [end:beam-step]
         length = step + 1  # |Y| of a hypothesis ending at this step, EOS included
         ended = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
-        at_limit = [source.limits[s] <= length for s in active]
+        at_limit = [limits[s] <= length for s in active]
         if bool(ended.any()):
             lp = length_penalty(length, alpha, form)
             for i, j in ended.nonzero().tolist():
@@ -569,29 +499,32 @@ def _prompt_rows(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]],
 
 @torch.inference_mode()
 def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], max_new_tokens: int = 100,
-                **options: Any) -> list[list[int]]:
-    """Continue each prompt: greedy, or sampling with do_sample, temperature, top_k, top_p, generator/seed.
+                beam_size: int = 1, length_penalty: float = 0.6, **options: Any) -> list[list[int]]:
+    """Continue each prompt: greedy, beam search (beam_size > 1, scored as translations are), or sampling with
+    do_sample, temperature, top_k, top_p, generator/seed.
 
     Prompts may differ in length: pass a list of id lists, or a (B, T) tensor padded left or right with pad_id
     (or with anything, and mask=, a (B, T) bool keep-mask: needed where pad_id is a real token, as GPT-2's).
     A position hidden inside a prompt keeps its place and stays hidden, as forward hides it. Prompts of equal
     length decode together as one batch, so each row's result is the same as decoded alone. Stops at EOS,
     after max_new_tokens, or at max_positions; returns the new ids only.
-    threads: intra-op threads for the decoding steps (default: 1 for small steps, else torch's count);
-    dtype: "fp32", "bf16" or "auto" (a copy of the model in that precision, as for translators; int8 is for
+    threads: intra-op threads for this search (default torch's count);
+    precision: "fp32", "bf16" or "auto" (a copy of the model in that precision, as for translators; int8 is for
     translators only).
     """
-    _check_options(options, LM_OPTIONS, "generate")
+    options = _check_options(options, LM_OPTIONS, "generate")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
-    if options.get("dtype") is not None:
-        model = for_decoding(model, options["dtype"])
+    _check_search(beam_size, options)
+    form = options.get("length_penalty_form", "gnmt")
+    if options.get("precision") is not None:
+        model = for_decoding(model, options["precision"])
     cfg = model.cfg
     rows = _prompt_rows(model, prompt_ids, options.get("mask"))
     device = next(model.parameters()).device
-    choose = _chooser(options, device)
-    min_length = int(options.get("min_length", 0))
-    threads = _StepThreads(model, options.get("threads"))
+    choose = _chooser(options, device)  # one for every group of prompts: one sampling generator
+    threads = _Threads(options.get("threads"))
+    beams = 1 if options.get("do_sample", False) else beam_size
     was_training = model.training
     model.eval()
     results: list[list[int]] = [[] for _ in rows]
@@ -603,55 +536,18 @@ def generate_lm(model: DecoderLM, prompt_ids: Tensor | Sequence[Sequence[int]], 
             prompts = torch.tensor([rows[i][0] for i in members], dtype=torch.long, device=device)
             keep = torch.tensor([rows[i][1] for i in members], dtype=torch.bool, device=device)
             limit = min(max_new_tokens, cfg.max_positions - length)
+            if limit <= 0:
+                continue
             hidden = None if all(all(rows[i][1]) for i in members) else keep  # None: the unmasked fast path
-            for i, out in zip(members, _continue(model, prompts, limit, choose, min_length, threads, hidden)):
-                results[i] = out
+            steps = _LMSteps(model, prompts, hidden, limit, beams)
+            found = _search(cfg, steps, [limit] * len(members), device, beam_size, length_penalty, form, 1,
+                            options, choose)
+            for i, hyps in zip(members, found):
+                results[i] = hyps[0].tokens
     finally:
         threads.restore()
         model.train(was_training)
     return results
-
-
-def _continue(model: DecoderLM, prompts: Tensor, limit: int, choose: Callable[[Tensor], Tensor],
-              min_length: int, threads: _StepThreads | None = None, keep: Tensor | None = None) -> list[list[int]]:
-    """Up to `limit` new tokens after equal-length prompts (B, T), on the KV cache; finished rows leave.
-
-    keep (B, T), when given, hides the prompt positions where it is False from every later position.
-    """
-    cfg = model.cfg
-    batch, length = prompts.shape
-    if limit <= 0:
-        return [[] for _ in range(batch)]
-    caches = model.new_caches(length + limit)
-    # a keep-mask over every position so far (the cache does not remember hidden keys), or None
-    seen = None if keep is None else torch.cat([keep, keep.new_ones(batch, limit)], 1)  # (B, T + limit)
-    if threads is not None:
-        threads.set_for(prompts.numel())
-    # the prompt in one pass -> (B, V)
-    logits = model.step(prompts, None if seen is None else seen[:, :length], caches, 0)[:, -1]
-    tokens = torch.full((batch, limit), cfg.pad_id, dtype=torch.long, device=prompts.device)
-    active = torch.arange(batch, device=prompts.device)
-    for step in range(limit):
-        if step < min_length:
-            logits[:, cfg.eos_id] = float("-inf")
-        next_token = choose(logits)  # (b,)
-        tokens[active, step] = next_token
-        done = next_token == cfg.eos_id
-        if step + 1 == limit:
-            break
-        if bool(done.any()):
-            keep_rows = (~done).nonzero().flatten()
-            if keep_rows.numel() == 0:
-                break
-            active, next_token = active[keep_rows], next_token[keep_rows]
-            seen = None if seen is None else seen[keep_rows]
-            _reorder_self_caches(caches, keep_rows)
-        if threads is not None:
-            threads.set_for(next_token.shape[0])
-        total = length + step + 1
-        logits = model.step(next_token[:, None], None if seen is None else seen[:, :total], caches,
-                            length + step)[:, -1]
-    return [_strip(row, cfg.eos_id, cfg.pad_id) for row in tokens.tolist()]
 
 
 # model.generate calls these (model/ imports nothing from inference/: model/services.py)

@@ -56,10 +56,10 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     """
     cfg = model.cfg
     device = next(model.parameters()).device
-    compiled = bool(generate_options.get("compile"))
-    problem = workers_problem(workers.workers if isinstance(workers, WorkerPool) else workers, device, compiled)
-    if problem is not None:
-        raise ValueError(problem)
+    if not isinstance(workers, WorkerPool):  # a pool was checked when it was made
+        problem = workers_problem(workers, device)
+        if problem is not None:
+            raise ValueError(problem)
     warn = warn or (lambda message: logger.warning(f"warning: {message}"))
     limit = max_source_tokens or max(cfg.max_positions - 50, 1)
     texts = [_valid_unicode(text) for text in texts]

@@ -1,13 +1,13 @@
 """What the searches need of a model, as typing Protocols: the models satisfy them without importing inference/.
 
 Transformer and RecurrentSeq2Seq are Seq2SeqModels; DecoderLM is a CausalLM; every model that decodes (these
-three) is a DecodingModel, which inference.quantize copies into another precision.
+three) is a DecodingModel, which inference.quantize copies into another precision. A search runs on Steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
@@ -68,4 +68,25 @@ class CausalLM(DecodingModel, Protocol):
 
     def step(self, ids: Tensor, mask: Tensor | None, caches: list[Any], start: int) -> Tensor:
         """Logits (b, T, V) of ids (b, T) at positions start.. on the caches."""
+        ...
+
+
+@runtime_checkable
+class Steps(Protocol):
+    """The model side of one search (inference.decoding's loops): logits for the live rows, and the rows kept.
+
+    Rows are sentence-major: a sentence's beams are adjacent. A translator's steps start from BOS; a language
+    model's consume the prompt at step 0.
+    """
+
+    def logits(self, token: Tensor, step: int) -> Tensor:
+        """Logits (n, V) of the next token of each live row, after its newest token (n, 1) at output step `step`."""
+        ...
+
+    def keep_sources(self, index: Tensor) -> None:
+        """Only the live sentences `index` go on (finished ones leave): drop the others' per-source state."""
+        ...
+
+    def follow(self, parent: Tensor) -> None:
+        """Live row i continues from the previous step's row parent[i] (caches reordered)."""
         ...

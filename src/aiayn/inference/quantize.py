@@ -13,12 +13,6 @@ decoding step reads every weight once and is bound by that):
   cache, LayerNorm and softmax stay fp32. Chosen over weight-only `torch._weight_int8pack_mm` because
   it multiplies in int8 too: on batches of 4 rows and more it is several times faster (docs/benchmarks.md).
 
-Compiled searches (`generate(compile=True)`, inference/static_step.py) cannot trace fbgemm's packed kernels;
-there int8 is weight-only (`int8_copy(model, weight_only=True)`): the same int8 weights and per-row scales,
-multiplied by `torch._weight_int8pack_mm` with activations in bf16 (fp32 where bf16 is not native), which
-inductor compiles into its own GEMM with the scales as an epilogue. Eager, that kernel is slower than
-fbgemm's, so eager int8 stays dynamic.
-
 Models are saved in fp32 and quantized when loaded for decoding (`for_decoding`): a quantized copy cannot
 be saved, so no file ever holds weights that training could not continue from.
 """
@@ -35,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..model.attention import MultiHeadAttention
+from ..model.registry import MODEL_TYPES
 from ..runtime.precision import bf16_is_fast, cpu_flags
 from .protocols import DecodingModel
 
@@ -91,8 +86,12 @@ def for_decoding(model: TransformerBase, precision: str | torch.dtype = "auto") 
     fp32 returns the model itself. The copy is in eval mode, shares nothing with `model` (training it
     further does not change the copy), and its generate() runs in the chosen precision.
     """
+    return copy_in(model, resolve_precision(precision, next(model.parameters()).device))
+
+
+def copy_in(model: TransformerBase, name: str) -> TransformerBase:
+    """for_decoding with the precision already resolved ("fp32", "bf16" or "int8"): a command resolves it once."""
     device = next(model.parameters()).device
-    name = resolve_precision(precision, device)
     if name == "fp32":
         return model
     if name == "bf16":
@@ -100,7 +99,7 @@ def for_decoding(model: TransformerBase, precision: str | torch.dtype = "auto") 
     problem = int8_problem(device)
     if problem is not None:
         raise PrecisionError(problem)
-    if getattr(model, "model_type", None) != "transformer":
+    if not getattr(MODEL_TYPES.get(getattr(model, "model_type", "")), "int8", False):
         raise PrecisionError(f"int8 decoding is for translators (Transformer); this is a {type(model).__name__}: "
                              f"use bf16 or fp32")
     return int8_copy(model)
@@ -148,49 +147,10 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-# From this many rows an eager Int8WeightOnlyLinear widens its weights for one dense GEMM instead of calling
-# torch._weight_int8pack_mm, whose time grows with the rows (they break even near 16 rows; docs/benchmarks.md,
-# "Where a batched step goes").
-WIDEN_ROWS = 32
-
-
-class Int8WeightOnlyLinear(nn.Module):
-    """y = x W^T + b with W in int8 (per-row scales) and x, y, b in `dtype`: (..., in) -> (..., out).
-
-    torch._weight_int8pack_mm: the int8 rows are widened to x's precision inside the kernel; torch.compile
-    traces it (fbgemm's packed Int8Linear it cannot).
-    """
-
-    def __init__(self, weight: Tensor, bias: Tensor | None, dtype: torch.dtype) -> None:
-        """Quantize a (out, in) weight (from its fp32 values); scales and bias in `dtype`."""
-        super().__init__()
-        scales = _row_scales(weight)  # (out,)
-        int8 = (weight.detach().float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
-        self.register_buffer("int8_weight", int8)  # (out, in)
-        self.register_buffer("scales", scales.to(dtype))
-        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(..., in) -> (..., out), in x's dtype (the scales' and bias' dtype)."""
-        rows = x.reshape(-1, x.shape[-1])  # (N, in)
-        if rows.shape[0] >= WIDEN_ROWS and not torch.compiler.is_compiling():
-            # many rows, eager (the encoder of a compiled search): the int8 values widened exactly to x's dtype
-            # and one dense GEMM, then the row scales; the kernel's cost grows with the rows
-            flat = torch.nn.functional.linear(rows, self.int8_weight.to(x.dtype)) * self.scales  # (N, out)
-        else:
-            flat = torch._weight_int8pack_mm(rows, self.int8_weight, self.scales)  # (N, out)
-        out = flat.reshape(*x.shape[:-1], flat.shape[-1])
-        return out if self.bias is None else out + self.bias
-
-    def extra_repr(self) -> str:
-        """Sizes, as nn.Linear shows them."""
-        return f"in_features={self.int8_weight.shape[1]}, out_features={self.int8_weight.shape[0]}, int8 weights"
-
-
 class Int8Attention(MultiHeadAttention):
     """MultiHeadAttention with in_proj and out_proj in int8; cross-attention's Q and K/V rows packed apart."""
 
-    rows: dict[tuple[int, int], Int8Linear | Int8WeightOnlyLinear]
+    rows: dict[tuple[int, int], Int8Linear]
 
     def project_rows(self, x: Tensor, start: int, end: int) -> Tensor:
         """x (B, T, d) times rows start:end of in_proj, through their own packed int8 weight."""
@@ -200,17 +160,16 @@ class Int8Attention(MultiHeadAttention):
 class Int8Projection:
     """The int8 pre-softmax projection of a translator; mixed into the model's own class by int8_copy."""
 
-    output_projection: Int8Linear | Int8WeightOnlyLinear
+    output_projection: Int8Linear
 
     def output_logits(self, hidden: Tensor) -> Tensor:
         """Pre-softmax projection (B, T, d) -> (B, T, vocab) in int8 (§3.4's shared table, quantized)."""
         return self.output_projection(hidden)
 
-    def step_projection(self, every_position: bool = False) -> Callable[[Tensor], Tensor]:
-        """Decoder output (b, T, d) -> logits (b, V) of its last position (every_position: (b, T, V) of all),
-        through the int8 projection."""
+    def step_projection(self) -> Callable[[Tensor], Tensor]:
+        """Decoder output (b, T, d) -> logits (b, V) of its last position, through the int8 projection."""
         projection = self.output_projection
-        return projection if every_position else lambda hidden: projection(hidden[:, -1])
+        return lambda hidden: projection(hidden[:, -1])
 
     def save(self, path: str | Path, tokenizer: Any = None) -> Path:
         """Refused: save the fp32 model; int8 is made from it on load (aiayn.for_decoding(model, "int8"))."""
@@ -222,16 +181,11 @@ class Int8Projection:
 _INT8_CLASSES: dict[type, type] = {}
 
 
-def int8_copy(model: TransformerBase, weight_only: bool = False) -> TransformerBase:
+def int8_copy(model: TransformerBase) -> TransformerBase:
     """An int8 copy of an fp32 Transformer (the original is left as it is): same modules and forward, with
-    every linear layer and the pre-softmax projection on int8 kernels: fbgemm's dynamic ones (Int8Linear),
-    or with `weight_only` Int8WeightOnlyLinear, the rest of the copy in bf16 where bf16 is native, else fp32
-    (for compiled steps)."""
+    every linear layer and the pre-softmax projection on fbgemm's dynamic int8 kernels (Int8Linear)."""
     new = copy.deepcopy(model).float().eval()
-    dtype = torch.bfloat16 if weight_only and bf16_is_fast(next(model.parameters()).device) else torch.float32
-
-    def int8_linear(weight: Tensor, bias: Tensor | None) -> nn.Module:
-        return Int8WeightOnlyLinear(weight, bias, dtype) if weight_only else Int8Linear(weight, bias)
+    int8_linear = Int8Linear
 
     cls = type(model)
     if cls not in _INT8_CLASSES:
@@ -248,8 +202,7 @@ def int8_copy(model: TransformerBase, weight_only: bool = False) -> TransformerB
     _swap_linears(new, int8_linear)
     table = new.token_embedding.weight if new.cfg.tie_embeddings else new.lm_head.weight  # (V, d)
     new.output_projection = int8_linear(table, getattr(new, "final_logits_bias", None))
-    # what stays floating point (embeddings, LayerNorms; the int8 weights are kept as they are)
-    return new.to(dtype)
+    return new  # embeddings and LayerNorms stay fp32
 
 
 def _swap_linears(module: nn.Module, int8_linear: Callable[[Tensor, Tensor | None], nn.Module]) -> None:

@@ -22,10 +22,11 @@ from torch import Tensor
 _MODEL: Any = None  # in a worker: the model it was forked with
 
 
-def workers_problem(workers: Any, device: torch.device, compiled: bool, cli: bool = False) -> str | None:
-    """Why `workers` cannot be used here (one line naming the fix; flags spelled as on the command line
-    with `cli`), or None where it can."""
-    name, one, compile_ = ("--workers", "--workers 1", "--compile") if cli else ("workers", "workers=1", "compile")
+def workers_problem(workers: Any, device: torch.device, compiled: bool = False, cli: bool = False) -> str | None:
+    """Why `workers` cannot be used here (one line naming the fix; flags spelled as on the command line with
+    `cli`), or None where it can. `compiled` is unused: the compiled searches it refused went in #34 (kept so
+    callers written before, e.g. serve's, still run)."""
+    name, one = ("--workers", "--workers 1") if cli else ("workers", "workers=1 (--workers 1)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         return f"{name} must be a positive integer, got {workers!r}"
     if workers == 1:
@@ -34,8 +35,6 @@ def workers_problem(workers: Any, device: torch.device, compiled: bool, cli: boo
         return f"{name} > 1 runs processes sharing the CPU; the model is on {device.type}: use {one} there"
     if "fork" not in multiprocessing.get_all_start_methods():
         return f"{name} > 1 needs the 'fork' start method (Linux); use {one} on this system"
-    if compiled:
-        return f"{name} > 1 with {compile_}: each worker would compile its own step; use one or the other"
     return None
 
 
@@ -64,7 +63,7 @@ class WorkerPool:
 
     def __init__(self, model: Any, workers: int) -> None:
         """Fork the processes now (checked first: a bad count, a model off the CPU or no fork is ValueError)."""
-        problem = workers_problem(workers, next(model.parameters()).device, compiled=False)
+        problem = workers_problem(workers, next(model.parameters()).device)
         if problem is not None:
             raise ValueError(problem)
         self.workers = workers
@@ -74,9 +73,6 @@ class WorkerPool:
 
     def generate(self, batches: list[Tensor], **options: Any) -> Iterator[tuple[int, Any]]:
         """(index, model.generate(batches[index], **options)) for every batch, in the order they finish."""
-        if options.get("compile"):
-            raise ValueError("WorkerPool.generate with compile: each worker would compile its own step; "
-                             "search in one process to compile")
         yield from self._pool.imap_unordered(_generate, [(i, batch, options) for i, batch in enumerate(batches)])
 
     def close(self) -> None:

@@ -10,9 +10,8 @@ import torch
 from tokenizers import Tokenizer
 
 from ..data.tokenizer import TokenizerError, check_fits, check_special_ids, read_tokenizer
-from ..model.models import MODEL_CLASSES as TRANSFORMER_CLASSES
 from ..model.models import TransformerBase
-from ..model.recurrent import RecurrentSeq2Seq
+from ..model.registry import MODEL_TYPES
 from .huggingface import from_huggingface
 from .model_folder import (
     CONFIG_FILE,
@@ -25,11 +24,10 @@ from .model_folder import (
     read_weights,
 )
 
-# Every model class a config.json's model_type names: the Transformer family and the recurrent baseline.
-MODEL_CLASSES: dict[str, type[TransformerBase]] = {**TRANSFORMER_CLASSES,
-                                                   RecurrentSeq2Seq.model_type: RecurrentSeq2Seq}
-# The model types that translate (ids in, ids out through aiayn.inference.decoding.generate_seq2seq).
-TRANSLATORS = ("transformer", "rnn")
+# From model/registry.py's table: every model class a config.json's model_type names, and the types that
+# translate (ids in, ids out through aiayn.inference.decoding.generate_seq2seq).
+MODEL_CLASSES: dict[str, type[TransformerBase]] = {name: t.model_class for name, t in MODEL_TYPES.items()}
+TRANSLATORS = tuple(name for name, t in MODEL_TYPES.items() if t.translator)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -44,10 +42,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     return model.to(map_location).eval()
 
 
-KIND_NAMES = {"transformer": "an encoder-decoder", "encoder_lm": "an EncoderLM", "decoder_lm": "a DecoderLM",
-              "rnn": "a recurrent encoder-decoder"}
-TRAINED_BY = {"transformer": "`aiayn train`", "rnn": "`aiayn train --arch rnn`",
-              "encoder_lm": "`aiayn train --task mlm`", "decoder_lm": "`aiayn train --task lm`"}
+KIND_NAMES = {name: t.described for name, t in MODEL_TYPES.items()}
+TRAINED_BY = {name: t.trained_by for name, t in MODEL_TYPES.items()}
 
 
 def load_with_tokenizer(path: str | Path, map_location: str | torch.device = "cpu", model_type: str | None = None,

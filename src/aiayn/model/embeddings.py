@@ -67,7 +67,7 @@ class PositionTable(nn.Module):
     def forward(self, start: int | Tensor, length: int) -> Tensor:
         """The positions start..start+length-1 as (length, d_model); past max_positions a clear ValueError.
 
-        start may be a (1,) tensor (a fixed-shape decoding step, inference.static_step): its rows are then
+        start may be a (1,) tensor (a fixed-shape step, e.g. an exported one): its rows are then
         gathered without the check, which that step's caller made once for the whole search.
         """
         if isinstance(start, Tensor):

@@ -239,9 +239,8 @@ class Transformer(TransformerBase):
         a search validates its source once); memory_mask is a (b, S) or (b, 1, 1, S) keep-mask or None."""
         return self._decode(tokens, memory, memory_mask, caches=caches, start=start, hidden_only=True)
 
-    def step_projection(self, every_position: bool = False) -> Callable[[Tensor], Tensor]:
-        """Decoder output (b, T, d) -> logits (b, V) of its last position, for the steps of one search (§3.4);
-        with every_position, logits (b, T, V) of all T (drafted search checks several positions at once).
+    def step_projection(self) -> Callable[[Tensor], Tensor]:
+        """Decoder output (b, T, d) -> logits (b, V) of its last position, for the steps of one search (§3.4).
 
         The (V, d) table is copied once into a contiguous (d, V) one: on CPUs the plain (b, d) @ (d, V)
         product beats the transposed-weight one F.linear runs. Made anew for each search, never kept: a
@@ -251,13 +250,9 @@ class Transformer(TransformerBase):
         lm_head = getattr(self, "lm_head", None)
         if type(self).output_logits is not Transformer.output_logits or (
                 not self.cfg.tie_embeddings and lm_head is not None and lm_head.bias is not None):
-            return self.output_logits if every_position else lambda hidden: self.output_logits(hidden)[:, -1]
+            return lambda hidden: self.output_logits(hidden)[:, -1]
         table_t = self.output_table().detach().t().contiguous()  # (d, V)
         bias = self.final_logits_bias  # (V,) or None (cfg.final_logits_bias: Marian, BART)
-        if every_position:  # (b, T, d) @ (d, V)
-            if bias is not None:
-                return lambda hidden: torch.matmul(hidden, table_t) + bias
-            return lambda hidden: torch.matmul(hidden, table_t)
         if bias is not None:
             return lambda hidden: torch.addmm(bias, hidden[:, -1], table_t)
         return lambda hidden: torch.mm(hidden[:, -1], table_t)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..data.corpus import BUNDLED
+from ..inference.options import OPTIONS as DECODING
 from ..model.config import ACTIVATIONS, NORM_PLACEMENTS, POSITION_KINDS, PRESETS, SINUSOID_LAYOUTS, ModelConfig
 from ..runtime.distributed import DEFAULT_TIMEOUT_S
 from ..runtime.precision import PRECISIONS
@@ -57,7 +58,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"norm": "post", "batch_tokens": 25_000, "steps": 100_000, "time_budget": None,
               "schedule": "inverse-sqrt", "warmup": 4000, "peak_lr": 0.0, "lr_scale": 1.0, "adam_beta1": 0.9,
               "adam_beta2": 0.98, "adam_eps": 1e-9, "dropout": 0.1, "label_smoothing": 0.1, "clip_norm": 0.0,
-              "beam": 4, "length_penalty": 0.6, "average_last": 5},
+              "beam": DECODING["beam_size"].default, "length_penalty": DECODING["length_penalty"].default,  # §6.1
+              "average_last": 5},
 }
 
 
@@ -341,9 +343,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("test_bleu_at", list, [], "steps at which to score the test set too", tasks=TRANSLATE,
             metavar="N,N,..."),
     Setting("final_test", bool, True, "score the test set with beam search at the end", tasks=TRANSLATE),
-    Setting("beam", int, 4, "beam size of the test BLEU (§6.1)", tasks=TRANSLATE, bounds=">= 1"),
-    Setting("length_penalty", float, 0.6, "length penalty alpha of the test beam search (§6.1)", tasks=TRANSLATE,
-            metavar="ALPHA"),
+    # the test BLEU's search: default and bounds from the decoding options' table (inference/options.py)
+    Setting("beam", int, DECODING["beam_size"].default, "beam size of the test BLEU (§6.1)", tasks=TRANSLATE,
+            bounds=DECODING["beam_size"].bounds),
+    Setting("length_penalty", float, DECODING["length_penalty"].default, "length penalty alpha of the test beam "
+            "search (§6.1)", tasks=TRANSLATE, bounds=DECODING["length_penalty"].bounds, metavar="ALPHA"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 
