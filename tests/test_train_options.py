@@ -156,6 +156,25 @@ def test_first_step_loss_of_an_aiayn_translator_is_its_label_smoothed_loss(tmp_p
     assert trainer_result.losses[1] == pytest.approx(expected, rel=1e-5)
 
 
+def test_a_recipe_value_that_contradicts_the_init_from_model_is_named_as_the_recipes(tmp_path: Path, capsys) -> None:
+    """--recipe paper sets norm post; a pre-LN --init-from model: the message names the recipe and the flag that
+    overrides it, not a --norm the user never gave."""
+    corpus = write_corpus(tmp_path / "pairs.tsv", n=60)
+    tok = train_bpe((line for line in corpus.read_text(encoding="utf-8").splitlines()), 100)
+    aiayn.Transformer(aiayn.ModelConfig.preset("tiny", vocab_size=tok.get_vocab_size(), norm="pre")).save(
+        tmp_path / "pre", tokenizer=tok)
+    out = tmp_path / "run"
+    argv = ["train", "--recipe", "paper", "--init-from", str(tmp_path / "pre"), "--data", str(corpus), "--out",
+            str(out), "--dev-size", "10", "--test-size", "10"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--recipe paper sets norm post, which contradicts the --init-from model" in err
+    assert "whose norm is pre: give --norm pre (a flag wins over the recipe), or drop --recipe" in err
+    assert not out.exists()
+    assert main([*argv, "--d-model", "64"]) == 1  # a value the recipe does not set: the flag is named
+    assert "--d-model 64 contradicts the --init-from model" in capsys.readouterr().err
+
+
 def test_init_from_errors_are_one_line_and_write_nothing(gpt2_folder: Path, text_file: Path, tmp_path: Path,
                                                          capsys) -> None:
     def run(*flags: str) -> str:

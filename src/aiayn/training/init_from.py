@@ -40,13 +40,19 @@ def named_settings(cfg: Any) -> dict[str, Any]:
     return named
 
 
-def check_architecture(named: dict[str, Any], fields: dict[str, str], model: TransformerBase, folder: str) -> None:
-    """Refuse a named setting (setting -> ModelConfig field in `fields`) that differs from the model's value."""
+def check_architecture(named: dict[str, Any], fields: dict[str, str], model: TransformerBase, folder: str,
+                       recipe: tuple[str, dict[str, Any]] | None = None) -> None:
+    """Refuse a named setting (setting -> ModelConfig field in `fields`) that differs from the model's value;
+    `recipe` (its name and values) says which values a --recipe set, for the message to name it."""
     for setting, field in fields.items():
         if setting in named and named[setting] != getattr(model.cfg, field):
-            flag = "--" + setting.replace("_", "-")
+            flag, held = "--" + setting.replace("_", "-"), getattr(model.cfg, field)
+            if recipe is not None and recipe[1].get(setting, object()) == named[setting]:
+                raise InitError(f"--recipe {recipe[0]} sets {setting} {named[setting]}, which contradicts the "
+                                f"--init-from model {folder}, whose {field} is {held}: give {flag} {held} (a flag "
+                                f"wins over the recipe), or drop --recipe")
             raise InitError(f"{flag} {named[setting]} contradicts the --init-from model {folder}, whose {field} is "
-                            f"{getattr(model.cfg, field)}: the run takes that model's architecture; drop {flag}")
+                            f"{held}: the run takes that model's architecture; drop {flag}")
 
 
 def describe(model: TransformerBase, tokenizer: Tokenizer, folder: str) -> str:

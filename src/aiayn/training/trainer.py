@@ -39,6 +39,7 @@ from .checkpoints import average_checkpoints, list_checkpoints, load_trainer_sta
 from .init_from import InitError, check_architecture, describe, load_start, named_settings
 from .run_folder import read_run_tokenizer, start_run_folder, truncate_metrics
 from .schedule import DecaySchedule
+from .settings import RECIPES
 from .validate import TrainingError
 
 logger = get_logger("training")
@@ -237,7 +238,9 @@ class RankTrainer:
         folder = self.cfg.init_from
         try:
             model, tokenizer = load_start(folder, self.task)
-            check_architecture(named_settings(self.cfg), self.architecture_settings, model, folder)
+            recipe = getattr(self.cfg, "recipe", None)
+            check_architecture(named_settings(self.cfg), self.architecture_settings, model, folder,
+                               (recipe, RECIPES[recipe]) if recipe in RECIPES else None)
             model_cfg = self.check_start(model)
         except InitError as error:
             raise TrainingError(str(error)) from None
