@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ..runtime.log import print_always
 from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, sweep, train, translate
@@ -13,9 +14,17 @@ from .common import UserError
 COMMANDS = (demo, attention, import_hf, export, train, sweep, translate, evaluate, average, generate, fill_mask)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line (the flag, what is wrong, where help is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE (see `PROG --help`)` on stderr and exit 2 (argparse prints the usage first)."""
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="aiayn", description=__doc__)
+    """The argument parser with every sub-command (each a OneLineParser too)."""
+    parser = OneLineParser(prog="aiayn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands)

@@ -32,6 +32,8 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 def check_out_folder(path: str | Path, flag: str = "--out") -> None:
     """Refuse (one line) a folder to write into that is a file or lies under a file, before any work."""
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: name the folder to write into")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{flag} {path} is a file: give a folder to write the model into (a new or existing one)")
@@ -40,6 +42,8 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> None:
 
 def check_out_file(path: str | Path, flag: str = "--output") -> None:
     """Refuse (one line) a file to write that is a folder or lies under a file, before any work."""
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: name the file to write")
     file = Path(path)
     if file.is_dir():
         raise UserError(f"{flag} {path} is a folder: give a file to write into, e.g. {file / 'output.txt'}")
@@ -125,6 +129,21 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+# torch.manual_seed and torch.Generator.manual_seed take seeds in [-2^63, 2^64 - 1]
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
+
+
+def seed_value(text: str) -> int:
+    """A --seed flag's parser: an integer torch can seed with, else argparse's one-line error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be in [-2^63, 2^64 - 1] (torch's seeds), got {value}")
+    return value
+
+
 def float_in(low: float, high: float = float("inf"), low_open: bool = False) -> Callable[[str], float]:
     """A flag's parser: a number in [low, high] ((low, high] with low_open), else a one-line error (exit 2)."""
     def parse(text: str) -> float:
@@ -191,7 +210,7 @@ def add_sampling_flags(parser: argparse.ArgumentParser, prefix: str = "") -> Non
                         help=prefix + "sample among the k likeliest tokens (default 0: all)")
     parser.add_argument("--top-p", type=float_in(0.0, 1.0, low_open=True), default=None,
                         help=prefix + "nucleus sampling: the smallest set with probability >= p (default: off)")
-    parser.add_argument("--seed", type=int, default=None, help=prefix + "a seed makes the output reproducible")
+    parser.add_argument("--seed", type=seed_value, default=None, help=prefix + "a seed makes the output reproducible")
 
 
 def decoding_options(args: argparse.Namespace, draft: Any = None) -> dict[str, Any]:
