@@ -355,7 +355,7 @@ def _usage(model: TransformerBase, to: str) -> list[str]:
         elif isinstance(model, DecoderLM):
             body += ["out = model.generate(**tok([\"a prompt\"], return_tensors=\"pt\"), max_new_tokens=50)",
                      "print(tok.batch_decode(out, skip_special_tokens=True))"]
-        note = ("Hugging Face's beam search divides log-probabilities by |Y|^alpha; `aiayn translate --alpha` "
+        note = ("Hugging Face's beam search divides log-probabilities by |Y|^alpha; `aiayn translate --length-penalty` "
                 "uses GNMT's ((5+|Y|)/6)^alpha (§6.1). They pick the same beams with "
                 "`length_penalty_form=\"plain\"` in aiayn's generate.") if isinstance(model, Transformer) else ""
     else:
