@@ -47,6 +47,9 @@ BAD_VALUES = [
     (["export", "MODEL", "--to", "hf", "--out", "MODEL/..", "--force"], "--out MODEL/.. holds the model folder"),
     (["import-hf", "NOSUCH-FOLDER", "--out", "OUT"], "NOSUCH-FOLDER is not a folder: give a local Hugging Face"),
     (["import-hf", "HF", "--out", "FILE"], "--out FILE is a file: give a folder"),
+    (["import-hf", "~nosuchuser0", "--out", "OUT"], "~nosuchuser0 is not a folder"),  # no such user's home
+    (["import-hf", "a\x1eb\nc", "--out", "OUT"], "a\\x1eb\\nc is not a folder"),  # escaped: still one line
+    (["translate", "MODEL", "hi", "--beam", "x\ny"], "argument --beam: expected an integer, got 'x\\ny'"),
     (["import-hf", "HF-CORRUPT", "--out", "OUT"], "HF-CORRUPT/model.safetensors is truncated or corrupt"),
     (["train", "--preset", "nosuch"], "argument --preset: must be one of ('paper-base'"),
     (["train", "--beam", "0"], "argument --beam: must be an integer >= 1, got 0"),
@@ -102,7 +105,8 @@ def test_a_bad_value_is_one_line_before_any_work(argv: list[str], message: str, 
     err = capsys.readouterr().err
     assert code in (1, 2)
     assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
+    assert len(err.strip().splitlines()) == 1, err  # one line: no usage block, no log lines before it
+    line = err.strip()
     for name in ("FILE", "DIR", "SRC", "REF", "HF-CORRUPT", "MODEL"):  # messages name the real paths
         message = message.replace(name, str(folders[name]))
     assert line.startswith(f"aiayn {argv[0]}: error: {message}"), line
