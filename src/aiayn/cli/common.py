@@ -36,7 +36,7 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> None:
         raise UserError(f"{flag} is empty: name the folder to write into")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"{flag} {path} is a file: give a folder to write the model into (a new or existing one)")
+        raise UserError(f"{flag} {path} is a file: give a folder to write into (a new or an existing one)")
     _check_parents(folder, flag, path)
 
 
@@ -57,6 +57,14 @@ def _check_parents(path: Path, flag: str, given: str | Path) -> None:
             if not parent.is_dir():
                 raise UserError(f"{flag} {given}: {parent} is a file, not a folder: write somewhere else")
             return
+
+
+def write_failed(error: OSError, path: str | Path) -> UserError:
+    """The one-line error for a failed write: a WriteError's own message, else the folder and the reason."""
+    if isinstance(error, WriteError):
+        return UserError(str(error))
+    return UserError(f"could not write {path}: {error.strerror or error}; check the folder is writable, or write "
+                     f"elsewhere")
 
 
 def set_threads(threads: int) -> None:
