@@ -15,7 +15,10 @@ from .helpers_cli import model_folders
 # (argv, the one line it must give): MODEL, LM, MLM, RUN, HF, FILE, DIR, SRC, REF are real (helpers_cli), so a
 # command whose check is removed would go on and run, and give another line (or none)
 BAD_VALUES = [
-    (["demo", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    (["demo", "--seed", "x"], "argument --seed: expected an integer, got 'x'"),
+    (["demo", "--seed", "99999999999999999999"], "argument --seed: must be in [-2^63, 2^64 - 1]"),
+    (["translate", "MODEL", "hi", "--sample", "--seed", "99999999999999999999"],
+     "argument --seed: must be in [-2^63, 2^64 - 1]"),
     (["translate", "MODEL", "hi", "--beam", "0"], "argument --beam: must be at least 1, got 0"),
     (["translate", "MODEL", "hi", "--length-penalty", "-1"], "argument --length-penalty: must be >= 0, got -1"),
     (["translate", "MODEL", "hi", "--alpha", "-1"], "argument --alpha: must be >= 0, got -1"),
@@ -34,12 +37,19 @@ BAD_VALUES = [
     (["fill-mask", "MLM", "a [MASK]", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
     (["attention", "MODEL", "hi", "--beam", "0"], "argument --beam: must be at least 1, got 0"),
     (["attention", "MODEL", "hi", "--layer", "x"], "argument --layer: invalid int value: 'x'"),
+    (["attention", "MODEL", "hi", "--out", "FILE"], "--out FILE is a file: give a folder"),
+    (["attention", "MODEL", "hi", "--out", "OUT", "--html", "DIR"], "--html DIR is a folder: give a file"),
     (["average", "RUN", "--last", "0", "--out", "OUT"], "argument --last: must be at least 1, got 0"),
     (["average", "RUN", "--out", "FILE"], "--out FILE is a file: give a folder"),
     (["export", "MODEL", "--to", "nosuch", "--out", "OUT"], "argument --to: invalid choice: 'nosuch'"),
     (["export", "MODEL", "--to", "hf", "--out", "FILE"], "--out FILE is a file: give a folder"),
+    (["export", "MODEL", "--to", "hf", "--out", "", "--force"], "--out is empty: name the folder"),
+    (["export", "MODEL", "--to", "hf", "--out", "MODEL/..", "--force"], "--out MODEL/.. holds the model folder"),
     (["import-hf", "NOSUCH-FOLDER", "--out", "OUT"], "NOSUCH-FOLDER is not a folder: give a local Hugging Face"),
     (["import-hf", "HF", "--out", "FILE"], "--out FILE is a file: give a folder"),
+    (["import-hf", "~nosuchuser0", "--out", "OUT"], "~nosuchuser0 is not a folder"),  # no such user's home
+    (["import-hf", "a\x1eb\nc", "--out", "OUT"], "a\\x1eb\\nc is not a folder"),  # escaped: still one line
+    (["translate", "MODEL", "hi", "--beam", "x\ny"], "argument --beam: expected an integer, got 'x\\ny'"),
     (["import-hf", "HF-CORRUPT", "--out", "OUT"], "HF-CORRUPT/model.safetensors is truncated or corrupt"),
     (["train", "--preset", "nosuch"], "argument --preset: must be one of ('paper-base'"),
     (["train", "--beam", "0"], "argument --beam: must be an integer >= 1, got 0"),
@@ -49,6 +59,7 @@ BAD_VALUES = [
     (["train", "--label-smoothing", "-0.1"], "argument --label-smoothing: must be a number in [0, 1), got -0.1"),
     (["train", "--task", "lm", "--beam", "2"], "--beam does not apply to --task lm"),
     (["train", "--task", "lm", "--context", "0"], "argument --context: must be an integer >= 1, got 0"),
+    (["train", "--steps", "1", "--out", "FILE"], "--out FILE is a file: give a folder"),  # before the data is read
 ]
 
 
@@ -79,7 +90,7 @@ def test_a_bad_value_is_one_line_before_any_work(argv: list[str], message: str, 
                                                   capsys: pytest.CaptureFixture) -> None:
     monkeypatch.chdir(tmp_path)
     real = _real(argv, folders)
-    if argv[0] == "train":
+    if argv[0] == "train" and "--out" not in argv:
         real = [*real, "--out", str(tmp_path / "run")]
     before = {path: path.stat().st_mtime_ns for path in folders.values()}
     files = sorted(str(p) for p in folders["DIR"].parent.rglob("*"))
@@ -95,8 +106,9 @@ def test_a_bad_value_is_one_line_before_any_work(argv: list[str], message: str, 
     err = capsys.readouterr().err
     assert code in (1, 2)
     assert "Traceback" not in err
-    line = err.strip().splitlines()[-1]
-    for name in ("FILE", "DIR", "SRC", "REF", "HF-CORRUPT"):  # messages name the real paths
+    assert len(err.strip().splitlines()) == 1, err  # one line: no usage block, no log lines before it
+    line = err.strip()
+    for name in ("FILE", "DIR", "SRC", "REF", "HF-CORRUPT", "MODEL"):  # messages name the real paths
         message = message.replace(name, str(folders[name]))
     assert line.startswith(f"aiayn {argv[0]}: error: {message}"), line
     assert code == 2 if "argument " in message else code == 1

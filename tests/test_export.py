@@ -142,7 +142,8 @@ def test_pre_ln_translator_exports_to_pegasus_and_generates_as_aiayn(pre_transla
         assert hf_tok.batch_decode(hf_out, skip_special_tokens=True) == [decode(tok, row) for row in ours], name
         found[name] = ours
     assert sum(len(row) > 1 for row in found["greedy"]) > 30  # a model that translates, not one that stops
-    back = aiayn.from_huggingface(out)  # import-hf reads the Pegasus folder back
+    assert main(["import-hf", str(out), "--out", str(tmp_path / "back")]) == 0  # the Pegasus folder comes back
+    back = aiayn.load(tmp_path / "back")
     assert back.cfg.norm == "pre" and back.cfg.extra["huggingface"]["model_type"] == "pegasus"
     assert back.generate(batch.input_ids, max_new_tokens=30) == found["beam 4, GNMT"]
 

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from ..runtime.log import print_always
 from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, serve, sweep, train, translate
@@ -15,9 +16,23 @@ COMMANDS = (demo, attention, import_hf, export, train, sweep, translate, evaluat
             serve)
 
 
+def one_line(text: str) -> str:
+    """text with each character a terminal would not print as itself (a newline, a control character in a path
+    given on the command line) written as its escape, so that an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line (the flag, what is wrong, where help is), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE (see `PROG --help`)` on stderr and exit 2 (argparse prints the usage first)."""
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="aiayn", description=__doc__)
+    """The argument parser with every sub-command (each a OneLineParser too)."""
+    parser = OneLineParser(prog="aiayn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands)
@@ -64,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run(args)
     except UserError as error:
-        print(f"aiayn {args.command}: error: {error}", file=sys.stderr)
+        print(f"aiayn {args.command}: error: {one_line(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"aiayn {args.command}: interrupted", file=sys.stderr)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..io.atomic import WriteError
 from ..viz.collect import collect_attention
 from ..viz.explorer import write_html
 from ..viz.plots import bare_token, find_token, plot_token_attention, save_figure, write_pngs, write_selected
-from .common import UserError, int_at_least, load_model
+from .common import UserError, check_out_file, check_out_folder, int_at_least, load_model
 
 
 def run(args: argparse.Namespace) -> None:
     """Draw a model's attention for one sentence: PNG heatmaps (and an HTML explorer with --html)."""
     if not args.text.strip():
         raise UserError("the text is empty; give a sentence, e.g. aiayn attention MODEL_DIR \"The cat sat.\"")
+    check_out_folder(args.out)  # before the model runs
+    if args.html:
+        check_out_file(args.html, "--html")
     model, tokenizer = load_model(args.model_dir, "attention", device="cpu")
     head = None if args.head is None else _position_or_word(args.head)
     selected = args.kind is not None or args.layer is not None or head is not None
@@ -30,13 +34,16 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(str(error)) from None
     if record.notes.get("decoding"):
         print(f"translation ({record.notes['decoding']}): {record.target_text or '(empty)'}")
-    written = write_selected(record, args.out, args.kind, args.layer, head) if selected \
-        else write_pngs(record, args.out)
-    if focus is not None:
-        name = f"focus_{bare_token(record.tokens(kind)[0][focus]) or 'token'}_{focus}.png"
-        written.append(save_figure(plot_token_attention(record, focus, kind), Path(args.out) / name))
-    if args.html:
-        written.append(write_html(record, args.html))
+    try:
+        written = write_selected(record, args.out, args.kind, args.layer, head) if selected \
+            else write_pngs(record, args.out)
+        if focus is not None:
+            name = f"focus_{bare_token(record.tokens(kind)[0][focus]) or 'token'}_{focus}.png"
+            written.append(save_figure(plot_token_attention(record, focus, kind), Path(args.out) / name))
+        if args.html:
+            written.append(write_html(record, args.html))
+    except WriteError as error:  # a full disk, a folder without write permission
+        raise UserError(str(error)) from None
     for path in written:
         print(path)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..io.loading import load
 from ..io.model_folder import TOKENIZER_FILE, save_model
 from ..training.checkpoints import average_checkpoints, list_checkpoints
-from .common import UserError, check_out_folder, int_at_least, user_errors
+from .common import UserError, check_out_folder, int_at_least, user_errors, write_failed
 
 
 def run(args: argparse.Namespace) -> None:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         save_model(model, Path(args.out), tokenizer if tokenizer.is_file() else None)
     except OSError as error:  # WriteError, or a folder that cannot be made
-        raise UserError(f"could not write {args.out}: {error.strerror or error}") from None
+        raise write_failed(error, args.out) from None
     names = ", ".join(c.name for c in chosen)
     print(f"averaged {len(chosen)} checkpoint(s) ({names}) into {args.out}")
     if len(chosen) < args.last:

@@ -32,14 +32,18 @@ def user_errors() -> tuple[type[Exception], ...]:
 
 def check_out_folder(path: str | Path, flag: str = "--out") -> None:
     """Refuse (one line) a folder to write into that is a file or lies under a file, before any work."""
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: name the folder to write into")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"{flag} {path} is a file: give a folder to write the model into (a new or existing one)")
+        raise UserError(f"{flag} {path} is a file: give a folder to write into (a new or an existing one)")
     _check_parents(folder, flag, path)
 
 
 def check_out_file(path: str | Path, flag: str = "--output") -> None:
     """Refuse (one line) a file to write that is a folder or lies under a file, before any work."""
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: name the file to write")
     file = Path(path)
     if file.is_dir():
         raise UserError(f"{flag} {path} is a folder: give a file to write into, e.g. {file / 'output.txt'}")
@@ -53,6 +57,14 @@ def _check_parents(path: Path, flag: str, given: str | Path) -> None:
             if not parent.is_dir():
                 raise UserError(f"{flag} {given}: {parent} is a file, not a folder: write somewhere else")
             return
+
+
+def write_failed(error: OSError, path: str | Path) -> UserError:
+    """The one-line error for a failed write: a WriteError's own message, else the folder and the reason."""
+    if isinstance(error, WriteError):
+        return UserError(str(error))
+    return UserError(f"could not write {path}: {error.strerror or error}; check the folder is writable, or write "
+                     f"elsewhere")
 
 
 def set_threads(threads: int) -> None:
@@ -104,6 +116,21 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+# torch.manual_seed and torch.Generator.manual_seed take seeds in [-2^63, 2^64 - 1]
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)
+
+
+def seed_value(text: str) -> int:
+    """A --seed flag's parser: an integer torch can seed with, else argparse's one-line error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be in [-2^63, 2^64 - 1] (torch's seeds), got {value}")
+    return value
 
 
 def float_in(low: float, high: float = float("inf"), low_open: bool = False) -> Callable[[str], float]:

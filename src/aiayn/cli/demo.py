@@ -8,6 +8,7 @@ import torch
 
 from ..model.config import ModelConfig
 from ..model.models import Transformer
+from .common import seed_value
 
 
 def run(args: argparse.Namespace) -> None:
@@ -27,5 +28,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """`aiayn demo [--seed N]`."""
     parser = commands.add_parser("demo", help="build paper-base and translate with random weights",
                                  description=run.__doc__, epilog="example: aiayn demo --seed 1")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random weights (default 0)")
     parser.set_defaults(run=run)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..io.huggingface import from_huggingface
-from .common import UserError, check_out_folder, user_errors
+from .common import UserError, check_out_folder, user_errors, write_failed
 
 
 def run(args: argparse.Namespace) -> None:
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         out = model.save(args.out, tokenizer=tokenizer if tokenizer.is_file() else None)
     except OSError as error:  # WriteError, or a folder that cannot be made
-        raise UserError(f"could not write {args.out}: {error.strerror or error}") from None
+        raise write_failed(error, args.out) from None
     info = model.cfg.extra["huggingface"]
     print(f"{info['model_type']} -> {model.model_type}: {model.num_parameters():,} parameters, "
           f"written to {out}")

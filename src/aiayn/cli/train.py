@@ -13,7 +13,7 @@ from ..runtime.allocator import tune_cpu_allocator
 from ..training.lm import LMTrainConfig, train_lm
 from ..training.settings import EVERY, SETTINGS, TASKS, Setting, choose_task, resolve
 from ..training.translation import TrainConfig, train
-from .common import UserError, user_errors
+from .common import UserError, check_out_folder, user_errors
 
 CONFIGS: dict[str, type] = {"translate": TrainConfig, "lm": LMTrainConfig, "mlm": LMTrainConfig}
 
@@ -21,6 +21,7 @@ CONFIGS: dict[str, type] = {"translate": TrainConfig, "lm": LMTrainConfig, "mlm"
 def run(args: argparse.Namespace) -> None:
     """Train a translator (default), a GPT-style LM (--task lm) or a BERT-style masked LM (--task mlm)."""
     task, cfg = settings(args)  # every setting checked before the allocator is tuned or anything is read or written
+    check_out_folder(cfg.out)  # a file there would fail only once the data is read (#32)
     _tune_allocator(args)
     try:
         result = train(cfg, resume=args.resume) if task == "translate" else train_lm(cfg, resume=args.resume)

@@ -114,11 +114,19 @@ def _is_int(value: Any) -> bool:
 def _within(value: float, bounds: str) -> bool:
     """value within ">= 1", "> 0", "(0, 1]"-style bounds."""
     if bounds[0] in "[(":
-        low, high = (float(x) for x in bounds[1:-1].split(","))
+        low, high = (_number(x) for x in bounds[1:-1].split(","))
         return (value >= low if bounds[0] == "[" else value > low) and \
             (value <= high if bounds[-1] == "]" else value < high)
     op, number = bounds.split()
-    return value >= float(number) if op == ">=" else value > float(number)
+    return value >= _number(number) if op == ">=" else value > _number(number)
+
+
+def _number(text: str) -> int | float:
+    """A bound's number: an int where it is one (so large integer bounds compare exactly), else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 OPTIONS: dict[str, Option] = {o.name: o for o in (
@@ -148,6 +156,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("top_p", float, None, "with sampling: nucleus, the smallest set with probability >= p",
            none="off", bounds="(0, 1]", commands=ALL_TEXT, metavar="P"),
     Option("seed", int, None, "with sampling: a seed makes the output reproducible", none="random",
+           bounds="[-9223372036854775808, 18446744073709551615]",  # the seeds torch.Generator.manual_seed takes
            commands=ALL_TEXT, metavar="N"),
     Option("generator", object, None, "with sampling: a torch.Generator (or seed)", none="torch's global one"),
     Option("mask", object, None, "a (B, T) bool keep-mask of a padded prompt tensor", library=frozenset({LM}),

@@ -58,8 +58,10 @@ def export_model(model_dir: str | Path, to: str, out: str | Path, quantization: 
                           "weights (load them with dtype=... in transformers)")
     if quantization is not None and quantization not in QUANTIZATIONS:
         raise ExportError(f"unknown --quantization {quantization!r}: use one of {list(QUANTIZATIONS)}")
+    if not str(out).strip():
+        raise ExportError("--out is empty: name the folder to write the exported model into")
     out = Path(out)
-    _check_out(out, force)
+    _check_out(out, force, Path(model_dir))
     _require("transformers", "hf")
     if to == "ctranslate2":
         _require("ctranslate2", "ct2")
@@ -106,10 +108,16 @@ def export_model(model_dir: str | Path, to: str, out: str | Path, quantization: 
 # Checks made before anything is written
 
 
-def _check_out(out: Path, force: bool) -> None:
-    """Refuse an --out that is a file, or a non-empty folder without force."""
+def _check_out(out: Path, force: bool, model_dir: Path) -> None:
+    """Refuse an --out that is a file, a non-empty folder without force, or one that holds the model or the
+    current folder (--force would replace them)."""
     if out.is_file() or out.is_symlink() and not out.is_dir():
         raise ExportError(f"--out {out} is a file: give a folder to write the exported model into")
+    if out.is_dir():
+        inside = out.resolve()
+        for held, what in ((model_dir, "the model folder"), (Path.cwd(), "the current folder")):
+            if held.resolve() == inside or inside in held.resolve().parents:
+                raise ExportError(f"--out {out} holds {what}, which the export would replace: choose a new folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ExportError(f"--out {out} exists and is not empty: choose a new folder, or pass --force to replace "
                           f"its contents")
@@ -347,7 +355,7 @@ def _usage(model: TransformerBase, to: str) -> list[str]:
         elif isinstance(model, DecoderLM):
             body += ["out = model.generate(**tok([\"a prompt\"], return_tensors=\"pt\"), max_new_tokens=50)",
                      "print(tok.batch_decode(out, skip_special_tokens=True))"]
-        note = ("Hugging Face's beam search divides log-probabilities by |Y|^alpha; `aiayn translate --alpha` "
+        note = ("Hugging Face's beam search divides log-probabilities by |Y|^alpha; `aiayn translate --length-penalty` "
                 "uses GNMT's ((5+|Y|)/6)^alpha (§6.1). They pick the same beams with "
                 "`length_penalty_form=\"plain\"` in aiayn's generate.") if isinstance(model, Transformer) else ""
     else:

@@ -69,7 +69,10 @@ def read_checkpoint(source: Any) -> tuple[dict[str, Any], dict[str, Tensor], Pat
     """(config dict, state dict, folder or None) from a local HF folder or a transformers model object."""
     if hasattr(source, "config") and hasattr(source, "state_dict") and not isinstance(source, (str, Path)):
         return source.config.to_dict(), dict(source.state_dict()), None
-    folder = Path(source).expanduser()
+    try:
+        folder = Path(source).expanduser()
+    except RuntimeError:  # "~user" naming no user: the path as given, which the next check names
+        folder = Path(source)
     if not folder.is_dir():
         raise ConversionError(f"{folder} is not a folder: give a local Hugging Face checkpoint folder "
                               f"(config.json + model.safetensors or pytorch_model.bin); nothing is "
