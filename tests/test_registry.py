@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
 
 import aiayn
 from aiayn.inference.quantize import PrecisionError, for_decoding, int8_problem
-from aiayn.io import loading
+from aiayn.io import export, loading
+from aiayn.io.huggingface import FAMILIES
 from aiayn.model import config
-from aiayn.model.registry import MODEL_TYPES
+from aiayn.model.recurrent import RecurrentSeq2Seq
+from aiayn.model.registry import MODEL_TYPES, for_task
+from aiayn.training.settings import BY_NAME
+from aiayn.training.translation import ARCHITECTURES
+from aiayn.viz import collect_attention
 
 
 def test_the_table_agrees_with_the_classes_and_config_json_types():
@@ -38,3 +46,41 @@ def test_every_type_saves_loads_and_decodes_as_its_entry_says(name, tmp_path):
     else:
         with pytest.raises(PrecisionError, match="int8 decoding is for translators"):
             for_decoding(model, "int8")
+
+
+def test_the_trainers_read_the_table():
+    assert ARCHITECTURES == {"transformer": (config.ModelConfig, aiayn.Transformer),
+                             "rnn": (config.RNNConfig, RecurrentSeq2Seq)}
+    assert BY_NAME["arch"].choices == ("transformer", "rnn")
+    assert {task: for_task(task).name for task in ("translate", "lm", "mlm")} == {
+        "translate": "transformer", "lm": "decoder_lm", "mlm": "encoder_lm"}
+
+
+def test_the_conversion_fields_agree_with_the_converters():
+    """hf_families and pipeline say what io/huggingface.py and io/export.py hold until they read the table."""
+    pipelines = getattr(export, "_PIPELINES", None)
+    if pipelines is None:
+        pytest.skip("io/export.py reads the pipeline from the table now")
+    for name, entry in MODEL_TYPES.items():
+        assert [f for f, family in FAMILIES.items() if family.model_class is entry.model_class] == \
+            list(entry.hf_families), name
+        assert pipelines.get(entry.model_class, "") == entry.pipeline
+        assert bool(entry.exports) == bool(entry.hf_families)
+
+
+@pytest.mark.parametrize("name", list(MODEL_TYPES))
+def test_every_type_shows_its_attention(name):
+    """viz reads the entry: an encoder-decoder (the RNN too) gets the source + EOS and its translation."""
+    entry = MODEL_TYPES[name]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "a": 4, "b": 5, "c": 6}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = Whitespace()
+    torch.manual_seed(0)
+    cfg = entry.config_class.preset("tiny" if name != "rnn" else "shallow", vocab_size=24, dropout=0.0)
+    record = collect_attention(entry.model_class(cfg), tokenizer, "a b c", beam_size=2)
+    if entry.encoder_decoder:
+        assert record.source_tokens == ["a", "b", "c", "</s>"] and "cross" in record.kinds
+        assert record.target_tokens[0] == "<s>"
+    else:
+        assert record.kinds == (["encoder_self"] if name == "encoder_lm" else ["decoder_self"])
+        assert (record.source_tokens or record.target_tokens) == ["a", "b", "c"]

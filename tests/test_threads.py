@@ -55,6 +55,34 @@ def test_model_and_data_import_nothing_from_the_packages_above_them():
     assert upward == []
 
 
+# The README's "data flows one way": each package imports only from the tiers after its own (serving also viz)
+TIERS = (("cli",), ("serving", "training", "viz"), ("inference", "io"), ("model", "data", "runtime"))
+
+
+def test_every_package_imports_only_from_the_tiers_below_it():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "aiayn"
+    tier = {package: i for i, packages in enumerate(TIERS) for package in packages}
+    assert sorted(tier) == sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file())
+    arrows = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        if len(parts) == 1:
+            continue  # aiayn/__init__.py and __main__.py gather the API and the command line
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                target = [*parts[:len(parts) - node.level], *(node.module or "").split(".")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aiayn."):
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            source, used = parts[0], target[0] if target and target[0] else ""
+            if used in tier and used != source and tier[used] <= tier[source] and (source, used) != ("serving", "viz"):
+                arrows.append(f"{'/'.join(parts)} imports {used}")
+    assert arrows == []
+
+
 def test_the_models_generate_and_save_through_what_inference_and_io_register(tmp_path):
     import torch
 

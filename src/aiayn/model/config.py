@@ -13,9 +13,9 @@ NORM_PLACEMENTS = ("post", "pre")  # post-LN is the paper's LayerNorm(x + Sublay
 # the input and rotates each head's queries and keys by their position in every self-attention layer
 POSITION_KINDS = ("sinusoidal", "learned", "rotary")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")  # relu is the paper's FFN, §3.3
-TRANSFORMER_TYPES = ("transformer", "encoder_lm", "decoder_lm")
-# "rnn": the recurrent encoder-decoder baseline (aiayn.model.recurrent), configured by RNNConfig
-MODEL_TYPES = (*TRANSFORMER_TYPES, "rnn")
+# config.json's model_types, in model/registry.py's order (its table says what each is; this names them for
+# io/model_folder.py, which reads a config.json without building a model)
+MODEL_TYPES = ("transformer", "encoder_lm", "decoder_lm", "rnn")
 RNN_ATTENTION_SCORES = ("general", "dot")  # Luong et al. 2015, §3.1: h_t^T W_a h_s, or h_t^T h_s
 SINUSOID_LAYOUTS = ("interleaved", "halves")  # §3.5 interleaves sin/cos; Marian puts sines then cosines
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import services
-from .config import TRANSFORMER_TYPES, ModelConfig
+from .config import ModelConfig
 from .embeddings import InputEmbedding, make_token_embedding
 from .layers import ACTIVATION_FUNCTIONS, LayerCache, Stack
 from .masks import as_key_mask, cached_self_mask, causal_mask, decoder_self_mask, memory_key_mask
@@ -379,9 +379,3 @@ def _add_final_logits_bias(model: nn.Module, cfg: ModelConfig) -> None:
     """A fixed (vocab,) buffer added to the logits if cfg.final_logits_bias (Marian, BART), else None."""
     bias = torch.zeros(cfg.vocab_size) if cfg.final_logits_bias else None
     model.register_buffer("final_logits_bias", bias)
-
-
-MODEL_CLASSES: dict[str, type[TransformerBase]] = {
-    cls.model_type: cls for cls in (Transformer, EncoderLM, DecoderLM)
-}
-assert tuple(MODEL_CLASSES) == TRANSFORMER_TYPES, "config.TRANSFORMER_TYPES names these classes, in this order"

@@ -1,10 +1,13 @@
 """Every model type, declared once: config.json's model_type -> class, config class, task and what it supports.
 
-io/loading.py (aiayn.load, the commands' kind checks and their messages) and inference/quantize.py (which types
-have an int8 copy) read this table. Adding a model type: its module, one `ModelType(...)` line here, and its
-config class in model/config.py's MODEL_TYPES / CONFIG_CLASSES where it has its own (tests/test_registry.py holds
-them equal). Not yet read from here (#34's plan): io/huggingface.py's and io/export.py's tuples of exportable
-types, training/init_from.py's TASK_KINDS, training/translation.py's ARCHS and viz/collect.py's type compares.
+Read by io/loading.py (aiayn.load, the commands' kind checks and their messages), inference/quantize.py (which
+types have an int8 copy), training/init_from.py (the type each task starts from), training/translation.py and
+settings.py (the translators `--arch` chooses), and viz/collect.py (encoder-decoder or one stack). Adding a model
+type: its module, one `ModelType(...)` line here, and its name in model/config.py's MODEL_TYPES (with its config
+class in CONFIG_CLASSES where it has its own); tests/test_registry.py holds them equal.
+
+hf_families, exports and pipeline say what io/huggingface.py and io/export.py convert; those two still hold their
+own lists (tests/test_registry.py holds them equal to these until they read them).
 """
 
 from __future__ import annotations
@@ -28,13 +31,30 @@ class ModelType:
     trained_by: str  # the command that writes such a folder
     translator: bool = False  # ids in, ids out through inference.decoding.generate_seq2seq (translate, serve)
     int8: bool = False  # inference.quantize has an int8 copy of it
+    encoder_decoder: bool = False  # reads a source (ids + EOS) and a target; else one stack reads the text
+    hf_families: tuple[str, ...] = ()  # Hugging Face model_types it converts to and from (io/huggingface.py)
+    exports: tuple[str, ...] = ()  # `aiayn export --to` targets (io/export.py)
+    pipeline: str = ""  # the Hugging Face pipeline_tag of its model card
 
 
 MODEL_TYPES: dict[str, ModelType] = {t.name: t for t in (
     ModelType("transformer", Transformer, ModelConfig, "translate", "an encoder-decoder", "`aiayn train`",
-              translator=True, int8=True),
-    ModelType("encoder_lm", EncoderLM, ModelConfig, "mlm", "an EncoderLM", "`aiayn train --task mlm`"),
-    ModelType("decoder_lm", DecoderLM, ModelConfig, "lm", "a DecoderLM", "`aiayn train --task lm`"),
+              translator=True, int8=True, encoder_decoder=True, hf_families=("marian", "bart", "pegasus"),
+              exports=("hf", "ctranslate2"), pipeline="translation"),
+    ModelType("encoder_lm", EncoderLM, ModelConfig, "mlm", "an EncoderLM", "`aiayn train --task mlm`",
+              hf_families=("bert",), exports=("hf",), pipeline="fill-mask"),
+    ModelType("decoder_lm", DecoderLM, ModelConfig, "lm", "a DecoderLM", "`aiayn train --task lm`",
+              hf_families=("gpt2", "opt"), exports=("hf", "ctranslate2"), pipeline="text-generation"),
     ModelType("rnn", RecurrentSeq2Seq, RNNConfig, "translate", "a recurrent encoder-decoder",
-              "`aiayn train --arch rnn`", translator=True),
+              "`aiayn train --arch rnn`", translator=True, encoder_decoder=True),
 )}
+
+
+def for_task(task: str) -> ModelType:
+    """The type `aiayn train --task task` builds by default (the first entry of that task: the paper's first)."""
+    return next(t for t in MODEL_TYPES.values() if t.task == task)
+
+
+def of_task(task: str) -> tuple[str, ...]:
+    """The names of every type a task trains: translate's are the `--arch` choices."""
+    return tuple(name for name, t in MODEL_TYPES.items() if t.task == task)

@@ -13,8 +13,7 @@ from ..data.tokenizer import TokenizerError
 from ..io.loading import KIND_NAMES, load_with_tokenizer
 from ..io.model_folder import CheckpointError
 from ..model.models import TransformerBase
-
-TASK_KINDS = {"translate": "transformer", "lm": "decoder_lm", "mlm": "encoder_lm"}
+from ..model.registry import for_task
 
 
 class InitError(ValueError):
@@ -24,7 +23,7 @@ class InitError(ValueError):
 def load_start(folder: str, task: str) -> tuple[TransformerBase, Tokenizer]:
     """The model (on the CPU) and tokenizer in `folder`, of the kind `task` trains; InitError if they do not fit."""
     try:
-        return load_with_tokenizer(folder, "cpu", TASK_KINDS[task], f"`aiayn train --task {task}`")
+        return load_with_tokenizer(folder, "cpu", for_task(task).name, f"`aiayn train --task {task}`")
     except (CheckpointError, TokenizerError) as error:
         raise InitError(f"--init-from {folder}: {error}") from None
 

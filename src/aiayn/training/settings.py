@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from ..data.corpus import BUNDLED
 from ..inference.options import OPTIONS as DECODING
 from ..model.config import ACTIVATIONS, NORM_PLACEMENTS, POSITION_KINDS, PRESETS, SINUSOID_LAYOUTS, ModelConfig
+from ..model.registry import of_task
 from ..runtime.distributed import DEFAULT_TIMEOUT_S
 from ..runtime.precision import PRECISIONS
 from .run_folder import TRAIN_FILE
@@ -237,7 +238,7 @@ SETTINGS: tuple[Setting, ...] = (
     # --- the model (ModelConfig; Table 3 varies N layers, d_model, d_ff, h)
     Setting("arch", str, "transformer", "the translator: transformer (the paper's), or rnn, the recurrent "
             "encoder-decoder §4 compares it with (bidirectional LSTM, Luong attention; --preset sizes it to that "
-            "Transformer's parameter count)", tasks=TRANSLATE, choices=("transformer", "rnn")),
+            "Transformer's parameter count)", tasks=TRANSLATE, choices=of_task("translate")),
     Setting("preset", str, "shallow", "the model's sizes (shallow: 1+1 layers, d_model 256, 4 heads, d_ff 1024, "
             "the most BLEU in ten minutes on a CPU; small: the same at 3+3 layers; paper-base: Table 3's base)",
             tasks=TRANSLATE, choices=tuple(PRESETS)),

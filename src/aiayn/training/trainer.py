@@ -142,7 +142,7 @@ class RankTrainer:
     lr_schedule() and to_dict().
     """
 
-    task = "translate"  # the kind of model it trains (aiayn.training.init_from.TASK_KINDS)
+    task = "translate"  # the kind of model it trains (aiayn.model.registry's task)
     # keep_best choice -> (evaluation record field, higher is better)
     best_metrics: dict[str, tuple[str, bool]] = {"loss": ("dev_loss", False)}
     # settings that name a ModelConfig field (setting -> field), checked against an --init-from model

@@ -19,9 +19,9 @@ from ..data.prepare import PairSource, is_store, open_or_prepare_pairs
 from ..data.store import Column, Store
 from ..inference.evaluation import Scores, score, translate
 from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights
-from ..model.config import ModelConfig, RNNConfig
-from ..model.models import Transformer, TransformerBase
-from ..model.recurrent import RecurrentSeq2Seq
+from ..model.config import ModelConfig
+from ..model.models import TransformerBase
+from ..model.registry import MODEL_TYPES, of_task
 from ..runtime.precision import autocast
 from .best import BEST_DIR
 from .init_from import InitError
@@ -35,11 +35,10 @@ from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_
 
 __all__ = ["ARCHITECTURES", "COMPILE_MODES", "RECIPES", "TrainConfig", "Trainer", "TrainingError", "train"]
 
-# The translator's architecture (the `arch` setting): the paper's Transformer, or the recurrent encoder-decoder
-# §4 compares it with (aiayn.model.recurrent: bidirectional LSTM encoder, LSTM decoder with Luong attention),
-# each with its config class
+# The translator's architecture (the `arch` setting), each with its config class: model/registry.py's types whose
+# task is translate (the paper's Transformer; the recurrent encoder-decoder §4 compares it with)
 ARCHITECTURES: dict[str, tuple[type[ModelConfig], type[TransformerBase]]] = {
-    "transformer": (ModelConfig, Transformer), "rnn": (RNNConfig, RecurrentSeq2Seq)}
+    name: (MODEL_TYPES[name].config_class, MODEL_TYPES[name].model_class) for name in of_task("translate")}
 # Settings that shape only a Transformer: refused with arch "rnn" rather than ignored
 TRANSFORMER_ONLY = ("n_heads", "d_ff", "d_k", "attention_dropout", "positions", "activation")
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..model.registry import MODEL_TYPES
+
 KINDS = ("encoder_self", "decoder_self", "cross")
 KIND_TITLES = {
     "encoder_self": "encoder self-attention",
@@ -86,11 +88,12 @@ def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 
 
 def source_ids(model: Any, tokenizer: Any, text: str) -> list[int]:
-    """Token ids of the text as the model reads it: BPE ids + [EOS] for a Transformer's source;
+    """Token ids of the text as the model reads it: BPE ids + [EOS] for an encoder-decoder's source;
     the tokenizer's own encoding (with its special tokens, e.g. BERT's [CLS] .. [SEP]) otherwise."""
-    encoding = tokenizer.encode(text, add_special_tokens=model.model_type != "transformer")
+    encoder_decoder = MODEL_TYPES[model.model_type].encoder_decoder
+    encoding = tokenizer.encode(text, add_special_tokens=not encoder_decoder)
     ids = [i for i, keep in zip(encoding.ids, encoding.attention_mask) if keep]  # a tokenizer may pad
-    return ids + [model.cfg.eos_id] if model.model_type == "transformer" else ids
+    return ids + [model.cfg.eos_id] if encoder_decoder else ids
 
 
 @torch.no_grad()
@@ -98,9 +101,9 @@ def collect_attention(model: Any, tokenizer: Any, text: str, target: str | None 
                       beam_size: int = 4) -> AttentionRecord:
     """Run `model` on one text (and target) and keep every layer's attention weights.
 
-    Transformer: text is the source; target is the reference translation, or, when None, the model's
-    own translation (beam search of §6.1; greedy where beam search is not available). EncoderLM and
-    DecoderLM read the text alone.
+    An encoder-decoder (the Transformer, the RNN): text is the source; target is the reference translation, or,
+    when None, the model's own translation (beam search of §6.1; greedy where beam search is not available).
+    EncoderLM and DecoderLM read the text alone.
     """
     was_training = model.training
     try:
@@ -118,7 +121,7 @@ def _collect(model: Any, tokenizer: Any, text: str, target: str | None, beam_siz
         raise ValueError("the text has no tokens; give at least one word")
     src = torch.tensor([ids], dtype=torch.long, device=device)  # (1, S)
     notes: dict[str, Any] = {}
-    if model.model_type == "transformer":
+    if MODEL_TYPES[model.model_type].encoder_decoder:
         if target is None:
             target_ids, notes["decoding"] = _translate(model, src, beam_size)
             target = tokenizer.decode(target_ids)
@@ -135,8 +138,8 @@ def _collect(model: Any, tokenizer: Any, text: str, target: str | None, beam_siz
     else:
         out = model(src, return_attention=True)
         tokens = token_strings(tokenizer, ids)
-        src_tokens = tokens if model.model_type == "encoder_lm" else []
-        tgt_tokens = tokens if model.model_type == "decoder_lm" else []
+        src_tokens = tokens if "encoder_self" in out.attentions else []  # one stack: the text labels its kind
+        tgt_tokens = tokens if "decoder_self" in out.attentions else []
     weights = {kind: [w[0].float().cpu().numpy() for w in out.attentions[kind]]  # layers of (H, Tq, Tk)
                for kind in KINDS if kind in out.attentions}
     return AttentionRecord(model.model_type, src_tokens, tgt_tokens, weights, source_text=text,
