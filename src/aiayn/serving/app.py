@@ -166,6 +166,10 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         texts, join = _split(body.q, settings)
         outputs = await _translate(request, batcher, texts, decoding_keywords(Decoding()))
         translated = join([hyps[0].text for hyps in outputs])
+        if body.source == "auto" and settings.pair is not None:  # LibreTranslate's answer to auto: one language
+            detected = {"confidence": 100.0, "language": settings.pair[0]}
+            return {"detectedLanguage": detected if isinstance(body.q, str) else [detected] * len(body.q),
+                    "translatedText": translated}
         return {"translatedText": translated}
 
     @app.post("/v1/translate")
