@@ -198,7 +198,7 @@ class Blocking:
 
 def test_a_long_request_does_not_hold_up_short_ones_beyond_one_batch(serve) -> None:
     fake = Blocking()
-    server = serve(fake, max_batch_tokens=12, batch_wait_ms=0)  # 4 sentences of 2 words fill a batch
+    server = serve(fake, max_batch_tokens=48, batch_wait_ms=0)  # 4 sentences of 2 words x beam 4 fill a batch
     long_q = [f"long {i}" for i in range(16)]
     with httpx.Client(base_url=server.url, timeout=30) as client, ThreadPoolExecutor(2) as pool:
         long_reply = pool.submit(client.post, "/translate", json={"q": long_q})

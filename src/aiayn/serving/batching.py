@@ -1,14 +1,15 @@
 """Request batching: sentences of concurrent requests searched together, batches cut by source tokens.
 
 Each request becomes a job (its sentences and its decoding options). A batch starts when the jobs waiting
-with the same options fill `max_batch_tokens` (padded source tokens: rows x the longest row, as
-inference.evaluation.translate cuts its batches) or `wait_ms` after its first job arrived, whichever comes
-first. Up to `parallel` batches run at once (one per worker), each in a thread, so the event loop keeps
-taking requests. Jobs that have been in fewer batches go first, and a job whose sentences do not all fit
-waits with the rest, so a long request shares every batch after its first with the requests that came
-after it. The queue holds at most `queue_size` jobs; one more is refused (Overloaded: the server answers
-503 with Retry-After). A job whose client went away is cancelled: its sentences not yet in a batch are
-dropped, and the results of those already searched are thrown away.
+with the same options fill `max_batch_tokens` (padded source tokens times the rows searched per sentence,
+the beam: rows x the longest row x beam, as inference.evaluation.translate cuts its batches) or `wait_ms`
+after its first job arrived, whichever comes first. Up to `parallel` batches run at once (one per
+worker), each in a thread, so the event loop keeps taking requests. Jobs that have been in fewer batches
+go first, and a job whose sentences do not all fit waits with the rest, so a long request shares every
+batch after its first with the requests that came after it. The queue holds at most `queue_size` jobs;
+one more is refused (Overloaded: the server answers 503 with Retry-After). A job whose client went away
+is cancelled: its sentences not yet in a batch are dropped, and the results of those already searched
+are thrown away.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Job:
     tokens: list[int]  # source tokens of each text
     key: Hashable  # the decoding options, as a hashable value: only jobs with equal keys share a batch
     options: dict[str, Any]
+    cost: int  # search rows per sentence (the beam size): a batch holds max_batch_tokens // cost padded tokens
     future: asyncio.Future
     results: list[Any] = field(default_factory=list)
     next: int = 0  # the first sentence not yet in a batch
@@ -112,27 +114,30 @@ class Batcher:
             self._executor.shutdown(wait=True)
 
     # -- requests --------------------------------------------------------------------------------------
-    async def submit(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None) -> list[Any]:
+    async def submit(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None,
+                     cost: int = 1) -> list[Any]:
         """The results of texts under options, once searched; Overloaded when the queue is full.
 
         Cancelling the awaiting task (a client that went away) cancels the job.
         """
-        job = self.enqueue(texts, options, key)
+        job = self.enqueue(texts, options, key, cost)
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
             self.cancel(job)
             raise
 
-    def enqueue(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None) -> Job:
+    def enqueue(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None,
+                cost: int = 1) -> Job:
         """Queue a job and return it (its future holds the results); Overloaded when the queue is full."""
         assert self._wake is not None, "Batcher.start() first"
         if len(self._queue) >= self.queue_size:
             self.stats.refused_jobs += 1
             raise Overloaded(len(self._queue), self.retry_after)
         key = key if key is not None else tuple(sorted((k, repr(v)) for k, v in options.items()))
+        key = (key, cost)
         future = asyncio.get_running_loop().create_future()
-        job = Job(list(texts), [max(self.count(t), 1) for t in texts], key, options, future)
+        job = Job(list(texts), [max(self.count(t), 1) for t in texts], key, options, max(cost, 1), future)
         if not texts:
             future.set_result([])
             return job
@@ -197,7 +202,7 @@ class Batcher:
                 continue
             for tokens in job.tokens[job.next:]:
                 rows, longest = rows + 1, max(longest, tokens)
-                if rows * longest >= self.max_batch_tokens:
+                if rows * longest * job.cost >= self.max_batch_tokens:
                     return True
         return False
 
@@ -210,7 +215,8 @@ class Batcher:
         if not self._queue:  # the jobs waiting were cancelled while a worker was busy
             return []
         order = sorted(self._queue, key=lambda job: job.served)  # stable: arrival order among equals
-        key = order[0].key
+        key, cost = order[0].key, order[0].cost
+        budget = max(self.max_batch_tokens // cost, 1)
         taken: list[tuple[Job, int]] = []
         longest, leftover = 0, []
         for job in order:
@@ -219,7 +225,7 @@ class Batcher:
             job.served += 1
             while job.next < len(job.texts):
                 wider = max(longest, job.tokens[job.next])
-                if taken and (len(taken) + 1) * wider > self.max_batch_tokens:
+                if taken and (len(taken) + 1) * wider > budget:
                     break
                 taken.append((job, job.next))
                 longest, job.next, job.pending = wider, job.next + 1, job.pending + 1
@@ -228,7 +234,7 @@ class Batcher:
                 leftover.append(job)
             else:
                 self._arrived.pop(id(job), None)
-            if taken and (len(taken) + 1) * longest > self.max_batch_tokens:
+            if taken and (len(taken) + 1) * longest > budget:
                 break
         for job in leftover:  # to the back: the requests behind it go first next time
             self._queue.append(job)
