@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import socket
 import subprocess
@@ -114,6 +115,7 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
     """N clients, client i sending verses i, i + N, ... (or looping until `until`); latencies and errors."""
     latencies: list[float] = []
     errors = 0
+    reasons: collections.Counter[str] = collections.Counter()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         async def one(i: int) -> None:
@@ -127,10 +129,13 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
                     reply = await client.post("/translate", json={"q": verses[k % len(verses)], "source": "en",
                                                                   "target": "es"})
                     ok = reply.status_code == 200 and isinstance(reply.json().get("translatedText"), str)
-                except httpx.HTTPError:
-                    ok = False
+                    reason = f"HTTP {reply.status_code}: {reply.text[:200]}"
+                except httpx.HTTPError as error:
+                    ok, reason = False, f"{type(error).__name__}: {error}"
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
+                if not ok:
+                    reasons[reason] += 1
                 k += clients
 
         start = time.perf_counter()
@@ -142,7 +147,7 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
         return latencies[min(int(p / 100 * len(latencies)), len(latencies) - 1)] * 1000
 
     return {"requests": len(latencies), "seconds": seconds, "throughput": len(latencies) / seconds,
-            "p50": pct(50), "p95": pct(95), "p99": pct(99), "errors": errors}
+            "p50": pct(50), "p95": pct(95), "p99": pct(99), "errors": errors, "reasons": dict(reasons)}
 
 
 def rss_mb(pid: int) -> float:
@@ -194,7 +199,7 @@ def main() -> None:
                 rows.append((engine, clients, result, base))
                 print(f"  {clients:>3} clients: {result['throughput']:.1f} verses/s ({result['throughput'] / base:.2f}"
                       f" x offline), p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, p99 {result['p99']:.0f}"
-                      f" ms, errors {result['errors']}/{result['requests']}", flush=True)
+                      f" ms, errors {result['errors']}/{result['requests']} {result['reasons'] or ''}", flush=True)
             if args.soak:
                 warm = min(60.0, args.soak / 5)
                 asyncio.run(load(url, verses, 64, until=time.monotonic() + warm))

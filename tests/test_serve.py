@@ -3,6 +3,7 @@ engines, the stream of /generate."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from aiayn.inference.evaluation import translate  # noqa: E402
 from aiayn.inference.text import generate_text  # noqa: E402
 from aiayn.io.loading import load_with_tokenizer  # noqa: E402
 from aiayn.serving.app import Settings, create_app  # noqa: E402
+from aiayn.serving.batching import Batcher  # noqa: E402
 from aiayn.serving.engines import AiaynEngine, Output  # noqa: E402
 
 from .helpers_translation import write_corpus  # noqa: E402
@@ -209,6 +211,29 @@ def test_a_long_request_does_not_hold_up_short_ones_beyond_one_batch(serve) -> N
         assert short_reply.result().json() == {"translatedText": ["SHORT ONE"]}
         assert long_reply.result().json() == {"translatedText": [q.upper() for q in long_q]}
     assert fake.batches[0] == long_q[:4] and fake.batches[1] == ["short one", *long_q[4:7]]  # the next batch
+
+
+def test_a_batch_takes_the_oldest_sentence_and_those_closest_to_it_in_length() -> None:
+    batches = []
+
+    def run(texts, options):
+        batches.append(list(texts))
+        return [t.upper() for t in texts]
+
+    long, short = "a b c d e f", "a"
+    texts = [long, short, long, short, short, long, short, short, short]  # arrival order
+
+    async def go():
+        batcher = Batcher(run, lambda text: len(text.split()), max_batch_tokens=12, wait_ms=50)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit([t], {}) for t in texts))
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(go()) == [[t.upper()] for t in texts]
+    # first-come first-served would pad every short sentence to 6 tokens: [long, short], [long, short], ...
+    assert batches == [[long, long], [short] * 6, [long]]
 
 
 # -- faults ----------------------------------------------------------------------------------------------------
