@@ -150,16 +150,37 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
             "p50": pct(50), "p95": pct(95), "p99": pct(99), "errors": errors, "reasons": dict(reasons)}
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory (VmRSS) in MiB of a process and its children (aiayn's forked workers)."""
-    total = 0.0
+async def soak(url: str, verses: list[str], pid: int, seconds: float) -> dict[str, Any]:
+    """64 clients for `seconds`, printing the server's and each worker's VmRSS every minute."""
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(60)
+            parts = [f"{p}: {own_rss_mb(p):.0f}" for p in [pid, *children(pid)]]
+            print(f"    RSS MiB (server, workers) {', '.join(parts)}; total {rss_mb(pid):.0f}", flush=True)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await load(url, verses, 64, until=time.monotonic() + seconds)
+    finally:
+        watcher.cancel()
+
+
+def own_rss_mb(pid: int) -> float:
+    """One process's VmRSS in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            total += int(line.split()[1]) / 1024
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += rss_mb(int(child))
-    return total
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    """A process's child processes."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (VmRSS) in MiB of a process and its children (aiayn's forked workers)."""
+    return own_rss_mb(pid) + sum(rss_mb(child) for child in children(pid))
 
 
 def main() -> None:
@@ -204,7 +225,7 @@ def main() -> None:
                 warm = min(60.0, args.soak / 5)
                 asyncio.run(load(url, verses, 64, until=time.monotonic() + warm))
                 before = rss_mb(process.pid)
-                result = asyncio.run(load(url, verses, 64, until=time.monotonic() + args.soak))
+                result = asyncio.run(soak(url, verses, process.pid, args.soak))
                 after = rss_mb(process.pid)
                 print(f"  soak {args.soak:.0f} s, 64 clients: {result['requests']} requests, errors "
                       f"{result['errors']}; RSS {before:.0f} -> {after:.0f} MiB ({100 * (after / before - 1):+.1f}%)",
