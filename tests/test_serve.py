@@ -427,3 +427,13 @@ def test_serve_refuses_an_encoder_lm(tmp_path: Path, capsys: pytest.CaptureFixtu
     folder = save_models(tmp_path)["encoder_lm"]
     assert main(["serve", str(folder)]) == 1
     assert "serves translators and DecoderLMs" in capsys.readouterr().err
+
+
+def test_a_cache_inside_the_model_folder_and_a_bad_pair_are_refused(translator: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    before = _files(translator / "model")
+    assert main(["serve", str(translator), "--cache", str(translator / "model" / "ct2")]) == 1
+    assert "is inside the model folder" in capsys.readouterr().err
+    assert main(["serve", str(translator), "--pair", "en"]) == 1
+    assert "--pair 'en': give the source and target codes as SRC-TGT" in capsys.readouterr().err
+    assert _files(translator / "model") == before
