@@ -437,3 +437,16 @@ def test_a_cache_inside_the_model_folder_and_a_bad_pair_are_refused(translator: 
     assert main(["serve", str(translator), "--pair", "en"]) == 1
     assert "--pair 'en': give the source and target codes as SRC-TGT" in capsys.readouterr().err
     assert _files(translator / "model") == before
+
+
+def test_two_workers_search_two_batches_at_once_with_the_same_output(loaded, serve) -> None:
+    model, tok = loaded
+    engine = AiaynEngine(model, tok, "fp32", workers=2)  # a WorkerPool of 2 forked processes
+    try:
+        server = serve(engine, batch_wait_ms=0, max_batch_tokens=40)  # small batches, so several run at once
+        with httpx.Client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(len(SENTENCES)) as pool:
+            replies = list(pool.map(lambda s: client.post("/translate", json={"q": s}), SENTENCES))
+        assert [r.json()["translatedText"] for r in replies] == translate(model, tok, SENTENCES)
+        assert server.app.state.batcher.stats.batches > 1 and server.app.state.batcher.parallel == 2
+    finally:
+        engine.close()
