@@ -13,13 +13,15 @@ of offline throughput, 0 errors, p99 <= 3 x p50; at 1 client p50 <= 50 ms (CTran
         --workers 2
 
 --soak SECONDS keeps 64 clients sending verses for that long after the load runs and reports the server's
-resident memory (VmRSS) after a warm-up minute and at the end (the target: growth under 5% over 10 minutes).
+resident memory (VmRSS, with its worker processes) after a warm-up minute and at the end (the target:
+growth under 5% over 10 minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import socket
 import subprocess
@@ -113,6 +115,7 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
     """N clients, client i sending verses i, i + N, ... (or looping until `until`); latencies and errors."""
     latencies: list[float] = []
     errors = 0
+    reasons: collections.Counter[str] = collections.Counter()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
         async def one(i: int) -> None:
@@ -126,10 +129,13 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
                     reply = await client.post("/translate", json={"q": verses[k % len(verses)], "source": "en",
                                                                   "target": "es"})
                     ok = reply.status_code == 200 and isinstance(reply.json().get("translatedText"), str)
-                except httpx.HTTPError:
-                    ok = False
+                    reason = f"HTTP {reply.status_code}: {reply.text[:200]}"
+                except httpx.HTTPError as error:
+                    ok, reason = False, f"{type(error).__name__}: {error}"
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
+                if not ok:
+                    reasons[reason] += 1
                 k += clients
 
         start = time.perf_counter()
@@ -141,15 +147,40 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
         return latencies[min(int(p / 100 * len(latencies)), len(latencies) - 1)] * 1000
 
     return {"requests": len(latencies), "seconds": seconds, "throughput": len(latencies) / seconds,
-            "p50": pct(50), "p95": pct(95), "p99": pct(99), "errors": errors}
+            "p50": pct(50), "p95": pct(95), "p99": pct(99), "errors": errors, "reasons": dict(reasons)}
 
 
-def rss_mb(pid: int) -> float:
-    """A process's resident memory (VmRSS) in MiB."""
+async def soak(url: str, verses: list[str], pid: int, seconds: float) -> dict[str, Any]:
+    """64 clients for `seconds`, printing the server's and each worker's VmRSS every minute."""
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(60)
+            parts = [f"{p}: {own_rss_mb(p):.0f}" for p in [pid, *children(pid)]]
+            print(f"    RSS MiB (server, workers) {', '.join(parts)}; total {rss_mb(pid):.0f}", flush=True)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await load(url, verses, 64, until=time.monotonic() + seconds)
+    finally:
+        watcher.cancel()
+
+
+def own_rss_mb(pid: int) -> float:
+    """One process's VmRSS in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def children(pid: int) -> list[int]:
+    """A process's child processes."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory (VmRSS) in MiB of a process and its children (aiayn's forked workers)."""
+    return own_rss_mb(pid) + sum(rss_mb(child) for child in children(pid))
 
 
 def main() -> None:
@@ -189,12 +220,12 @@ def main() -> None:
                 rows.append((engine, clients, result, base))
                 print(f"  {clients:>3} clients: {result['throughput']:.1f} verses/s ({result['throughput'] / base:.2f}"
                       f" x offline), p50 {result['p50']:.0f} ms, p95 {result['p95']:.0f} ms, p99 {result['p99']:.0f}"
-                      f" ms, errors {result['errors']}/{result['requests']}", flush=True)
+                      f" ms, errors {result['errors']}/{result['requests']} {result['reasons'] or ''}", flush=True)
             if args.soak:
                 warm = min(60.0, args.soak / 5)
                 asyncio.run(load(url, verses, 64, until=time.monotonic() + warm))
                 before = rss_mb(process.pid)
-                result = asyncio.run(load(url, verses, 64, until=time.monotonic() + args.soak))
+                result = asyncio.run(soak(url, verses, process.pid, args.soak))
                 after = rss_mb(process.pid)
                 print(f"  soak {args.soak:.0f} s, 64 clients: {result['requests']} requests, errors "
                       f"{result['errors']}; RSS {before:.0f} -> {after:.0f} MiB ({100 * (after / before - 1):+.1f}%)",

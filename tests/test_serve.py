@@ -3,6 +3,7 @@ engines, the stream of /generate."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ from aiayn.inference.evaluation import translate  # noqa: E402
 from aiayn.inference.text import generate_text  # noqa: E402
 from aiayn.io.loading import load_with_tokenizer  # noqa: E402
 from aiayn.serving.app import Settings, create_app  # noqa: E402
+from aiayn.serving.batching import Batcher  # noqa: E402
 from aiayn.serving.engines import AiaynEngine, Output  # noqa: E402
 
 from .helpers_translation import write_corpus  # noqa: E402
@@ -115,7 +117,8 @@ def test_libretranslate_shape_over_http(engine, loaded, serve, translator: Path)
         one = client.post("/translate", json={"q": SENTENCES[2], "source": "en", "target": "es", "format": "text"})
         assert one.status_code == 200 and one.json() == {"translatedText": expected[2]}
         many = client.post("/translate", json={"q": SENTENCES, "source": "auto", "target": "es"})
-        assert many.json() == {"translatedText": expected}
+        assert many.json() == {"translatedText": expected,  # the model's one source language, as LibreTranslate's
+                               "detectedLanguage": [{"confidence": 100.0, "language": "en"}] * len(SENTENCES)}
         lines = client.post("/translate", json={"q": "\n".join(SENTENCES[:3]), "source": "en", "target": "es"})
         assert lines.json() == {"translatedText": "\n".join(expected[:3])}  # a text's lines, one by one
         form = client.post("/translate", data={"q": SENTENCES[0], "source": "en", "target": "es"})  # form fields
@@ -197,7 +200,7 @@ class Blocking:
 
 def test_a_long_request_does_not_hold_up_short_ones_beyond_one_batch(serve) -> None:
     fake = Blocking()
-    server = serve(fake, max_batch_tokens=12, batch_wait_ms=0)  # 4 sentences of 2 words fill a batch
+    server = serve(fake, max_batch_tokens=48, batch_wait_ms=0)  # 4 sentences of 2 words x beam 4 fill a batch
     long_q = [f"long {i}" for i in range(16)]
     with httpx.Client(base_url=server.url, timeout=30) as client, ThreadPoolExecutor(2) as pool:
         long_reply = pool.submit(client.post, "/translate", json={"q": long_q})
@@ -208,6 +211,29 @@ def test_a_long_request_does_not_hold_up_short_ones_beyond_one_batch(serve) -> N
         assert short_reply.result().json() == {"translatedText": ["SHORT ONE"]}
         assert long_reply.result().json() == {"translatedText": [q.upper() for q in long_q]}
     assert fake.batches[0] == long_q[:4] and fake.batches[1] == ["short one", *long_q[4:7]]  # the next batch
+
+
+def test_a_batch_takes_the_oldest_sentence_and_those_closest_to_it_in_length() -> None:
+    batches = []
+
+    def run(texts, options):
+        batches.append(list(texts))
+        return [t.upper() for t in texts]
+
+    long, short = "a b c d e f", "a"
+    texts = [long, short, long, short, short, long, short, short, short]  # arrival order
+
+    async def go():
+        batcher = Batcher(run, lambda text: len(text.split()), max_batch_tokens=12, wait_ms=50)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit([t], {}) for t in texts))
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(go()) == [[t.upper()] for t in texts]
+    # first-come first-served would pad every short sentence to 6 tokens: [long, short], [long, short], ...
+    assert batches == [[long, long], [short] * 6, [long]]
 
 
 # -- faults ----------------------------------------------------------------------------------------------------
@@ -401,3 +427,26 @@ def test_serve_refuses_an_encoder_lm(tmp_path: Path, capsys: pytest.CaptureFixtu
     folder = save_models(tmp_path)["encoder_lm"]
     assert main(["serve", str(folder)]) == 1
     assert "serves translators and DecoderLMs" in capsys.readouterr().err
+
+
+def test_a_cache_inside_the_model_folder_and_a_bad_pair_are_refused(translator: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    before = _files(translator / "model")
+    assert main(["serve", str(translator), "--cache", str(translator / "model" / "ct2")]) == 1
+    assert "is inside the model folder" in capsys.readouterr().err
+    assert main(["serve", str(translator), "--pair", "en"]) == 1
+    assert "--pair 'en': give the source and target codes as SRC-TGT" in capsys.readouterr().err
+    assert _files(translator / "model") == before
+
+
+def test_two_workers_search_two_batches_at_once_with_the_same_output(loaded, serve) -> None:
+    model, tok = loaded
+    engine = AiaynEngine(model, tok, "fp32", workers=2)  # a WorkerPool of 2 forked processes
+    try:
+        server = serve(engine, batch_wait_ms=0, max_batch_tokens=40)  # small batches, so several run at once
+        with httpx.Client(base_url=server.url, timeout=60) as client, ThreadPoolExecutor(len(SENTENCES)) as pool:
+            replies = list(pool.map(lambda s: client.post("/translate", json={"q": s}), SENTENCES))
+        assert [r.json()["translatedText"] for r in replies] == translate(model, tok, SENTENCES)
+        assert server.app.state.batcher.stats.batches > 1 and server.app.state.batcher.parallel == 2
+    finally:
+        engine.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import ipaddress
 import json
 import os
@@ -19,7 +20,7 @@ from ..inference.workers import workers_problem
 from ..io.model_folder import CONFIG_FILE, WEIGHTS_FILE
 from ..serving import missing_extra
 from ..serving.engines import ENGINES, AiaynEngine, CTranslate2Engine, EngineError, cache_root
-from .common import UserError, int_at_least, load_model, set_threads
+from .common import UserError, float_in, int_at_least, load_model, set_threads
 
 BUNDLED_PAIR = ("en", "es")  # the bundled corpus translates English (KJV) into Spanish (RV1909)
 
@@ -155,7 +156,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """`aiayn serve MODEL_DIR [--engine aiayn|ctranslate2] [--host 127.0.0.1] [--port 8000] ...`."""
     parser = commands.add_parser(
         "serve", help="serve a model over HTTP (LibreTranslate's API, a native API and a page)",
-        description=run.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=inspect.cleandoc(run.__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  aiayn serve runs/kjv-en-es/model\n"
                "  aiayn serve runs/kjv-en-es --engine ctranslate2 --precision int8 --workers 2\n"
                "  curl -s localhost:8000/translate -H 'Content-Type: application/json' "
@@ -182,7 +183,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "bundled corpus's en-es for a model trained on it, else unchecked)")
     parser.add_argument("--max-batch-tokens", type=int_at_least(1), default=4000,
                         help="a batch starts when its padded source tokens reach this (default 4000)")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0,
+    parser.add_argument("--batch-wait-ms", type=float_in(0.0), default=5.0,
                         help="... or when its first request has waited this long (default 5)")
     parser.add_argument("--max-chars", type=int_at_least(1), default=10000,
                         help="characters per request; more is refused with 413 (default 10000)")

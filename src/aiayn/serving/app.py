@@ -166,6 +166,10 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         texts, join = _split(body.q, settings)
         outputs = await _translate(request, batcher, texts, decoding_keywords(Decoding()))
         translated = join([hyps[0].text for hyps in outputs])
+        if body.source == "auto" and settings.pair is not None:  # LibreTranslate's answer to auto: one language
+            detected = {"confidence": 100.0, "language": settings.pair[0]}
+            return {"detectedLanguage": detected if isinstance(body.q, str) else [detected] * len(body.q),
+                    "translatedText": translated}
         return {"translatedText": translated}
 
     @app.post("/v1/translate")
@@ -333,8 +337,9 @@ async def _translate(request: Request, batcher: Batcher, texts: list[str], optio
     """The batcher's results for texts; the job is dropped if the client goes away first (then 499)."""
     if request.app.state.engine.kind == "decoder_lm":
         raise ServeError(400, "this server has a language model: POST /generate {\"prompt\": ...} continues a text")
+    cost = 1 if options.get("do_sample") else max(int(options.get("beam_size", 4)), 1)  # rows per sentence
     try:
-        job = batcher.enqueue(texts, options, key)
+        job = batcher.enqueue(texts, options, key, cost)
     except Overloaded as error:
         raise ServeError(503, str(error), headers={"Retry-After": str(error.retry_after)}) from None
     try:

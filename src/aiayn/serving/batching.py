@@ -1,14 +1,16 @@
 """Request batching: sentences of concurrent requests searched together, batches cut by source tokens.
 
 Each request becomes a job (its sentences and its decoding options). A batch starts when the jobs waiting
-with the same options fill `max_batch_tokens` (padded source tokens: rows x the longest row, as
-inference.evaluation.translate cuts its batches) or `wait_ms` after its first job arrived, whichever comes
-first. Up to `parallel` batches run at once (one per worker), each in a thread, so the event loop keeps
-taking requests. Jobs that have been in fewer batches go first, and a job whose sentences do not all fit
-waits with the rest, so a long request shares every batch after its first with the requests that came
-after it. The queue holds at most `queue_size` jobs; one more is refused (Overloaded: the server answers
-503 with Retry-After). A job whose client went away is cancelled: its sentences not yet in a batch are
-dropped, and the results of those already searched are thrown away.
+with the same options fill `max_batch_tokens` (padded source tokens times the rows searched per sentence,
+the beam: rows x the longest row x beam, as inference.evaluation.translate cuts its batches) or `wait_ms`
+after its first job arrived, whichever comes first. Up to `parallel` batches run at once (one per
+worker), each in a thread, so the event loop keeps taking requests. A batch is the first sentence of the
+job that has been in the fewest batches (the oldest among equals) and the waiting sentences closest to it
+in length, so little of it is padding; a long request shares every batch after its first with the
+requests that came after it. The queue holds at most `queue_size` jobs;
+one more is refused (Overloaded: the server answers 503 with Retry-After). A job whose client went away
+is cancelled: its sentences not yet in a batch are dropped, and the results of those already searched
+are thrown away.
 """
 
 from __future__ import annotations
@@ -39,16 +41,18 @@ class Job:
     tokens: list[int]  # source tokens of each text
     key: Hashable  # the decoding options, as a hashable value: only jobs with equal keys share a batch
     options: dict[str, Any]
+    cost: int  # search rows per sentence (the beam size): a batch holds max_batch_tokens // cost padded tokens
     future: asyncio.Future
     results: list[Any] = field(default_factory=list)
-    next: int = 0  # the first sentence not yet in a batch
+    remaining: list[int] = field(default_factory=list)  # sentences not yet in a batch
     pending: int = 0  # sentences in batches that have not returned
     served: int = 0  # batches it has had sentences in: jobs served less often go first
     cancelled: bool = False
 
     def __post_init__(self) -> None:
-        """One result slot per sentence."""
+        """One result slot per sentence; every sentence waits."""
         self.results = [None] * len(self.texts)
+        self.remaining = list(range(len(self.texts)))
 
 
 @dataclass
@@ -112,27 +116,30 @@ class Batcher:
             self._executor.shutdown(wait=True)
 
     # -- requests --------------------------------------------------------------------------------------
-    async def submit(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None) -> list[Any]:
+    async def submit(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None,
+                     cost: int = 1) -> list[Any]:
         """The results of texts under options, once searched; Overloaded when the queue is full.
 
         Cancelling the awaiting task (a client that went away) cancels the job.
         """
-        job = self.enqueue(texts, options, key)
+        job = self.enqueue(texts, options, key, cost)
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
             self.cancel(job)
             raise
 
-    def enqueue(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None) -> Job:
+    def enqueue(self, texts: list[str], options: dict[str, Any], key: Hashable | None = None,
+                cost: int = 1) -> Job:
         """Queue a job and return it (its future holds the results); Overloaded when the queue is full."""
         assert self._wake is not None, "Batcher.start() first"
         if len(self._queue) >= self.queue_size:
             self.stats.refused_jobs += 1
             raise Overloaded(len(self._queue), self.retry_after)
         key = key if key is not None else tuple(sorted((k, repr(v)) for k, v in options.items()))
+        key = (key, cost)
         future = asyncio.get_running_loop().create_future()
-        job = Job(list(texts), [max(self.count(t), 1) for t in texts], key, options, future)
+        job = Job(list(texts), [max(self.count(t), 1) for t in texts], key, options, max(cost, 1), future)
         if not texts:
             future.set_result([])
             return job
@@ -195,44 +202,57 @@ class Batcher:
         for job in self._queue:
             if job.key != key:
                 continue
-            for tokens in job.tokens[job.next:]:
-                rows, longest = rows + 1, max(longest, tokens)
-                if rows * longest >= self.max_batch_tokens:
+            for i in job.remaining:
+                rows, longest = rows + 1, max(longest, job.tokens[i])
+                if rows * longest * job.cost >= self.max_batch_tokens:
                     return True
         return False
 
     def _cut(self) -> list[tuple[Job, int]]:
-        """Take (job, sentence index) pairs for one batch: the head job's key, in queue order, up to the budget.
+        """Take (job, sentence index) pairs for one batch, up to the budget: the first sentence of the job that
+        has been in the fewest batches (the oldest among equals), and the waiting sentences closest to it in
+        length (as translate() sorts by length, so little of a batch is padding).
 
-        Jobs that have been in fewer batches go first, so a long request shares every batch after its first
-        with the requests that came after it; a job left with sentences goes to the back of the queue.
+        The first job is always served, so every job is within a few batches of its turn, and a long
+        request, once in a batch, goes behind the requests that have not been in one; a job left with
+        sentences goes to the back of the queue.
         """
         if not self._queue:  # the jobs waiting were cancelled while a worker was busy
             return []
         order = sorted(self._queue, key=lambda job: job.served)  # stable: arrival order among equals
-        key = order[0].key
-        taken: list[tuple[Job, int]] = []
-        longest, leftover = 0, []
-        for job in order:
-            if job.key != key:
-                continue
+        first = order[0]
+        budget = max(self.max_batch_tokens // first.cost, 1)
+        rank = {id(job): r for r, job in enumerate(order)}
+        waiting = sorted(((job.tokens[i], rank[id(job)], i, job) for job in order if job.key == first.key
+                          for i in job.remaining), key=lambda item: item[:3])  # by length, then age
+        anchor = next(n for n, item in enumerate(waiting) if item[3] is first and item[2] == first.remaining[0])
+        lo, hi = anchor, anchor + 1  # the window waiting[lo:hi], widest row waiting[hi - 1]
+        while True:
+            fits_below = lo > 0 and (hi - lo + 1) * waiting[hi - 1][0] <= budget
+            fits_above = hi < len(waiting) and (hi - lo + 1) * waiting[hi][0] <= budget
+            if not (fits_below or fits_above):
+                break
+            length = waiting[anchor][0]
+            below = length - waiting[lo - 1][0] if fits_below else None
+            above = waiting[hi][0] - length if fits_above else None
+            if above is None or below is not None and (below, waiting[lo - 1][1]) <= (above, waiting[hi][1]):
+                lo -= 1
+            else:
+                hi += 1
+        taken = sorted(((job, i) for _, _, i, job in waiting[lo:hi]), key=lambda pair: (rank[id(pair[0])], pair[1]))
+        touched: dict[int, Job] = {}
+        for job, i in taken:
+            job.remaining.remove(i)
+            job.pending += 1
+            touched[id(job)] = job
+        for job in touched.values():
             job.served += 1
-            while job.next < len(job.texts):
-                wider = max(longest, job.tokens[job.next])
-                if taken and (len(taken) + 1) * wider > self.max_batch_tokens:
-                    break
-                taken.append((job, job.next))
-                longest, job.next, job.pending = wider, job.next + 1, job.pending + 1
             self._queue.remove(job)
-            if job.next < len(job.texts):
-                leftover.append(job)
+            if job.remaining:  # to the back: the requests behind it go first next time
+                self._queue.append(job)
+                self._arrived[id(job)] = time.monotonic()
             else:
                 self._arrived.pop(id(job), None)
-            if taken and (len(taken) + 1) * longest > self.max_batch_tokens:
-                break
-        for job in leftover:  # to the back: the requests behind it go first next time
-            self._queue.append(job)
-            self._arrived[id(job)] = time.monotonic()
         return taken
 
     async def _search(self, batch: list[tuple[Job, int]]) -> None:
@@ -257,7 +277,7 @@ class Batcher:
             for (job, i), result in zip(live, results):
                 job.results[i] = result
                 job.pending -= 1
-                if job.pending == 0 and job.next == len(job.texts) and not job.future.done():
+                if job.pending == 0 and not job.remaining and not job.future.done():
                     job.future.set_result(job.results)
         finally:
             self._slots.release()
