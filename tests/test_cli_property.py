@@ -54,8 +54,8 @@ TRAIN_BASE = {"translate": ["--data", "CORPUS", "--preset", "tiny", "--vocab-siz
               "lm": ["--data", "CORPUS", "--n-layers", "1", "--d-model", "16", "--d-ff", "32", "--n-heads", "2",
                      "--context", "16", "--batch-size", "4", "--eval-windows", "2"]}
 TRAIN_COMMON = ["--steps", "1", "--threads", "1", "--eval-every", "0", "--save-every", "0"]
-# Known defects in training code that another change owns (#32), kept out of the generated runs (an argv holding
-# every piece of a pattern) and pinned by the xfail tests below: (pattern, reproduction's extra argv, what happens)
+# Defects this test found in training code (#32), fixed there: kept out of the generated runs (an argv holding every
+# piece of a pattern) and checked by their own reproductions below: (pattern, reproduction's extra argv, what was wrong)
 KNOWN = [(("--seed=99999999999999999999",), ["--seed=99999999999999999999"],
           "train: torch.manual_seed overflows, a traceback (#32 item 9)"),
          (("--resume", "RUN"), ["--resume", "--out", "RUN"],
@@ -268,10 +268,7 @@ def test_every_command_exits_cleanly_on_many_values(command: str, originals: Pat
 
 @pytest.mark.parametrize("extra, what", [(extra, what) for _, extra, what in KNOWN], ids=[w for *_, w in KNOWN])
 def test_known_training_defects(extra: list[str], what: str, originals: Path) -> None:
-    """The reproductions of defects in code another change owns; xfail while they fail, checked once fixed."""
+    """The reproductions of the training defects this test found: one line (or success), no traceback."""
     out = [] if "--out" in extra else ["--out", "NEW"]
     code, err, real = _run(["train", *TRAIN_BASE["translate"], *TRAIN_COMMON, *extra, *out], originals)
-    try:
-        _check(code, err, real)
-    except AssertionError:
-        pytest.xfail(f"{what}: aiayn {real}")
+    _check(code, err, real)
