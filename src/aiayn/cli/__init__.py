@@ -7,10 +7,24 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..runtime.log import print_always
-from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, sweep, train, translate
+from . import (
+    attention,
+    average,
+    demo,
+    evaluate,
+    export,
+    fill_mask,
+    generate,
+    import_hf,
+    prepare,
+    sweep,
+    train,
+    translate,
+)
 from .common import UserError
 
-COMMANDS = (demo, attention, import_hf, export, train, sweep, translate, evaluate, average, generate, fill_mask)
+COMMANDS = (demo, attention, import_hf, export, prepare, train, sweep, translate, evaluate, average, generate,
+            fill_mask)
 
 
 def build_parser() -> argparse.ArgumentParser:

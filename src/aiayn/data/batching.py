@@ -6,6 +6,7 @@ store's, aiayn.data.store): no Python object per example, so memory stays bounde
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -154,8 +155,16 @@ class EpochBatches:
         """The number of batches."""
         return len(self.starts)
 
-    def __getitem__(self, k: int) -> list[int]:
-        """The example indices of batch k."""
+    @typing.overload
+    def __getitem__(self, k: int) -> list[int]: ...
+
+    @typing.overload
+    def __getitem__(self, k: slice) -> EpochBatches: ...
+
+    def __getitem__(self, k: int | slice) -> list[int] | EpochBatches:
+        """The example indices of batch k (a slice: those batches)."""
+        if isinstance(k, slice):
+            return EpochBatches(self.order, self.starts[k], self.ends[k])
         return self.order[self.starts[k]:self.ends[k]].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:

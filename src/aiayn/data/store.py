@@ -185,6 +185,9 @@ class StoreWriter:
     def __init__(self, path: str | Path, vocab_size: int) -> None:
         """Start an empty store for a tokenizer of vocab_size tokens (stale temporary folders of `path` go)."""
         self.path = Path(path)
+        if self.path.exists() and read_meta(self.path) is None and not (self.path.is_dir() and
+                                                                        not any(self.path.iterdir())):
+            raise StoreError(f"{self.path} exists and is not a token store: prepare into a new or empty folder")
         self.dtype = id_dtype(vocab_size)
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
         try:
