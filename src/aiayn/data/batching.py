@@ -140,7 +140,7 @@ def length_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
     """Indices sorted by length (ties in input order), cut into batches of at most batch_tokens padded tokens."""
     order = np.argsort(lengths, kind="stable")
     starts = cut_sorted(np.asarray(lengths)[order], batch_tokens)
-    return np.split(order, starts[1:])
+    return np.split(order, starts[1:]) if len(order) else []
 
 
 @dataclass(eq=False)

@@ -47,9 +47,9 @@ class StoreError(CorpusError):
 def as_write_error(path: Path, error: OSError) -> StoreError:
     """A StoreError naming the file that could not be written, the reason and the fix."""
     full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    fix = "free some disk space or prepare elsewhere (--out)" if full else "check the folder is writable"
-    return StoreError(f"could not write {path}: {error.strerror or error}; no store was left there. {fix}, then "
-                      f"prepare again")
+    fix = "Free some disk space or prepare elsewhere (--out)" if full else "Check the folder is writable"
+    return StoreError(f"could not write {path}: {error.strerror or error}; no store was left. {fix}, then prepare "
+                      f"again")
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -218,13 +218,18 @@ class StoreWriter:
 
     def extend(self, name: str, ids: np.ndarray) -> None:
         """Add ids to the stream `name`."""
-        handle = self._files.get(name)
-        if handle is None:
-            handle = self._files[name] = (self.tmp / f"{name}.bin").open("wb")
         try:
+            handle = self._files.get(name)
+            if handle is None:
+                handle = self._files[name] = self._open(self.tmp / f"{name}.bin")
             handle.write(np.ascontiguousarray(ids, dtype=self.dtype).tobytes())
         except OSError as error:
             raise as_write_error(self.tmp / f"{name}.bin", error) from None
+
+    @staticmethod
+    def _open(path: Path) -> Any:
+        """A column's file, open for writing."""
+        return path.open("wb")
 
     def write_text(self, name: str, text: str) -> None:
         """A small text file of the store (tokenizer.json, dev.jsonl)."""
