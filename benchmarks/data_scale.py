@@ -57,9 +57,10 @@ def write_text(path: Path, megabytes: int) -> None:
             rep += 1
 
 
-def run_measured(command: list[str], first_line: str | None = None) -> dict[str, float]:
+def run_measured(command: list[str], first_line: str | None = None, last_line: str | None = None) -> dict[str, float]:
     """Run command; seconds, seconds to the first stderr line containing first_line, peak VmHWM / RssAnon / RssFile
-    (MB) sampled from /proc every 0.1 s."""
+    (MB) sampled from /proc every 0.1 s, and RssAnon when last_line appears (the training steps done, before the
+    final evaluation)."""
     started = time.perf_counter()
     log = Path(f"/tmp/data-scale-{os.getpid()}.log")
     with log.open("w") as err:
@@ -67,21 +68,28 @@ def run_measured(command: list[str], first_line: str | None = None) -> dict[str,
                                                                                         "PYTHONUNBUFFERED": "1"})
         peak = {"VmHWM": 0.0, "RssAnon": 0.0, "RssFile": 0.0}
         first = None
+        at_last = float("nan")
         while process.poll() is None:
+            now = {}
             try:
                 for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
                     name, _, value = line.partition(":")
                     if name in peak:
-                        peak[name] = max(peak[name], int(value.split()[0]) / 1024)
+                        now[name] = int(value.split()[0]) / 1024
+                        peak[name] = max(peak[name], now[name])
             except OSError:
                 pass
-            if first is None and first_line and first_line in log.read_text(errors="replace"):
+            written = log.read_text(errors="replace")
+            if first is None and first_line and first_line in written:
                 first = time.perf_counter() - started
+            if at_last != at_last and last_line and last_line in written and "RssAnon" in now:
+                at_last = now["RssAnon"]
             time.sleep(0.1)
     text = log.read_text(errors="replace")
     if process.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{text[-2000:]}")
-    return {"seconds": time.perf_counter() - started, "first": first or float("nan"), **peak, "log": text}  # type: ignore[dict-item]
+    return {"seconds": time.perf_counter() - started, "first": first or float("nan"), "anon_trained": at_last, **peak,
+            "log": text}  # type: ignore[dict-item]
 
 
 def folder_mb(path: Path) -> float:
@@ -143,9 +151,13 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, shared with other jobs; training --threads {args.threads}, "
           f"{args.steps} steps, default model (preset shallow); prepare uses every core")
+    started = time.perf_counter()
+    subprocess.run([PYTHON, "-c", "import aiayn.cli"], check=True)
+    print(f"importing aiayn.cli (torch and the rest) alone takes {time.perf_counter() - started:.1f}s of each "
+          f"time to the first step")
     print(f"{'corpus':>14} {'prepare s':>9} {'pairs/s':>9} {'x encode':>8} {'store MB':>8} {'prep RSS':>8} "
-          f"{'1st step s':>10} {'peak RSS':>8} {'RssAnon':>8} {'RssFile':>8} {'tok/s':>7} {'loader b/s':>10} "
-          f"{'loader tok/s':>12}")
+          f"{'1st step s':>10} {'peak RSS':>8} {'RssAnon':>8} {'Anon@end':>8} {'RssFile':>8} {'tok/s':>7} "
+          f"{'loader b/s':>10} {'loader tok/s':>12}")
     for n in [int(x) for x in args.pairs.split(",") if x]:
         corpus, store, run = work / f"pairs-{n}.tsv", work / f"store-{n}", work / f"run-{n}"
         if not corpus.exists():
@@ -157,11 +169,13 @@ def main() -> None:
         pairs_s = opened.meta["counts"]["train"] / prep["seconds"]
         encode_s = tokenizer_speed(opened, corpus)
         ratio = encode_s / (2 * pairs_s)  # sentences/s: the tokenizer alone over prepare's
-        trained = run_measured(train_command(store, run, args.steps, args.threads, "translate"), "step 1/")
+        trained = run_measured(train_command(store, run, args.steps, args.threads, "translate"), "step 1/",
+                               f"step {args.steps}/")
         b_s, t_s = loader_speed(opened, 1024)
         print(f"{n:>8,} pairs {prep['seconds']:>9.1f} {pairs_s:>9,.0f} {ratio:>7.2f}x {folder_mb(store):>8.0f} "
               f"{prep['VmHWM']:>8.0f} {trained['first']:>10.1f} {trained['VmHWM']:>8.0f} {trained['RssAnon']:>8.0f} "
-              f"{trained['RssFile']:>8.0f} {tokens_per_s(run, 'tgt_tok_per_s'):>7,.0f} {b_s:>10,.0f} {t_s:>12,.0f}",
+              f"{trained['anon_trained']:>8.0f} {trained['RssFile']:>8.0f} "
+              f"{tokens_per_s(run, 'tgt_tok_per_s'):>7,.0f} {b_s:>10,.0f} {t_s:>12,.0f}",
               flush=True)
         print(f"{'':>14} tokenizers encode_batch alone: {encode_s:,.0f} sentences/s", flush=True)
         if not args.keep:
@@ -177,11 +191,13 @@ def main() -> None:
         prep = run_measured([PYTHON, "-m", "aiayn", "prepare", "--task", "lm", "--tokenizer", "bpe", "--data",
                              str(text), "--out", str(store)])
         opened = Store(store)
-        trained = run_measured(train_command(store, run, args.steps, args.threads, "lm"), "step 1/")
+        trained = run_measured(train_command(store, run, args.steps, args.threads, "lm"), "step 1/",
+                               f"step {args.steps}/")
         mb_s = text.stat().st_size / 1e6 / prep["seconds"]
         print(f"{mb:>6} MB text {prep['seconds']:>9.1f} {mb_s:>7.1f}MB/s {'':>8} {folder_mb(store):>8.0f} "
               f"{prep['VmHWM']:>8.0f} {trained['first']:>10.1f} {trained['VmHWM']:>8.0f} {trained['RssAnon']:>8.0f} "
-              f"{trained['RssFile']:>8.0f} {tokens_per_s(run, 'tok_per_s'):>7,.0f}", flush=True)
+              f"{trained['anon_trained']:>8.0f} {trained['RssFile']:>8.0f} {tokens_per_s(run, 'tok_per_s'):>7,.0f}",
+              flush=True)
         if not args.keep:
             shutil.rmtree(run, ignore_errors=True)
             shutil.rmtree(store, ignore_errors=True)
