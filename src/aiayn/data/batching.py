@@ -76,6 +76,8 @@ class Examples:
         """Source and target BPE ids; the source's EOS is added when batched unless src_has_eos."""
         self.src, self.tgt, self.src_has_eos = src, tgt, src_has_eos
         self.rows = np.arange(len(src), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        self._src_lengths: np.ndarray | None = None
+        self._tgt_lengths: np.ndarray | None = None
 
     @classmethod
     def from_list(cls, examples: list[Example]) -> Examples:
@@ -88,14 +90,24 @@ class Examples:
         return len(self.rows)
 
     def src_lengths(self) -> np.ndarray:
-        """(N,) source lengths with the EOS."""
-        offsets = self.src.offsets
-        return (offsets[self.rows + 1] - offsets[self.rows]).astype(np.int32) + (0 if self.src_has_eos else 1)
+        """(N,) int32 source lengths with the EOS (computed once)."""
+        if self._src_lengths is None:
+            self._src_lengths = self._lengths(self.src) + (0 if self.src_has_eos else 1)
+        return self._src_lengths
 
     def tgt_lengths(self) -> np.ndarray:
-        """(N,) target lengths (BPE ids; the labels add an EOS)."""
-        offsets = self.tgt.offsets
-        return (offsets[self.rows + 1] - offsets[self.rows]).astype(np.int32)
+        """(N,) int32 target lengths (BPE ids; the labels add an EOS; computed once)."""
+        if self._tgt_lengths is None:
+            self._tgt_lengths = self._lengths(self.tgt)
+        return self._tgt_lengths
+
+    def _lengths(self, column: Column, block: int = 1 << 20) -> np.ndarray:
+        """(N,) int32 lengths of `rows` in column, a block of rows at a time (no corpus-sized int64 temporaries)."""
+        out = np.empty(len(self.rows), dtype=np.int32)
+        for start in range(0, len(self.rows), block):
+            rows = self.rows[start:start + block]
+            out[start:start + block] = column.offsets[rows + 1] - column.offsets[rows]
+        return out
 
     def collate(self, indices: np.ndarray, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
         """The padded Batch of pairs `indices`: source (B, S) ids + EOS; decoder input [BOS] + target and labels
