@@ -227,8 +227,7 @@ def test_the_numpy_batcher_cuts_the_batches_the_list_based_loop_did(batch_tokens
     batcher = TokenBatcher(examples, batch_tokens, seed=3)
     epoch = batcher.epoch(0)
     # the same tie-break order (numpy's draw) fed to the old loop gives the same batches, as sets of batches
-    tie = np.random.default_rng([3, 0]).permutation(len(examples)).tolist()
-    tie_order = sorted(range(len(examples)), key=tie.__getitem__)
+    tie_order = np.random.default_rng([3, 0]).permutation(len(examples)).tolist()  # the old loop's shuffled list
     old = _old_epoch([(len(s), len(t)) for s, t in examples], batch_tokens, tie_order)
     assert sorted(map(tuple, epoch)) == sorted(map(tuple, old))
 
