@@ -75,7 +75,9 @@ class Examples:
     def __init__(self, src: Column, tgt: Column, rows: np.ndarray | None = None, src_has_eos: bool = False) -> None:
         """Source and target BPE ids; the source's EOS is added when batched unless src_has_eos."""
         self.src, self.tgt, self.src_has_eos = src, tgt, src_has_eos
-        self.rows = np.arange(len(src), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.index_type = np.int32 if len(src) < 2**31 else np.int64  # 4 bytes a pair where that holds every row
+        self.rows = np.arange(len(src), dtype=self.index_type) if rows is None else \
+            np.asarray(rows, dtype=self.index_type)
         self._src_lengths: np.ndarray | None = None
         self._tgt_lengths: np.ndarray | None = None
 
@@ -221,7 +223,7 @@ class TokenBatcher:
         key = np.maximum(src, tgt + 1)
         # one int64 sort key (key, source, target length; 21 bits each), ties in a random order: the stable sort
         # of a random permutation
-        shuffled = rng.permutation(len(key))
+        shuffled = rng.permutation(len(key)).astype(self.examples.index_type)
         packed = key[shuffled].astype(np.int64)  # built in place: one corpus-sized int64 array at a time
         packed <<= 21
         packed |= src[shuffled]
