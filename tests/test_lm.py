@@ -51,7 +51,7 @@ def test_lm_loss_falls_on_a_small_text(text_file: Path) -> None:
     # Untrained, the logits z carry no information about the next character: the loss is what logits of their
     # spread cost, E[logsumexp(z) - mean(z)] (>= ln V by Jensen; measured 4.71 here against ln 68 = 4.22)
     with torch.no_grad():
-        logits = trainer.model.eval()(trainer.val_ids[:50 * 32].view(50, 32))
+        logits = trainer.model.eval()(torch.from_numpy(trainer.val_ids[:50 * 32].astype("int64")).view(50, 32))
     spread_cost = float((torch.logsumexp(logits, -1) - logits.mean(-1)).mean())
     assert spread_cost > math.log(vocab) and before == pytest.approx(spread_cost, abs=0.15)
     result = trainer.run()

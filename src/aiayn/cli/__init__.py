@@ -9,11 +9,25 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..runtime.log import print_always
-from . import attention, average, demo, evaluate, export, fill_mask, generate, import_hf, serve, sweep, train, translate
+from . import (
+    attention,
+    average,
+    demo,
+    evaluate,
+    export,
+    fill_mask,
+    generate,
+    import_hf,
+    prepare,
+    serve,
+    sweep,
+    train,
+    translate,
+)
 from .common import UserError
 
-COMMANDS = (demo, attention, import_hf, export, train, sweep, translate, evaluate, average, generate, fill_mask,
-            serve)
+COMMANDS = (demo, attention, import_hf, export, prepare, train, sweep, translate, evaluate, average, generate,
+            fill_mask, serve)
 
 
 def one_line(text: str) -> str:

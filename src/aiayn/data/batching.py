@@ -6,6 +6,7 @@ store's, aiayn.data.store): no Python object per example, so memory stays bounde
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -74,7 +75,11 @@ class Examples:
     def __init__(self, src: Column, tgt: Column, rows: np.ndarray | None = None, src_has_eos: bool = False) -> None:
         """Source and target BPE ids; the source's EOS is added when batched unless src_has_eos."""
         self.src, self.tgt, self.src_has_eos = src, tgt, src_has_eos
-        self.rows = np.arange(len(src), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.index_type = np.int32 if len(src) < 2**31 else np.int64  # 4 bytes a pair where that holds every row
+        self.rows = np.arange(len(src), dtype=self.index_type) if rows is None else \
+            np.asarray(rows, dtype=self.index_type)
+        self._src_lengths: np.ndarray | None = None
+        self._tgt_lengths: np.ndarray | None = None
 
     @classmethod
     def from_list(cls, examples: list[Example]) -> Examples:
@@ -87,14 +92,24 @@ class Examples:
         return len(self.rows)
 
     def src_lengths(self) -> np.ndarray:
-        """(N,) source lengths with the EOS."""
-        offsets = self.src.offsets
-        return (offsets[self.rows + 1] - offsets[self.rows]).astype(np.int32) + (0 if self.src_has_eos else 1)
+        """(N,) int32 source lengths with the EOS (computed once)."""
+        if self._src_lengths is None:
+            self._src_lengths = self._lengths(self.src) + (0 if self.src_has_eos else 1)
+        return self._src_lengths
 
     def tgt_lengths(self) -> np.ndarray:
-        """(N,) target lengths (BPE ids; the labels add an EOS)."""
-        offsets = self.tgt.offsets
-        return (offsets[self.rows + 1] - offsets[self.rows]).astype(np.int32)
+        """(N,) int32 target lengths (BPE ids; the labels add an EOS; computed once)."""
+        if self._tgt_lengths is None:
+            self._tgt_lengths = self._lengths(self.tgt)
+        return self._tgt_lengths
+
+    def _lengths(self, column: Column, block: int = 1 << 20) -> np.ndarray:
+        """(N,) int32 lengths of `rows` in column, a block of rows at a time (no corpus-sized int64 temporaries)."""
+        out = np.empty(len(self.rows), dtype=np.int32)
+        for start in range(0, len(self.rows), block):
+            rows = self.rows[start:start + block]
+            out[start:start + block] = column.offsets[rows + 1] - column.offsets[rows]
+        return out
 
     def collate(self, indices: np.ndarray, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> Batch:
         """The padded Batch of pairs `indices`: source (B, S) ids + EOS; decoder input [BOS] + target and labels
@@ -120,26 +135,31 @@ class Examples:
 def cut_sorted(keys: np.ndarray, batch_tokens: int) -> np.ndarray:
     """Start positions of the batches that cut sorted padded sizes `keys` (non-decreasing) so that a batch's
     size x count stays within batch_tokens; one longer than batch_tokens forms a batch alone."""
-    starts = []
+    starts: list[np.ndarray] = []
     start, total = 0, len(keys)
     while start < total:
-        fits = batch_tokens // int(keys[start])
-        if fits <= 1:
-            end = start + 1
-        else:
-            window = keys[start:start + fits].astype(np.int64)  # the last one sets the padded size
-            sizes = window * np.arange(1, len(window) + 1)  # increasing
-            end = start + max(1, int(np.searchsorted(sizes, batch_tokens, side="right")))
-        starts.append(start)
-        start = end
-    return np.array(starts, dtype=np.int64)
+        key = int(keys[start])
+        fits = max(1, batch_tokens // key)
+        # within a run of equal sizes the batches hold `fits` each: take all the whole ones at once
+        run_end = start + int(np.searchsorted(keys[start:], key, side="right"))
+        whole = (run_end - start) // fits
+        if whole:
+            starts.append(np.arange(start, start + whole * fits, fits, dtype=np.int64))
+            start += whole * fits
+            continue
+        # the run's last few, joined by longer ones while the batch holds them (the last one sets the padded size)
+        window = keys[start:start + fits].astype(np.int64)
+        sizes = window * np.arange(1, len(window) + 1)  # increasing
+        starts.append(np.array([start], dtype=np.int64))
+        start += max(1, int(np.searchsorted(sizes, batch_tokens, side="right")))
+    return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
 
 
 def length_batches(lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
     """Indices sorted by length (ties in input order), cut into batches of at most batch_tokens padded tokens."""
     order = np.argsort(lengths, kind="stable")
     starts = cut_sorted(np.asarray(lengths)[order], batch_tokens)
-    return np.split(order, starts[1:])
+    return np.split(order, starts[1:]) if len(order) else []
 
 
 @dataclass(eq=False)
@@ -154,8 +174,16 @@ class EpochBatches:
         """The number of batches."""
         return len(self.starts)
 
-    def __getitem__(self, k: int) -> list[int]:
-        """The example indices of batch k."""
+    @typing.overload
+    def __getitem__(self, k: int) -> list[int]: ...
+
+    @typing.overload
+    def __getitem__(self, k: slice) -> EpochBatches: ...
+
+    def __getitem__(self, k: int | slice) -> list[int] | EpochBatches:
+        """The example indices of batch k (a slice: those batches)."""
+        if isinstance(k, slice):
+            return EpochBatches(self.order, self.starts[k], self.ends[k])
         return self.order[self.starts[k]:self.ends[k]].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -193,7 +221,18 @@ class TokenBatcher:
         # sides and 7% fewer batches, against 89% of the target when sorting by source length); random
         # tie-breaks among equal lengths, so buckets differ between epochs.
         key = np.maximum(src, tgt + 1)
-        order = np.lexsort((rng.permutation(len(key)), tgt, src, key))
+        # one int64 sort key (key, source, target length; 21 bits each), ties in a random order: the stable sort
+        # of a random permutation
+        shuffled = rng.permutation(len(key)).astype(self.examples.index_type)
+        packed = key[shuffled].astype(np.int64)  # built in place: one corpus-sized int64 array at a time
+        packed <<= 21
+        packed |= src[shuffled]
+        packed <<= 21
+        packed |= tgt[shuffled]
+        rank = np.argsort(packed, kind="stable")
+        del packed
+        order = shuffled[rank]
+        del rank, shuffled
         starts = cut_sorted(key[order], self.batch_tokens)
         ends = np.append(starts[1:], len(order))
         shuffled = rng.permutation(len(starts))

@@ -6,6 +6,7 @@ import gzip
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from torch import Tensor
@@ -64,16 +65,19 @@ def encode_text(tokenizer: Tokenizer, text: str) -> Tensor:
     return torch.tensor(tokenizer.encode(text, add_special_tokens=False).ids, dtype=torch.long)
 
 
-def random_windows(ids: Tensor, batch_size: int, context: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """batch_size random windows: inputs (B, context) and next-token targets (B, context)."""
-    if ids.numel() < context + 1:
-        raise ValueError(f"the text has {ids.numel()} tokens, fewer than one context window of {context} + 1: "
+def random_windows(ids: Tensor | np.ndarray, batch_size: int, context: int,
+                   generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """batch_size random windows of ids (a tensor, or a store's memory-mapped array): inputs (B, context) and
+    next-token targets (B, context), LongTensors."""
+    if len(ids) < context + 1:
+        raise ValueError(f"the text has {len(ids)} tokens, fewer than one context window of {context} + 1: "
                          f"give more text or a smaller --context")
-    starts = torch.randint(0, ids.numel() - context, (batch_size,), generator=generator)
-    offsets = torch.arange(context)
-    x = ids[starts[:, None] + offsets]  # (B, T)
-    y = ids[starts[:, None] + offsets + 1]
-    return x, y
+    starts = torch.randint(0, len(ids) - context, (batch_size,), generator=generator)
+    offsets = starts[:, None] + torch.arange(context)  # (B, T)
+    if isinstance(ids, np.ndarray):  # only these windows' pages are read
+        index = offsets.numpy()
+        return (torch.from_numpy(ids[index].astype(np.int64)), torch.from_numpy(ids[index + 1].astype(np.int64)))
+    return ids[offsets], ids[offsets + 1]
 
 
 def mask_tokens(ids: Tensor, mask_id: int, vocab_size: int, special_ids: list[int], generator: torch.Generator,

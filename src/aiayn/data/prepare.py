@@ -207,18 +207,23 @@ class _PairRows:
     def _aligned(self) -> Iterator[tuple[str, str, str]]:
         src_lines, tgt_lines = self.files
         done = object()
-        for (number, src), (_, tgt) in itertools.zip_longest(src_lines, tgt_lines, fillvalue=(0, done)):
+        for (_, src), (_, tgt) in itertools.zip_longest(src_lines, tgt_lines, fillvalue=(0, done)):
             if src is done or tgt is done:
-                longer, shorter = (src_lines, tgt_lines) if tgt is done else (tgt_lines, src_lines)
-                raise CorpusError(f"misaligned parallel files: {longer.path} has more lines than {shorter.path} "
-                                  f"(line {number or 'beyond the last'} has no partner); line i of one must "
-                                  f"translate line i of the other")
+                raise CorpusError(f"misaligned parallel files: {src_lines.path} has {_line_count(src_lines):,} lines "
+                                  f"but {tgt_lines.path} has {_line_count(tgt_lines):,}; line i of one must translate "
+                                  f"line i of the other")
             if src is None or tgt is None:
                 self.bad += 1
                 continue
             src, tgt = src.strip(), tgt.strip()  # type: ignore[union-attr]
             if src and tgt:
                 yield "", src, tgt
+
+
+def _line_count(lines: _Lines) -> int:
+    """The number of lines of a file read to its end."""
+    with gzip.open(lines.path, "rb") if lines.path.suffix == ".gz" else lines.path.open("rb") as handle:
+        return sum(1 for _ in handle)
 
 
 def _split_plan(source: PairSource, count: int) -> Callable[[int, str], str]:

@@ -47,9 +47,9 @@ class StoreError(CorpusError):
 def as_write_error(path: Path, error: OSError) -> StoreError:
     """A StoreError naming the file that could not be written, the reason and the fix."""
     full = error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    fix = "free some disk space or prepare elsewhere (--out)" if full else "check the folder is writable"
-    return StoreError(f"could not write {path}: {error.strerror or error}; no store was left there. {fix}, then "
-                      f"prepare again")
+    fix = "Free some disk space or prepare elsewhere (--out)" if full else "Check the folder is writable"
+    return StoreError(f"could not write {path}: {error.strerror or error}; no store was left. {fix}, then prepare "
+                      f"again")
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -185,6 +185,9 @@ class StoreWriter:
     def __init__(self, path: str | Path, vocab_size: int) -> None:
         """Start an empty store for a tokenizer of vocab_size tokens (stale temporary folders of `path` go)."""
         self.path = Path(path)
+        if self.path.exists() and read_meta(self.path) is None and not (self.path.is_dir() and
+                                                                        not any(self.path.iterdir())):
+            raise StoreError(f"{self.path} exists and is not a token store: prepare into a new or empty folder")
         self.dtype = id_dtype(vocab_size)
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{os.getpid()}"
         try:
@@ -209,19 +212,28 @@ class StoreWriter:
     def append(self, name: str, rows: list[list[int]]) -> None:
         """Add sequences to column `name` (offsets written at the end)."""
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=self.dtype, count=int(lengths.sum()))
-        self._lengths.setdefault(name, []).append(lengths)
-        self.extend(name, flat)
+        self.append_flat(name, np.fromiter(itertools.chain.from_iterable(rows), dtype=self.dtype,
+                                           count=int(lengths.sum())), lengths)
+
+    def append_flat(self, name: str, ids: np.ndarray, lengths: np.ndarray) -> None:
+        """Add sequences to column `name` given as their concatenated ids and their lengths."""
+        self._lengths.setdefault(name, []).append(np.asarray(lengths, dtype=np.int64))
+        self.extend(name, ids)
 
     def extend(self, name: str, ids: np.ndarray) -> None:
         """Add ids to the stream `name`."""
-        handle = self._files.get(name)
-        if handle is None:
-            handle = self._files[name] = (self.tmp / f"{name}.bin").open("wb")
         try:
+            handle = self._files.get(name)
+            if handle is None:
+                handle = self._files[name] = self._open(self.tmp / f"{name}.bin")
             handle.write(np.ascontiguousarray(ids, dtype=self.dtype).tobytes())
         except OSError as error:
             raise as_write_error(self.tmp / f"{name}.bin", error) from None
+
+    @staticmethod
+    def _open(path: Path) -> Any:
+        """A column's file, open for writing."""
+        return path.open("wb")
 
     def write_text(self, name: str, text: str) -> None:
         """A small text file of the store (tokenizer.json, dev.jsonl)."""

@@ -6,9 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from sacrebleu.metrics import BLEU, CHRF
 
+from ..data.batching import length_batches
 from ..data.tokenizer import decode, encode_source
 from ..runtime.log import get_logger
 from .workers import WorkerPool, generate_batches, workers_problem
@@ -71,16 +73,11 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
         warn(f"input line(s) {shown}{more} exceed the {limit} source tokens this model takes (max_positions "
              f"{cfg.max_positions} - 50 for the output, §6.1); translating only their first {limit}")
     encoded = [ids if len(ids) <= limit else ids[:limit - 1] + ids[-1:] for ids in encoded]  # keep the EOS
-    order = sorted((i for i in range(len(texts)) if texts[i].strip()), key=lambda i: len(encoded[i]))
     results: list[str] = [""] * len(texts)
-    budget = max(batch_tokens // max(beam_size, 1), 1)
-    chunks, start = [], 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and len(encoded[order[end]]) * (end - start + 1) <= budget:
-            end += 1
-        chunks.append(order[start:end])
-        start = end
+    kept = np.array([i for i in range(len(texts)) if texts[i].strip()], dtype=np.int64)  # blank texts give ""
+    lengths = np.array([len(encoded[i]) for i in kept], dtype=np.int64)
+    # the training batcher's length bucketing (aiayn.data.batching): sorted by length, <= budget padded tokens
+    chunks = [kept[part].tolist() for part in length_batches(lengths, max(batch_tokens // max(beam_size, 1), 1))]
     batches = [_padded([encoded[i] for i in chunk], cfg.pad_id, device) for chunk in chunks]  # (B, S) each
 
     was_training = model.training

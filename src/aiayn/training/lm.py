@@ -13,27 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.corpus import CorpusError
 from ..data.lm import (
     IGNORE_INDEX,
     MASK_TOKEN,
-    encode_text,
     mask_tokens,
     random_windows,
-    read_text,
-    split_text,
     train_char_tokenizer,
     train_wordpiece_tokenizer,
 )
+from ..data.prepare import TextSource, is_store, open_or_prepare_text
+from ..data.store import Store
 from ..data.tokenizer import train_bpe
 from ..model.config import ModelConfig
 from ..model.models import DecoderLM, EncoderLM, TransformerBase
 from ..runtime.precision import autocast
 from .init_from import InitError
 from .loss import fp32_cross_entropy
-from .run_folder import plot_curves
+from .run_folder import drop_new_run_folder, plot_curves
 from .schedule import make_schedule
 from .settings import BUNDLED_TEXT, LM, TOKENIZERS, Settings, read_toml, task_settings
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
@@ -46,7 +47,7 @@ __all__ = ["BUNDLED_TEXT", "LMTrainConfig", "LMTrainResult", "LMTrainer", "TASKS
 
 @dataclass
 class LMTrainResult(TrainResult):
-    """What a language-model run ended with; `final` is the last validation record (whole split)."""
+    """What a language-model run ended with; `final` is the last validation record (eval_windows' sample)."""
 
     final: dict[str, Any] | None = None
 
@@ -152,37 +153,83 @@ class LMTrainer(RankTrainer):
         return model.cfg if cfg.dropout is None else model.cfg.replace(dropout=cfg.dropout)
 
     def read_data(self) -> None:
-        """The text, split into training and validation parts."""
+        """Where the text's token store is (a prepared one given as --data, else RUN/data), the input checked."""
         cfg = self.cfg
+        self.source = TextSource(None if cfg.data == BUNDLED_TEXT else cfg.data, cfg.train_fraction)
+        self.prepared = cfg.data != BUNDLED_TEXT and is_store(cfg.data)  # `aiayn prepare`'s store, as it is
+        self.store_path = Path(cfg.data) if self.prepared else self.run_dir / "data"
+        self._fresh_folder = not self.run_dir.exists()  # removed again if the data turns out unusable
+        self._notes: list[str] = []  # prepare's log lines, logged once the data passed its checks
         try:
-            self._text = read_text(None if cfg.data == BUNDLED_TEXT else cfg.data)
-        except ValueError as error:
+            if not self.prepared:
+                self.source.files()
+        except CorpusError as error:
             raise TrainingError(str(error)) from None
-        self._train_text, self._val_text = split_text(self._text, cfg.train_fraction)
 
     def learn_tokenizer(self) -> tuple[Any, ModelConfig]:
-        """A char, BPE or WordPiece tokenizer learned on the training text, and the model's settings."""
+        """Rank 0 of a fresh run: the store prepared, its char, BPE or WordPiece tokenizer learned on (a sample of)
+        the training text; and the model's settings."""
+        tokenizer = self._open_store(None).tokenizer()
+        return tokenizer, self.cfg.model_config(tokenizer.get_vocab_size())
+
+    def _store_shape(self) -> dict[str, Any]:
+        """The settings that shape the run's text store."""
         cfg = self.cfg
-        started = time.perf_counter()
-        tokenizer = make_tokenizer(cfg.tokenizer_kind, self._train_text, cfg.vocab_size, cfg.task)
-        self._learned = f"; {cfg.tokenizer_kind} tokenizer of {tokenizer.get_vocab_size():,} tokens learned in " \
-                        f"{time.perf_counter() - started:.1f}s"  # logged once the text passed its checks
-        return tokenizer, cfg.model_config(tokenizer.get_vocab_size())
+        return {"data": cfg.data, "train_fraction": cfg.train_fraction, "tokenizer": cfg.tokenizer_kind,
+                "vocab_size": cfg.vocab_size, "bpe_sample": cfg.bpe_sample, "task": cfg.task}
+
+    def _open_store(self, tokenizer: Any) -> Store:
+        """Rank 0: the run's text store (reused if made from these files, settings and tokenizer; else prepared;
+        a given store must have this tokenizer). A failed prepare leaves no run folder it created."""
+        cfg = self.cfg
+
+        def learn(sample: str, chars: str) -> Any:
+            started = time.perf_counter()
+            made = make_tokenizer(cfg.tokenizer_kind, chars if cfg.tokenizer_kind == "char" else sample,
+                                  cfg.vocab_size, cfg.task)
+            self._learned = f"; {cfg.tokenizer_kind} tokenizer of {made.get_vocab_size():,} tokens learned in " \
+                            f"{time.perf_counter() - started:.1f}s"  # logged once the text passed its checks
+            return made
+
+        try:
+            if self.prepared:
+                store = Store(self.store_path)
+                if store.kind != "text":
+                    raise CorpusError(f"{self.store_path} is a store of sentence pairs (--task translate), not text")
+                if tokenizer is not None and store.tokenizer().to_str() != tokenizer.to_str():
+                    raise CorpusError(f"the store {self.store_path} was prepared with another tokenizer than this "
+                                      f"run's: prepare the text again for this run")
+                return store
+            try:
+                return open_or_prepare_text(self.source, self.store_path, learn, tokenizer, cfg.bpe_sample,
+                                            self._store_shape(), self._notes.append)
+            except BaseException:
+                drop_new_run_folder(self.run_dir, self._fresh_folder)
+                raise
+        except CorpusError as error:
+            raise TrainingError(str(error)) from None
 
     def encode_data(self) -> None:
-        """Both parts as ids, each at least one context window long."""
+        """Both parts' ids, memory-mapped from the store (rank 0 prepares it if needed, the other ranks wait and
+        open the same files), each at least one context window long."""
         cfg = self.cfg
         if cfg.task == "mlm":
             self.mask_id, self.special_ids = self._mask_ids()
-        self.train_ids = encode_text(self.tokenizer, self._train_text)
-        self.val_ids = encode_text(self.tokenizer, self._val_text)
+        if self.dist.is_main:
+            self._open_store(self.tokenizer)
+        self.dist.barrier()
+        store = Store(self.store_path)
+        self.train_ids, self.val_ids = store.stream("train"), store.stream("val")  # (N,) uint16 / uint32 memmaps
         source = "the bundled Shakespeare" if cfg.data == BUNDLED_TEXT else cfg.data
         for split, ids in (("training", self.train_ids), ("validation", self.val_ids)):
-            if ids.numel() < cfg.context + 1:
-                raise TrainingError(f"the {split} split of {source} has {ids.numel():,} tokens, fewer than one "
+            if len(ids) < cfg.context + 1:
+                drop_new_run_folder(self.run_dir, self._fresh_folder)
+                raise TrainingError(f"the {split} split of {source} has {len(ids):,} tokens, fewer than one "
                                     f"context window of {cfg.context} + 1: give more text or a smaller --context")
-        self.log(f"text {source}: {len(self._text):,} characters; train {self.train_ids.numel():,} and validation "
-                 f"{self.val_ids.numel():,} tokens" + self._learned)
+        for note in self._notes:
+            self.log(note)
+        self.log(f"text {source}: {store.meta['counts']['characters']:,} characters; train {len(self.train_ids):,} "
+                 f"and validation {len(self.val_ids):,} tokens" + self._learned)
 
     def build_model(self, model_cfg: ModelConfig) -> DecoderLM | EncoderLM:
         """A DecoderLM (--task lm) or an EncoderLM (--task mlm)."""
@@ -284,14 +331,14 @@ class LMTrainer(RankTrainer):
         """
         cfg, ids = self.cfg, self.val_ids
         self.model.eval()
-        starts = torch.arange(0, ids.numel() - cfg.context, cfg.context)  # (N,)
+        starts = torch.arange(0, len(ids) - cfg.context, cfg.context)  # (N,)
         if max_windows is not None and starts.numel() > max_windows:
             starts = starts[torch.linspace(0, starts.numel() - 1, max_windows).long()]
         generator = torch.Generator().manual_seed(0)
         total, scored, correct = 0.0, 0, 0
         for batch in starts.split(256):
-            offsets = batch[:, None] + torch.arange(cfg.context)  # (B, T)
-            inputs, labels = self._inputs_and_labels(ids[offsets], ids[offsets + 1], generator)
+            offsets = (batch[:, None] + torch.arange(cfg.context)).numpy()  # (B, T)
+            inputs, labels = self._inputs_and_labels(_ids(ids[offsets]), _ids(ids[offsets + 1]), generator)
             logits, labels = self._scored_logits(self.model, inputs, labels)  # (N, V), (N,): the scored positions
             total += float(fp32_cross_entropy(logits, labels, IGNORE_INDEX, reduction="sum"))
             scored += labels.numel()
@@ -303,10 +350,11 @@ class LMTrainer(RankTrainer):
             record["val_acc"] = correct / max(scored, 1)
         return record
 
-    def evaluate(self, final: bool = False) -> dict[str, Any]:
-        """Validation metrics logged to metrics.jsonl (the whole split when final), curves redrawn."""
+    def evaluate(self) -> dict[str, Any]:
+        """Validation metrics logged to metrics.jsonl, curves redrawn. Every evaluation, the last included, scores
+        the same windows (eval_windows of them, or the whole split for 0), so keep-best compares like with like."""
         started = time.perf_counter()
-        record: dict[str, Any] = {"step": self.step, **self.validate(None if final else self.cfg.eval_windows)}
+        record: dict[str, Any] = {"step": self.step, **self.validate(self.cfg.eval_windows or None)}
         parts = [f"val loss {record['val_loss']:.4f} ({record['val_windows']} windows)"]
         if "val_acc" in record:
             parts.append(f"masked-token accuracy {record['val_acc']:.3f}")
@@ -328,8 +376,8 @@ class LMTrainer(RankTrainer):
                  f"{self._length()}; torch threads {torch.get_num_threads()}; {self.precision_name}")
 
     def _final(self, losses: dict[int, float]) -> LMTrainResult:
-        """The final validation on the whole split and the run's result."""
-        record = self.evaluate(final=True)
+        """The final validation (on the windows of every evaluation) and the run's result."""
+        record = self.evaluate()
         self.log(f"done: {self.step} steps, {self.tokens_seen:,} tokens; "
                  f"{self.plan.summary(self.step, self.train_seconds)}; model in {self.run_dir / 'model'}")
         return LMTrainResult(self.run_dir, self.step, losses, final=record)
@@ -338,3 +386,8 @@ class LMTrainer(RankTrainer):
 def train_lm(cfg: LMTrainConfig, resume: bool = False, log: Callable[[str], None] | None = None) -> LMTrainResult:
     """Set up (or resume) a language-model run in cfg.out and train it to cfg.steps (under torchrun: every rank)."""
     return cast(LMTrainResult, train_on_every_rank(lambda: LMTrainer(cfg, resume=resume, log=log), cfg.dist_timeout))
+
+
+def _ids(array: np.ndarray) -> Tensor:
+    """Token ids read from a store (uint16 / uint32) as a LongTensor."""
+    return torch.from_numpy(array.astype(np.int64))

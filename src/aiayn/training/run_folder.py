@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,10 @@ def start_run_folder(run_dir: Path, model: Any, tokenizer: Any, settings: dict[s
         save_tokenizer(tokenizer, run_dir / TOKENIZER_FILE)
     atomic_write_text(run_dir / TRAIN_FILE, json.dumps(settings, indent=2) + "\n")
     return metrics_writer(run_dir)
+
+
+def drop_new_run_folder(run_dir: Path, fresh: bool) -> None:
+    """Remove a run folder this run created (fresh) if it holds nothing but its prepared data store (data/), so
+    that an unusable corpus leaves nothing behind."""
+    if fresh and run_dir.is_dir() and all(p.name == "data" or p.name.startswith(".data.") for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -26,9 +26,7 @@ from ..runtime.precision import autocast
 from .best import BEST_DIR
 from .init_from import InitError
 from .loss import label_smoothed_loss
-from .run_folder import (
-    plot_curves,
-)
+from .run_folder import drop_new_run_folder, plot_curves
 from .schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
 from .settings import COMPILE_MODES, MAX_LEN, RECIPES, TRANSLATE, Settings, task_settings
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
@@ -128,6 +126,8 @@ class Trainer(RankTrainer):
                                  cfg.skip_bad_lines)
         self.prepared = cfg.data != BUNDLED and is_store(cfg.data)  # `aiayn prepare`'s store, used as it is
         self.store_path = Path(cfg.data) if self.prepared else self.run_dir / "data"
+        self._fresh_folder = not self.run_dir.exists()  # removed again if the data turns out unusable
+        self._notes: list[str] = []  # prepare's log lines, logged once the data passed its checks
         if not self.prepared:
             self.source.check()
 
@@ -155,12 +155,10 @@ class Trainer(RankTrainer):
                     raise CorpusError(f"the store {self.store_path} was prepared with another tokenizer than this "
                                       f"run's: prepare it with `aiayn prepare ... --tokenizer {model}/tokenizer.json`")
                 return store
-            existed = self.run_dir.exists()
             try:
-                return open_or_prepare_pairs(self.source, self.store_path, tokenizer, self.log)
+                return open_or_prepare_pairs(self.source, self.store_path, tokenizer, self._notes.append)
             except BaseException:
-                if not existed and self.run_dir.is_dir() and not any(self.run_dir.iterdir()):
-                    self.run_dir.rmdir()
+                drop_new_run_folder(self.run_dir, self._fresh_folder)
                 raise
         except CorpusError as error:
             raise TrainingError(str(error)) from None
@@ -181,13 +179,17 @@ class Trainer(RankTrainer):
         src, tgt = store.column("train.src"), store.column("train.tgt")
         self.examples = Examples(src, tgt, _fitting(src, tgt, max_len))
         if not len(self.examples):
+            drop_new_run_folder(self.run_dir, self._fresh_folder)
             raise TrainingError(f"no training pair fits max_len={max_len} tokens; raise --max-len")
         # the dev loss scores the dev pairs the model's positions hold (dev BLEU translates all, cutting long ones)
         dev_src, dev_tgt = store.column("dev.src"), store.column("dev.tgt")
         self.dev_examples = Examples(dev_src, dev_tgt, _fitting(dev_src, dev_tgt, positions))
         if not len(self.dev_examples):
+            drop_new_run_folder(self.run_dir, self._fresh_folder)
             raise TrainingError(f"no dev pair of {self.corpus.name} fits the model's {positions} positions: give "
                                 f"--max-positions N above the dev pairs' BPE lengths, or a --dev file of shorter pairs")
+        for note in self._notes:
+            self.log(note)
         counts = store.meta["counts"]
         self.log(f"corpus {self.corpus.name}: train {counts['train']:,}, dev {counts['dev']:,}, test "
                  f"{counts['test']:,} pairs (store {self.store_path})")
