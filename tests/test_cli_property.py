@@ -245,9 +245,16 @@ def _property(command: str, examples: int, derandomize: bool) -> Any:
             if blank_pngs:
                 for where in ("aiayn.viz.plots.save_figure", "aiayn.cli.attention.save_figure"):
                     stack.enter_context(mock.patch(where, _blank_png))
+            # `aiayn serve` that passes every check would serve until stopped: it returns at once here
+            # (tests/test_serve.py runs real servers)
+            stack.enter_context(mock.patch("uvicorn.Server.run", _serve_nothing))
             _check(*_run(argv, originals))
 
     return check
+
+
+def _serve_nothing(self: object, *args: object, **kwargs: object) -> None:
+    """uvicorn.Server.run that returns at once, as if the server had been stopped."""
 
 
 # the default suite's examples per command (a deterministic draw, the same on every run)
