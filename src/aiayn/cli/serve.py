@@ -18,6 +18,7 @@ from ..data.corpus import BUNDLED
 from ..inference.quantize import DECODING_PRECISIONS
 from ..inference.workers import workers_problem
 from ..io.model_folder import CONFIG_FILE, WEIGHTS_FILE
+from ..model.registry import of_model
 from ..serving import missing_extra
 from ..serving.engines import ENGINES, AiaynEngine, CTranslate2Engine, EngineError, cache_root
 from .common import UserError, float_in, int_at_least, load_model, set_threads
@@ -48,15 +49,16 @@ def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     device = "cpu" if args.engine == "ctranslate2" else args.device
     model, tokenizer = load_model(str(folder), "serve", None, device)
-    if model.model_type not in ("transformer", "rnn", "decoder_lm"):
-        raise UserError(f"{folder} holds a {model.model_type}: `aiayn serve` serves translators and DecoderLMs "
-                        f"(use `aiayn fill-mask` for an EncoderLM)")
+    entry = of_model(model)
+    if not (entry.translator or entry.causal_lm):
+        raise UserError(f"{folder} holds {entry.described}: `aiayn serve` serves translators and DecoderLMs "
+                        f"(`aiayn fill-mask` uses an EncoderLM)")
     engine = _engine(args, model, tokenizer, folder, cache)
     import uvicorn
 
     from ..serving.app import Settings, create_app  # the serve extra: checked above
 
-    settings = Settings(model=str(folder), pair=pair if model.model_type != "decoder_lm" else None,
+    settings = Settings(model=str(folder), pair=pair if entry.translator else None,
                         api_key=api_key, max_chars=args.max_chars, max_sentences=args.max_sentences,
                         max_batch_tokens=args.max_batch_tokens, batch_wait_ms=args.batch_wait_ms,
                         queue_size=args.queue_size)

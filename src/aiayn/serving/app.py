@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
+from ..model.registry import MODEL_TYPES
 from ..viz.collect import collect_attention
 from ..viz.explorer import explorer_data, render_html
 from .batching import Batcher, Overloaded
@@ -196,8 +197,9 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         if not body.q.strip():
             raise ServeError(400, "q is empty: give the sentence to show attention for")
         _limit_chars(len(body.q) + len(body.target or ""), settings)
-        if engine.kind != "transformer":
-            raise ServeError(400, f"attention pictures here are for translators; this model is a {engine.kind}")
+        if not MODEL_TYPES[engine.kind].translator:
+            raise ServeError(400, f"attention pictures here are for translators; this model is "
+                                  f"{MODEL_TYPES[engine.kind].described}")
         loop = asyncio.get_running_loop()
         try:
             record = await loop.run_in_executor(None, lambda: collect_attention(engine.model, engine.tokenizer,
@@ -210,7 +212,7 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
     async def generate(body: GenerateRequest, request: Request) -> StreamingResponse:
         """A DecoderLM's continuation of the prompt, streamed as server-sent events ({"text"} pieces, then [DONE])."""
         _check_key(settings, request, body.api_key)
-        if engine.kind != "decoder_lm" or not hasattr(engine, "stream"):
+        if not MODEL_TYPES[engine.kind].causal_lm or not hasattr(engine, "stream"):
             raise ServeError(400, f"/generate is for language models served with --engine aiayn; this server has "
                                   f"a {engine.kind} on {engine.name}: use /translate")
         _limit_chars(len(body.prompt), settings)
@@ -335,7 +337,7 @@ def _split(q: str | list[str], settings: Settings) -> tuple[list[str], Callable[
 async def _translate(request: Request, batcher: Batcher, texts: list[str], options: dict[str, Any],
                      key: Any = None) -> list[Any]:
     """The batcher's results for texts; the job is dropped if the client goes away first (then 499)."""
-    if request.app.state.engine.kind == "decoder_lm":
+    if not MODEL_TYPES[request.app.state.engine.kind].translator:
         raise ServeError(400, "this server has a language model: POST /generate {\"prompt\": ...} continues a text")
     cost = 1 if options.get("do_sample") else max(int(options.get("beam_size", 4)), 1)  # rows per sentence
     try:

@@ -25,6 +25,7 @@ from ..inference.evaluation import translate
 from ..inference.quantize import for_decoding, resolve_precision
 from ..inference.workers import WorkerPool, generate_batches
 from ..io.model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+from ..model.registry import of_model
 
 ENGINES = ("aiayn", "ctranslate2")
 # aiayn's precision names -> CTranslate2's compute types (the export keeps fp32 weights; CTranslate2
@@ -157,9 +158,10 @@ class CTranslate2Engine:
             import ctranslate2
         except ImportError:
             raise EngineError("--engine ctranslate2 needs ctranslate2: pip install 'aiayn[ct2]'") from None
-        if model.model_type != "transformer":
-            raise EngineError(f"--engine ctranslate2 serves translators; {folder} holds a {model.model_type}: "
-                              f"serve it with --engine aiayn")
+        entry = of_model(model)
+        if not (entry.translator and "ctranslate2" in entry.exports):
+            raise EngineError(f"--engine ctranslate2 serves translators that export to CTranslate2; {folder} holds "
+                              f"{entry.described}: serve it with --engine aiayn")
         self.model, self.tokenizer, self.kind = model, tokenizer, model.model_type
         self.precision = "int8" if precision == "auto" else precision
         self.export = ensure_export(folder, cache)
