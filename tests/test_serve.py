@@ -507,3 +507,14 @@ def test_serve_flags_come_from_the_table(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["serve", "somewhere", "--workers", "0"])
     assert exit_.value.code == 2 and "--workers: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_ctranslate2_refuses_an_option_it_is_not_given() -> None:
+    """Every request option today maps to CTranslate2's search; one added to the table later is a 400, not ignored."""
+    from aiayn.serving.engines import check_ct2_options
+    from aiayn.serving.options import Decoding, decoding_keywords
+
+    check_ct2_options(decoding_keywords(Decoding(beam=4, n_best=2, scores=True)))
+    check_ct2_options(decoding_keywords(Decoding(sample=True, temperature=0.5, top_k=3, top_p=0.9, seed=1)))
+    with pytest.raises(ValueError, match=r"--engine ctranslate2 does not take \['min_length'\]"):
+        check_ct2_options({"beam_size": 4, "min_length": 3})

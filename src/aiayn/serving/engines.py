@@ -146,6 +146,18 @@ class AiaynEngine:
             self.pool.close()
 
 
+# translate()'s keywords that CTranslate2Engine.search maps to translate_batch's (seed: not passed on, as before)
+CT2_OPTIONS = frozenset({"beam_size", "length_penalty", "n_best", "return_scores", "do_sample", "temperature",
+                         "top_k", "top_p", "seed"})
+
+
+def check_ct2_options(options: dict[str, Any]) -> None:
+    """ValueError (a 400) naming the decoding options CTranslate2's search is not given, rather than ignoring them."""
+    unmapped = sorted(set(options) - CT2_OPTIONS)
+    if unmapped:
+        raise ValueError(f"--engine ctranslate2 does not take {unmapped}: leave them out, or serve with --engine aiayn")
+
+
 class CTranslate2Engine:
     """CTranslate2's Translator on an export of the model (made into the cache if absent), aiayn's tokenizer."""
 
@@ -176,6 +188,7 @@ class CTranslate2Engine:
 
     def search(self, texts: list[str], options: dict[str, Any]) -> list[list[Output]]:
         """Every text's hypotheses, searched by CTranslate2 with the same source tokens aiayn reads."""
+        check_ct2_options(options)
         cfg = self.model.cfg
         limit = max(cfg.max_positions - 50, 1)
         rows = []
