@@ -314,7 +314,8 @@ def test_encoder_lm_without_bert_options_is_refused(tmp_path: Path) -> None:
     folder = _save(EncoderLM(ModelConfig.preset("tiny", n_decoder_layers=0, norm="pre")), tmp_path / "model")
     with pytest.raises(ExportError, match=r"BertForMaskedLM needs norm='post'.*embedding_norm=True"):
         export_model(folder, "hf", tmp_path / "out")
-    with pytest.raises(ExportError, match=r"EncoderLM: the CTranslate2 export takes translators and DecoderLMs.*--to "):
+    with pytest.raises(ExportError, match=r"an EncoderLM: the CTranslate2 export takes an encoder-decoder and a "
+                                          r"DecoderLM, not its kind; export it with --to hf"):
         export_model(folder, "ctranslate2", tmp_path / "out")
     _nothing_written(tmp_path / "out")
 

@@ -56,16 +56,47 @@ def test_the_trainers_read_the_table():
         "translate": "transformer", "lm": "decoder_lm", "mlm": "encoder_lm"}
 
 
-def test_the_conversion_fields_agree_with_the_converters():
-    """hf_families and pipeline say what io/huggingface.py and io/export.py hold until they read the table."""
-    pipelines = getattr(export, "_PIPELINES", None)
-    if pipelines is None:
-        pytest.skip("io/export.py reads the pipeline from the table now")
-    for name, entry in MODEL_TYPES.items():
-        assert [f for f, family in FAMILIES.items() if family.model_class is entry.model_class] == \
-            list(entry.hf_families), name
-        assert pipelines.get(entry.model_class, "") == entry.pipeline
-        assert bool(entry.exports) == bool(entry.hf_families)
+def test_the_hf_families_are_the_converters_own():
+    """Every Hugging Face family converts to and from exactly the type whose entry names it."""
+    named = [f for entry in MODEL_TYPES.values() for f in entry.hf_families]
+    assert sorted(named) == sorted(FAMILIES)
+    for entry in MODEL_TYPES.values():
+        assert all(FAMILIES[f].model_class is entry.model_class for f in entry.hf_families), entry.name
+        assert bool(entry.exports) == bool(entry.hf_families) == bool(entry.pipeline) == bool(entry.hf_auto)
+
+
+# the options each exporting type needs so that one of its families holds it exactly (BERT: post-LN, learned
+# positions, an embedding LayerNorm, GELU; the tiny preset fits OPT and Marian as it is)
+_EXPORTABLE = {"transformer": {}, "decoder_lm": {"n_encoder_layers": 0},
+               "encoder_lm": {"n_decoder_layers": 0, "positions": "learned", "embedding_norm": True,
+                              "scale_embeddings": False, "activation": "gelu"}}
+
+
+@pytest.mark.parametrize("name", list(MODEL_TYPES))
+def test_every_type_exports_as_its_entry_says(name, tmp_path):
+    """export reads the entry: the card's pipeline tag and Auto class (which loads the folder), the family it
+    becomes, and each target it does not list refused before anything is written."""
+    transformers = pytest.importorskip("transformers")
+    entry = MODEL_TYPES[name]
+    cfg = entry.config_class.preset("tiny" if name != "rnn" else "shallow", vocab_size=24, dropout=0.0,
+                                    **_EXPORTABLE.get(name, {}))
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "[MASK]": 4, "a": 5, "b": 6}
+    tokenizer = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = Whitespace()
+    folder = entry.model_class(cfg).save(tmp_path / "model", tokenizer=tokenizer)
+    for to in export.TARGETS:
+        if to not in entry.exports:
+            with pytest.raises(export.ExportError, match=f"holds {entry.described}"):
+                export.export_model(folder, to, tmp_path / to)
+            assert not (tmp_path / to).exists()
+    if "hf" not in entry.exports:
+        return
+    export.export_model(folder, "hf", tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert f"pipeline_tag: {entry.pipeline}\n" in card and card.count(entry.hf_auto) == 2
+    assert f"\n{entry.card_kind} trained with aiayn" in card
+    hf = getattr(transformers, entry.hf_auto).from_pretrained(str(tmp_path / "hf"))
+    assert hf.config.model_type in entry.hf_families
 
 
 @pytest.mark.parametrize("name", list(MODEL_TYPES))

@@ -128,6 +128,7 @@ def test_libretranslate_shape_over_http(engine, loaded, serve, translator: Path)
         info = client.get("/info").json()
         assert (info["engine"], info["precision"], info["kind"], info["pair"]) == ("aiayn", "fp32", "transformer",
                                                                                    ["en", "es"])
+        assert (info["translator"], info["causal_lm"]) == (True, False)  # model/registry.py's capabilities
         assert info["batching"]["sentences"] >= len(SENTENCES)
         spec = client.get("/openapi.json").json()
         assert {"/translate", "/v1/translate", "/health", "/info", "/generate"} <= set(spec["paths"])
@@ -450,3 +451,70 @@ def test_two_workers_search_two_batches_at_once_with_the_same_output(loaded, ser
         assert server.app.state.batcher.stats.batches > 1 and server.app.state.batcher.parallel == 2
     finally:
         engine.close()
+
+
+# --- decoding options: the fields come from inference/options.py's table ----------------------------------------
+
+
+def test_request_fields_are_the_tables_serve_options_under_their_http_names() -> None:
+    from aiayn.inference.options import OPTIONS, for_command
+    from aiayn.serving.options import Decoding, decoding_keywords
+
+    fields = Decoding.model_fields
+    assert set(fields) == {"beam", "greedy", "length_penalty", "n_best", "scores", "sample", "temperature", "top_k",
+                           "top_p", "seed"}  # docs/serving.md's names (greedy: new with the table)
+    assert {o.name for o in for_command("serve")} - {"precision", "workers"} == {
+        "beam_size", "greedy", "length_penalty", "n_best", "return_scores", "do_sample", "temperature", "top_k",
+        "top_p", "seed"}
+    assert (fields["beam"].default, fields["length_penalty"].default) == (4, 0.6)  # §6.1
+    assert fields["top_p"].description == OPTIONS["top_p"].help_for("serve")
+    schema = Decoding.model_json_schema()["properties"]
+    top_p = schema["top_p"]["anyOf"][0]  # a number, or null (off)
+    assert top_p["exclusiveMinimum"] == 0 and top_p["maximum"] == 1
+    assert schema["beam"]["minimum"] == 1 and schema["beam"]["maximum"] == 64  # the table's bound, the server's cap
+    assert decoding_keywords(Decoding()) == {"beam_size": 4, "length_penalty": 0.6}
+    assert decoding_keywords(Decoding(greedy=True, beam=5)) == {"beam_size": 1, "length_penalty": 0.6}
+    assert decoding_keywords(Decoding(beam=4, n_best=2)) == {"beam_size": 4, "length_penalty": 0.6, "n_best": 2,
+                                                              "return_scores": True}
+    assert decoding_keywords(Decoding(sample=True, top_k=5, seed=3)) == {
+        "beam_size": 4, "length_penalty": 0.6, "do_sample": True, "temperature": 1.0, "top_k": 5, "seed": 3}
+
+
+def test_a_decoding_option_declared_for_serve_reaches_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One Option with "serve" in its commands is a request field, with its bounds, and a keyword of the search."""
+    import dataclasses
+
+    from aiayn.inference import options
+    from aiayn.serving import options as serving
+
+    min_length = dataclasses.replace(options.OPTIONS["min_length"], commands=frozenset({"serve"}))
+    monkeypatch.setitem(options.OPTIONS, "min_length", min_length)
+    decoding = serving._model("Decoding", "as at import, with the option added", serving.request_options())
+    assert decoding.model_fields["min_length"].default == 0
+    assert serving.decoding_keywords(decoding(min_length=3))["min_length"] == 3
+    with pytest.raises(ValueError, match="min_length"):
+        decoding(min_length=-1)
+
+
+def test_serve_flags_come_from_the_table(capsys: pytest.CaptureFixture) -> None:
+    from aiayn.inference.options import OPTIONS
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert " ".join(OPTIONS["precision"].help_for("serve").split()) in out
+    assert "--beam" not in out  # a request's option, not the server's
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "somewhere", "--workers", "0"])
+    assert exit_.value.code == 2 and "--workers: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_ctranslate2_refuses_an_option_it_is_not_given() -> None:
+    """Every request option today maps to CTranslate2's search; one added to the table later is a 400, not ignored."""
+    from aiayn.serving.engines import check_ct2_options
+    from aiayn.serving.options import Decoding, decoding_keywords
+
+    check_ct2_options(decoding_keywords(Decoding(beam=4, n_best=2, scores=True)))
+    check_ct2_options(decoding_keywords(Decoding(sample=True, temperature=0.5, top_k=3, top_p=0.9, seed=1)))
+    with pytest.raises(ValueError, match=r"--engine ctranslate2 does not take \['min_length'\]"):
+        check_ct2_options({"beam_size": 4, "min_length": 3})

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..data.corpus import BUNDLED
-from ..inference.quantize import DECODING_PRECISIONS
+from ..inference.options import add_flags, for_command
 from ..inference.workers import workers_problem
 from ..io.model_folder import CONFIG_FILE, WEIGHTS_FILE
-from ..serving import missing_extra
+from ..model.registry import of_model
+from ..serving import SERVER_FLAGS, missing_extra
 from ..serving.engines import ENGINES, AiaynEngine, CTranslate2Engine, EngineError, cache_root
 from .common import UserError, float_in, int_at_least, load_model, set_threads
 
@@ -48,15 +49,16 @@ def run(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     device = "cpu" if args.engine == "ctranslate2" else args.device
     model, tokenizer = load_model(str(folder), "serve", None, device)
-    if model.model_type not in ("transformer", "rnn", "decoder_lm"):
-        raise UserError(f"{folder} holds a {model.model_type}: `aiayn serve` serves translators and DecoderLMs "
-                        f"(use `aiayn fill-mask` for an EncoderLM)")
+    entry = of_model(model)
+    if not (entry.translator or entry.causal_lm):
+        raise UserError(f"{folder} holds {entry.described}: `aiayn serve` serves translators and DecoderLMs "
+                        f"(`aiayn fill-mask` uses an EncoderLM)")
     engine = _engine(args, model, tokenizer, folder, cache)
     import uvicorn
 
     from ..serving.app import Settings, create_app  # the serve extra: checked above
 
-    settings = Settings(model=str(folder), pair=pair if model.model_type != "decoder_lm" else None,
+    settings = Settings(model=str(folder), pair=pair if entry.translator else None,
                         api_key=api_key, max_chars=args.max_chars, max_sentences=args.max_sentences,
                         max_batch_tokens=args.max_batch_tokens, batch_wait_ms=args.batch_wait_ms,
                         queue_size=args.queue_size)
@@ -164,17 +166,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="MODEL_DIR", help="a model folder (config.json, model.safetensors, "
                                                            "tokenizer.json) or a run folder")
     parser.add_argument("--engine", choices=ENGINES, default="aiayn",
-                        help="aiayn: aiayn's own search; ctranslate2: CTranslate2 on an export of the model, made "
-                             "once into --cache (pip install 'aiayn[ct2]') (default aiayn)")
+                        help="aiayn: aiayn's own search (--workers: forked processes of one thread each); "
+                             "ctranslate2: CTranslate2 on an export of the model, made once into --cache (pip "
+                             "install 'aiayn[ct2]'; --workers: its inter_threads, --precision: its compute type "
+                             "of the same name) (default aiayn)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address to bind (default 127.0.0.1: this machine only; another needs --api-key)")
     parser.add_argument("--port", type=int_at_least(0), default=8000, help="the port (default 8000)")
-    parser.add_argument("--workers", type=int_at_least(1), default=1,
-                        help="batches searched at once: aiayn's forked processes of one thread each (as "
-                             "`translate --workers`), CTranslate2's inter_threads (default 1)")
-    parser.add_argument("--precision", choices=DECODING_PRECISIONS, default="fp32",
-                        help="weights for decoding: fp32 (the paper's), bf16, int8, auto (as `aiayn translate`; "
-                             "CTranslate2's compute type of the same name; default fp32)")
+    # --precision and --workers, from inference/options.py; a request sets the other decoding options
+    add_flags(parser, "serve", skip=[o.name for o in for_command("serve") if o.name not in SERVER_FLAGS])
     parser.add_argument("--api-key", default=None, metavar="KEY",
                         help="requests must carry this key (api_key field, X-API-Key or Authorization: Bearer); "
                              "default: $AIAYN_API_KEY, else none (loopback only)")

@@ -10,9 +10,10 @@ commands that have it as a flag (`commands`). From it come:
 - the keyword checks of the library: `names("seq2seq")`, `names("lm")` (an unknown keyword is a TypeError);
 - training's BLEU decoding settings (`beam`, `length_penalty` in training/settings.py) take their defaults
   and help from here: `OPTIONS["beam_size"].default`;
-- request checks of a server: `for_command("serve")` lists the options a request may set (name, type, default,
-  help: enough for a schema), and `validate(values, "serve")` checks a dict of them, raising ValueError naming
-  the option and what it allows, and returns the dict with the defaults filled in; `keywords(checked, "serve")`
+- request checks of a server: `for_command("serve")` lists the options of `aiayn serve` (name, type, default,
+  help: enough for a schema; serving/options.py makes them the fields of a request, except --precision and
+  --workers, the server's flags), and `validate(values, "serve")` checks a dict of them, raising ValueError
+  naming the option and what it allows, and returns the dict with the defaults filled in; `keywords(checked, "serve")`
   turns it into the library's keywords (translate(model, tok, texts, **keywords)).
 
 Adding a decoding option is one `Option(...)` line here plus its reader in inference/decoding.py (or
@@ -143,9 +144,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
            commands=frozenset({"generate"}), command_defaults=(("generate", 500),), metavar="N"),
     Option("min_length", int, 0, "no EOS before this many new tokens", bounds=">= 0"),
     Option("n_best", int, 1, "hypotheses per source, best first (<= beam size)", library=frozenset({SEQ2SEQ}),
-           bounds=">= 1"),
+           bounds=">= 1", commands=frozenset({"serve"})),
     Option("return_scores", bool, False, "return Hypothesis objects (tokens, log-probability, score)",
-           library=frozenset({SEQ2SEQ})),
+           library=frozenset({SEQ2SEQ}), commands=frozenset({"serve"})),
     # --- sampling (instead of searching)
     Option("do_sample", bool, False, "sample instead of searching (see --top-p, --top-k)", flag="--sample",
            commands=TRANSLATORS),
@@ -256,4 +257,4 @@ def keywords(values: dict[str, Any], command: str) -> dict[str, Any]:
         for name in ("do_sample", "temperature", "top_k", "top_p", "seed"):
             out.pop(name, None)
     return {name: value for name, value in out.items()
-            if value is not None and value is not False and not (name == "workers" and value == 1)}
+            if value is not None and value is not False and not (name in ("workers", "n_best") and value == 1)}

@@ -21,18 +21,18 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, processors
 
-from ..model.models import DecoderLM, EncoderLM, Transformer, TransformerBase
-from ..model.recurrent import RecurrentSeq2Seq
+from ..model.models import Transformer, TransformerBase
+from ..model.registry import MODEL_TYPES, of_model
 from .ctranslate2 import pre_ln_problems, write_pre_ln_translator
 from .huggingface import Family, huggingface_equivalent, to_huggingface
 from .loading import load
 from .model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, check_tokenizer
 
 TARGETS = ("hf", "ctranslate2")
+TARGET_NAMES = {"hf": "Hugging Face", "ctranslate2": "CTranslate2"}
 QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
                  "float32")
 MASK_TOKEN = "[MASK]"
-_PIPELINES = {Transformer: "translation", DecoderLM: "text-generation", EncoderLM: "fill-mask"}
 # train.json settings that describe the recipe (paths, threads and logging are left out of the card)
 _RECIPE = ("task", "preset", "recipe", "tokenizer", "vocab_size", "n_layers", "d_model", "norm", "positions",
            "activation", "dropout", "label_smoothing", "batch_tokens", "batch_size", "context", "accumulate",
@@ -67,15 +67,11 @@ def export_model(model_dir: str | Path, to: str, out: str | Path, quantization: 
         _require("ctranslate2", "ct2")
     folder, run = _model_and_run_folders(Path(model_dir))
     model = load(folder)
-    if isinstance(model, RecurrentSeq2Seq):
-        raise ExportError(f"{folder} holds the recurrent encoder-decoder (--arch rnn): Hugging Face transformers "
-                          f"and CTranslate2 have no model of its kind to export it to; translate with "
-                          f"`aiayn translate {folder}` or load it with aiayn.load")
+    entry = of_model(model)
+    if to not in entry.exports:
+        raise ExportError(_not_exported(folder, entry.name, to))
     tokenizer = _tokenizer(folder, model)
-    if to == "ctranslate2" and isinstance(model, EncoderLM):
-        raise ExportError(f"{folder} holds an EncoderLM: the CTranslate2 export takes translators and DecoderLMs "
-                          f"(CTranslate2 has no masked-LM head); export it with --to hf")
-    if to == "ctranslate2" and isinstance(model, Transformer) and model.cfg.norm == "pre":
+    if to == "ctranslate2" and entry.encoder_decoder and model.cfg.norm == "pre":
         problems = pre_ln_problems(model)  # Marian is post-LN only: CTranslate2's pre-norm spec, built directly
         if problems:
             raise ExportError(f"cannot export {folder} to ctranslate2: its pre-norm Transformer cannot hold "
@@ -106,6 +102,18 @@ def export_model(model_dir: str | Path, to: str, out: str | Path, quantization: 
 
 # ---------------------------------------------------------------------------------------------------
 # Checks made before anything is written
+
+
+def _not_exported(folder: Path, name: str, to: str) -> str:
+    """Why a model type (model/registry.py) has no export to `to`, and what to do instead."""
+    entry = MODEL_TYPES[name]
+    if not entry.exports:
+        use = f"translate with `aiayn translate {folder}` or " if entry.translator else ""
+        return (f"{folder} holds {entry.described} ({entry.trained_by}): Hugging Face transformers and CTranslate2 "
+                f"have no model of its kind to export it to; {use}load it with aiayn.load")
+    takes = " and ".join(t.described for t in MODEL_TYPES.values() if to in t.exports)
+    return (f"{folder} holds {entry.described}: the {TARGET_NAMES[to]} export takes {takes}, not its kind; export "
+            f"it with --to {entry.exports[0]}")
 
 
 def _check_out(out: Path, force: bool, model_dir: Path) -> None:
@@ -302,14 +310,12 @@ class _PaddedVocabulary:
 def _card(model: TransformerBase, family: Family | None, conversions: list[str], folder: Path, run: Path | None,
           to: str, quantization: str | None) -> str:
     """README.md: what the model is and does, how it was converted, trained and scored, and how to use it."""
-    cfg = model.cfg
-    kind = {Transformer: "An encoder-decoder translator", DecoderLM: "A GPT-style language model (DecoderLM)",
-            EncoderLM: "A BERT-style masked language model (EncoderLM)"}[type(model)]
+    cfg, entry = model.cfg, of_model(model)
     target = family.hf_class if to == "hf" and family else f"CTranslate2 ({quantization or 'float32'} weights)"
     library = "transformers" if to == "hf" else "ctranslate2"
-    lines = ["---", f"library_name: {library}", f"pipeline_tag: {_PIPELINES[type(model)]}", "tags:", "- aiayn",
+    lines = ["---", f"library_name: {library}", f"pipeline_tag: {entry.pipeline}", "tags:", "- aiayn",
              "---", "", f"# {folder.parent.name if folder.name == 'model' else folder.name}", "",
-             f"{kind} trained with aiayn (\"Attention Is All You Need\" in PyTorch), exported by "
+             f"{entry.card_kind} trained with aiayn (\"Attention Is All You Need\" in PyTorch), exported by "
              f"`aiayn export` from `{folder}` to {target}.", "", "## Model", "",
              f"{_layers(cfg)}, d_model {cfg.d_model}, {cfg.n_heads} heads, d_ff {cfg.d_ff}, vocabulary "
              f"{cfg.vocab_size}, {model.num_parameters():,} parameters; {cfg.norm}-LN, {cfg.positions} "
@@ -344,23 +350,23 @@ def _layers(cfg: Any) -> str:
 
 def _usage(model: TransformerBase, to: str) -> list[str]:
     """A short usage snippet for the target."""
+    entry = of_model(model)
     if to == "hf":
-        auto = {Transformer: "AutoModelForSeq2SeqLM", DecoderLM: "AutoModelForCausalLM",
-                EncoderLM: "AutoModelForMaskedLM"}[type(model)]
+        auto = entry.hf_auto
         body = [f"from transformers import AutoTokenizer, {auto}", "tok = AutoTokenizer.from_pretrained(FOLDER)",
                 f"model = {auto}.from_pretrained(FOLDER)"]
-        if isinstance(model, Transformer):
+        if entry.translator:
             body += ["out = model.generate(**tok([\"a sentence\"], return_tensors=\"pt\"))  # beam 4",
                      "print(tok.batch_decode(out, skip_special_tokens=True))"]
-        elif isinstance(model, DecoderLM):
+        elif entry.causal_lm:
             body += ["out = model.generate(**tok([\"a prompt\"], return_tensors=\"pt\"), max_new_tokens=50)",
                      "print(tok.batch_decode(out, skip_special_tokens=True))"]
         note = ("Hugging Face's beam search divides log-probabilities by |Y|^alpha; `aiayn translate --length-penalty` "
                 "uses GNMT's ((5+|Y|)/6)^alpha (§6.1). They pick the same beams with "
-                "`length_penalty_form=\"plain\"` in aiayn's generate.") if isinstance(model, Transformer) else ""
+                "`length_penalty_form=\"plain\"` in aiayn's generate.") if entry.translator else ""
     else:
         body = ["import ctranslate2, transformers", "tok = transformers.AutoTokenizer.from_pretrained(FOLDER)"]
-        if isinstance(model, Transformer):
+        if entry.translator:
             body += ["translator = ctranslate2.Translator(FOLDER)",
                      "tokens = tok.convert_ids_to_tokens(tok.encode(\"a sentence\"))",
                      f"out = translator.translate_batch([tokens], beam_size=4, max_decoding_length="

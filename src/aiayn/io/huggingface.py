@@ -22,6 +22,7 @@ from torch import Tensor
 from ..model.config import ModelConfig
 from ..model.embeddings import sinusoidal_table
 from ..model.models import DecoderLM, EncoderLM, Transformer, TransformerBase
+from ..model.registry import MODEL_TYPES, of_model
 from .equivalents import as_learned_positions, fold_embedding_scale, to_halves_layout
 from .model_folder import CheckpointError, read_weights
 
@@ -488,7 +489,7 @@ def from_huggingface(source: Any) -> TransformerBase:
 def _family_of(hf_config: dict[str, Any], folder: Path | None) -> Family:
     """The Family for config.json's model_type, or an error naming it and the supported ones."""
     model_type = hf_config.get("model_type")
-    if model_type in ("transformer", "encoder_lm", "decoder_lm"):  # aiayn's own config.json
+    if model_type in MODEL_TYPES:  # aiayn's own config.json
         raise ConversionError(f"{folder} is an aiayn model folder, not a Hugging Face one: "
                               f"load it with aiayn.load")
     rotary = [key for key in ("rotary_dim", "rotary_pct", "rope_theta", "rope_scaling") if key in hf_config]
@@ -648,10 +649,7 @@ def huggingface_equivalent(model: TransformerBase) -> tuple[Family, TransformerB
         raise ValueError(f"this model has heads of width d_k={cfg.d_k}, not d_model / n_heads = "
                          f"{cfg.d_model / cfg.n_heads:g}: the Hugging Face families fix d_k = d_model / n_heads, "
                          f"so it has no Hugging Face equivalent")
-    if isinstance(model, Transformer):
-        candidates = [FAMILIES["marian"], FAMILIES["bart"], FAMILIES["pegasus"]]
-    else:
-        candidates = [f for f in FAMILIES.values() if isinstance(model, f.model_class)]
+    candidates = [FAMILIES[name] for name in of_model(model).hf_families]
     if isinstance(model, Transformer) and not cfg.tie_embeddings and not torch.equal(
             model.src_token_embedding.weight, model.tgt_token_embedding.weight):
         raise ValueError("this Transformer has separate source and target embeddings; Marian, BART and Pegasus share "

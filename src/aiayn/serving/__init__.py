@@ -4,6 +4,9 @@ modules that import them are imported by the command, not here."""
 
 from __future__ import annotations
 
+# the options of inference/options.py's table that `aiayn serve` takes as flags (the server's settings); a
+# request sets the others (serving/options.py). Here, not there: the CLI reads it without the serve extra.
+SERVER_FLAGS = ("precision", "workers")
 MISSING_EXTRA = "`aiayn serve` needs FastAPI and uvicorn: pip install 'aiayn[serve]'"
 
 

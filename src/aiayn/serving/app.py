@@ -23,10 +23,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
 
+from ..model.registry import MODEL_TYPES
 from ..viz.collect import collect_attention
 from ..viz.explorer import explorer_data, render_html
 from .batching import Batcher, Overloaded
-from .options import Decoding, OptionError, decoding_keywords
+from .options import Decoding, OptionError, Sampling, decoding_keywords, sampling_keywords
 
 PAGE = Path(__file__).with_name("page.html")
 T = TypeVar("T")
@@ -80,17 +81,12 @@ class AttentionRequest(BaseModel):
     api_key: str | None = None
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(Sampling):
     """POST /generate (language models): a prompt and sampling options; the text streams back."""
 
-    model_config = ConfigDict(extra="forbid")
     prompt: str = Field(..., min_length=1)
     max_new_tokens: int = Field(100, ge=1)
-    sample: bool = True
-    temperature: float = Field(1.0, gt=0.0)
-    top_k: int = Field(0, ge=0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    seed: int | None = None
+    sample: bool = Field(True, description="sample (the default for a language model); false: greedy search")
     api_key: str | None = None
 
 
@@ -136,7 +132,8 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         """The model, engine, precision and language pair, the limits, and batching counters."""
         stats = batcher.stats
         return {"model": settings.model, "engine": engine.name, "precision": engine.precision,
-                "kind": engine.kind, "pair": list(settings.pair) if settings.pair else None,
+                "kind": engine.kind, "translator": MODEL_TYPES[engine.kind].translator,
+                "causal_lm": MODEL_TYPES[engine.kind].causal_lm, "pair": list(settings.pair) if settings.pair else None,
                 "workers": getattr(engine, "workers", 1), "api_key_required": settings.api_key is not None,
                 "limits": {"max_chars": settings.max_chars, "max_sentences": settings.max_sentences,
                            "max_batch_tokens": settings.max_batch_tokens, "batch_wait_ms": settings.batch_wait_ms,
@@ -181,11 +178,11 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         except OptionError as error:
             raise ServeError(400, str(error)) from None
         texts, join = _split(body.q, settings)
-        key = object() if body.sample and body.seed is not None else None  # seeded draws: alone, as offline
+        key = object() if options.get("seed") is not None else None  # seeded draws: alone, as offline
         outputs = await _translate(request, batcher, texts, options, key)
         lines = join([hyps[0].text for hyps in outputs])
         result: dict[str, Any] = {"translatedText": lines}
-        if body.scores or body.n_best > 1:
+        if options.get("return_scores"):
             result["hypotheses"] = [[{"text": h.text, "score": h.score} for h in hyps] for hyps in outputs]
         return result
 
@@ -196,8 +193,9 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         if not body.q.strip():
             raise ServeError(400, "q is empty: give the sentence to show attention for")
         _limit_chars(len(body.q) + len(body.target or ""), settings)
-        if engine.kind != "transformer":
-            raise ServeError(400, f"attention pictures here are for translators; this model is a {engine.kind}")
+        if not MODEL_TYPES[engine.kind].translator:
+            raise ServeError(400, f"attention pictures here are for translators; this model is "
+                                  f"{MODEL_TYPES[engine.kind].described}")
         loop = asyncio.get_running_loop()
         try:
             record = await loop.run_in_executor(None, lambda: collect_attention(engine.model, engine.tokenizer,
@@ -210,18 +208,14 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
     async def generate(body: GenerateRequest, request: Request) -> StreamingResponse:
         """A DecoderLM's continuation of the prompt, streamed as server-sent events ({"text"} pieces, then [DONE])."""
         _check_key(settings, request, body.api_key)
-        if engine.kind != "decoder_lm" or not hasattr(engine, "stream"):
+        if not MODEL_TYPES[engine.kind].causal_lm or not hasattr(engine, "stream"):
             raise ServeError(400, f"/generate is for language models served with --engine aiayn; this server has "
                                   f"a {engine.kind} on {engine.name}: use /translate")
         _limit_chars(len(body.prompt), settings)
         if body.max_new_tokens > settings.max_new_tokens:
             raise ServeError(413, f"max_new_tokens {body.max_new_tokens} is over this server's limit of "
                                   f"{settings.max_new_tokens}")
-        options: dict[str, Any] = {"seed": body.seed}
-        if body.sample:
-            options.update(do_sample=True, temperature=body.temperature, top_k=body.top_k or None,
-                           top_p=body.top_p if body.top_p is not None and body.top_p < 1.0 else None)
-        pieces = engine.stream(body.prompt, body.max_new_tokens, options)
+        pieces = engine.stream(body.prompt, body.max_new_tokens, sampling_keywords(body, body.sample))
         return StreamingResponse(_events(request, pieces), media_type="text/event-stream")
 
     return app
@@ -335,7 +329,7 @@ def _split(q: str | list[str], settings: Settings) -> tuple[list[str], Callable[
 async def _translate(request: Request, batcher: Batcher, texts: list[str], options: dict[str, Any],
                      key: Any = None) -> list[Any]:
     """The batcher's results for texts; the job is dropped if the client goes away first (then 499)."""
-    if request.app.state.engine.kind == "decoder_lm":
+    if not MODEL_TYPES[request.app.state.engine.kind].translator:
         raise ServeError(400, "this server has a language model: POST /generate {\"prompt\": ...} continues a text")
     cost = 1 if options.get("do_sample") else max(int(options.get("beam_size", 4)), 1)  # rows per sentence
     try:

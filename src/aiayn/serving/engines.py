@@ -25,6 +25,7 @@ from ..inference.evaluation import translate
 from ..inference.quantize import for_decoding, resolve_precision
 from ..inference.workers import WorkerPool, generate_batches
 from ..io.model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
+from ..model.registry import of_model
 
 ENGINES = ("aiayn", "ctranslate2")
 # aiayn's precision names -> CTranslate2's compute types (the export keeps fp32 weights; CTranslate2
@@ -145,6 +146,18 @@ class AiaynEngine:
             self.pool.close()
 
 
+# translate()'s keywords that CTranslate2Engine.search maps to translate_batch's (seed: not passed on, as before)
+CT2_OPTIONS = frozenset({"beam_size", "length_penalty", "n_best", "return_scores", "do_sample", "temperature",
+                         "top_k", "top_p", "seed"})
+
+
+def check_ct2_options(options: dict[str, Any]) -> None:
+    """ValueError (a 400) naming the decoding options CTranslate2's search is not given, rather than ignoring them."""
+    unmapped = sorted(set(options) - CT2_OPTIONS)
+    if unmapped:
+        raise ValueError(f"--engine ctranslate2 does not take {unmapped}: leave them out, or serve with --engine aiayn")
+
+
 class CTranslate2Engine:
     """CTranslate2's Translator on an export of the model (made into the cache if absent), aiayn's tokenizer."""
 
@@ -157,9 +170,10 @@ class CTranslate2Engine:
             import ctranslate2
         except ImportError:
             raise EngineError("--engine ctranslate2 needs ctranslate2: pip install 'aiayn[ct2]'") from None
-        if model.model_type != "transformer":
-            raise EngineError(f"--engine ctranslate2 serves translators; {folder} holds a {model.model_type}: "
-                              f"serve it with --engine aiayn")
+        entry = of_model(model)
+        if not (entry.translator and "ctranslate2" in entry.exports):
+            raise EngineError(f"--engine ctranslate2 serves translators that export to CTranslate2; {folder} holds "
+                              f"{entry.described}: serve it with --engine aiayn")
         self.model, self.tokenizer, self.kind = model, tokenizer, model.model_type
         self.precision = "int8" if precision == "auto" else precision
         self.export = ensure_export(folder, cache)
@@ -174,6 +188,7 @@ class CTranslate2Engine:
 
     def search(self, texts: list[str], options: dict[str, Any]) -> list[list[Output]]:
         """Every text's hypotheses, searched by CTranslate2 with the same source tokens aiayn reads."""
+        check_ct2_options(options)
         cfg = self.model.cfg
         limit = max(cfg.max_positions - 50, 1)
         rows = []
