@@ -275,7 +275,8 @@ def test_the_source_loads_no_pickles_except_torch_load_weights_only() -> None:
             if "weights_only=True" not in match.group(0):
                 offenders.append(f"{path.name}: {match.group(0)}")
         for pattern in (r"pickle\.loads?\(", r"Unpickler", r"allow_pickle\s*=\s*True", r"weights_only\s*=\s*False",
-                        r"\bimport (dill|joblib|cloudpickle)", r"(?<![\w.])eval\(", r"(?<![\w.])exec\("):
+                        r"\bimport (dill|joblib|cloudpickle)",
+                        r"(?<![\w.])(?<!def )eval\(", r"(?<![\w.])(?<!def )exec\("):  # a call, not a method's def
             offenders += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert not offenders, offenders
     assert re.search(r"torch\.load\(.*weights_only=True", (SRC / "training" / "checkpoints.py").read_text())
