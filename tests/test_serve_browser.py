@@ -17,23 +17,10 @@ from aiayn.serving.app import Settings, create_app  # noqa: E402
 from aiayn.serving.engines import AiaynEngine  # noqa: E402
 
 from .test_serve import Running  # noqa: E402
-from .test_viz_browser import FLAGS, find_browser  # noqa: E402
+from .test_viz_browser import browser  # noqa: E402, F401 - the module-scoped Chromium fixture
 from .viz_fixtures import save_models  # noqa: E402
 
 LINES = ["the cat sat on the mat", "the dog ran to the river"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = find_browser()
-    if executable is None:
-        pytest.skip("no Chromium found (install Debian's: apt-get install -y chromium; or set AIAYN_CHROMIUM)")
-    from playwright.sync_api import sync_playwright  # a test extra: pip install -e '.[test]'
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +33,7 @@ def served(tmp_path_factory):
     server.stop()
 
 
-def test_type_translate_click_a_sentence_and_see_its_heatmap(browser, served) -> None:
+def test_type_translate_click_a_sentence_and_see_its_heatmap(browser, served) -> None:  # noqa: F811 - the fixture
     server, model, tok = served
     page = browser.new_page(viewport={"width": 1000, "height": 900})
     log = {"errors": [], "requests": []}

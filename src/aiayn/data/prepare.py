@@ -405,21 +405,30 @@ def store_matches(meta: dict[str, Any] | None, kind: str, inputs: dict[str, Path
     return None
 
 
-def open_or_prepare_pairs(source: PairSource, out: str | Path, tokenizer: Tokenizer | None = None,
-                          log: Callable[[str], None] = lambda message: None) -> Store:
-    """The store at `out` if it was prepared from these files and settings (and `tokenizer`), else a new one."""
-    source.check()
-    why = store_matches(read_meta(Path(out)), "pairs", source.inputs(), source.shape(), tokenizer)
+def _reuse_or_prepare(out: str | Path, kind: str, inputs: dict[str, Path], shape: dict[str, Any],
+                      tokenizer: Tokenizer | None, log: Callable[[str], None], prepare: Callable[[], Store]) -> Store:
+    """The `kind` store at `out` if it was prepared from these inputs and settings (and `tokenizer`), else
+    prepare()'s new one."""
+    label = "corpus" if kind == "pairs" else kind
+    why = store_matches(read_meta(Path(out)), kind, inputs, shape, tokenizer)
     if why is None:
         try:
             store = Store(out)
-            log(f"corpus: reusing the prepared store {out}")
+            log(f"{label}: reusing the prepared store {out}")
             return store
         except StoreError as error:
             why = str(error)
     if Path(out).exists():
-        log(f"corpus: preparing {out} again: {why}")
-    return prepare_pairs(source, out, tokenizer, log)
+        log(f"{label}: preparing {out} again: {why}")
+    return prepare()
+
+
+def open_or_prepare_pairs(source: PairSource, out: str | Path, tokenizer: Tokenizer | None = None,
+                          log: Callable[[str], None] = lambda message: None) -> Store:
+    """The store at `out` if it was prepared from these files and settings (and `tokenizer`), else a new one."""
+    source.check()
+    return _reuse_or_prepare(out, "pairs", source.inputs(), source.shape(), tokenizer, log,
+                             lambda: prepare_pairs(source, out, tokenizer, log))
 
 
 # ------------------------------------------------------------------ text (language models)
@@ -578,14 +587,5 @@ def open_or_prepare_text(source: TextSource, out: str | Path, learn: Callable[[s
                          log: Callable[[str], None] = lambda message: None) -> Store:
     """The text store at `out` if it was prepared from these files and settings (and `tokenizer`), else a new one."""
     inputs = {str(k): path for k, path in enumerate(source.files())}
-    why = store_matches(read_meta(Path(out)), "text", inputs, shape, tokenizer)
-    if why is None:
-        try:
-            store = Store(out)
-            log(f"text: reusing the prepared store {out}")
-            return store
-        except StoreError as error:
-            why = str(error)
-    if Path(out).exists():
-        log(f"text: preparing {out} again: {why}")
-    return prepare_text(source, out, learn, tokenizer, bpe_sample, shape, log)
+    return _reuse_or_prepare(out, "text", inputs, shape, tokenizer, log,
+                             lambda: prepare_text(source, out, learn, tokenizer, bpe_sample, shape, log))

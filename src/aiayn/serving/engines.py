@@ -24,6 +24,7 @@ from ..inference.decoding import Hypothesis
 from ..inference.evaluation import translate
 from ..inference.quantize import for_decoding, resolve_precision
 from ..inference.workers import WorkerPool, generate_batches
+from ..io.export import ExportError, export_model
 from ..io.model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from ..model.registry import of_model
 
@@ -228,7 +229,6 @@ class CTranslate2Engine:
 
 def ensure_export(folder: Path, cache: Path | None = None) -> Path:
     """The CTranslate2 export of the model folder in the cache (made now if absent), never in the folder."""
-    from ..io.export import ExportError, export_model  # io.export imports transformers' converters lazily
 
     out = (cache or cache_root()) / "ctranslate2" / model_fingerprint(folder)
     if (out / "model.bin").is_file():
