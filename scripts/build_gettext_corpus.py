@@ -48,8 +48,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO_ROOT / "data" / "gettext-en-es"
-LOCALE_DIR = "usr/share/locale/es/LC_MESSAGES"
+DEFAULT_LANG = "es"
+LANGUAGE_NAMES = {"es": "Spanish", "de": "German", "fr": "French", "it": "Italian", "pt_BR": "Brazilian Portuguese"}
+
+
+def locale_dir(lang: str) -> str:
+    """Where a .deb keeps its catalogs of one language."""
+    return f"usr/share/locale/{lang}/LC_MESSAGES"
+
+
+def default_out(lang: str) -> Path:
+    """data/gettext-en-LANG under the repo root."""
+    return REPO_ROOT / "data" / f"gettext-en-{lang.lower().replace('_', '-')}"
 
 # Packages whose .deb carries Spanish catalogs (checked on Debian 12 bookworm). Many programs keep their
 # translations in a separate -l10n / -locales / -common / -data package, which is the one listed here.
@@ -370,12 +380,12 @@ def deb_field(deb: Path, field: str) -> str:
                           check=True).stdout.strip()
 
 
-def read_catalogs(deb: Path, scratch: Path) -> dict[str, list[Entry]]:
-    """The Spanish .mo catalogs of a .deb (catalog file name -> entries), unpacked under scratch."""
+def read_catalogs(deb: Path, scratch: Path, lang: str = DEFAULT_LANG) -> dict[str, list[Entry]]:
+    """The .mo catalogs of one language in a .deb (catalog file name -> entries), unpacked under scratch."""
     target = scratch / deb.stem
     subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
     catalogs = {}
-    for mo in sorted((target / LOCALE_DIR).glob("*.mo")):
+    for mo in sorted((target / locale_dir(lang)).glob("*.mo")):
         if mo.is_file() and not mo.is_symlink():  # a symlink points at a catalog another package ships
             catalogs[mo.name] = parse_mo(mo.read_bytes())
     shutil.rmtree(target)  # keep the scratch space small: only one package unpacked at a time
@@ -439,7 +449,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      epilog="Example: python scripts/build_gettext_corpus.py && aiayn train "
                                             "--data data/gettext-en-es/train.tsv --dev data/gettext-en-es/dev.tsv "
                                             "--test data/gettext-en-es/test.tsv")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    parser.add_argument("--lang", default=DEFAULT_LANG, choices=sorted(LANGUAGE_NAMES),
+                        help="the target language's catalogs (default es; the package list was checked for es, "
+                             "and the held-out packages ship the others too)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: data/gettext-en-LANG)")
     parser.add_argument("--dev-size", type=int, default=500, help="at most this many dev pairs (default 500)")
     parser.add_argument("--test-size", type=int, default=1000, help="at most this many test pairs (default 1000)")
     parser.add_argument("--seed", type=int, default=1, help="seed for sampling dev/test and shuffling train")
@@ -453,14 +466,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def collect(debs: list[Path], max_chars: int) -> tuple[dict[str, list[Pair]], list[dict[str, str]]]:
+def collect(debs: list[Path], max_chars: int,
+            lang: str = DEFAULT_LANG) -> tuple[dict[str, list[Pair]], list[dict[str, str]]]:
     """Cleaned pairs per package and one manifest row per .deb."""
     by_package: dict[str, list[Pair]] = {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="gettext-unpack-") as scratch:
         for number, deb in enumerate(debs, 1):
             package = deb_field(deb, "Package")
-            catalogs = read_catalogs(deb, Path(scratch))
+            catalogs = read_catalogs(deb, Path(scratch), lang)
             entries = [entry for name in sorted(catalogs) for entry in catalogs[name]]
             pairs = [pair for entry in entries if (pair := clean_entry(entry, max_chars))]
             by_package[package] = pairs
@@ -476,6 +490,8 @@ def collect(debs: list[Path], max_chars: int) -> tuple[dict[str, list[Pair]], li
 def main(argv: list[str] | None = None) -> None:
     """Download, extract, clean, split and write the corpus."""
     args = parse_args(argv)
+    args.out = args.out or default_out(args.lang)
+    language = LANGUAGE_NAMES[args.lang]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gettext-debs-") as download_dir:
         if args.debs:
@@ -490,11 +506,11 @@ def main(argv: list[str] | None = None) -> None:
             pins = read_pins(args.pin) if args.pin else {}
             print(f"downloading {len(PACKAGES)} packages with apt-get download ...", flush=True)
             debs = download(PACKAGES, pins, Path(download_dir))
-        print(f"reading Spanish catalogs from {len(debs)} .deb files", flush=True)
-        by_package, rows = collect(debs, args.max_chars)
+        print(f"reading {language} catalogs from {len(debs)} .deb files", flush=True)
+        by_package, rows = collect(debs, args.max_chars, args.lang)
     empty = [row["package"] for row in rows if row["pairs"] == "0"]
     if empty:
-        print(f"warning: no Spanish pairs in {', '.join(empty)}", file=sys.stderr)
+        print(f"warning: no {language} pairs in {', '.join(empty)}", file=sys.stderr)
     missing = sorted((TEST_PACKAGES | DEV_PACKAGES) - set(by_package))
     if missing:
         fail(f"held-out package(s) {', '.join(missing)} not among the .deb files; the split needs them")
@@ -509,7 +525,7 @@ def main(argv: list[str] | None = None) -> None:
     outputs.append(args.out / "all.tsv")
     write_tsv(outputs[-1], all_rows)
     write_manifest(args.out / "manifest.tsv", rows, outputs, args.seed)
-    (args.out / "README.txt").write_text(README.format(dev=", ".join(sorted(DEV_PACKAGES)),
+    (args.out / "README.txt").write_text(README.replace("Spanish", language).format(dev=", ".join(sorted(DEV_PACKAGES)),
                                                        test=", ".join(sorted(TEST_PACKAGES))), encoding="utf-8")
     counts = ", ".join(f"{name} {len(splits[name])}" for name in ("train", "dev", "test"))
     print(f"wrote {args.out}: {counts} pairs ({sum(len(p) for p in by_package.values())} kept before "
