@@ -1,4 +1,4 @@
-"""Import hygiene: `import aiayn` only defines things, the command line sets OpenMP's wait policy for itself, and
+"""Import hygiene: `import aiayn` only defines things (the command line's wait policy: test_cli_startup.py), and
 model/ and data/ import nothing from the packages above them."""
 
 import os
@@ -21,24 +21,6 @@ def test_import_changes_neither_the_environment_nor_matplotlib():
             f"print(os.environ.get('OMP_WAIT_POLICY'), {backend} is before, 'matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=_env(None), capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["None", "True", "False"]
-
-
-def _policies_seen(policy: str | None, tmp_path: Path) -> list[str]:
-    """The wait policy each interpreter started by `python -m aiayn translate MISSING x` saw at its start."""
-    (tmp_path / "sitecustomize.py").write_text(  # runs first in every interpreter, before torch can load
-        "import os, sys\nprint('policy', os.environ.get('OMP_WAIT_POLICY'), file=sys.stderr)\n")
-    out = subprocess.run([sys.executable, "-m", "aiayn", "translate", str(tmp_path / "missing"), "x"],
-                         env=_env(policy, tmp_path), capture_output=True, text=True)
-    assert out.returncode == 1, out.stderr  # the missing model: a user error, after the re-execution
-    return [line.split()[1] for line in out.stderr.splitlines() if line.startswith("policy ")]
-
-
-def test_the_command_line_restarts_once_with_passive_waiters(tmp_path):
-    assert _policies_seen(None, tmp_path) == ["None", "PASSIVE"]
-
-
-def test_the_users_wait_policy_wins_and_nothing_restarts(tmp_path):
-    assert _policies_seen("ACTIVE", tmp_path) == ["ACTIVE"]
 
 
 def test_model_and_data_import_nothing_from_the_packages_above_them():

@@ -1,19 +1,43 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017) in PyTorch."""
 
-from .inference.decoding import generate_lm, generate_seq2seq  # also what model.generate calls (model/services.py)
-from .inference.quantize import PrecisionError, for_decoding
-from .io.huggingface import ConversionError, from_huggingface, to_huggingface
-from .io.loading import load
-from .io.model_folder import CheckpointError  # also what model.save calls (model/services.py)
-from .model.attention import KVCache, MultiHeadAttention, attend
-from .model.config import PRESETS, ModelConfig, RNNConfig
-from .model.embeddings import InputEmbedding, PositionalEncoding, RotaryPositions, sinusoidal_table
-from .model.layers import FeedForward, LayerCache, Stack, TransformerLayer
-from .model.masks import causal_mask, padding_mask
-from .model.models import Attentions, DecoderLM, EncoderLM, ModelOutput, Transformer
-from .model.recurrent import RecurrentSeq2Seq
+# Lazy (PEP 562): `import aiayn` imports no torch, so the command line (aiayn/cli) can set OMP_WAIT_POLICY before
+# torch loads libgomp, which reads it once. Each public name is imported from its module on first use.
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly
+    from .inference.decoding import generate_lm, generate_seq2seq
+    from .inference.quantize import PrecisionError, for_decoding
+    from .io.huggingface import ConversionError, from_huggingface, to_huggingface
+    from .io.loading import load
+    from .io.model_folder import CheckpointError
+    from .model.attention import KVCache, MultiHeadAttention, attend
+    from .model.config import PRESETS, ModelConfig, RNNConfig
+    from .model.embeddings import InputEmbedding, PositionalEncoding, RotaryPositions, sinusoidal_table
+    from .model.layers import FeedForward, LayerCache, Stack, TransformerLayer
+    from .model.masks import causal_mask, padding_mask
+    from .model.models import Attentions, DecoderLM, EncoderLM, ModelOutput, Transformer
+    from .model.recurrent import RecurrentSeq2Seq
 
 __version__ = "0.1.0"
+
+_MODULES = {  # the module that defines each public name (relative to this package)
+    ".inference.decoding": ("generate_lm", "generate_seq2seq"),
+    ".inference.quantize": ("PrecisionError", "for_decoding"),
+    ".io.huggingface": ("ConversionError", "from_huggingface", "to_huggingface"),
+    ".io.loading": ("load",),
+    ".io.model_folder": ("CheckpointError",),
+    ".model.attention": ("KVCache", "MultiHeadAttention", "attend"),
+    ".model.config": ("PRESETS", "ModelConfig", "RNNConfig"),
+    ".model.embeddings": ("InputEmbedding", "PositionalEncoding", "RotaryPositions", "sinusoidal_table"),
+    ".model.layers": ("FeedForward", "LayerCache", "Stack", "TransformerLayer"),
+    ".model.masks": ("causal_mask", "padding_mask"),
+    ".model.models": ("Attentions", "DecoderLM", "EncoderLM", "ModelOutput", "Transformer"),
+    ".model.recurrent": ("RecurrentSeq2Seq",),
+}
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "InputEmbedding",
@@ -23,3 +47,18 @@ __all__ = [
     "padding_mask", "sinusoidal_table",
     "to_huggingface",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use (then kept here); AttributeError for any other."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's attributes and every public name, imported or not."""
+    return sorted({*globals(), *__all__})

@@ -6,27 +6,38 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import NoReturn
 
 from ..runtime.log import print_always
-from . import (
-    attention,
-    average,
-    demo,
-    evaluate,
-    export,
-    fill_mask,
-    generate,
-    import_hf,
-    prepare,
-    serve,
-    sweep,
-    train,
-    translate,
-)
-from .common import UserError
+from .errors import UserError
 
-COMMANDS = (demo, attention, import_hf, export, prepare, train, sweep, translate, evaluate, average, generate,
+# OpenMP threads that spin while waiting (libgomp's default) lose 3x when another process holds a core; sleeping
+# waiters lose 1.7x (docs/benchmarks.md, "Thread settings"). libgomp reads OMP_WAIT_POLICY once, when torch loads
+# it: so this module imports no torch (nor does `import aiayn`), and main() sets the variable, where it is unset,
+# before it imports the sub-commands (and with them torch). A value the user set is never overridden.
+WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def commands() -> tuple[ModuleType, ...]:
+    """The sub-command modules, in the order `aiayn --help` lists them (imported here: they import torch)."""
+    from . import (
+        attention,
+        average,
+        demo,
+        evaluate,
+        export,
+        fill_mask,
+        generate,
+        import_hf,
+        prepare,
+        serve,
+        sweep,
+        train,
+        translate,
+    )
+
+    return (demo, attention, import_hf, export, prepare, train, sweep, translate, evaluate, average, generate,
             fill_mask, serve)
 
 
@@ -47,9 +58,9 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every sub-command (each a OneLineParser too)."""
     parser = OneLineParser(prog="aiayn", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        command.add_parser(commands)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in commands():
+        command.add_parser(subparsers)
     return parser
 
 
@@ -64,30 +75,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)  # no sub-command (or --help): argparse's usage and errors
 
 
-# OpenMP threads that spin while waiting (libgomp's default) lose 3x when another process holds a core; sleeping
-# waiters lose 1.7x (docs/benchmarks.md, "Thread settings"). libgomp reads OMP_WAIT_POLICY once, when torch loads
-# it, and `import aiayn.cli` has imported torch already: so the command line re-executes itself once with the
-# variable set. A value the user set is never overridden (and then nothing is re-executed).
-WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _reexec_with_wait_policy() -> None:
-    """Run this command line again in a fresh interpreter with OMP_WAIT_POLICY set, where it is unset."""
-    name, value = WAIT_POLICY
-    if name in os.environ or os.name != "posix":
-        return
-    os.environ[name] = value  # also what every process this one starts (sweep runs, workers) inherits
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "aiayn", *sys.argv[1:]])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `aiayn` and `python -m aiayn`."""
+    if argv is None:  # the command line of this process: set the wait policy before torch loads (parse_args)
+        # Where torch is loaded already (main() called from Python), this process keeps the policy it has; the
+        # variable still reaches the processes it starts (sweep runs, workers). Nothing is re-executed.
+        os.environ.setdefault(*WAIT_POLICY)
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
     args.owns_process = argv is None  # the command line of this process: process-wide settings may apply
-    if args.owns_process:
-        _reexec_with_wait_policy()  # after parsing: usage errors and --help cost no second start
     print_always()  # the library's log lines (logger "aiayn") on stderr, as plain lines
     run: Callable[[argparse.Namespace], None] = args.run
     try:

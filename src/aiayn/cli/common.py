@@ -19,10 +19,7 @@ from ..io.loading import load_with_tokenizer
 from ..io.model_folder import CheckpointError
 from ..runtime.device import DeviceError, resolve_device
 from ..training.trainer import TrainingError
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line without a traceback (exit code 1)."""
+from .errors import UserError
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -2,12 +2,14 @@
 
 model/ imports nothing from inference/ or io/ (data flows one way: cli -> inference, io -> model). The convenience
 methods stay on the models and call through this table, which inference/decoding.py and io/model_folder.py fill
-when they are imported. `import aiayn` imports both, and importing any `aiayn.*` module runs `aiayn/__init__`
-first, so the table is always full by the time a model exists; a missing entry is one clear RuntimeError.
+when they are imported. `import aiayn` is lazy (it imports no torch), so an entry still empty when a model first
+needs it is filled by importing, by name, the module that provides it (PROVIDERS); still empty after that is one
+clear RuntimeError.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,9 +44,18 @@ class Services:
     save_model: Saver | None = None
 
 
+# The module that fills each entry when imported; imported by name only when a model first needs the entry, so
+# model/ still loads, and imports, nothing from the packages above it
+PROVIDERS = {"generate_seq2seq": "aiayn.inference.decoding", "generate_lm": "aiayn.inference.decoding",
+             "save_model": "aiayn.io.model_folder"}
+
+
 def provided(name: str) -> Any:
-    """The function registered under `name`, or a RuntimeError naming the package to import."""
+    """The function registered under `name` (importing its provider first where none is yet), or a RuntimeError."""
     function = getattr(Services, name)
     if function is None:
-        raise RuntimeError(f"{name} is not registered: `import aiayn` (it imports the packages that provide it)")
+        importlib.import_module(PROVIDERS[name])
+        function = getattr(Services, name)
+    if function is None:
+        raise RuntimeError(f"{name} is not registered: importing {PROVIDERS[name]} did not register it")
     return function
