@@ -182,7 +182,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, shared with other jobs; training --threads {args.threads}, "
           f"{args.steps} steps, default model (preset shallow); prepare uses every core")
     started = time.perf_counter()
-    subprocess.run([PYTHON, "-c", "import aiayn.cli"], check=True)
+    subprocess.run([PYTHON, "-c", "import aiayn.cli; aiayn.cli.commands()"], check=True)  # as `aiayn` does
     print(f"importing aiayn.cli (torch and the rest) alone takes {time.perf_counter() - started:.1f}s of each "
           f"time to the first step")
     print(f"{'corpus':>14} {'prepare s':>9} {'pairs/s':>9} {'x encode':>8} {'store MB':>8} {'prep RSS':>8} "
