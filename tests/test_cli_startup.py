@@ -104,9 +104,22 @@ def test_every_public_name_imports_lazily_and_is_the_defining_modules_object(tmp
         aiayn.Transformr  # noqa: B018
 
 
-def test_a_model_generates_and_saves_without_importing_inference_or_io_first(tmp_path):
-    code = ("import sys, torch, aiayn\n"
-            "model = aiayn.Transformer(aiayn.ModelConfig.preset('tiny', vocab_size=20, dropout=0.0)).eval()\n"
+def test_the_first_public_name_loads_what_the_eager_import_did(tmp_path):
+    code = ("import sys, aiayn\n"
+            "from aiayn import ModelConfig\n"  # one name: then every module the names come from, as before
+            "print(aiayn.io.loading.load_with_tokenizer.__module__, aiayn.model.recurrent.RecurrentSeq2Seq.__name__, "
+            "aiayn.runtime.__name__, all(name in vars(aiayn) for name in aiayn.__all__))\n")
+    out = _run(["-c", code], None, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["aiayn.io.loading", "RecurrentSeq2Seq", "aiayn.runtime", "True"]
+
+
+def test_a_model_imported_from_its_module_generates_and_saves(tmp_path):
+    """model.generate / model.save reach inference/ and io/ (model/services.py) though nothing imported them."""
+    code = ("import sys, torch\n"
+            "from aiayn.model.config import ModelConfig\n"
+            "from aiayn.model.models import Transformer\n"
+            "model = Transformer(ModelConfig.preset('tiny', vocab_size=20, dropout=0.0)).eval()\n"
             "before = [m for m in ('aiayn.inference.decoding', 'aiayn.io.model_folder') if m in sys.modules]\n"
             "hyp = model.generate(torch.tensor([[5, 6, 7]]), beam_size=2, max_new_tokens=3)\n"
             f"path = model.save({str(tmp_path / 'm')!r})\n"

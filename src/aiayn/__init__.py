@@ -1,7 +1,7 @@
 """aiayn: the Transformer of "Attention Is All You Need" (Vaswani et al., 2017) in PyTorch."""
 
 # Lazy (PEP 562): `import aiayn` imports no torch, so the command line (aiayn/cli) can set OMP_WAIT_POLICY before
-# torch loads libgomp, which reads it once. Each public name is imported from its module on first use.
+# torch loads libgomp, which reads it once. The public names are imported from their modules on first use.
 from __future__ import annotations
 
 import importlib
@@ -38,6 +38,8 @@ _MODULES = {  # the module that defines each public name (relative to this packa
     ".model.recurrent": ("RecurrentSeq2Seq",),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
+# The subpackages the eager `import aiayn` loaded: `import aiayn; aiayn.io.loading.load_with_tokenizer` still works
+_SUBPACKAGES = ("data", "inference", "io", "model", "runtime")
 
 __all__ = [
     "Attentions", "CheckpointError", "ConversionError", "DecoderLM", "EncoderLM", "FeedForward", "InputEmbedding",
@@ -50,15 +52,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use (then kept here); AttributeError for any other."""
-    module = _MODULE_OF.get(name)
-    if module is None:
+    """A public name or one of the subpackages above, on first use; AttributeError for any other name."""
+    if name not in _MODULE_OF and name not in _SUBPACKAGES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later look-ups skip __getattr__
-    return value
+    # The first use loads every module, as the eager `import aiayn` did (torch is loading anyway): the same names,
+    # subpackage attributes and model/services.py table as before, whichever name came first
+    for module, names in _MODULES.items():
+        loaded = importlib.import_module(module, __name__)
+        globals().update({n: getattr(loaded, n) for n in names})  # later look-ups skip __getattr__
+    return globals()[name] if name in _MODULE_OF else importlib.import_module(f".{name}", __name__)
 
 
 def __dir__() -> list[str]:
-    """The module's attributes and every public name, imported or not."""
-    return sorted({*globals(), *__all__})
+    """The module's attributes, every public name and the subpackages above, imported or not."""
+    return sorted({*globals(), *__all__, *_SUBPACKAGES})
