@@ -177,10 +177,11 @@ async def _counters(client: httpx.AsyncClient, server: int | None) -> dict[str, 
 
 
 async def soak(url: str, verses: list[str], pid: int, seconds: float) -> dict[str, Any]:
-    """64 clients for `seconds`, printing the server's and each worker's VmRSS every minute."""
+    """64 clients for `seconds`, printing the server's and each worker's VmRSS every minute (every sixth of a
+    shorter soak)."""
     async def watch() -> None:
         while True:
-            await asyncio.sleep(60)
+            await asyncio.sleep(min(60.0, seconds / 6))
             parts = [f"{p}: {own_rss_mb(p):.0f}" for p in [pid, *children(pid)]]
             print(f"    RSS MiB (server, workers) {', '.join(parts)}; total {rss_mb(pid):.0f}", flush=True)
 
