@@ -4,17 +4,27 @@ For each engine (aiayn, CTranslate2) the same verses (the bundled test set, John
 offline in this process, the way `aiayn translate --input` does (aiayn: inference.evaluation.translate with
 a WorkerPool of --workers; CTranslate2: translate_batch by tokens on --workers inter_threads), then a server
 (`aiayn serve` in a subprocess, the same engine, precision and workers) is loaded by N = 1, 8, 64 clients
-(an httpx.AsyncClient bounded to N connections): client i sends verses i, i + N, ..., one per LibreTranslate
-POST /translate (beam 4, length penalty 0.6, §6.1). Prints per engine and N: throughput (verses/s), its
-ratio to offline, latency p50/p95/p99 and p99/p50, errors. The issue's targets (#33): at 64 clients >= 80%
-of offline throughput, 0 errors, p99 <= 3 x p50; at 1 client p50 <= 50 ms (CTranslate2), <= 100 ms (aiayn int8).
+(N httpx.AsyncClients of one connection each, in this process): client i sends verses i, i + N, ..., one per
+LibreTranslate POST /translate (beam 4, length penalty 0.6, §6.1). Prints per engine and N: throughput
+(verses/s), its ratio to offline, latency p50/p95/p99 and p99/p50, errors, the mean batch the server formed,
+and the CPU milliseconds per verse of the server's event loop (its main thread), of its engine (its other
+threads and its worker processes) and of this load client, against the offline CPU per verse. The client
+runs on the same cores as the server: its share is printed so that it can be told apart. The issue's
+targets (#33): at 64 clients >= 80% of offline throughput, 0 errors, p99 <= 3 x p50; at 1 client p50
+<= 50 ms (CTranslate2), <= 100 ms (aiayn int8).
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/serve_load.py --model runs/kjv-en-es/model --precision int8 \\
-        --workers 2
+The standard comparison (N = 1, 8, 64, both engines, int8, 2 workers of 1 thread; about 3 minutes with the
+`make run` model on 2 cores), from the repository root:
 
---soak SECONDS keeps 64 clients sending verses for that long after the load runs and reports the server's
-resident memory (VmRSS, with its worker processes) after a warm-up minute and at the end (the target:
-growth under 5% over 10 minutes).
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/serve_load.py --model runs/kjv-en-es/model \\
+        --precision int8 --workers 2
+
+--soak SECONDS keeps 64 clients sending verses for that long after the load runs and reports the resident
+memory (VmRSS) of the server and of each worker process every minute, and from the end of a warm-up (a fifth
+of the soak, at most a minute) to the end (the target: growth under 5% over 10 minutes):
+
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python benchmarks/serve_load.py --model runs/kjv-en-es/model \\
+        --precision int8 --workers 2 --engines aiayn --clients 64 --soak 600
 """
 
 from __future__ import annotations
@@ -227,15 +237,15 @@ def main() -> None:
     """Offline, then loaded, for each engine; one table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a translator's model folder (or run folder)")
-    parser.add_argument("--engines", default="aiayn,ctranslate2")
+    parser.add_argument("--engines", default="aiayn,ctranslate2", help="comma-separated (default aiayn,ctranslate2)")
     parser.add_argument("--precision", default="int8", help="both engines' precision (default int8)")
     parser.add_argument("--workers", type=int, default=2, help="aiayn worker processes / CTranslate2 inter_threads")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per worker (default 1)")
-    parser.add_argument("--clients", default="1,8,64")
+    parser.add_argument("--clients", default="1,8,64", help="the concurrent clients of each run (default 1,8,64)")
     parser.add_argument("--verses", type=int, default=0, help="John verses for N > 1 (default 0: all 879)")
     parser.add_argument("--single-verses", type=int, default=100, help="verses sent by the lone client (N = 1)")
-    parser.add_argument("--max-batch-tokens", type=int, default=4000)
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch-tokens", type=int, default=4000, help="the server's (default 4000)")
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="the server's (default 5)")
     parser.add_argument("--soak", type=float, default=0, help="seconds of a 64-client soak after the runs (0: none)")
     args = parser.parse_args()
     folder = Path(args.model)

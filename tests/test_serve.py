@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -235,6 +236,34 @@ def test_a_batch_takes_the_oldest_sentence_and_those_closest_to_it_in_length() -
     assert asyncio.run(go()) == [[t.upper()] for t in texts]
     # first-come first-served would pad every short sentence to 6 tokens: [long, short], [long, short], ...
     assert batches == [[long, long], [short] * 6, [long]]
+
+
+def test_every_batch_takes_the_oldest_sentence_waiting() -> None:
+    # fairness under load (p99 latency): whatever the lengths, each batch holds the oldest sentence still
+    # waiting, so a sentence waits at most as many batches as there are sentences ahead of it
+    rng = random.Random(0)
+    texts = [" ".join("w" * rng.randint(1, 3) for _ in range(rng.choice([1, 2, 3, 8, 20]))) for _ in range(60)]
+    batches: list[list[str]] = []
+
+    def run(batch, options):
+        batches.append(list(batch))
+        return [t.upper() for t in batch]
+
+    async def go():
+        batcher = Batcher(run, lambda text: len(text.split()), max_batch_tokens=40, wait_ms=20)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit([f"{i} {t}"], {}) for i, t in enumerate(texts)))
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(go()) == [[f"{i} {t}".upper()] for i, t in enumerate(texts)]
+    waiting = set(range(len(texts)))
+    for batch in batches:
+        taken = {int(text.split()[0]) for text in batch}
+        assert min(waiting) in taken, (min(waiting), sorted(taken))
+        waiting -= taken
+    assert not waiting and len(batches) > 5
 
 
 # -- faults ----------------------------------------------------------------------------------------------------
