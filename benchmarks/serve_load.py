@@ -289,7 +289,7 @@ def main() -> None:
             process.terminate()
             process.wait(60)
     print("\n| engine | clients | verses/s | x offline | p50 ms | p95 ms | p99 ms | p99/p50 | errors | mean batch "
-          "| CPU ms/verse: offline | served: loop + engine + client | x offline |")
+          "| CPU ms/verse: offline | served: loop + engine + client | offline / served CPU |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for engine, clients, r, base, base_cpu in rows:
         served = 1000 * (r["loop_cpu"] + r["engine_cpu"] + r["client_cpu"]) / r["requests"]
@@ -297,7 +297,7 @@ def main() -> None:
               f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['p99'] / r['p50']:.1f} | "
               f"{r['errors']}/{r['requests']} | {r['mean_batch']:.1f} | {base_cpu:.1f} | "
               f"{_per_verse(r, 'loop_cpu')} + {_per_verse(r, 'engine_cpu')} + {_per_verse(r, 'client_cpu')} "
-              f"= {served:.1f} | {served / base_cpu:.2f} |")
+              f"= {served:.1f} | {base_cpu / served:.2f} |")
 
 
 def _per_verse(result: dict[str, Any], key: str) -> str:
