@@ -59,6 +59,44 @@ def test_the_users_malloc_settings_win(env, named):
     assert line == f"malloc: left as the environment sets it ({named})"
 
 
+FRAGMENTED = """
+import sys
+from pathlib import Path
+from aiayn.runtime.allocator import trim_heap
+def rss():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return int(next(line for line in status if line.startswith("VmRSS")).split()[1]) >> 10
+blocks = [bytes(2000) for _ in range(100_000)]  # ~200 MiB of glibc heap (each over pymalloc's 512 bytes)
+kept = blocks[::64]  # a few live blocks pin the heap's top: free() alone cannot give the pages back
+del blocks
+before = rss()
+trimmed = sys.argv[1] == "trim" and trim_heap()
+print(before - rss(), trimmed)
+"""
+
+
+def _freed_mib(mode: str) -> tuple[int, str]:
+    """MiB of RSS given back after freeing most of a fragmented heap, with or without trim_heap(), in a fresh
+    process."""
+    out = subprocess.run([sys.executable, "-c", FRAGMENTED, mode], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[0]), out[1]
+
+
+@glibc
+def test_trim_heap_gives_a_fragmented_heaps_free_pages_back():
+    untrimmed, _ = _freed_mib("plain")
+    trimmed, done = _freed_mib("trim")
+    assert untrimmed < 20  # free() keeps the pages: a few live blocks pin the heap
+    assert trimmed > 120 and done == "True"  # of ~190 MiB freed
+
+
+def test_trim_heap_is_a_no_op_off_glibc(monkeypatch):
+    monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("", ""))
+    monkeypatch.setattr(runtime, "_TRIM", False)  # looked up again
+    assert runtime.trim_heap() is False
+
+
 def test_no_op_off_glibc(monkeypatch):
     monkeypatch.setattr(platform, "libc_ver", lambda *args, **kwargs: ("", ""))
     assert runtime.tune_cpu_allocator() is None

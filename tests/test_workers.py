@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from aiayn.cli import main
-from aiayn.data.tokenizer import train_bpe
-from aiayn.inference.evaluation import translate
+from aiayn.data.tokenizer import decode, encode_source, train_bpe
+from aiayn.inference.evaluation import translate, translate_scored
 from aiayn.inference.workers import WorkerPool, workers_problem
 from aiayn.io.loading import load_with_tokenizer
 from aiayn.model.config import ModelConfig
@@ -53,6 +53,49 @@ def test_a_worker_pool_serves_many_calls_from_the_same_processes(model_dir: Path
         assert found == {0: model.generate(src, beam_size=1, max_new_tokens=6, threads=1),
                          1: model.generate(src[:1], beam_size=1, max_new_tokens=6, threads=1)}
         assert {process.pid for process in pool._pool._pool} == pids  # no process was forked again
+
+
+def test_a_trimming_pool_gives_the_same_output_and_trims_after_each_batch(model_dir: Path, tmp_path: Path) -> None:
+    """WorkerPool(trim=True) (aiayn serve's): the same lines; each worker calls trim_heap after every batch."""
+    model, tok = load_with_tokenizer(model_dir)
+    alone = translate(model, tok, TEXTS, beam_size=2, batch_tokens=16, threads=1)
+    with WorkerPool(model, 2, trim=True) as pool:
+        assert translate(model, tok, TEXTS, beam_size=2, batch_tokens=16, workers=pool) == alone
+        assert pool._pool.map(_trims_counted, range(2)) == [1, 1]
+    with WorkerPool(model, 2) as pool:  # the default: no trimming
+        assert pool._pool.map(_trims_counted, range(2)) == [0, 0]
+
+
+def _trims_counted(_: int) -> int:
+    """In a worker: swap trim_heap for a counter, search one batch, and return how often it was called."""
+    from aiayn.inference import workers
+
+    calls = []
+    workers.trim_heap = lambda: calls.append(1) or True
+    workers._generate((0, torch.tensor([[5, 6, 7, 2]]), {"beam_size": 1, "max_new_tokens": 3}))
+    return len(calls)
+
+
+def test_translate_scored_gives_translates_line_first_and_the_n_best_with_their_scores(model_dir: Path) -> None:
+    """translate_scored: the same batches, truncation and workers as translate(); each text's n best with the
+    scores model.generate gives, best first; a blank text gives ("", 0.0)."""
+    model, tok = load_with_tokenizer(model_dir)
+    long = " ".join(EN * 12)  # over max_positions - 50 tokens: cut as translate() cuts it
+    texts = [*TEXTS, long]
+    warned: list[str] = []
+    lines = translate(model, tok, texts, beam_size=3, batch_tokens=16, threads=1)
+    found = translate_scored(model, tok, texts, n_best=2, beam_size=3, batch_tokens=16, workers=2,
+                             warn=warned.append)
+    assert [hyps[0][0] for hyps in found] == lines and len(warned) == 1
+    assert found[-2] == [("", 0.0)]  # the blank text
+    ids = encode_source(tok, TEXTS[3])
+    ref = model.generate(torch.tensor([ids]), beam_size=3, n_best=2, return_scores=True, threads=1)[0]
+    assert found[3] == [(decode(tok, h.tokens), float(h.score)) for h in ref]
+    for hyps in found[:-2]:
+        assert len(hyps) == 2 and hyps[0][1] >= hyps[1][1]
+    alone = translate_scored(model, tok, TEXTS[:3], beam_size=3)  # n_best 1: one (text, score) each
+    assert [len(hyps) for hyps in alone] == [1, 1, 1] and [hyps[0][0] for hyps in alone] == lines[:3]
+    assert [hyps[0][1] for hyps in alone] == pytest.approx([hyps[0][1] for hyps in found[:3]], abs=1e-4)  # padding
 
 
 def test_impossible_workers_are_refused_before_any_work(model_dir: Path) -> None:

@@ -42,7 +42,6 @@ def score(hypotheses: list[str], references: list[str]) -> Scores:
     return Scores(b.score, c.score, str(bleu.get_signature()), str(chrf.get_signature()))
 
 
-@torch.no_grad()
 def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length_penalty: float = 0.6,
               batch_tokens: int = 4000, max_source_tokens: int | None = None,
               progress: Callable[[int], None] | None = None, warn: Callable[[str], None] | None = None,
@@ -55,7 +54,37 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     WorkerPool of the same model is used as it is, so many calls fork once.
     One output per text, always: an empty (or blank) text gives "", a text longer than the model takes
     (max_positions - 50 tokens, leaving §6.1's +50 for the output) is cut to its first tokens, with a warning.
+    translate_scored gives the n best with their scores instead.
     """
+    found = _search(model, tok, texts, beam_size, length_penalty, batch_tokens, max_source_tokens, progress, warn,
+                    workers, generate_options)
+    return ["" if ids is None else decode(tok, ids) for ids in found]
+
+
+def translate_scored(model: Any, tok: Any, texts: list[str], n_best: int = 1, beam_size: int = 4,
+                     length_penalty: float = 0.6, batch_tokens: int = 4000, max_source_tokens: int | None = None,
+                     progress: Callable[[int], None] | None = None, warn: Callable[[str], None] | None = None,
+                     workers: int | WorkerPool = 1, **generate_options: Any) -> list[list[tuple[str, float]]]:
+    """translate(), with the n_best hypotheses of each text as (text, length-penalised score), best first.
+
+    The same batches, truncation and workers as translate(); the first hypothesis of each text is the line
+    translate() gives. A blank text gives [("", 0.0)]. n_best <= beam_size (model.generate checks it).
+    """
+    found = _search(model, tok, texts, beam_size, length_penalty, batch_tokens, max_source_tokens, progress, warn,
+                    workers, {**generate_options, "n_best": n_best, "return_scores": True})
+    out = []
+    for hyps in found:
+        hyps = [] if hyps is None else hyps if isinstance(hyps, list) else [hyps]  # n_best 1: one Hypothesis
+        out.append([(decode(tok, h.tokens), float(h.score)) for h in hyps] or [("", 0.0)])
+    return out
+
+
+@torch.no_grad()
+def _search(model: Any, tok: Any, texts: list[str], beam_size: int, length_penalty: float, batch_tokens: int,
+            max_source_tokens: int | None, progress: Callable[[int], None] | None,
+            warn: Callable[[str], None] | None, workers: int | WorkerPool,
+            generate_options: dict[str, Any]) -> list[Any]:
+    """model.generate's result for every text in input order (None for a blank text), as translate() batches."""
     cfg = model.cfg
     device = next(model.parameters()).device
     if not isinstance(workers, WorkerPool):  # a pool was checked when it was made
@@ -73,8 +102,8 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
         warn(f"input line(s) {shown}{more} exceed the {limit} source tokens this model takes (max_positions "
              f"{cfg.max_positions} - 50 for the output, §6.1); translating only their first {limit}")
     encoded = [ids if len(ids) <= limit else ids[:limit - 1] + ids[-1:] for ids in encoded]  # keep the EOS
-    results: list[str] = [""] * len(texts)
-    kept = np.array([i for i in range(len(texts)) if texts[i].strip()], dtype=np.int64)  # blank texts give ""
+    results: list[Any] = [None] * len(texts)
+    kept = np.array([i for i in range(len(texts)) if texts[i].strip()], dtype=np.int64)  # blank texts: None
     lengths = np.array([len(encoded[i]) for i in kept], dtype=np.int64)
     # the training batcher's length bucketing (aiayn.data.batching): sorted by length, <= budget padded tokens
     chunks = [kept[part].tolist() for part in length_batches(lengths, max(batch_tokens // max(beam_size, 1), 1))]
@@ -85,8 +114,8 @@ def translate(model: Any, tok: Any, texts: list[str], beam_size: int = 4, length
     try:
         for index, hyps in generate_batches(model, batches, workers, beam_size=beam_size,
                                             length_penalty=length_penalty, **generate_options):
-            for i, ids in zip(chunks[index], hyps):
-                results[i] = decode(tok, ids)
+            for i, found in zip(chunks[index], hyps):
+                results[i] = found
             if progress is not None:
                 progress(len(chunks[index]))
     finally:

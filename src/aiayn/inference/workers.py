@@ -19,7 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..runtime.allocator import trim_heap
+
 _MODEL: Any = None  # in a worker: the model it was forked with
+_TRIM = False  # in a worker: give glibc's free heap back after each batch (WorkerPool's trim)
 
 
 def workers_problem(workers: Any, device: torch.device, compiled: bool = False, cli: bool = False) -> str | None:
@@ -38,11 +41,11 @@ def workers_problem(workers: Any, device: torch.device, compiled: bool = False, 
     return None
 
 
-def _start(model: Any) -> None:
+def _start(model: Any, trim: bool = False) -> None:
     """Worker set-up: keep the model, and one intra-op thread, so N workers use N cores without waking each
     other's threads."""
-    global _MODEL
-    _MODEL = model
+    global _MODEL, _TRIM
+    _MODEL, _TRIM = model, trim
     torch.set_num_threads(1)
 
 
@@ -50,7 +53,11 @@ def _generate(item: tuple[int, Tensor, dict[str, Any]]) -> tuple[int, Any]:
     """In a worker: (index, model.generate(batch, **options))."""
     assert _MODEL is not None, "a worker forked without a model"
     index, batch, options = item
-    return index, _MODEL.generate(batch, **options)
+    found = _MODEL.generate(batch, **options)
+    if _TRIM:
+        del batch
+        trim_heap()
+    return index, found
 
 
 class WorkerPool:
@@ -61,15 +68,19 @@ class WorkerPool:
     changed in the parent after the fork are not seen by them: make a new pool.
     """
 
-    def __init__(self, model: Any, workers: int) -> None:
-        """Fork the processes now (checked first: a bad count, a model off the CPU or no fork is ValueError)."""
+    def __init__(self, model: Any, workers: int, trim: bool = False) -> None:
+        """Fork the processes now (checked first: a bad count, a model off the CPU or no fork is ValueError).
+
+        trim: each process gives glibc's free heap back after every batch (runtime.allocator.trim_heap), so a
+        long-lived pool that searches batches of every shape (aiayn serve) keeps its memory flat.
+        """
         problem = workers_problem(workers, next(model.parameters()).device)
         if problem is not None:
             raise ValueError(problem)
         self.workers = workers
         context = multiprocessing.get_context("fork")
         # forked, so the model reaches the workers as shared memory, not pickled
-        self._pool = context.Pool(workers, initializer=_start, initargs=(model,))
+        self._pool = context.Pool(workers, initializer=_start, initargs=(model, trim))
 
     def generate(self, batches: list[Tensor], **options: Any) -> Iterator[tuple[int, Any]]:
         """(index, model.generate(batches[index], **options)) for every batch, in the order they finish."""

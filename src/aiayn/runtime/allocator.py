@@ -1,4 +1,4 @@
-"""Process-level CPU runtime settings: glibc malloc tuned for training loops.
+"""Process-level CPU runtime settings: glibc malloc tuned for training loops; free heap given back (servers).
 
 glibc's malloc serves every block above its mmap threshold (dynamic, up to 32 MiB) with a fresh mmap and
 unmaps it on free, so a training step that frees and reallocates the same activations and gradients
@@ -65,3 +65,27 @@ def tune_cpu_allocator() -> str | None:
         (done if mallopt(option, value) == 1 else refused).append(f"{name} {value >> 20} MiB")
     line = "malloc: " + (", ".join(done) + " (freed blocks kept for reuse)" if done else "glibc defaults kept")
     return line + (f"; mallopt refused {', '.join(refused)}" if refused else "")
+
+
+_TRIM: Callable[[int], int] | None | bool = False  # glibc's malloc_trim once looked up (None: not glibc)
+
+
+def trim_heap() -> bool:
+    """Give the free pages of glibc's heaps back to the system (malloc_trim(0)); False off Linux/glibc.
+
+    A long-lived process that searches batches of every shape (a server's workers) otherwise keeps the
+    freed blocks of its largest batches resident in fragmented heaps, and its RSS creeps up.
+    """
+    global _TRIM
+    if _TRIM is False:
+        _TRIM = None
+        if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+            try:
+                _TRIM = ctypes.CDLL(None).malloc_trim
+                _TRIM.argtypes, _TRIM.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):
+                _TRIM = None
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True

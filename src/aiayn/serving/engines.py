@@ -20,13 +20,13 @@ import torch
 from tokenizers import Tokenizer
 
 from ..data.tokenizer import decode, encode_source
-from ..inference.decoding import Hypothesis
-from ..inference.evaluation import translate
+from ..inference.evaluation import translate, translate_scored
 from ..inference.quantize import for_decoding, resolve_precision
-from ..inference.workers import WorkerPool, generate_batches
+from ..inference.workers import WorkerPool
 from ..io.export import ExportError, export_model
 from ..io.model_folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE
 from ..model.registry import of_model
+from ..runtime.allocator import trim_heap
 
 ENGINES = ("aiayn", "ctranslate2")
 # aiayn's precision names -> CTranslate2's compute types (the export keeps fp32 weights; CTranslate2
@@ -76,7 +76,8 @@ class AiaynEngine:
         self.precision = resolve_precision(precision, device)
         self.search_model = for_decoding(model, self.precision)
         self.workers = workers
-        self.pool = WorkerPool(self.search_model, workers) if workers > 1 else None
+        # trim: the workers give their free heap back after each batch (batches of every shape, for days)
+        self.pool = WorkerPool(self.search_model, workers, trim=True) if workers > 1 else None
         self._generate_lock = threading.Lock()
 
     def count(self, text: str) -> int:
@@ -92,25 +93,18 @@ class AiaynEngine:
         if n_best == 1 and not scores:
             lines = translate(self.search_model, self.tokenizer, texts, batch_tokens=budget,
                               workers=self.pool or 1, **options)
-            return [[Output(line)] for line in lines]
-        return self._scored(texts, n_best, options)
+            found = [[Output(line)] for line in lines]
+        else:
+            found = self._scored(texts, n_best, options, budget)
+        if self.pool is None:  # searched in this process: its free heap back, as the workers do
+            trim_heap()
+        return found
 
-    def _scored(self, texts: list[str], n_best: int, options: dict[str, Any]) -> list[list[Output]]:
-        """n_best hypotheses with scores per text (model.generate's n_best and return_scores)."""
-        cfg = self.model.cfg
-        limit = max(cfg.max_positions - 50, 1)
-        rows = [encode_source(self.tokenizer, t) for t in texts]
-        rows = [ids if len(ids) <= limit else ids[:limit - 1] + ids[-1:] for ids in rows]
-        width = max(len(r) for r in rows)
-        src = torch.tensor([r + [cfg.pad_id] * (width - len(r)) for r in rows])  # (B, S)
-        [(_, found)] = list(generate_batches(self.search_model, [src], self.pool or 1, n_best=n_best,
-                                             return_scores=True, **options))
-        out = []
-        for text, row in zip(texts, found):
-            hyps: list[Hypothesis] = row if isinstance(row, list) else [row]
-            out.append([Output(decode(self.tokenizer, h.tokens), float(h.score)) for h in hyps]
-                       if text.strip() else [Output("", 0.0)])
-        return out
+    def _scored(self, texts: list[str], n_best: int, options: dict[str, Any], budget: int) -> list[list[Output]]:
+        """n_best hypotheses with scores per text (translate_scored: the same batches and truncation)."""
+        found = translate_scored(self.search_model, self.tokenizer, texts, n_best=n_best, batch_tokens=budget,
+                                 workers=self.pool or 1, **options)
+        return [[Output(text, score) for text, score in hyps] for hyps in found]
 
     def stream(self, prompt: str, max_new_tokens: int, options: dict[str, Any], chunk: int = 4) -> Iterator[str]:
         """A DecoderLM's continuation of prompt, a few tokens at a time (each chunk re-reads the context).
