@@ -102,9 +102,7 @@ def test_the_test_set_is_scored_on_the_weights_keep_best_leaves_in_model(tmp_pat
         return dataclasses.replace(scores, bleu=100.0 - self.step) if split == "dev" else scores
 
     monkeypatch.setattr(Trainer, "bleu", falling_dev_bleu)
-    # no loss band: the dev loss still falls at step 8, and a band would keep the step of the lowest loss
-    common = {"schedule": "inverse-sqrt", "warmup": 5, "final_test": True, "eval_every": 4, "steps": 8,
-              "best_loss_band": 0.0}
+    common = {"schedule": "inverse-sqrt", "warmup": 5, "final_test": True, "eval_every": 4, "steps": 8}
     kept = train(_cfg(tmp_path, out=str(tmp_path / "kept"), **common), log=lambda _: None)
     stopped = train(_cfg(tmp_path, out=str(tmp_path / "stopped"), **{**common, "steps": 4}, keep_best="none"),
                     log=lambda _: None)

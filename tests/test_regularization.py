@@ -42,51 +42,52 @@ def test_the_plan_says_what_it_chose_and_why() -> None:
     assert plan.describe().startswith("12.3 epochs planned: dropout 0.1")
 
 
-# ---------------------------------------------------------------- keep-best with a loss band
-def _records(*rows: tuple[int, float, float]) -> list[dict]:
-    return [{"step": step, "dev_bleu": bleu, "dev_loss": loss} for step, bleu, loss in rows]
+# ---------------------------------------------------------------- keep-best with a tie band
+BLEU = {"bleu": ("dev_bleu", True), "loss": ("dev_loss", False)}
+
+
+def _records(*rows: tuple[int, float]) -> list[dict]:
+    return [{"step": step, "dev_bleu": bleu, "dev_loss": 5.0} for step, bleu in rows]
 
 
 def _kept(keeper: BestKeeper, records: list[dict]) -> list[bool]:
     return [keeper.update(record) for record in records]
 
 
-def test_without_a_band_the_best_dev_bleu_is_kept_whatever_its_loss() -> None:
-    keeper = BestKeeper.for_run("bleu", {"bleu": ("dev_bleu", True)}, 0, band=0.0)
-    records = _records((100, 4.0, 5.00), (200, 5.0, 5.20), (300, 6.0, 5.80))
-    assert _kept(keeper, records) == [True, True, True] and keeper.step == 300
+def test_without_a_tie_only_a_higher_dev_bleu_is_kept() -> None:
+    keeper = BestKeeper.for_run("bleu", BLEU, 0, tie=0.0)
+    assert _kept(keeper, _records((100, 4.0), (200, 5.0), (300, 5.0), (400, 4.9))) == [True, True, False, False]
+    assert (keeper.step, keeper.score, keeper.since) == (200, 5.0, 2)
 
 
-def test_a_band_keeps_the_best_bleu_among_evaluations_near_the_lowest_loss() -> None:
-    keeper = BestKeeper.for_run("bleu", {"bleu": ("dev_bleu", True)}, 0, band=0.02)
-    # 5.10 <= 1.02 x 5.00 = 5.10 is inside; 5.20 and 5.80 are outside whatever their BLEU
-    records = _records((100, 4.0, 5.00), (200, 4.5, 5.10), (300, 5.0, 5.20), (400, 6.0, 5.80))
-    assert _kept(keeper, records) == [True, True, False, False]
-    assert (keeper.step, keeper.score, keeper.since) == (200, 4.5, 2)
+def test_a_tie_keeps_the_latest_evaluation_within_it_of_the_best_so_far() -> None:
+    keeper = BestKeeper.for_run("bleu", BLEU, 0, tie=0.5)
+    # best so far: 4.0, 5.0, 5.0, 5.0, 6.0; kept when >= best - 0.5: 4.6 is, 4.4 is not; 5.6 after the 6.0 is
+    records = _records((100, 4.0), (200, 5.0), (300, 4.6), (400, 4.4), (500, 6.0), (600, 5.6))
+    assert _kept(keeper, records) == [True, True, True, False, True, True]
+    assert (keeper.step, keeper.score, keeper.best_seen, keeper.since) == (600, 5.6, 6.0, 0)
 
 
-def test_a_new_lowest_loss_replaces_a_kept_model_it_leaves_outside_the_band() -> None:
-    keeper = BestKeeper.for_run("bleu", {"bleu": ("dev_bleu", True)}, 0, band=0.02)
-    # step 100 kept at loss 5.0; step 200 brings the lowest to 4.5 (limit 4.59): step 100 is now outside, and
-    # step 200, the only evaluation known inside, replaces it although its BLEU is lower
-    records = _records((100, 6.0, 5.00), (200, 3.0, 4.50), (300, 3.5, 4.58), (400, 9.0, 4.70))
-    assert _kept(keeper, records) == [True, True, True, False]
-    assert (keeper.step, keeper.score) == (300, 3.5)
-    assert keeper.lowest == 4.5 and keeper.kept_loss == 4.58
+def test_a_tie_does_not_drift_down_a_slow_decline() -> None:
+    keeper = BestKeeper.for_run("bleu", BLEU, 0, tie=0.5)
+    # each step 0.3 below the last: within 0.5 of the previous but not of the best (6.0) after two
+    assert _kept(keeper, _records((100, 6.0), (200, 5.7), (300, 5.4), (400, 5.1))) == [True, True, False, False]
+    assert keeper.step == 200
 
 
-def test_the_band_survives_a_resume_through_the_checkpoint_state() -> None:
-    keeper = BestKeeper.for_run("bleu", {"bleu": ("dev_bleu", True)}, 0, band=0.02)
-    _kept(keeper, _records((100, 6.0, 5.00), (200, 3.0, 4.50)))
-    resumed = BestKeeper.for_run("bleu", {"bleu": ("dev_bleu", True)}, 0, band=0.02)
+def test_the_tie_survives_a_resume_through_the_checkpoint_state() -> None:
+    keeper = BestKeeper.for_run("bleu", BLEU, 0, tie=0.5)
+    _kept(keeper, _records((100, 6.0), (200, 5.6)))
+    resumed = BestKeeper.for_run("bleu", BLEU, 0, tie=0.5)
     resumed.load(keeper.state())
-    assert _kept(resumed, _records((300, 9.0, 4.70))) == [False]  # outside the band of the restored lowest 4.5
+    assert (resumed.step, resumed.score, resumed.best_seen) == (200, 5.6, 6.0)
+    assert _kept(resumed, _records((300, 5.4))) == [False]  # 0.6 below the restored best 6.0
 
 
-def test_keeping_by_loss_has_no_band() -> None:
-    keeper = BestKeeper.for_run("loss", {"loss": ("dev_loss", False)}, 0, band=0.02)
-    assert keeper.band == 0.0
-    assert _kept(keeper, _records((100, 1.0, 5.0), (200, 1.0, 4.9))) == [True, True]
+def test_a_run_keeps_best_with_the_bleu_tie_setting_and_a_loss_keeper_has_none(tmp_path: Path) -> None:
+    assert TrainConfig().bleu_tie == 0.5
+    assert Trainer(_cfg(tmp_path, "bleu", keep_best="bleu")).best.tie == 0.5
+    assert Trainer(_cfg(tmp_path, "loss", keep_best="loss")).best.tie == 0.0
 
 
 # ---------------------------------------------------------------- in a run

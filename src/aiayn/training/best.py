@@ -31,49 +31,40 @@ class BestKeeper:
     patience: int = 0  # stop after this many evaluations without a better score; 0: never
     score: float | None = None
     step: int | None = None
-    since: int = 0  # evaluations since the best one
+    since: int = 0  # evaluations since the kept one
     evaluated: int | None = None  # the step of the last evaluation counted
-    # a loss band: only evaluations whose `band_key` (a loss) is within (1 + band) x the lowest so far compete,
-    # so a noisy score (dev BLEU on a small dev set) cannot keep a model whose dev loss has risen; 0: no band
-    band: float = 0.0
-    band_key: str = "dev_loss"
-    lowest: float | None = None  # the lowest band_key so far
-    kept_loss: float | None = None  # band_key of the kept evaluation
+    # a later evaluation within `tie` of the best score so far replaces the kept one: it has trained longer, and
+    # a difference that small is noise (dev BLEU of a few hundred sentences); 0: only a better score
+    tie: float = 0.0
+    best_seen: float | None = None  # the best score so far (the kept one's, when tie is 0)
 
     @classmethod
     def for_run(cls, choice: str, metrics: dict[str, tuple[str, bool]], patience: int,
-                band: float = 0.0) -> BestKeeper:
+                tie: float = 0.0) -> BestKeeper:
         """The keeper of a run's keep_best choice among the task's `metrics` (choice -> (field, higher is better)),
-        with a loss band for a choice other than the loss itself."""
+        with a tie band of `tie` in the metric's units."""
         if choice == NONE:
             return cls(choice, None, patience=patience)
         key, higher = metrics[choice]
-        return cls(choice, key, higher, patience, band=0.0 if key == cls.band_key else band)
+        return cls(choice, key, higher, patience, tie=tie)
 
     def update(self, record: dict[str, Any]) -> bool:
-        """Count an evaluation record; True if its score is the best so far (a record without it is not counted).
-
-        With a band, the evaluation must also have a loss within the band of the lowest so far; and when a new
-        lowest loss leaves the kept evaluation outside the band, that new lowest evaluation replaces it (it is
-        the only one known to be inside, since the lowest moves only when an evaluation brings it)."""
+        """Count an evaluation record; True if it is kept: a score better than the best so far, or within the tie
+        band of it (a record without the metric is not counted)."""
         if self.key is None or self.key not in record:
             return False
         value = float(record[self.key])
         self.evaluated = int(record["step"])
-        inside, kept_outside, loss = True, False, None
-        if self.band and self.band_key in record:
-            loss = float(record[self.band_key])
-            self.lowest = loss if self.lowest is None else min(self.lowest, loss)
-            limit = self.lowest * (1.0 + self.band)
-            inside = loss <= limit
-            kept_outside = self.kept_loss is not None and self.kept_loss > limit
-        better = inside and (self.score is None or kept_outside or
-                             (value > self.score if self.higher_is_better else value < self.score))
-        if better:
-            self.score, self.step, self.since, self.kept_loss = value, int(record["step"]), 0, loss
+        sign = 1.0 if self.higher_is_better else -1.0
+        best = self.best_seen if self.best_seen is not None else self.score  # a state from before best_seen
+        kept = best is None or (sign * (value - best) >= -self.tie if self.tie else sign * (value - best) > 0)
+        if best is None or sign * (value - best) > 0:
+            self.best_seen = value
+        if kept:
+            self.score, self.step, self.since = value, int(record["step"]), 0
         else:
             self.since += 1
-        return better
+        return kept
 
     @property
     def out_of_patience(self) -> bool:
@@ -88,14 +79,14 @@ class BestKeeper:
         """What a checkpoint (and best/best.json) keeps, so a resumed run continues the comparison and the
         patience count."""
         return {"key": self.key, "score": self.score, "step": self.step, "since": self.since,
-                "evaluated": self.evaluated, "lowest": self.lowest, "kept_loss": self.kept_loss}
+                "evaluated": self.evaluated, "best_seen": self.best_seen}
 
     def load(self, state: dict[str, Any] | None) -> None:
         """Continue from a checkpoint's state (ignored if it kept another metric, or none)."""
         if state and state.get("key") == self.key:
             self.score, self.step, self.since = state["score"], state["step"], state["since"]
             self.evaluated = state.get("evaluated")
-            self.lowest, self.kept_loss = state.get("lowest"), state.get("kept_loss")
+            self.best_seen = state.get("best_seen", self.score)
 
     def resume(self, checkpoint: dict[str, Any] | None, run_dir: Path, step: int) -> None:
         """Continue from a checkpoint's state, or from best/best.json where that is newer: a run's last checkpoint
@@ -110,7 +101,7 @@ class BestKeeper:
             return
         since = saved.get("since", 0 if saved["step"] != self.step else self.since)
         self.score, self.step, self.since, self.evaluated = saved["score"], saved["step"], since, evaluated
-        self.lowest, self.kept_loss = saved.get("lowest", self.lowest), saved.get("kept_loss", self.kept_loss)
+        self.best_seen = saved.get("best_seen", self.score)
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
@@ -125,7 +116,7 @@ def read_best(run_dir: Path) -> dict[str, Any] | None:
 def _best_json(keeper: BestKeeper) -> str:
     """best.json's text: the best step, its metric and score, and the evaluations counted since."""
     return json.dumps({"step": keeper.step, "metric": keeper.key, "score": keeper.score, "since": keeper.since,
-                       "evaluated": keeper.evaluated, "lowest": keeper.lowest, "kept_loss": keeper.kept_loss}) + "\n"
+                       "evaluated": keeper.evaluated, "best_seen": keeper.best_seen}) + "\n"
 
 
 def note_evaluation(run_dir: Path, keeper: BestKeeper) -> None:

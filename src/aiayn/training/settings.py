@@ -338,8 +338,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keep_best", str, "bleu", "best/ and, at the end, model/ hold the step of the best dev BLEU (bleu), "
             "the lowest validation loss (loss), or the last step (none)", lm="loss",
             choices=("bleu", "loss", "none"), old_runs="none"),
-    Setting("best_loss_band", float, 0.02, "--keep-best bleu: only evaluations whose dev loss is within this share "
-            "of the lowest so far compete (0: every evaluation; docs/results.md)", tasks=TRANSLATE, old_runs=0.0),
+    Setting("bleu_tie", float, 0.5, "--keep-best bleu: a later evaluation whose dev BLEU is within this many points "
+            "of the best so far is kept instead (it trained longer; 0: only a higher BLEU; docs/results.md)",
+            tasks=TRANSLATE, old_runs=0.0),
     Setting("patience", int, 0, "stop after N evaluations without a better --keep-best score (0: never)"),
     Setting("tensorboard", bool, False, "write metrics.jsonl's numbers to RUN/tensorboard/ too (pip install "
             "'aiayn[tensorboard]')"),
