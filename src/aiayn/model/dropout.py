@@ -69,3 +69,14 @@ class Dropout(nn.Module):
     def extra_repr(self) -> str:
         """Shown in print(model)."""
         return f"p={self.p}"
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set the residual and embedding dropout (§5.4) of a built model, in its modules and in model.cfg; an
+    LSTM's dropout between its layers (the recurrent baseline) follows where it has more than one layer."""
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.p = p
+        elif isinstance(module, nn.RNNBase) and module.num_layers > 1:
+            module.dropout = p
+    model.cfg = model.cfg.replace(dropout=p)

@@ -31,29 +31,40 @@ class BestKeeper:
     patience: int = 0  # stop after this many evaluations without a better score; 0: never
     score: float | None = None
     step: int | None = None
-    since: int = 0  # evaluations since the best one
+    since: int = 0  # evaluations since the kept one
     evaluated: int | None = None  # the step of the last evaluation counted
+    # a later evaluation within `tie` of the best score so far replaces the kept one: it has trained longer, and
+    # a difference that small is noise (dev BLEU of a few hundred sentences); 0: only a better score
+    tie: float = 0.0
+    best_seen: float | None = None  # the best score so far (the kept one's, when tie is 0)
 
     @classmethod
-    def for_run(cls, choice: str, metrics: dict[str, tuple[str, bool]], patience: int) -> BestKeeper:
-        """The keeper of a run's keep_best choice among the task's `metrics` (choice -> (field, higher is better))."""
+    def for_run(cls, choice: str, metrics: dict[str, tuple[str, bool]], patience: int,
+                tie: float = 0.0) -> BestKeeper:
+        """The keeper of a run's keep_best choice among the task's `metrics` (choice -> (field, higher is better)),
+        with a tie band of `tie` in the metric's units."""
         if choice == NONE:
             return cls(choice, None, patience=patience)
         key, higher = metrics[choice]
-        return cls(choice, key, higher, patience)
+        return cls(choice, key, higher, patience, tie=tie)
 
     def update(self, record: dict[str, Any]) -> bool:
-        """Count an evaluation record; True if its score is the best so far (a record without it is not counted)."""
+        """Count an evaluation record; True if it is kept: a score better than the best so far, or within the tie
+        band of it (a record without the metric is not counted)."""
         if self.key is None or self.key not in record:
             return False
         value = float(record[self.key])
         self.evaluated = int(record["step"])
-        better = self.score is None or (value > self.score if self.higher_is_better else value < self.score)
-        if better:
+        sign = 1.0 if self.higher_is_better else -1.0
+        best = self.best_seen if self.best_seen is not None else self.score  # a state from before best_seen
+        kept = best is None or (sign * (value - best) >= -self.tie if self.tie else sign * (value - best) > 0)
+        if best is None or sign * (value - best) > 0:
+            self.best_seen = value
+        if kept:
             self.score, self.step, self.since = value, int(record["step"]), 0
         else:
             self.since += 1
-        return better
+        return kept
 
     @property
     def out_of_patience(self) -> bool:
@@ -68,13 +79,14 @@ class BestKeeper:
         """What a checkpoint (and best/best.json) keeps, so a resumed run continues the comparison and the
         patience count."""
         return {"key": self.key, "score": self.score, "step": self.step, "since": self.since,
-                "evaluated": self.evaluated}
+                "evaluated": self.evaluated, "best_seen": self.best_seen}
 
     def load(self, state: dict[str, Any] | None) -> None:
         """Continue from a checkpoint's state (ignored if it kept another metric, or none)."""
         if state and state.get("key") == self.key:
             self.score, self.step, self.since = state["score"], state["step"], state["since"]
             self.evaluated = state.get("evaluated")
+            self.best_seen = state.get("best_seen", self.score)
 
     def resume(self, checkpoint: dict[str, Any] | None, run_dir: Path, step: int) -> None:
         """Continue from a checkpoint's state, or from best/best.json where that is newer: a run's last checkpoint
@@ -89,6 +101,7 @@ class BestKeeper:
             return
         since = saved.get("since", 0 if saved["step"] != self.step else self.since)
         self.score, self.step, self.since, self.evaluated = saved["score"], saved["step"], since, evaluated
+        self.best_seen = saved.get("best_seen", self.score)
 
 
 def read_best(run_dir: Path) -> dict[str, Any] | None:
@@ -103,7 +116,7 @@ def read_best(run_dir: Path) -> dict[str, Any] | None:
 def _best_json(keeper: BestKeeper) -> str:
     """best.json's text: the best step, its metric and score, and the evaluations counted since."""
     return json.dumps({"step": keeper.step, "metric": keeper.key, "score": keeper.score, "since": keeper.since,
-                       "evaluated": keeper.evaluated}) + "\n"
+                       "evaluated": keeper.evaluated, "best_seen": keeper.best_seen}) + "\n"
 
 
 def note_evaluation(run_dir: Path, keeper: BestKeeper) -> None:

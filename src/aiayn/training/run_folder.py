@@ -97,6 +97,12 @@ def read_run_tokenizer(run_dir: Path) -> tuple[Tokenizer, ModelConfig]:
     return tokenizer, model_cfg
 
 
+def write_run_config(run_dir: Path, model: Any) -> None:
+    """RUN/config.json: the model's type and settings, which a resumed run builds its model from."""
+    config = {"model_type": model.model_type, **model.cfg.to_dict()}
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def start_run_folder(run_dir: Path, model: Any, tokenizer: Any, settings: dict[str, Any],
                      fresh: bool) -> Callable[[dict[str, Any]], None]:
     """Rank 0: a fresh run's config.json, tokenizer.json and empty metrics (a resumed run keeps its own), the
@@ -104,8 +110,7 @@ def start_run_folder(run_dir: Path, model: Any, tokenizer: Any, settings: dict[s
     if fresh:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / METRICS_FILE).unlink(missing_ok=True)
-        config = {"model_type": model.model_type, **model.cfg.to_dict()}
-        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_run_config(run_dir, model)
         save_tokenizer(tokenizer, run_dir / TOKENIZER_FILE)
     atomic_write_text(run_dir / TRAIN_FILE, json.dumps(settings, indent=2) + "\n")
     return metrics_writer(run_dir)

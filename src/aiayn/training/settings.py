@@ -242,8 +242,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preset", str, "shallow", "the model's sizes (shallow: 1+1 layers, d_model 256, 4 heads, d_ff 1024, "
             "the most BLEU in ten minutes on a CPU; small: the same at 3+3 layers; paper-base: Table 3's base)",
             tasks=TRANSLATE, choices=tuple(PRESETS)),
-    _model("dropout", "residual and embedding dropout (§5.4: 0.1, which slows a ten-minute run down)",
-           default=0.0, lm=None, bounds="[0, 1)"),
+    _model("dropout", "residual and embedding dropout (§5.4: 0.1)", default=None, lm=None, bounds="[0, 1)",
+           none="planned from the epochs the run makes (docs/results.md): 0 under 4, 0.1 under 20, else 0.3",
+           ),
     _model("norm", "post: LayerNorm(x + Sublayer(x)) (§3.1); pre: LayerNorm inside the residual (learns faster "
            "at first)", default="pre", lm=None, choices=NORM_PLACEMENTS),
     _model("d_model", "model width d_model (§3.1)", lm=128, bounds=">= 1"),
@@ -337,6 +338,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("keep_best", str, "bleu", "best/ and, at the end, model/ hold the step of the best dev BLEU (bleu), "
             "the lowest validation loss (loss), or the last step (none)", lm="loss",
             choices=("bleu", "loss", "none"), old_runs="none"),
+    Setting("bleu_tie", float, 0.5, "--keep-best bleu: a later evaluation whose dev BLEU is within this many points "
+            "of the best so far is kept instead (it trained longer; 0: only a higher BLEU; docs/results.md)",
+            tasks=TRANSLATE, old_runs=0.0),
     Setting("patience", int, 0, "stop after N evaluations without a better --keep-best score (0: never)"),
     Setting("tensorboard", bool, False, "write metrics.jsonl's numbers to RUN/tensorboard/ too (pip install "
             "'aiayn[tensorboard]')"),

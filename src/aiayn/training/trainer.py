@@ -176,7 +176,8 @@ class RankTrainer:
         self._choose_precision()
         self.check_settings()
         self._check_extras()
-        self.best = BestKeeper.for_run(cfg.keep_best, self.best_metrics, cfg.patience)
+        self.best = BestKeeper.for_run(cfg.keep_best, self.best_metrics, cfg.patience,
+                                       getattr(cfg, "bleu_tie", 0.0) if cfg.keep_best == "bleu" else 0.0)
         self.run_dir = Path(cfg.out)
         checkpoints = self._run_folder(self.run_dir, resume)
         if cfg.threads:

@@ -20,13 +20,15 @@ from ..data.store import Column, Store
 from ..inference.evaluation import Scores, score, translate
 from ..io.model_folder import WEIGHTS_FILE, load_state, read_weights
 from ..model.config import ModelConfig
+from ..model.dropout import set_dropout
 from ..model.models import TransformerBase
 from ..model.registry import MODEL_TYPES, of_task
 from ..runtime.precision import autocast
 from .best import BEST_DIR
 from .init_from import InitError
 from .loss import label_smoothed_loss
-from .run_folder import drop_new_run_folder, plot_curves
+from .regularization import DropoutPlan
+from .run_folder import drop_new_run_folder, plot_curves, write_run_config
 from .schedule import DecaySchedule, InverseSqrtSchedule, make_schedule
 from .settings import COMPILE_MODES, MAX_LEN, RECIPES, TRANSLATE, Settings, task_settings
 from .trainer import LossOnHost, RankTrainer, TrainingError, TrainResult, train_on_every_rank
@@ -39,6 +41,8 @@ ARCHITECTURES: dict[str, tuple[type[ModelConfig], type[TransformerBase]]] = {
     name: (MODEL_TYPES[name].config_class, MODEL_TYPES[name].model_class) for name in of_task("translate")}
 # Settings that shape only a Transformer: refused with arch "rnn" rather than ignored
 TRANSFORMER_ONLY = ("n_heads", "d_ff", "d_k", "attention_dropout", "positions", "activation")
+# a time-budgeted run plans its dropout once this many steps are timed (the model trains without it until then)
+PLAN_AFTER_STEPS = 10
 
 
 @task_settings(TRANSLATE)
@@ -67,6 +71,19 @@ class TrainConfig(Settings):
             raise TrainingError(f"TrainConfig: {error}") from None
         if not self.init_from:  # an --init-from model's positions are checked once it is read (encode_data)
             self.train_length(model.max_positions, f"--preset {self.preset}")
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The ModelConfig fields these settings set; a fresh model whose dropout is planned starts without it."""
+        overrides = super().model_overrides()
+        if self.plans_dropout:
+            overrides["dropout"] = 0.0  # until the run's length is planned (RankTrainer's _plan_dropout)
+        return overrides
+
+    @property
+    def plans_dropout(self) -> bool:
+        """True when the run chooses its dropout from its planned epochs: no --dropout, and no --init-from (whose
+        model keeps its own)."""
+        return self.dropout is None and not self.init_from
 
     def train_length(self, max_positions: int, whose: str) -> int:
         """The longest training pair (max_len, by default MAX_LEN or the model's positions where fewer); a named
@@ -105,6 +122,7 @@ class Trainer(RankTrainer):
                              "norm": "norm"}
 
     cfg: TrainConfig
+    dropout_plan: DropoutPlan | None = None  # the dropout chosen from the planned epochs (no --dropout)
 
     def check_start(self, model: TransformerBase) -> ModelConfig:
         """The --init-from model's settings, with a named --dropout; a named --preset must have its shape."""
@@ -218,6 +236,8 @@ class Trainer(RankTrainer):
         """The epoch and batch reached, and the target tokens seen."""
         self.epoch, self.position = state["epoch"], state["position"]
         self.tokens_seen = state.get("tgt_tokens_seen", 0)
+        if state.get("dropout_plan"):  # RUN/config.json, which the model was built from, holds its dropout
+            self.dropout_plan = DropoutPlan(**state["dropout_plan"])
         return f" (epoch {self.epoch}, batch {self.position})"
 
     def ready(self) -> None:
@@ -229,8 +249,10 @@ class Trainer(RankTrainer):
 
     def trainer_state(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs (under torchrun: call on every rank)."""
+        plan = self.dropout_plan
         return {**self._rank_state(), "epoch": self.epoch, "position": self.position,
-                "tgt_tokens_seen": self.tokens_seen}
+                "tgt_tokens_seen": self.tokens_seen,
+                "dropout_plan": None if plan is None else {"epochs": plan.epochs, "dropout": plan.dropout}}
     def _next_batch(self) -> Batch:
         """This rank's next batch of the epoch's shuffled buckets, moving to the next epoch when one ends.
 
@@ -253,11 +275,26 @@ class Trainer(RankTrainer):
 
     def train_step(self) -> LossOnHost:
         """One optimizer step over `accumulate` batches (on each rank); returns the smoothed loss per target token."""
+        self._plan_dropout()
         self.net.train()
         batches = [self._next_batch() for _ in range(self.cfg.accumulate)]
         loss, n_tokens = self._optimizer_step(batches, self._loss_sum, sum(b.n_tokens for b in batches))
         self.tokens_seen += n_tokens
         return loss
+
+    def _plan_dropout(self) -> None:
+        """Without --dropout: once the run's length is planned (--steps, or the budget at a measured speed), the
+        dropout of its planned epochs (regularization.py), set on the model and in RUN/config.json, and logged."""
+        if not self.cfg.plans_dropout or self.dropout_plan is not None:
+            return
+        if self.plan.budget_s is not None and len(self.plan.recent) < PLAN_AFTER_STEPS:
+            return
+        batches_per_step = self.cfg.accumulate * self.dist.world_size
+        self.dropout_plan = plan = DropoutPlan.of(self.plan.planned, batches_per_step, len(self.batcher.epoch(0)))
+        set_dropout(self.model, plan.dropout)
+        if self.dist.is_main:
+            write_run_config(self.run_dir, self.model)
+        self.log(f"step {self.step + 1}: {plan.describe()}")
 
     def _loss_sum(self, batch: Batch) -> Tensor:
         """The label-smoothed loss of a batch's target tokens, summed (§5.4)."""
