@@ -24,7 +24,7 @@ def test_planned_epochs_are_steps_times_batches_over_an_epochs_batches() -> None
 
 
 @pytest.mark.parametrize(("epochs", "dropout"), [(0.0, 0.0), (2.53, 0.0), (3.99, 0.0), (4.0, 0.1), (12.3, 0.1),
-                                                 (19.99, 0.1), (20.0, 0.3), (70.0, 0.3)])
+                                                 (13.99, 0.1), (14.0, 0.3), (70.0, 0.3)])
 def test_dropout_follows_the_planned_epochs(epochs: float, dropout: float) -> None:
     assert dropout_for(epochs) == dropout
 
