@@ -151,6 +151,14 @@ def report(corpora: list[str], dropouts: list[str]) -> None:
             print(f"{run_dir.name}: {row['epochs']:.1f} epochs, lowest dev loss {lowest:.3f}; " + "; ".join(
                 f"{rule} step {row[rule]['step']} BLEU {row[rule]['bleu']} ({row[rule]['over']:+.1%})"
                 for rule in RULES), flush=True)
+    if table:
+        print(f"\nkeep-best rules over {len(table)} runs: test BLEU against the best rule of each run")
+        for rule in RULES:
+            gaps = [row[rule]["bleu"] - max(row[r]["bleu"] for r in RULES) for row in table.values()]
+            over = sorted(row[rule]["over"] for row in table.values())
+            print(f"  {rule:5s} mean {sum(gaps) / len(gaps):+.2f}, worst {min(gaps):+.2f}, best in "
+                  f"{sum(g == 0 for g in gaps)}; dev loss over the run's lowest: median {over[len(over) // 2]:+.1%}, "
+                  f"max {over[-1]:+.1%}")
     print("\n| corpus | epochs | " + " | ".join(f"dropout {d}" for d in dropouts) + " | the rule's dropout |")
     print("|---|---:|" + "---:|" * len(dropouts) + "---:|")
     for corpus in corpora:
