@@ -57,9 +57,10 @@ class BestKeeper:
         self.evaluated = int(record["step"])
         sign = 1.0 if self.higher_is_better else -1.0
         best = self.best_seen if self.best_seen is not None else self.score  # a state from before best_seen
-        kept = best is None or (sign * (value - best) >= -self.tie if self.tie else sign * (value - best) > 0)
-        if best is None or sign * (value - best) > 0:
+        margin = None if best is None else sign * (value - best)  # > 0: better than the best so far
+        if margin is None or margin > 0:
             self.best_seen = value
+        kept = margin is None or margin > 0 or (self.tie > 0 and margin >= -self.tie)
         if kept:
             self.score, self.step, self.since = value, int(record["step"]), 0
         else:

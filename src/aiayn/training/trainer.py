@@ -176,8 +176,7 @@ class RankTrainer:
         self._choose_precision()
         self.check_settings()
         self._check_extras()
-        self.best = BestKeeper.for_run(cfg.keep_best, self.best_metrics, cfg.patience,
-                                       getattr(cfg, "bleu_tie", 0.0) if cfg.keep_best == "bleu" else 0.0)
+        self.best = BestKeeper.for_run(cfg.keep_best, self.best_metrics, cfg.patience, self.keep_tie())
         self.run_dir = Path(cfg.out)
         checkpoints = self._run_folder(self.run_dir, resume)
         if cfg.threads:
@@ -261,6 +260,10 @@ class RankTrainer:
     # --- the task's hooks, in the order __init__ calls them
     def check_settings(self) -> None:
         """Refuse settings only this task checks (TrainingError), before anything is read."""
+
+    def keep_tie(self) -> float:
+        """The tie band of the keep-best metric, in its units (BestKeeper.tie); 0: only a better score is kept."""
+        return 0.0
 
     def check_start(self, model: TransformerBase) -> ModelConfig:
         """The settings of the run's model from an --init-from model's (InitError for a setting it cannot meet)."""

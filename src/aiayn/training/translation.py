@@ -124,6 +124,10 @@ class Trainer(RankTrainer):
     cfg: TrainConfig
     dropout_plan: DropoutPlan | None = None  # the dropout chosen from the planned epochs (no --dropout)
 
+    def keep_tie(self) -> float:
+        """--keep-best bleu's tie band (--bleu-tie); the dev loss has none."""
+        return self.cfg.bleu_tie if self.cfg.keep_best == "bleu" else 0.0
+
     def check_start(self, model: TransformerBase) -> ModelConfig:
         """The --init-from model's settings, with a named --dropout; a named --preset must have its shape."""
         cfg = self.cfg
@@ -253,6 +257,7 @@ class Trainer(RankTrainer):
         return {**self._rank_state(), "epoch": self.epoch, "position": self.position,
                 "tgt_tokens_seen": self.tokens_seen,
                 "dropout_plan": None if plan is None else {"epochs": plan.epochs, "dropout": plan.dropout}}
+
     def _next_batch(self) -> Batch:
         """This rank's next batch of the epoch's shuffled buckets, moving to the next epoch when one ends.
 
@@ -290,7 +295,8 @@ class Trainer(RankTrainer):
         if self.plan.budget_s is not None and len(self.plan.recent) < PLAN_AFTER_STEPS:
             return
         batches_per_step = self.cfg.accumulate * self.dist.world_size
-        self.dropout_plan = plan = DropoutPlan.of(self.plan.planned, batches_per_step, len(self.batcher.epoch(0)))
+        # every epoch cuts the same sorted lengths into as many batches: this epoch's count is any epoch's
+        self.dropout_plan = plan = DropoutPlan.of(self.plan.planned, batches_per_step, len(self._batches))
         set_dropout(self.model, plan.dropout)
         if self.dist.is_main:
             write_run_config(self.run_dir, self.model)
