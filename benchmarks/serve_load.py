@@ -1,16 +1,16 @@
 """Load on `aiayn serve`: N concurrent clients on loopback, each sending John verses, against offline translation.
 
-For each engine (aiayn, CTranslate2) the same verses (the bundled test set, John) are first translated
-offline in this process, the way `aiayn translate --input` does (aiayn: inference.evaluation.translate with
-a WorkerPool of --workers; CTranslate2: translate_batch by tokens on --workers inter_threads), then a server
-(`aiayn serve` in a subprocess, the same engine, precision and workers) is loaded by N = 1, 8, 64 clients
-(N httpx.AsyncClients of one connection each, in this process): client i sends verses i, i + N, ..., one per
-LibreTranslate POST /translate (beam 4, length penalty 0.6, §6.1). Prints per engine and N: throughput
-(verses/s), its ratio to offline, latency p50/p95/p99 and p99/p50, errors, the mean batch the server formed,
-and the CPU milliseconds per verse of the server's event loop (its main thread), of its engine (its other
-threads and its worker processes) and of this load client, against the offline CPU per verse. The client
-runs on the same cores as the server: its share is printed so that it can be told apart. The issue's
-targets (#33): at 64 clients >= 80% of offline throughput, 0 errors, p99 <= 3 x p50; at 1 client p50
+For each engine (aiayn, CTranslate2) the same verses (the bundled test set, John) are first translated offline
+in this process, the way `aiayn translate --input` does (aiayn: inference.evaluation.translate with a
+WorkerPool of --workers; CTranslate2: translate_batch by tokens on --workers inter_threads), then a server
+(`aiayn serve` in a subprocess, the same engine, precision and workers) is loaded by N = 1, 8, 64 clients (N
+aiohttp sessions of one connection each, in this process; `pip install -e '.[bench]'`): client i sends verses
+i, i + N, ..., one per LibreTranslate POST /translate (beam 4, length penalty 0.6, §6.1). Prints per engine
+and N: throughput (verses/s), its ratio to offline, latency p50/p95/p99 and p99/p50, errors, the mean batch
+the server formed, and the CPU milliseconds per verse of the server's event loop (its main thread), of its
+engine (its other threads and its worker processes) and of this load client, against the offline CPU per
+verse. The client runs on the same cores as the server: its share is printed so that it can be told apart. The
+issue's targets (#33): at 64 clients >= 80% of offline throughput, 0 errors, p99 <= 3 x p50; at 1 client p50
 <= 50 ms (CTranslate2), <= 100 ms (aiayn int8).
 
 The standard comparison (N = 1, 8, 64, both engines, int8, 2 workers of 1 thread; about 3 minutes with the
@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -42,7 +43,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+try:
+    import aiohttp
+except ImportError:
+    raise SystemExit("benchmarks/serve_load.py needs aiohttp: pip install -e '.[bench]'") from None
 
 from aiayn.data.corpus import BUNDLED, load_corpus
 from aiayn.data.tokenizer import encode_source
@@ -113,14 +117,21 @@ def start_server(engine: str, folder: Path, precision: str, workers: int, thread
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
+        if asyncio.run(_healthy(url)):
+            return process, url
         if process.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the server did not start: {' '.join(command)}")
         time.sleep(0.3)
+
+
+async def _healthy(url: str) -> bool:
+    """Whether GET /health answers 200."""
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/health",
+                                                                  timeout=aiohttp.ClientTimeout(total=1)) as reply:
+            return reply.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 async def load(url: str, verses: list[str], clients: int, until: float | None = None,
@@ -131,12 +142,13 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
     latencies: list[float] = []
     errors = 0
     reasons: collections.Counter[str] = collections.Counter()
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    # one connection per client, each its own httpx client: one shared pool of N connections scans all N on
-    # every request (httpcore), which made the load client the busiest process on the machine at N = 64
+    # one connection per client, each its own session: the client takes as little of the cores it shares with
+    # the server as it can (aiohttp: ~0.15 ms of CPU a request on loopback; httpx ~0.9, and a shared pool of N
+    # connections in httpcore scans all N on every request)
+    timeout = aiohttp.ClientTimeout(total=120)
     async with contextlib.AsyncExitStack() as stack:
-        pool = [await stack.enter_async_context(httpx.AsyncClient(base_url=url, limits=limits, timeout=120))
-                for _ in range(clients)]  # made before the clock starts (each builds an SSL context)
+        pool = [await stack.enter_async_context(aiohttp.ClientSession(
+            url, connector=aiohttp.TCPConnector(limit=1), timeout=timeout)) for _ in range(clients)]
 
         async def one(i: int) -> None:
             nonlocal errors
@@ -146,11 +158,12 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
                     return
                 start = time.perf_counter()
                 try:
-                    reply = await client.post("/translate", json={"q": verses[k % len(verses)], "source": "en",
-                                                                  "target": "es"})
-                    ok = reply.status_code == 200 and isinstance(reply.json().get("translatedText"), str)
-                    reason = f"HTTP {reply.status_code}: {reply.text[:200]}"
-                except httpx.HTTPError as error:
+                    async with client.post("/translate", json={"q": verses[k % len(verses)], "source": "en",
+                                                               "target": "es"}) as reply:
+                        text = await reply.text()
+                    ok = reply.status == 200 and isinstance(json.loads(text).get("translatedText"), str)
+                    reason = f"HTTP {reply.status}: {text[:200]}"
+                except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                     ok, reason = False, f"{type(error).__name__}: {error}"
                 latencies.append(time.perf_counter() - start)
                 errors += not ok
@@ -176,11 +189,12 @@ async def load(url: str, verses: list[str], clients: int, until: float | None = 
             "mean_batch": used["sentences"] / used["batches"] if used.get("batches") else float("nan")}
 
 
-async def _counters(client: httpx.AsyncClient, server: int | None) -> dict[str, float]:
+async def _counters(client: aiohttp.ClientSession, server: int | None) -> dict[str, float]:
     """The server's CPU seconds (event loop thread; everything else) and its batch counters, where known."""
     if server is None:
         return {}
-    batching = (await client.get("/info")).json()["batching"]
+    async with client.get("/info") as reply:
+        batching = (await reply.json())["batching"]
     loop = thread_cpu_seconds(server, server)
     return {"loop": loop, "engine": cpu_seconds(server) - loop, "batches": batching["batches"],
             "sentences": batching["sentences"]}

@@ -108,6 +108,7 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
                   description="A translation server for an aiayn model: LibreTranslate's POST /translate, a native "
                               "/v1/translate with the decoding options, and a page at /.")
     app.state.batcher, app.state.engine, app.state.settings = batcher, engine, settings
+    libre_options = decoding_keywords(Decoding())  # LibreTranslate's requests: the defaults, built once
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
@@ -161,7 +162,7 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
             raise ServeError(400, f"format {body.format!r} is not supported: send format \"text\"")
         _check_pair(settings, body.source, body.target)
         texts, join = _split(body.q, settings)
-        outputs = await _translate(request, batcher, texts, decoding_keywords(Decoding()))
+        outputs = await _translate(request, batcher, texts, libre_options)
         translated = join([hyps[0].text for hyps in outputs])
         if body.source == "auto" and settings.pair is not None:  # LibreTranslate's answer to auto: one language
             detected = {"confidence": 100.0, "language": settings.pair[0]}
