@@ -266,38 +266,6 @@ def test_every_batch_takes_the_oldest_sentence_waiting() -> None:
     assert not waiting and len(batches) > 5
 
 
-def test_a_batch_cut_after_a_busy_worker_waits_for_the_clients_it_just_answered() -> None:
-    # one worker: A's batch runs while B waits; when A is answered, A's client sends C at once. The batch
-    # after a busy worker waits wait_ms for it, so B and C go together (before: B alone, then C alone)
-    batches: list[list[str]] = []
-    release = threading.Event()
-
-    def run(texts, options):
-        batches.append(list(texts))
-        if texts == ["a"]:
-            assert release.wait(10)
-        return [t.upper() for t in texts]
-
-    async def go():
-        batcher = Batcher(run, lambda text: 1, max_batch_tokens=100, wait_ms=300)
-        batcher.start()
-        try:
-            first = asyncio.ensure_future(batcher.submit(["a"], {}))
-            while not batches:
-                await asyncio.sleep(0.01)
-            second = asyncio.ensure_future(batcher.submit(["b"], {}))  # waits: the worker is busy
-            await asyncio.sleep(0.4)  # past B's own wait_ms: only the busy worker holds it
-            release.set()
-            assert await first == ["A"]
-            third = await batcher.submit(["c"], {})  # sent as soon as A's answer came
-            return await second, third
-        finally:
-            await batcher.stop()
-
-    assert asyncio.run(go()) == (["B"], ["C"])
-    assert batches == [["a"], ["b", "c"]]
-
-
 # -- faults ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("body, message", [
     (b'{"q": ', "the body is not valid JSON"),

@@ -184,8 +184,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-batch-tokens", type=int_at_least(1), default=4000,
                         help="a batch starts when its padded source tokens reach this (default 4000)")
     parser.add_argument("--batch-wait-ms", type=float_in(0.0), default=5.0,
-                        help="... or when its first request has waited this long, or this long after a busy worker "
-                             "became free (default 5)")
+                        help="... or when its first request has waited this long (default 5)")
     parser.add_argument("--max-chars", type=int_at_least(1), default=10000,
                         help="characters per request; more is refused with 413 (default 10000)")
     parser.add_argument("--max-sentences", type=int_at_least(1), default=256,

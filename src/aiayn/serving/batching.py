@@ -3,10 +3,8 @@
 Each request becomes a job (its sentences and its decoding options). A batch starts when the jobs waiting
 with the same options fill `max_batch_tokens` (padded source tokens times the rows searched per sentence,
 the beam: rows x the longest row x beam, as inference.evaluation.translate cuts its batches) or `wait_ms`
-after its first job arrived, whichever comes first. Up to `parallel` batches run at once (one per worker),
-each in a thread, so the event loop keeps taking requests. When every worker is busy the next batch waits
-for one to be free and then `wait_ms` more (unless full): the clients just answered send their next
-sentences into it, so under load the batches are fewer and fuller. A batch is the first sentence of the
+after its first job arrived, whichever comes first. Up to `parallel` batches run at once (one per
+worker), each in a thread, so the event loop keeps taking requests. A batch is the first sentence of the
 job that has been in the fewest batches (the oldest among equals) and the waiting sentences closest to it
 in length, so little of it is padding; a long request shares every batch after its first with the
 requests that came after it. The queue holds at most `queue_size` jobs;
@@ -179,17 +177,17 @@ class Batcher:
                 await self._wake.wait()
                 continue
             head = self._queue[0]
-            await self._gather(head, self._arrived[id(head)] + self.wait)
+            deadline = self._arrived[id(head)] + self.wait
+            while not self._full(head.key) and time.monotonic() < deadline and self._queue and \
+                    self._queue[0] is head:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), max(deadline - time.monotonic(), 0))
+                except TimeoutError:
+                    break
             if not self._queue:
                 continue
-            if self._slots.locked():  # every worker is busy: the batch grows until one is free ...
-                await self._slots.acquire()
-                # ... and wait_ms more (unless full), so that the clients of the batch just answered can
-                # send their next sentences into it: under load, fewer and fuller batches
-                if self._queue:
-                    await self._gather(self._queue[0], time.monotonic() + self.wait)
-            else:
-                await self._slots.acquire()
+            await self._slots.acquire()  # a worker is free: cut the batch now, with what has arrived
             batch = self._cut()
             if not batch:
                 self._slots.release()
@@ -197,16 +195,6 @@ class Batcher:
             task = asyncio.get_running_loop().create_task(self._search(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-
-    async def _gather(self, head: Job, deadline: float) -> None:
-        """Wait until the jobs with head's options fill a batch, the deadline passes, or head leaves the queue."""
-        assert self._wake is not None
-        while not self._full(head.key) and time.monotonic() < deadline and self._queue and self._queue[0] is head:
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(deadline - time.monotonic(), 0))
-            except TimeoutError:
-                break
 
     def _full(self, key: Hashable) -> bool:
         """Whether the queued sentences with this key fill a batch."""
