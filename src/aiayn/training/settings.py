@@ -245,7 +245,7 @@ SETTINGS: tuple[Setting, ...] = (
             none="planned from --time-budget (docs/results.md): shallow under 20 minutes or without a budget, "
                  "else medium"),
     _model("dropout", "residual and embedding dropout (§5.4: 0.1)", default=None, lm=None, bounds="[0, 1)",
-           none="planned from the epochs the run makes (docs/results.md): 0 under 4, 0.1 under 14, else 0.3"),
+           none="planned from the epochs the run makes (docs/results.md): 0 under 5, 0.1 under 14, else 0.3"),
     _model("norm", "post: LayerNorm(x + Sublayer(x)) (§3.1); pre: LayerNorm inside the residual (learns faster "
            "at first)", default="pre", lm=None, choices=NORM_PLACEMENTS),
     _model("d_model", "model width d_model (§3.1)", lm=128, bounds=">= 1"),
