@@ -99,9 +99,6 @@ def test_the_default_size_matches_the_small_transformer_and_the_lstm_formula() -
     shallow_rnn = RecurrentSeq2Seq(RNNConfig.preset("shallow")).num_parameters()
     shallow = aiayn.Transformer(aiayn.ModelConfig.preset("shallow")).num_parameters()
     assert abs(shallow_rnn - shallow) / shallow < 0.01  # 3,890,332 against 3,891,200
-    medium_rnn = RecurrentSeq2Seq(RNNConfig.preset("medium")).num_parameters()
-    medium = aiayn.Transformer(aiayn.ModelConfig.preset("medium")).num_parameters()
-    assert abs(medium_rnn - medium) / medium < 0.01  # 5,709,612 against 5,734,400
     # By hand, torch.nn.LSTM's documented weights: per layer and direction 4h(in + h) + 8h (two bias vectors)
     d, vocab, h = cfg.d_model, cfg.vocab_size, cfg.d_model // 2
     encoder = 2 * (4 * h * (d + h) + 8 * h) + 2 * (4 * h * (2 * h + h) + 8 * h)  # two bidirectional layers

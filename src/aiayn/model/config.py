@@ -29,13 +29,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A CPU-sized model: 3+3 layers, d_model 256, 4 heads.
     "small": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=3, n_decoder_layers=3,
                   dropout=0.1, vocab_size=8000),
-    # small's widths at two layers a side: `aiayn train`'s model for budgets of 20 minutes and more, because
-    # thirty minutes on a 2-core CPU train it further than 1+1 or 3+3 (docs/results.md, "Depth from the budget").
-    "medium": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=2, n_decoder_layers=2,
-                   dropout=0.1, vocab_size=8000),
-    # small's widths at one layer a side: the default of `aiayn train` for budgets under 20 minutes, because
-    # ten minutes on a 2-core CPU train it further than any deeper stack measured (docs/results.md, "The
-    # levers, fourth round").
+    # small's widths at one layer a side: the default of `aiayn train`, because ten minutes on a 2-core CPU
+    # train it further than any deeper stack measured (docs/results.md, "The levers, fourth round").
     "shallow": dict(d_model=256, n_heads=4, d_ff=1024, n_encoder_layers=1, n_decoder_layers=1,
                     dropout=0.1, vocab_size=8000),
     # For tests: a few thousand parameters, runs in milliseconds.
@@ -127,7 +122,7 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "ModelConfig":
-        """A named preset ("paper-base", "paper-big", "small", "medium", "shallow", "tiny") with fields overridden."""
+        """A named preset ("paper-base", "paper-big", "small", "tiny") with fields overridden."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}: choose one of {sorted(PRESETS)}")
         return cls.from_dict({**PRESETS[name], **overrides})
@@ -161,17 +156,15 @@ class ModelConfig:
         return cls.from_dict(json.loads(text))
 
 
-# The recurrent baseline's sizes, one per Transformer preset of the same name and with about its parameter count
-# (with their vocabularies, small: 7,557,840 against the Transformer's 7,577,600; medium: 5,709,612 against
-# 5,734,400; shallow: 3,890,332 against 3,891,200; tiny: 45,188 against 44,800). Small has two LSTM layers each
-# side, as the GNMT / OpenNMT baselines' smaller configurations.
+# The recurrent baseline's sizes, one per Transformer preset of the same name and with about its parameter
+# count (with their vocabularies, small: 7,557,840 against the Transformer's 7,577,600; shallow: 3,890,332
+# against 3,891,200; tiny: 45,188 against 44,800). Small has two LSTM layers each side, as the GNMT /
+# OpenNMT baselines' smaller configurations.
 # n_heads and d_ff are unused by the RNN (n_heads=1 only satisfies ModelConfig's checks; d_ff = 4 d_model is
 # the width of its gate matmuls, which the search's thread heuristic reads).
 RNN_PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(d_model=360, n_heads=1, d_ff=1440, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1,
                   vocab_size=8000),
-    "medium": dict(d_model=302, n_heads=1, d_ff=1208, n_encoder_layers=2, n_decoder_layers=2, dropout=0.1,
-                   vocab_size=8000),
     "shallow": dict(d_model=278, n_heads=1, d_ff=1112, n_encoder_layers=1, n_decoder_layers=1, dropout=0.1,
                     vocab_size=8000),
     "tiny": dict(d_model=44, n_heads=1, d_ff=176, n_encoder_layers=1, n_decoder_layers=1, dropout=0.1,
@@ -204,7 +197,7 @@ class RNNConfig(ModelConfig):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "RNNConfig":
-        """The RNN sized like the Transformer preset `name` (small, medium, shallow, tiny), fields overridden."""
+        """The RNN sized like the Transformer preset `name` ("small", "shallow", "tiny"), with fields overridden."""
         if name not in RNN_PRESETS:
             raise ValueError(f"no RNN preset {name!r}: choose one of {sorted(RNN_PRESETS)} (sized like the "
                              f"Transformer presets of those names), or set d_model and the layer counts")

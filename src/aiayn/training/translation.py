@@ -25,8 +25,6 @@ from ..model.models import TransformerBase
 from ..model.registry import MODEL_TYPES, of_task
 from ..runtime.precision import autocast
 from .best import BEST_DIR
-from .depth import PRESET_BY_BUDGET, preset_for_budget
-from .depth import describe as describe_depth
 from .init_from import InitError
 from .loss import label_smoothed_loss
 from .regularization import DropoutPlan
@@ -67,17 +65,12 @@ class TrainConfig(Settings):
             if self.fsdp:
                 raise TrainingError("TrainConfig: fsdp shards Transformer layers; train the RNN (arch rnn) with "
                                     "DDP (--no-fsdp)")
-        if self.preset is None and not self.init_from:  # planned from the budget (depth.py), kept in train.json
-            self.preset, self.planned_preset = preset_for_budget(self.time_budget), True
         try:
-            model = self.model_config_class().preset(self.preset or PRESET_BY_BUDGET[0][1], vocab_size=self.vocab_size,
-                                                     **self.model_overrides())
+            model = self.model_config_class().preset(self.preset, vocab_size=self.vocab_size, **self.model_overrides())
         except (TypeError, ValueError) as error:
             raise TrainingError(f"TrainConfig: {error}") from None
         if not self.init_from:  # an --init-from model's positions are checked once it is read (encode_data)
             self.train_length(model.max_positions, f"--preset {self.preset}")
-
-    planned_preset = False  # True when check() chose the preset from the time budget (no --preset)
 
     def model_overrides(self) -> dict[str, Any]:
         """The ModelConfig fields these settings set; a fresh model whose dropout is planned starts without it."""
@@ -138,7 +131,7 @@ class Trainer(RankTrainer):
     def check_start(self, model: TransformerBase) -> ModelConfig:
         """The --init-from model's settings, with a named --dropout; a named --preset must have its shape."""
         cfg = self.cfg
-        if cfg.preset is not None:  # named: an --init-from run plans no preset (check())
+        if cfg.preset != TrainConfig.preset:
             preset = cfg.model_config_class().preset(cfg.preset, vocab_size=model.cfg.vocab_size)
             for name in ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers"):
                 if getattr(preset, name) != getattr(model.cfg, name):
@@ -384,8 +377,6 @@ class Trainer(RankTrainer):
 
     def _announce(self) -> None:
         """Log the model, the data and the schedule about to train."""
-        if self.cfg.planned_preset:
-            self.log(describe_depth(self.cfg.time_budget, self.cfg.preset))
         self.log(f"model: {self.model.num_parameters():,} parameters; {len(self.examples):,} training pairs; "
                  f"{len(self._batches)} batches of <= {self.cfg.batch_tokens} tokens per epoch; "
                  f"{self.cfg.schedule} schedule, peak lr {self.schedule.peak:.2e} {self._warmup_text()}; "
