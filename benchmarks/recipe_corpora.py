@@ -4,6 +4,7 @@ each keep-best rule keeps, at a fixed step count (what ten minutes hold at 2 thr
     python benchmarks/recipe_corpora.py build      # data/recipe/: the corpora (needs data/gettext-en-{es,de})
     python benchmarks/recipe_corpora.py run        # runs/recipe/CORPUS-dDROPOUT, two at a time, one thread each
     python benchmarks/recipe_corpora.py report     # test BLEU of the checkpoints each rule keeps; a markdown table
+    python benchmarks/recipe_corpora.py run --seed 2 --corpora bible-15k --dropouts 0,0.1   # CORPUS-dD-s2
 
 Build the gettext corpora first: `python scripts/build_gettext_corpus.py` and `... --lang de`. Every run is
 `aiayn train --steps 2400 --threads 1 --dropout D --eval-every 200 --save-every 200 --keep-last 0` (quality at
@@ -60,21 +61,26 @@ def build() -> None:
                 write(DATA / f"{name}-{size // 1000}k", random.Random(1).sample(list(train), size), dev, test)
 
 
-def run(corpora: list[str], dropouts: list[str], steps: int, parallel: int) -> None:
+def run_name(corpus: str, dropout: str, seed: int) -> str:
+    """CORPUS-dDROPOUT, with -sSEED for a seed other than the default 1."""
+    return f"{corpus}-d{dropout}" + (f"-s{seed}" if seed != 1 else "")
+
+
+def run(corpora: list[str], dropouts: list[str], steps: int, parallel: int, seed: int) -> None:
     """Train every corpus x dropout not yet done, `parallel` at a time, one thread each."""
-    waiting = [(c, d) for c in corpora for d in dropouts if not (RUNS / f"{c}-d{d}" / "DONE").exists()]
+    waiting = [(c, d) for c in corpora for d in dropouts if not (RUNS / run_name(c, d, seed) / "DONE").exists()]
     running: list[tuple[subprocess.Popen, Path]] = []
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}
     while waiting or running:
         while waiting and len(running) < parallel:
             corpus, dropout = waiting.pop(0)
-            out, data = RUNS / f"{corpus}-d{dropout}", DATA / corpus
+            out, data = RUNS / run_name(corpus, dropout, seed), DATA / corpus
             out.parent.mkdir(parents=True, exist_ok=True)
             command = [sys.executable, "-m", "aiayn", "train", "--data", str(data / "train.tsv"), "--dev",
                        str(data / "dev.tsv"), "--test", str(data / "test.tsv"), "--steps", str(steps),
                        "--time-budget", "none", "--threads", "1", "--dropout", dropout, "--eval-every", "200",
-                       "--save-every", "200", "--keep-last", "0", "--out", str(out)]
-            log = (RUNS / f"{corpus}-d{dropout}.log").open("w")
+                       "--save-every", "200", "--keep-last", "0", "--seed", str(seed), "--out", str(out)]
+            log = (RUNS / f"{out.name}.log").open("w")
             print(f"{time.strftime('%H:%M:%S')} start {out.name}", flush=True)
             running.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), out))
         time.sleep(5)
@@ -124,7 +130,7 @@ def test_scores(run_dir: Path, step: int, cache: dict) -> dict:
     return cache[str(step)]
 
 
-def report(corpora: list[str], dropouts: list[str]) -> None:
+def report(corpora: list[str], dropouts: list[str], seed: int) -> None:
     """Per run: planned epochs, the lowest dev loss, and each rule's kept step, test BLEU and dev loss over the
     lowest; then the table of docs/results.md."""
     from aiayn.training.regularization import dropout_for
@@ -132,12 +138,12 @@ def report(corpora: list[str], dropouts: list[str]) -> None:
     table: dict[tuple[str, str], dict] = {}
     for corpus in corpora:
         for dropout in dropouts:
-            run_dir = RUNS / f"{corpus}-d{dropout}"
+            run_dir = RUNS / run_name(corpus, dropout, seed)
             if not (run_dir / "DONE").exists():
                 continue
             records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
             evaluations = [r for r in records if "dev_bleu" in r and "dev_loss" in r]
-            log = (RUNS / f"{corpus}-d{dropout}.log").read_text()
+            log = (RUNS / f"{run_dir.name}.log").read_text()
             per_epoch = int(log.split(" batches of <=")[0].rsplit(" ", 1)[1])
             steps = kept_steps(evaluations)
             cache_file = run_dir / "rule_scores.json"
@@ -180,6 +186,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2400, help="steps of every run (default 2400)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once, one thread each (default 2)")
     parser.add_argument("--runs", type=Path, default=None, help="where the runs and their logs go (runs/recipe)")
+    parser.add_argument("--seed", type=int, default=1, help="the runs' --seed (default 1; others add -sSEED)")
     args = parser.parse_args()
     global RUNS
     RUNS = args.runs or RUNS
@@ -187,9 +194,9 @@ def main() -> None:
     if args.what == "build":
         build()
     elif args.what == "run":
-        run(corpora, dropouts, args.steps, args.parallel)
+        run(corpora, dropouts, args.steps, args.parallel, args.seed)
     else:
-        report(corpora, dropouts)
+        report(corpora, dropouts, args.seed)
 
 
 if __name__ == "__main__":

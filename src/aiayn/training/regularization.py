@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 # (fewer than this many planned epochs, dropout): the first row that holds applies (docs/results.md)
-DROPOUT_BY_EPOCHS: tuple[tuple[float, float], ...] = ((4.0, 0.0), (14.0, 0.1), (math.inf, 0.3))
+DROPOUT_BY_EPOCHS: tuple[tuple[float, float], ...] = ((5.0, 0.0), (14.0, 0.1), (math.inf, 0.3))
 
 
 def planned_epochs(planned_steps: int, batches_per_step: int, batches_per_epoch: int) -> float:

@@ -240,10 +240,10 @@ SETTINGS: tuple[Setting, ...] = (
             "encoder-decoder §4 compares it with (bidirectional LSTM, Luong attention; --preset sizes it to that "
             "Transformer's parameter count)", tasks=TRANSLATE, choices=of_task("translate")),
     Setting("preset", str, "shallow", "the model's sizes (shallow: 1+1 layers, d_model 256, 4 heads, d_ff 1024, "
-            "the most BLEU in ten minutes on a CPU; small: the same at 3+3 layers; paper-base: Table 3's base)",
-            tasks=TRANSLATE, choices=tuple(PRESETS)),
+            "the most BLEU in ten and in thirty minutes on a CPU; small: the same at 3+3 layers; paper-base: "
+            "Table 3's base)", tasks=TRANSLATE, choices=tuple(PRESETS)),
     _model("dropout", "residual and embedding dropout (§5.4: 0.1)", default=None, lm=None, bounds="[0, 1)",
-           none="planned from the epochs the run makes (docs/results.md): 0 under 4, 0.1 under 14, else 0.3"),
+           none="planned from the epochs the run makes (docs/results.md): 0 under 5, 0.1 under 14, else 0.3"),
     _model("norm", "post: LayerNorm(x + Sublayer(x)) (§3.1); pre: LayerNorm inside the residual (learns faster "
            "at first)", default="pre", lm=None, choices=NORM_PLACEMENTS),
     _model("d_model", "model width d_model (§3.1)", lm=128, bounds=">= 1"),
