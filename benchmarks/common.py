@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: thread settings, interleaved timing, medians, the matmul peak."""
+"""Shared helpers for the benchmarks: thread settings, interleaved timing, medians, the matmul peak, process CPU."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -59,3 +60,15 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, 
     b = torch.randn(size, size, device=device, dtype=dtype)
     seconds = [time_call(lambda: a @ b, device, repeats=3) for _ in range(rounds + 1)][1:]
     return 2 * size ** 3 / median(seconds)
+
+
+def children(pid: int) -> list[int]:
+    """A process's child processes."""
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process, all its threads, and its live child processes."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in children(pid))

@@ -18,22 +18,19 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from common import cpu_seconds  # benchmarks/common.py: the same /proc accounting as serve_load.py
 
 from aiayn.data.corpus import BUNDLED, load_corpus
 from aiayn.inference.evaluation import translate
 from aiayn.inference.quantize import for_decoding
 from aiayn.inference.workers import WorkerPool
 from aiayn.io.loading import load_with_tokenizer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import cpu_seconds  # noqa: E402  (the same /proc accounting as the load test)
 
 
 def main() -> None:

@@ -48,6 +48,8 @@ try:
 except ImportError:
     raise SystemExit("benchmarks/serve_load.py needs aiohttp: pip install -e '.[bench]'") from None
 
+from common import children, cpu_seconds  # benchmarks/common.py
+
 from aiayn.data.corpus import BUNDLED, load_corpus
 from aiayn.data.tokenizer import encode_source
 from aiayn.inference.evaluation import translate
@@ -224,21 +226,9 @@ def own_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def children(pid: int) -> list[int]:
-    """A process's child processes."""
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
-
-
 def rss_mb(pid: int) -> float:
     """Resident memory (VmRSS) in MiB of a process and its children (aiayn's forked workers)."""
     return own_rss_mb(pid) + sum(rss_mb(child) for child in children(pid))
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process, all its threads, and its live child processes."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(child) for child in children(pid))
 
 
 def thread_cpu_seconds(pid: int, tid: int) -> float:
