@@ -1,4 +1,5 @@
-"""The engines a server searches with: aiayn's own decoding, or CTranslate2 on an export of the same model.
+"""The engines a server searches with: aiayn's own decoding, or CTranslate2 on an export of the same model
+(a translator here; a DecoderLM's /generate: serving/ctranslate2_lm.py).
 
 Both read the model folder through aiayn (its tokenizer, the same source ids: BPE + EOS), so the output of
 either is what `aiayn translate` gives, up to the engine's numerics. The CTranslate2 model is exported once
@@ -63,6 +64,15 @@ def model_fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def unseen_text(tokenizer: Tokenizer, made: list[int], shown: str) -> tuple[str, str]:
+    """(the text of the ids made so far, the part of it not yet shown): all of it where decoding the longer
+    list changed the text already shown. Both engines stream /generate through this."""
+    text = tokenizer.decode(made, skip_special_tokens=True)
+    if text == shown:
+        return text, ""
+    return text, text[len(shown):] if text.startswith(shown) else text
+
+
 class AiaynEngine:
     """aiayn's decoding (inference.evaluation.translate) in `precision`, over `workers` forked processes."""
 
@@ -125,10 +135,9 @@ class AiaynEngine:
             with self._generate_lock:
                 new = self.search_model.generate(torch.tensor([context]), max_new_tokens=limit, **options)[0]
             made += new
-            text = self.tokenizer.decode(made, skip_special_tokens=True)
-            if text != shown:
-                yield text[len(shown):] if text.startswith(shown) else text
-                shown = text
+            shown, piece = unseen_text(self.tokenizer, made, shown)
+            if piece:
+                yield piece
             if len(new) < limit:  # EOS
                 return
             context = context + new
@@ -167,8 +176,9 @@ class CTranslate2Engine:
             raise EngineError("--engine ctranslate2 needs ctranslate2: pip install 'aiayn[ct2]'") from None
         entry = of_model(model)
         if not (entry.translator and "ctranslate2" in entry.exports):
-            raise EngineError(f"--engine ctranslate2 serves translators that export to CTranslate2; {folder} holds "
-                              f"{entry.described}: serve it with --engine aiayn")
+            raise EngineError(f"CTranslate2Engine serves translators that export to CTranslate2; {folder} holds "
+                              f"{entry.described}: serve a DecoderLM with serving.ctranslate2_lm.CTranslate2LMEngine, "
+                              f"anything else with --engine aiayn")
         self.model, self.tokenizer, self.kind = model, tokenizer, model.model_type
         self.precision = "int8" if precision == "auto" else precision
         self.export = ensure_export(folder, cache)
