@@ -20,6 +20,7 @@ from ..inference.workers import workers_problem
 from ..io.model_folder import CONFIG_FILE, WEIGHTS_FILE
 from ..model.registry import of_model
 from ..serving import SERVER_FLAGS, missing_extra
+from ..serving.ctranslate2_lm import CTranslate2LMEngine
 from ..serving.engines import ENGINES, AiaynEngine, CTranslate2Engine, EngineError, cache_root
 from .common import UserError, float_in, int_at_least, load_model, set_threads
 
@@ -29,9 +30,10 @@ BUNDLED_PAIR = ("en", "es")  # the bundled corpus translates English (KJV) into 
 def run(args: argparse.Namespace) -> None:
     """Serve a model over HTTP: LibreTranslate's POST /translate (so its clients work unchanged), a native
     POST /v1/translate with the decoding options (beam, length penalty, n-best with scores, sampling), GET
-    /health and /info, POST /generate for language models (streamed), a page at / (translate, click a sentence
-    for its cross-attention), and the OpenAPI description at /openapi.json. Concurrent requests are batched
-    by tokens. SIGTERM (or Ctrl-C) stops taking new requests and finishes the ones in flight."""
+    /health and /info, POST /generate for language models (streamed, on either engine), a page at / (translate,
+    click a sentence for its cross-attention), and the OpenAPI description at /openapi.json. Concurrent
+    requests are batched by tokens. SIGTERM (or Ctrl-C) stops taking new requests and finishes the ones in
+    flight."""
     problem = missing_extra()
     if problem is not None:
         raise UserError(problem)
@@ -93,9 +95,10 @@ def _stopped(signum: int, frame: Any) -> None:
 def _engine(args: argparse.Namespace, model: Any, tokenizer: Any, folder: Path, cache: Path) -> Any:
     """The engine the flags ask for, with errors as one line."""
     try:
-        if args.engine == "ctranslate2":
-            return CTranslate2Engine(model, tokenizer, folder, args.precision, args.workers,
-                                     threads=args.threads or 1, cache=cache)
+        if args.engine == "ctranslate2":  # a translator: CTranslate2's Translator; a DecoderLM: its Generator
+            kind = CTranslate2LMEngine if of_model(model).causal_lm else CTranslate2Engine
+            return kind(model, tokenizer, folder, args.precision, args.workers, threads=args.threads or 1,
+                        cache=cache)
         problem = workers_problem(args.workers, next(model.parameters()).device, False, cli=True)
         if problem is not None:
             raise UserError(problem)
@@ -162,14 +165,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog="examples:\n  aiayn serve runs/kjv-en-es/model\n"
                "  aiayn serve runs/kjv-en-es --engine ctranslate2 --precision int8 --workers 2\n"
                "  curl -s localhost:8000/translate -H 'Content-Type: application/json' "
-               "-d '{\"q\": \"In the beginning\", \"source\": \"en\", \"target\": \"es\"}'")
+               "-d '{\"q\": \"In the beginning\", \"source\": \"en\", \"target\": \"es\"}'\n"
+               "  aiayn serve runs/shakespeare-char --engine ctranslate2   # a DecoderLM (aiayn train --task lm)\n"
+               "  curl -sN localhost:8000/generate -H 'Content-Type: application/json' "
+               "-d '{\"prompt\": \"ROMEO:\", \"max_new_tokens\": 100}'")
     parser.add_argument("model", metavar="MODEL_DIR", help="a model folder (config.json, model.safetensors, "
                                                            "tokenizer.json) or a run folder")
     parser.add_argument("--engine", choices=ENGINES, default="aiayn",
                         help="aiayn: aiayn's own search (--workers: forked processes of one thread each); "
                              "ctranslate2: CTranslate2 on an export of the model, made once into --cache (pip "
                              "install 'aiayn[ct2]'; --workers: its inter_threads, --precision: its compute type "
-                             "of the same name) (default aiayn)")
+                             "of the same name). Both serve translators and DecoderLMs (/generate; a seed is "
+                             "aiayn's only) (default aiayn)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="the address to bind (default 127.0.0.1: this machine only; another needs --api-key)")
     parser.add_argument("--port", type=int_at_least(0), default=8000, help="the port (default 8000)")

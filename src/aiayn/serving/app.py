@@ -210,13 +210,16 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         """A DecoderLM's continuation of the prompt, streamed as server-sent events ({"text"} pieces, then [DONE])."""
         _check_key(settings, request, body.api_key)
         if not MODEL_TYPES[engine.kind].causal_lm or not hasattr(engine, "stream"):
-            raise ServeError(400, f"/generate is for language models served with --engine aiayn; this server has "
-                                  f"a {engine.kind} on {engine.name}: use /translate")
+            raise ServeError(400, f"/generate is for language models; this server has a {engine.kind} on "
+                                  f"{engine.name}: use /translate")
         _limit_chars(len(body.prompt), settings)
         if body.max_new_tokens > settings.max_new_tokens:
             raise ServeError(413, f"max_new_tokens {body.max_new_tokens} is over this server's limit of "
                                   f"{settings.max_new_tokens}")
-        pieces = engine.stream(body.prompt, body.max_new_tokens, sampling_keywords(body, body.sample))
+        try:  # an engine that checks the options before streaming (CTranslate2's) refuses them here
+            pieces = engine.stream(body.prompt, body.max_new_tokens, sampling_keywords(body, body.sample))
+        except ValueError as error:
+            raise ServeError(400, str(error)) from None
         return StreamingResponse(_events(request, pieces), media_type="text/event-stream")
 
     return app
