@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,32 @@ def test_greedy_generate_on_ctranslate2_is_the_aiayn_engines_text(loaded, ct2, s
         assert len(pieces) > 10  # streamed: a piece per new character, not one text at the end
         said += expected
     assert len(set(said)) >= 8  # words and lines, not one character over and over
+
+
+def test_concurrent_streams_on_two_ctranslate2_workers_each_give_their_own_text(loaded, lm_run: Path, serve,
+                                                                                tmp_path: Path) -> None:
+    model, tok = loaded
+    engine = CTranslate2LMEngine(model, tok, lm_run / "model", "fp32", workers=2, cache=tmp_path / "cache")
+    server = serve(engine)
+    prompts = PROMPTS * 2
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        texts = list(pool.map(lambda p: text_of(events(server.url, {"prompt": p, "max_new_tokens": 40,
+                                                                     "sample": False})), prompts))
+    assert texts == [generate_text(model, tok, p, max_new_tokens=40) for p in prompts]
+
+
+def test_a_pre_ln_lm_exported_as_gpt2_streams_the_aiayn_text(tmp_path: Path) -> None:
+    """nanoGPT's shape (pre-LN, learned positions, GELU) is exported as GPT-2 (test_export holds that), not OPT."""
+    text = tmp_path / "small.txt"
+    text.write_text(bundled_shakespeare()[:20_000], encoding="utf-8")
+    shape = dict(norm="pre", positions="learned", activation="gelu", scale_embeddings=False)
+    train_lm(LMTrainConfig(task="lm", data=str(text), out=str(tmp_path / "run"), **LM_TINY, **shape),
+             log=lambda m: None)
+    model, tok = load_with_tokenizer(tmp_path / "run" / "model")
+    engine = CTranslate2LMEngine(model, tok, tmp_path / "run" / "model", "fp32", cache=tmp_path / "cache")
+    for prompt in PROMPTS:
+        expected = generate_text(model, tok, prompt, max_new_tokens=64)
+        assert "".join(engine.stream(prompt, 64, {})) == expected and expected.strip()
 
 
 def test_the_stream_yields_each_token_as_ctranslate2_makes_it(loaded, ct2) -> None:
