@@ -575,6 +575,8 @@ def test_ctranslate2_refuses_an_option_it_is_not_given() -> None:
     from aiayn.serving.options import Decoding, decoding_keywords
 
     check_ct2_options(decoding_keywords(Decoding(beam=4, n_best=2, scores=True)))
-    check_ct2_options(decoding_keywords(Decoding(sample=True, temperature=0.5, top_k=3, top_p=0.9, seed=1)))
+    check_ct2_options(decoding_keywords(Decoding(sample=True, temperature=0.5, top_k=3, top_p=0.9)))
+    with pytest.raises(ValueError, match=r"does not take \['seed'\]: CTranslate2 seeds each of its threads once"):
+        check_ct2_options(decoding_keywords(Decoding(sample=True, top_k=3, seed=1)))  # not silently unseeded
     with pytest.raises(ValueError, match=r"--engine ctranslate2 does not take \['min_length'\]"):
         check_ct2_options({"beam_size": 4, "min_length": 3})

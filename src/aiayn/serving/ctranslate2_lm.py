@@ -19,22 +19,15 @@ from tokenizers import Tokenizer
 
 from ..data.tokenizer import encode_source
 from ..model.registry import of_model
-from .engines import CT2_COMPUTE_TYPES, EngineError, Output, ensure_export, unseen_text
+from .engines import CT2_COMPUTE_TYPES, EngineError, Output, check_ct2_options, ensure_export, unseen_text
 
 # POST /generate's keywords (serving.options.sampling_keywords) that CTranslate2LMEngine maps to generate_tokens'
 CT2_GENERATE_OPTIONS = frozenset({"do_sample", "temperature", "top_k", "top_p"})
-# why CTranslate2 cannot take the others (an option not named here: it is not mapped yet)
-CT2_CANNOT = {"seed": "CTranslate2 seeds each of its threads once per process (ctranslate2.set_random_seed), so "
-                      "one request's draws cannot be repeated"}
 
 
 def check_ct2_generate_options(options: dict[str, Any]) -> None:
     """ValueError (a 400) naming the /generate options CTranslate2's Generator is not given, rather than ignored."""
-    unmapped = sorted(set(options) - CT2_GENERATE_OPTIONS)
-    if unmapped:
-        why = "; ".join(CT2_CANNOT[name] for name in unmapped if name in CT2_CANNOT)
-        raise ValueError(f"--engine ctranslate2 does not take {unmapped} on /generate{': ' + why if why else ''}: "
-                         f"leave {'it' if len(unmapped) == 1 else 'them'} out, or serve with --engine aiayn")
+    check_ct2_options(options, CT2_GENERATE_OPTIONS, " on /generate")
 
 
 def generate_keywords(options: dict[str, Any]) -> dict[str, Any]:

@@ -150,16 +150,21 @@ class AiaynEngine:
             self.pool.close()
 
 
-# translate()'s keywords that CTranslate2Engine.search maps to translate_batch's (seed: not passed on, as before)
+# translate()'s keywords that CTranslate2Engine.search maps to translate_batch's
 CT2_OPTIONS = frozenset({"beam_size", "length_penalty", "n_best", "return_scores", "do_sample", "temperature",
-                         "top_k", "top_p", "seed"})
+                         "top_k", "top_p"})
+# why CTranslate2 cannot take some of the others (an option not named here: it is not mapped yet)
+CT2_CANNOT = {"seed": "CTranslate2 seeds each of its threads once per process (ctranslate2.set_random_seed), so "
+                      "one request's draws cannot be repeated"}
 
 
-def check_ct2_options(options: dict[str, Any]) -> None:
+def check_ct2_options(options: dict[str, Any], mapped: frozenset[str] = CT2_OPTIONS, where: str = "") -> None:
     """ValueError (a 400) naming the decoding options CTranslate2's search is not given, rather than ignoring them."""
-    unmapped = sorted(set(options) - CT2_OPTIONS)
+    unmapped = sorted(set(options) - mapped)
     if unmapped:
-        raise ValueError(f"--engine ctranslate2 does not take {unmapped}: leave them out, or serve with --engine aiayn")
+        why = "; ".join(CT2_CANNOT[name] for name in unmapped if name in CT2_CANNOT)
+        raise ValueError(f"--engine ctranslate2 does not take {unmapped}{where}{': ' + why if why else ''}: "
+                         f"leave {'it' if len(unmapped) == 1 else 'them'} out, or serve with --engine aiayn")
 
 
 class CTranslate2Engine:
