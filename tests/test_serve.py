@@ -4,9 +4,11 @@ engines, the stream of /generate."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -136,6 +138,35 @@ def test_libretranslate_shape_over_http(engine, loaded, serve, translator: Path)
         assert client.get("/docs").status_code == 404  # FastAPI's Swagger page loads scripts from a CDN: off
         page = client.get("/")
         assert page.status_code == 200 and "<textarea" in page.text and "http" not in page.text.split("<body>")[1]
+
+
+FRAGMENT = ('<!DOCTYPE html><p class="verse" data-n=\'3\' title="a &amp; b">the king <b>god of the land</b>\n'
+            '  and<br/>water</p><!-- the man --><script>var s = "the king";</script>'
+            '<style>p::after { content: "water"; }</style><code>the king</code><pre> hand </pre>\n'
+            '<a href="/x?a=1&amp;b=2">light of the city</a> ')
+RUNS = ["the king", "god of the land", "and", "water", "light of the city"]  # FRAGMENT's text runs, in order
+
+
+def test_html_format_keeps_the_markup_and_translates_each_text_run_as_text_does(engine, serve) -> None:
+    server = serve(engine, pair=("en", "es"))
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        text = client.post("/translate", json={"q": RUNS, "source": "en", "target": "es", "format": "text"}).json()
+        t = [html.escape(line, quote=False) for line in text["translatedText"]]
+        assert any(t) and t != RUNS
+        expected = ('<!DOCTYPE html><p class="verse" data-n=\'3\' title="a &amp; b">'
+                    f'{t[0]} <b>{t[1]}</b>\n  {t[2]}<br/>{t[3]}</p><!-- the man --><script>var s = "the king";'
+                    '</script><style>p::after { content: "water"; }</style><code>the king</code><pre> hand </pre>\n'
+                    f'<a href="/x?a=1&amp;b=2">{t[4]}</a> ')
+        one = client.post("/translate", json={"q": FRAGMENT, "source": "en", "target": "es", "format": "html"})
+        assert one.status_code == 200 and one.json() == {"translatedText": expected}
+        tags = re.compile(r"<[^>]*>")  # FRAGMENT has no ">" inside an attribute
+        assert tags.findall(one.json()["translatedText"]) == tags.findall(FRAGMENT)  # every tag, byte for byte
+        many = client.post("/translate", json={"q": [FRAGMENT, "<b>water</b>"], "source": "auto", "format": "html"})
+        assert many.json() == {"translatedText": [expected, f"<b>{t[3]}</b>"],
+                               "detectedLanguage": [{"confidence": 100.0, "language": "en"}] * 2}
+        form = client.post("/translate", data={"q": "<i>water</i>", "source": "en", "target": "es",
+                                               "format": "html"})  # form fields, as LibreTranslate's clients
+        assert form.json() == {"translatedText": f"<i>{t[3]}</i>"}
 
 
 def test_native_endpoint_options_match_the_library(engine, loaded, serve) -> None:
@@ -275,7 +306,7 @@ def test_every_batch_takes_the_oldest_sentence_waiting() -> None:
     (b'{"q": ""}', "q is empty: give the text to translate"),
     (b'{"q": []}', "q is empty: give the text to translate"),
     (b'{"source": "en"}', "q is missing: give the text to translate as q"),
-    (b'{"q": "a", "format": "html"}', "format 'html' is not supported"),
+    (b'{"q": "a", "format": "xml"}', "format 'xml' is not supported: send format \"text\" or \"html\""),
     (b'{"q": "a", "source": "fr", "target": "es"}', "source 'fr' is not this model's: it translates en -> es"),
 ])
 def test_bad_requests_are_400_with_one_line(serve, body: bytes, message: str) -> None:
@@ -304,6 +335,53 @@ def test_limits_are_413_naming_the_limit(serve) -> None:
     assert reply.status_code == 413
     assert reply.json()["error"] == ("the request has 3 sentences (lines); this server's limit (--max-sentences) "
                                      "is 2")
+
+
+class Rewriting(Blocking):
+    """A fake engine that answers at once, each sentence rewritten by `rewrite`."""
+
+    def __init__(self, rewrite) -> None:
+        super().__init__()
+        self.rewrite = rewrite
+        self.release.set()
+
+    def search(self, texts, options):
+        self.batches.append(list(texts))
+        return [[Output(self.rewrite(text))] for text in texts]
+
+
+def test_html_format_decodes_entities_escapes_translations_and_batches_every_run_together(serve) -> None:
+    fake = Rewriting(lambda text: text)  # each sentence back as the engine was given it
+    server = serve(fake, batch_wait_ms=0)
+    url = server.url + "/translate"
+    fragments = ['<p title="&lt;x&gt;">  a &lt;b&gt; &amp;  c\n</p>', "<ul><li>one</li>\n<li>two</li></ul>"]
+    reply = httpx.post(url, json={"q": fragments, "format": "html"})
+    assert reply.json() == {"translatedText": ['<p title="&lt;x&gt;">  a &lt;b&gt; &amp; c\n</p>', fragments[1]]}
+    assert fake.batches == [["a <b> & c", "one", "two"]]  # decoded, inner space as one; one job, one batch
+    nothing = '<p> </p><br/><!-- words --><script>x = "y"</script><p>&nbsp;</p>'
+    assert httpx.post(url, json={"q": nothing, "format": "html"}).json() == {"translatedText": nothing}
+    assert len(fake.batches) == 1  # no text: nothing searched
+    fake.rewrite = lambda text: '<script>alert("x")</script>'  # a translation cannot open a tag
+    assert httpx.post(url, json={"q": "<p>hi</p>", "format": "html"}).json() == {
+        "translatedText": '<p>&lt;script&gt;alert("x")&lt;/script&gt;</p>'}
+    schema = httpx.get(server.url + "/openapi.json").json()["paths"]["/translate"]["post"]["requestBody"]
+    assert schema["content"]["application/json"]["schema"]["properties"]["format"]["enum"] == ["text", "html"]
+
+
+def test_html_format_limits_are_413_on_what_the_client_sent(serve) -> None:
+    server = serve(Rewriting(str.upper), max_chars=30, max_sentences=2)
+    url = server.url + "/translate"
+    reply = httpx.post(url, json={"q": ["<b>x</b>" * 3, "<br/>" * 2], "format": "html"})  # 3 letters, 34 characters
+    assert reply.status_code == 413
+    assert reply.json()["error"] == "the request has 34 characters; this server's limit (--max-chars) is 30"
+    reply = httpx.post(url, json={"q": "<p>a</p><p>b</p><p>c</p>", "format": "html"})
+    assert reply.status_code == 413
+    assert reply.json()["error"] == ("the request has 3 sentences (text runs between tags); this server's limit "
+                                     "(--max-sentences) is 2")
+    two = "<p>a</p><br><hr><br><p>b</p>"  # 2 runs: the tags are not sentences
+    reply = httpx.post(url, json={"q": two, "format": "html"})
+    assert reply.json() == {"translatedText": "<p>A</p><br><hr><br><p>B</p>"}
+    assert httpx.post(url, json={"q": " \n", "format": "html"}).status_code == 400  # empty q, as for text
 
 
 def test_overload_is_503_with_retry_after_and_the_queue_drains(serve) -> None:

@@ -27,9 +27,11 @@ from ..model.registry import MODEL_TYPES
 from ..viz.collect import collect_attention
 from ..viz.explorer import explorer_data, render_html
 from .batching import Batcher, Overloaded
+from .html_text import split_html
 from .options import Decoding, OptionError, Sampling, decoding_keywords, sampling_keywords
 
 PAGE = Path(__file__).with_name("page.html")
+FORMATS = ("text", "html")  # LibreTranslate's formats of q
 T = TypeVar("T")
 
 
@@ -61,7 +63,9 @@ class LibreRequest(BaseModel):
     q: str | list[str] = Field(..., description="a text (lines translated one by one) or a list of texts")
     source: str = Field("auto", description="the source language code, or auto")
     target: str | None = Field(None, description="the target language code")
-    format: str = Field("text", description="text (html is not supported)")
+    format: str = Field("text", json_schema_extra={"enum": list(FORMATS)},
+                        description="text (a text's lines translated one by one) or html (a fragment: its text "
+                                    "translated, one text node at a time, its markup kept as sent)")
     api_key: str | None = Field(None, description="the server's API key, where it has one")
 
 
@@ -155,13 +159,14 @@ def create_app(engine: Any, settings: Settings) -> FastAPI:
         "application/json": {"schema": LibreRequest.model_json_schema()},
         "application/x-www-form-urlencoded": {"schema": LibreRequest.model_json_schema()}}}})
     async def libre_translate(request: Request) -> dict[str, Any]:
-        """LibreTranslate's POST /translate: {"q", "source", "target"} -> {"translatedText"} (a list for a list)."""
+        """LibreTranslate's POST /translate: {"q", "source", "target", "format"} -> {"translatedText"} (a list for a
+        list); format html translates a fragment's text runs in the same batches and keeps its markup."""
         body = _validated(LibreRequest, await _fields(request))
         _check_key(settings, request, body.api_key)
-        if body.format != "text":
-            raise ServeError(400, f"format {body.format!r} is not supported: send format \"text\"")
+        if body.format not in FORMATS:
+            raise ServeError(400, f"format {body.format!r} is not supported: send format \"text\" or \"html\"")
         _check_pair(settings, body.source, body.target)
-        texts, join = _split(body.q, settings)
+        texts, join = (_split_html if body.format == "html" else _split)(body.q, settings)
         outputs = await _translate(request, batcher, texts, libre_options)
         translated = join([hyps[0].text for hyps in outputs])
         if body.source == "auto" and settings.pair is not None:  # LibreTranslate's answer to auto: one language
@@ -310,15 +315,10 @@ def _split(q: str | list[str], settings: Settings) -> tuple[list[str], Callable[
 
     Empty q is 400; over --max-chars or --max-sentences is 413.
     """
-    items = [q] if isinstance(q, str) else list(q)
-    if not items or not any(item.strip() for item in items):
-        raise ServeError(400, "q is empty: give the text to translate")
-    _limit_chars(sum(len(item) for item in items), settings)
+    items = _items(q, settings)
     counts = [len(item.split("\n")) for item in items]
     sentences = [line for item in items for line in item.split("\n")]
-    if len(sentences) > settings.max_sentences:
-        raise ServeError(413, f"the request has {len(sentences)} sentences (lines); this server's limit "
-                              f"(--max-sentences) is {settings.max_sentences}")
+    _limit_sentences(len(sentences), "lines", settings)
 
     def join(lines: list[str]) -> Any:
         out, start = [], 0
@@ -328,6 +328,42 @@ def _split(q: str | list[str], settings: Settings) -> tuple[list[str], Callable[
         return out[0] if isinstance(q, str) else out
 
     return sentences, join
+
+
+def _split_html(q: str | list[str], settings: Settings) -> tuple[list[str], Callable[[list[str]], Any]]:
+    """The text runs of q's HTML fragments (serving/html_text.py) and how to put the translated fragments back.
+
+    The limits are those of text: --max-chars counts the fragments as sent, markup included, and
+    --max-sentences the text runs that will be searched.
+    """
+    fragments = [split_html(item) for item in _items(q, settings)]
+    runs = [text for fragment in fragments for text in fragment.texts]
+    _limit_sentences(len(runs), "text runs between tags", settings)
+
+    def join(translations: list[str]) -> Any:
+        out, start = [], 0
+        for fragment in fragments:
+            out.append(fragment.rebuild(translations[start:start + len(fragment.texts)]))
+            start += len(fragment.texts)
+        return out[0] if isinstance(q, str) else out
+
+    return runs, join
+
+
+def _items(q: str | list[str], settings: Settings) -> list[str]:
+    """q as a list of texts; 400 when there is nothing but whitespace, 413 over --max-chars."""
+    items = [q] if isinstance(q, str) else list(q)
+    if not items or not any(item.strip() for item in items):
+        raise ServeError(400, "q is empty: give the text to translate")
+    _limit_chars(sum(len(item) for item in items), settings)
+    return items
+
+
+def _limit_sentences(count: int, what: str, settings: Settings) -> None:
+    """413 over --max-sentences; what says what a sentence is here (lines, text runs)."""
+    if count > settings.max_sentences:
+        raise ServeError(413, f"the request has {count} sentences ({what}); this server's limit "
+                              f"(--max-sentences) is {settings.max_sentences}")
 
 
 async def _translate(request: Request, batcher: Batcher, texts: list[str], options: dict[str, Any],
