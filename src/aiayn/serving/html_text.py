@@ -9,9 +9,9 @@ Each text node is translated alone ("Click <b>here</b> to go on." is three input
 on."). That is the simple, predictable choice: every tag stays where it was, and every input is a plain text
 the model translates as `format: "text"` would, so an HTML request answers what a text request answers for
 its pieces. The price is that a sentence split by inline tags is translated in pieces, with the pieces' word
-order. LibreTranslate's translatehtml instead translates a block's whole text and then looks for each inline
-tag's words in the translation to put the tag back, which reads better when that search succeeds and moves or
-drops tags when it does not.
+order. LibreTranslate's translatehtml (argostranslate's tags.py) instead translates a block's whole text and
+each inline tag's text, and puts each tag where its text is found in the whole: better sentences when every
+piece is found, the block left untranslated when one is not, one more translation per inline tag.
 
 Left untouched: the contents of <script>, <style>, <code> and <pre> (code, and text whose whitespace is its
 meaning), and text runs that are only whitespace. Around a run, the whitespace before and after (no-break
