@@ -1,12 +1,15 @@
 """Build an English-Spanish parallel corpus from the Spanish gettext catalogs (.mo) that Debian packages ship.
 
-What it does: `apt-get download` (no install) a fixed list of Debian packages, unpack each with
-`dpkg-deb -x` into a temporary folder, read every /usr/share/locale/es/LC_MESSAGES/*.mo with a small
-standard-library .mo parser, clean the msgid -> msgstr pairs (see clean_entry), deduplicate them by
-English source, and split them by package: the test and dev pairs come from a few whole packages that
-no training pair comes from, so near-identical messages of one program cannot leak from train into test.
+What it does: `apt-get download` (no install) a fixed list of Debian packages (or, with --all-packages,
+every package of the release that ships a catalog of the language, found in the archive's Contents index),
+stream each through `dpkg-deb --fsys-tarfile`, read every /usr/share/locale/es/LC_MESSAGES/*.mo (with
+--all-packages, every */es/LC_MESSAGES/*.mo) with a small standard-library .mo parser, clean the
+msgid -> msgstr pairs (see clean_entry), deduplicate them by English source, and split them by package:
+the test and dev pairs come from a few whole packages that no training pair comes from, so near-identical
+messages of one program cannot leak from train into test.
 
-Output (default data/gettext-en-es/ under the repo root, git-ignored):
+Output (default data/gettext-en-es/, or data/gettext-en-es-all/ with --all-packages, under the repo root,
+git-ignored):
   train.tsv, dev.tsv, test.tsv   English<TAB>Spanish, one pair a line, no header; for
                                  `aiayn train --data train.tsv --dev dev.tsv --test test.tsv`
   all.tsv                        package<TAB>English<TAB>Spanish: every kept pair before the split
