@@ -1,12 +1,15 @@
 """Build an English-Spanish parallel corpus from the Spanish gettext catalogs (.mo) that Debian packages ship.
 
-What it does: `apt-get download` (no install) a fixed list of Debian packages, unpack each with
-`dpkg-deb -x` into a temporary folder, read every /usr/share/locale/es/LC_MESSAGES/*.mo with a small
-standard-library .mo parser, clean the msgid -> msgstr pairs (see clean_entry), deduplicate them by
-English source, and split them by package: the test and dev pairs come from a few whole packages that
-no training pair comes from, so near-identical messages of one program cannot leak from train into test.
+What it does: `apt-get download` (no install) a fixed list of Debian packages (or, with --all-packages,
+every package of the release that ships a catalog of the language, found in the archive's Contents index),
+stream each through `dpkg-deb --fsys-tarfile`, read every /usr/share/locale/es/LC_MESSAGES/*.mo (with
+--all-packages, every */es/LC_MESSAGES/*.mo) with a small standard-library .mo parser, clean the
+msgid -> msgstr pairs (see clean_entry), deduplicate them by English source, and split them by package:
+the test and dev pairs come from a few whole packages that no training pair comes from, so near-identical
+messages of one program cannot leak from train into test.
 
-Output (default data/gettext-en-es/ under the repo root, git-ignored):
+Output (default data/gettext-en-es/, or data/gettext-en-es-all/ with --all-packages, under the repo root,
+git-ignored):
   train.tsv, dev.tsv, test.tsv   English<TAB>Spanish, one pair a line, no header; for
                                  `aiayn train --data train.tsv --dev dev.tsv --test test.tsv`
   all.tsv                        package<TAB>English<TAB>Spanish: every kept pair before the split
@@ -33,17 +36,23 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import gzip
 import hashlib
 import html
+import os
 import random
 import re
 import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.request
 from collections import Counter, defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +66,16 @@ def locale_dir(lang: str) -> str:
     return f"usr/share/locale/{lang}/LC_MESSAGES"
 
 
-def default_out(lang: str) -> Path:
-    """data/gettext-en-LANG under the repo root."""
-    return REPO_ROOT / "data" / f"gettext-en-{lang.lower().replace('_', '-')}"
+def catalog_pattern(lang: str, anywhere: bool) -> re.Pattern[str]:
+    """Which paths inside a .deb are catalogs of `lang`: under /usr/share/locale, or (anywhere) in any
+    LANG/LC_MESSAGES folder (LibreOffice keeps its catalogs under /usr/lib/libreoffice/program/resource)."""
+    folder = rf"(?:.*/)?{re.escape(lang)}/LC_MESSAGES" if anywhere else re.escape(locale_dir(lang))
+    return re.compile(rf"(?:\./)?{folder}/[^/]+\.mo")
+
+
+def default_out(lang: str, all_packages: bool = False) -> Path:
+    """data/gettext-en-LANG (or, for --all-packages, data/gettext-en-LANG-all) under the repo root."""
+    return REPO_ROOT / "data" / f"gettext-en-{lang.lower().replace('_', '-')}{'-all' if all_packages else ''}"
 
 # Packages whose .deb carries Spanish catalogs (checked on Debian 12 bookworm). Many programs keep their
 # translations in a separate -l10n / -locales / -common / -data package, which is the one listed here.
@@ -78,6 +94,11 @@ PACKAGES: tuple[str, ...] = (
 # test, a build tool and a stream editor for dev.
 TEST_PACKAGES = frozenset({"nano", "tar"})
 DEV_PACKAGES = frozenset({"make", "sed"})
+# --all-packages: every package of the release whose files include a catalog of the language, found in the
+# archive's Contents index; .deb files over MAX_DEB_MB are skipped (game and artwork data packages of
+# hundreds of MB that hold a few catalogs each).
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+MAX_DEB_MB = 50
 MAX_CHARS = 300  # longer messages are mostly --help screens: many sentences, not one aligned pair
 
 Pair = tuple[str, str]  # (English, Spanish)
@@ -100,6 +121,7 @@ EXPANSION_CODE = re.compile(r"(?<![\w@])@[A-Za-z](?![\w@])")  # e2fsck's "@i" (i
 UNDERSCORE_MNEMONIC = re.compile(r"(?<!_)_(?=[^\W_])")
 AMPERSAND_MNEMONIC = re.compile(r"(?<!&)&(?=[^\W_])")
 METAVARIABLE = re.compile(r"[<\[{=]")  # what precedes a metavariable: <file_name>, [-m key_map], --x=a_b
+CONTENTS_LINE = re.compile(r"(.*?)\s+(\S+)")  # a Contents index line: the path, then the owning packages
 CHARSET = re.compile(r"charset=([\w.:-]+)", re.IGNORECASE)
 
 
@@ -380,16 +402,73 @@ def deb_field(deb: Path, field: str) -> str:
                           check=True).stdout.strip()
 
 
-def read_catalogs(deb: Path, scratch: Path, lang: str = DEFAULT_LANG) -> dict[str, list[Entry]]:
-    """The .mo catalogs of one language in a .deb (catalog file name -> entries), unpacked under scratch."""
-    target = scratch / deb.stem
-    subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], check=True)
+def read_catalogs(deb: Path, pattern: re.Pattern[str]) -> dict[str, list[Entry]]:
+    """The catalogs of a .deb whose paths match `pattern` (path inside the .deb -> entries), read from its
+    data archive as a stream (`dpkg-deb --fsys-tarfile`): nothing is unpacked to disk. Symbolic links are
+    skipped (they point at a catalog another package ships), as are hard links (the same bytes as a file
+    the archive holds under another name)."""
     catalogs = {}
-    for mo in sorted((target / locale_dir(lang)).glob("*.mo")):
-        if mo.is_file() and not mo.is_symlink():  # a symlink points at a catalog another package ships
-            catalogs[mo.name] = parse_mo(mo.read_bytes())
-    shutil.rmtree(target)  # keep the scratch space small: only one package unpacked at a time
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as unpack:
+        with tarfile.open(fileobj=unpack.stdout, mode="r|") as archive:
+            for member in archive:
+                if member.isfile() and pattern.fullmatch(member.name):
+                    handle = archive.extractfile(member)
+                    if handle is not None:
+                        catalogs[member.name.removeprefix("./")] = parse_mo(handle.read())
+        unpack.stdout.read()  # type: ignore[union-attr]  # drain, so dpkg-deb exits cleanly
+    if unpack.returncode != 0:
+        fail(f"dpkg-deb --fsys-tarfile {deb} failed (exit {unpack.returncode}): a damaged .deb? delete it "
+             f"and download it again")
     return catalogs
+
+
+def contents_packages(lines: Iterable[str], pattern: re.Pattern[str]) -> set[str]:
+    """Packages that a Debian Contents index lists for a path matching `pattern`.
+
+    Each line is "PATH<whitespace>SECTION/PACKAGE[,SECTION/PACKAGE...]" (the path may hold spaces; the
+    package list never does).
+    """
+    packages = set()
+    for line in lines:
+        fields = CONTENTS_LINE.fullmatch(line.rstrip("\n"))
+        if fields is None:
+            continue
+        path, owners = fields.groups()
+        if pattern.fullmatch(path):
+            packages.update(owner.rsplit("/", 1)[-1] for owner in owners.split(","))
+    return packages
+
+
+def discover(mirror: str, release: str, pattern: re.Pattern[str]) -> list[str]:
+    """Packages of `release` (main, this machine's architecture and "all") whose files match `pattern`."""
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    found: set[str] = set()
+    for name in (f"Contents-{arch}.gz", "Contents-all.gz"):
+        url = f"{mirror.rstrip('/')}/dists/{release}/main/{name}"
+        print(f"reading {url}", flush=True)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                with gzip.open(response, "rt", encoding="utf-8", errors="replace") as lines:
+                    found |= contents_packages(lines, pattern)
+        except OSError as error:
+            fail(f"cannot read {url}: {error} (check --mirror and --release, or the network)")
+    return sorted(found)
+
+
+def deb_sizes(packages: list[str]) -> dict[str, int]:
+    """package -> its candidate .deb's size in bytes, from apt's package lists (`apt-cache show`)."""
+    sizes: dict[str, int] = {}
+    for start in range(0, len(packages), 500):
+        shown = subprocess.run(["apt-cache", "show", "--no-all-versions", *packages[start:start + 500]],
+                               capture_output=True, text=True).stdout
+        package = None
+        for line in shown.splitlines():
+            if line.startswith("Package: "):
+                package = line.split(": ", 1)[1]
+            elif line.startswith("Size: ") and package:
+                sizes[package] = int(line.split(": ", 1)[1])
+    return sizes
 
 
 def sha256(path: Path) -> str:
@@ -462,52 +541,107 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="download the exact versions an earlier manifest.tsv lists")
     parser.add_argument("--debs", type=Path, metavar="DIR",
                         help="read the listed packages' .deb files from DIR (e.g. kept from an earlier "
-                             "`apt-get download`) instead of downloading; other .deb files there are ignored")
+                             "`apt-get download`) instead of downloading; other .deb files there are ignored "
+                             "(with --all-packages: every .deb file in DIR is read)")
+    parser.add_argument("--all-packages", action="store_true",
+                        help="every package of the release that ships a catalog of --lang (found in the "
+                             "archive's Contents index; catalogs anywhere in the package, not only under "
+                             "/usr/share/locale), instead of the fixed list of 48; written to "
+                             "data/gettext-en-LANG-all by default")
+    parser.add_argument("--max-deb-mb", type=float, default=MAX_DEB_MB,
+                        help=f"--all-packages: skip .deb files larger than this (default {MAX_DEB_MB} MB)")
+    parser.add_argument("--mirror", default=DEFAULT_MIRROR,
+                        help=f"--all-packages: the archive whose Contents index is read (default {DEFAULT_MIRROR})")
+    parser.add_argument("--release", default=None,
+                        help="--all-packages: the release's code name (default: this system's, from /etc/os-release)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="read this many .deb files at once (default: the CPU count)")
     return parser.parse_args(argv)
 
 
-def collect(debs: list[Path], max_chars: int,
-            lang: str = DEFAULT_LANG) -> tuple[dict[str, list[Pair]], list[dict[str, str]]]:
-    """Cleaned pairs per package and one manifest row per .deb."""
+def read_package(deb: Path, max_chars: int, pattern: re.Pattern[str]) -> tuple[dict[str, str], list[Pair]]:
+    """One .deb's manifest row and its cleaned pairs (catalogs in path order)."""
+    package = deb_field(deb, "Package")
+    catalogs = read_catalogs(deb, pattern)
+    entries = [entry for path in sorted(catalogs) for entry in catalogs[path]]
+    pairs = [pair for entry in entries if (pair := clean_entry(entry, max_chars))]
+    row = {"package": package, "version": deb_field(deb, "Version"),
+           "architecture": deb_field(deb, "Architecture"), "deb_sha256": sha256(deb),
+           "catalogs": ",".join(sorted(Path(path).name for path in catalogs)) or "-",
+           "entries": str(len(entries)), "pairs": str(len(pairs))}
+    return row, pairs
+
+
+def collect(debs: list[Path], max_chars: int, pattern: re.Pattern[str],
+            jobs: int = 1) -> tuple[dict[str, list[Pair]], list[dict[str, str]]]:
+    """Cleaned pairs per package and one manifest row per .deb (`jobs` .deb files read at once)."""
     by_package: dict[str, list[Pair]] = {}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="gettext-unpack-") as scratch:
-        for number, deb in enumerate(debs, 1):
-            package = deb_field(deb, "Package")
-            catalogs = read_catalogs(deb, Path(scratch), lang)
-            entries = [entry for name in sorted(catalogs) for entry in catalogs[name]]
-            pairs = [pair for entry in entries if (pair := clean_entry(entry, max_chars))]
-            by_package[package] = pairs
-            rows.append({"package": package, "version": deb_field(deb, "Version"),
-                         "architecture": deb_field(deb, "Architecture"), "deb_sha256": sha256(deb),
-                         "catalogs": ",".join(sorted(catalogs)) or "-", "entries": str(len(entries)),
-                         "pairs": str(len(pairs))})
-            print(f"  [{number}/{len(debs)}] {package} {rows[-1]['version']}: {len(catalogs)} catalog(s), "
-                  f"{len(entries)} entries, {len(pairs)} kept", flush=True)
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        results = pool.map(read_package, debs, [max_chars] * len(debs), [pattern] * len(debs))
+        for number, (row, pairs) in enumerate(results, 1):  # in .deb order, whatever order they finish in
+            by_package[row["package"]] = pairs
+            rows.append(row)
+            print(f"  [{number}/{len(debs)}] {row['package']} {row['version']}: "
+                  f"{len(row['catalogs'].split(',')) if row['catalogs'] != '-' else 0} catalog(s), "
+                  f"{row['entries']} entries, {row['pairs']} kept", flush=True)
     return by_package, rows
+
+
+def release_codename() -> str:
+    """VERSION_CODENAME from /etc/os-release ("bookworm"), or a one-line failure naming --release."""
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("VERSION_CODENAME=") and line.split("=", 1)[1].strip('"'):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    fail("cannot tell this system's release from /etc/os-release: name it with --release (e.g. bookworm)")
+    return ""
+
+
+def discovered_packages(args: argparse.Namespace, pattern: re.Pattern[str]) -> list[str]:
+    """--all-packages: the packages shipping a catalog, less those whose .deb is over --max-deb-mb."""
+    packages = discover(args.mirror, args.release or release_codename(), pattern)
+    sizes = deb_sizes(packages)
+    unknown = [p for p in packages if p not in sizes]  # in the index, not in this machine's package lists
+    large = [p for p in packages if sizes.get(p, 0) > args.max_deb_mb * 1e6]
+    kept = [p for p in packages if p in sizes and p not in large]
+    print(f"{len(packages)} packages ship catalogs; {len(kept)} kept, {len(large)} skipped as over "
+          f"{args.max_deb_mb:g} MB ({', '.join(large) or 'none'}), {len(unknown)} not in apt's lists "
+          f"({', '.join(unknown) or 'none'}: run `apt-get update`?)", flush=True)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> None:
     """Download, extract, clean, split and write the corpus."""
     args = parse_args(argv)
-    args.out = args.out or default_out(args.lang)
+    args.out = args.out or default_out(args.lang, args.all_packages)
+    if args.jobs < 1:
+        fail(f"--jobs {args.jobs}: give at least 1")
     language = LANGUAGE_NAMES[args.lang]
+    pattern = catalog_pattern(args.lang, args.all_packages)
     started = time.monotonic()
+    pins = read_pins(args.pin) if args.pin else {}
     with tempfile.TemporaryDirectory(prefix="gettext-debs-") as download_dir:
         if args.debs:
-            debs = sorted(deb for deb in args.debs.glob("*.deb") if deb.name.split("_")[0] in PACKAGES)
-            missing = sorted(set(PACKAGES) - {deb.name.split("_")[0] for deb in debs})
-            if missing:
-                fail(f"{args.debs} lacks the .deb of {', '.join(missing)}")
             if shutil.which("dpkg-deb") is None:
                 fail("dpkg-deb not found: this script needs a Debian or Ubuntu system (package dpkg)")
+            wanted = set(pins or PACKAGES) if (pins or not args.all_packages) else None
+            debs = sorted(deb for deb in args.debs.glob("*.deb") if wanted is None or deb.name.split("_")[0] in wanted)
+            missing = sorted((wanted or set()) - {deb.name.split("_")[0] for deb in debs})
+            if missing:
+                fail(f"{args.debs} lacks the .deb of {', '.join(missing)}")
+            if not debs:
+                fail(f"{args.debs} holds no .deb files")
         else:
             check_tools()
-            pins = read_pins(args.pin) if args.pin else {}
-            print(f"downloading {len(PACKAGES)} packages with apt-get download ...", flush=True)
-            debs = download(PACKAGES, pins, Path(download_dir))
-        print(f"reading {language} catalogs from {len(debs)} .deb files", flush=True)
-        by_package, rows = collect(debs, args.max_chars, args.lang)
+            packages = tuple(sorted(pins)) if (pins and args.all_packages) else \
+                tuple(discovered_packages(args, pattern)) if args.all_packages else PACKAGES
+            print(f"downloading {len(packages)} packages with apt-get download ...", flush=True)
+            debs = download(packages, pins, Path(download_dir))
+        print(f"reading {language} catalogs from {len(debs)} .deb files ({args.jobs} at once)", flush=True)
+        by_package, rows = collect(debs, args.max_chars, pattern, args.jobs)
     empty = [row["package"] for row in rows if row["pairs"] == "0"]
     if empty:
         print(f"warning: no {language} pairs in {', '.join(empty)}", file=sys.stderr)

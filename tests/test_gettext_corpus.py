@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -129,3 +131,57 @@ def test_split_by_package_holds_whole_packages_out(gt):
     assert again == splits  # deterministic
     capped, left_out = gt.split_by_package(by_package, frozenset({"held"}), frozenset({"dev"}), 5, 2, 1)
     assert len(capped["test"]) == 2 and left_out["test"] == 1 and len(capped["train"]) == 20
+
+
+def test_catalog_pattern_default_locale_only_or_anywhere(gt):
+    fixed, anywhere = gt.catalog_pattern("es", False), gt.catalog_pattern("es", True)
+    locale = "./usr/share/locale/es/LC_MESSAGES/coreutils.mo"
+    office = "./usr/lib/libreoffice/program/resource/es/LC_MESSAGES/sw.mo"
+    assert fixed.fullmatch(locale) and not fixed.fullmatch(office)
+    assert anywhere.fullmatch(locale) and anywhere.fullmatch(office)
+    for other in ("./usr/share/locale/es_AR/LC_MESSAGES/x.mo", "./usr/share/locale/pt_BR/LC_MESSAGES/x.mo",
+                  "./usr/share/locale/es/LC_MESSAGES/sub/x.mo", "./usr/share/locale/es/LC_MESSAGES/x.po"):
+        assert not anywhere.fullmatch(other), other
+
+
+def test_contents_packages_reads_the_index_lines(gt):
+    lines = [
+        "usr/share/locale/es/LC_MESSAGES/grep.mo                 utils/grep\n",
+        "usr/lib/R/site-library/Rcmdr/po/es/LC_MESSAGES/R-Rcmdr.mo gnu-r/r-cran-rcmdr\n",
+        "usr/share/doc/my file/es/LC_MESSAGES/spaced.mo\tmisc/spaced,non-free/misc/other\n",
+        "usr/share/locale/de/LC_MESSAGES/grep.mo                 utils/grep-de-only\n",
+        "usr/bin/grep utils/grep\n",
+        "\n",
+    ]
+    assert gt.contents_packages(lines, gt.catalog_pattern("es", True)) == {"grep", "r-cran-rcmdr", "spaced",
+                                                                           "other"}
+    assert gt.contents_packages(lines, gt.catalog_pattern("es", False)) == {"grep"}
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb (Debian/Ubuntu)")
+def test_read_catalogs_streams_matching_files_of_a_real_deb(gt, tmp_path):
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text("Package: tiny\nVersion: 1.0\nArchitecture: all\n"
+                                             "Maintainer: t <t@example.org>\nDescription: test\n")
+    locale = root / "usr/share/locale/es/LC_MESSAGES"
+    office = root / "usr/lib/office/resource/es/LC_MESSAGES"
+    for folder in (locale, office, root / "usr/share/locale/fr/LC_MESSAGES"):
+        folder.mkdir(parents=True)
+    (locale / "tiny.mo").write_bytes(make_mo([(b"Open file", b"Abrir archivo")]))
+    (office / "ui.mo").write_bytes(make_mo([(b"Save", b"Guardar"), (b"Quit", b"Salir")]))
+    (root / "usr/share/locale/fr/LC_MESSAGES/tiny.mo").write_bytes(make_mo([(b"Save", b"Enregistrer")]))
+    (locale / "linked.mo").symlink_to("tiny.mo")  # another package's catalog: not read twice
+    deb = tmp_path / "tiny_1.0_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True,
+                   capture_output=True)
+    fixed = gt.read_catalogs(deb, gt.catalog_pattern("es", False))
+    assert {path: [(e.msgid, e.msgstrs) for e in entries] for path, entries in fixed.items()} == {
+        "usr/share/locale/es/LC_MESSAGES/tiny.mo": [("Open file", ("Abrir archivo",))]}
+    anywhere = gt.read_catalogs(deb, gt.catalog_pattern("es", True))
+    assert sorted(anywhere) == ["usr/lib/office/resource/es/LC_MESSAGES/ui.mo",
+                                "usr/share/locale/es/LC_MESSAGES/tiny.mo"]
+    row, pairs = gt.read_package(deb, gt.MAX_CHARS, gt.catalog_pattern("es", True))
+    assert (row["package"], row["version"], row["catalogs"], row["entries"], row["pairs"]) == (
+        "tiny", "1.0", "tiny.mo,ui.mo", "3", "3")
+    assert pairs == [("Quit", "Salir"), ("Save", "Guardar"), ("Open file", "Abrir archivo")]  # catalogs by path
