@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 
 from ..data.tokenizer import encode_source
 from ..model.registry import of_model
-from .engines import CT2_COMPUTE_TYPES, EngineError, Output, check_ct2_options, ensure_export, unseen_text
+from .engines import CT2_COMPUTE_TYPES, EngineError, Output, check_ct2_options, open_export, unseen_text
 
 # POST /generate's keywords (serving.options.sampling_keywords) that CTranslate2LMEngine maps to generate_tokens'
 CT2_GENERATE_OPTIONS = frozenset({"do_sample", "temperature", "top_k", "top_p"})
@@ -48,17 +48,13 @@ class CTranslate2LMEngine:
     def __init__(self, model: Any, tokenizer: Tokenizer, folder: Path, precision: str = "int8", workers: int = 1,
                  threads: int = 1, cache: Path | None = None) -> None:
         """Export (once) and load; precision fp32|bf16|int8|auto; workers = CTranslate2's inter_threads."""
-        try:
-            import ctranslate2
-        except ImportError:
-            raise EngineError("--engine ctranslate2 needs ctranslate2: pip install 'aiayn[ct2]'") from None
         entry = of_model(model)
-        if not (entry.causal_lm and "ctranslate2" in entry.exports):
+        if not entry.causal_lm:
             raise EngineError(f"CTranslate2LMEngine serves DecoderLMs; {folder} holds {entry.described}: serve a "
                               f"translator with serving.engines.CTranslate2Engine")
+        ctranslate2, self.export = open_export(model, folder, cache)
         self.model, self.tokenizer, self.kind = model, tokenizer, model.model_type
         self.precision = "int8" if precision == "auto" else precision
-        self.export = ensure_export(folder, cache)
         self.workers = workers
         self.generator = ctranslate2.Generator(str(self.export), device="cpu",
                                                compute_type=CT2_COMPUTE_TYPES[self.precision],

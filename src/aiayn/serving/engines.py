@@ -167,6 +167,20 @@ def check_ct2_options(options: dict[str, Any], mapped: frozenset[str] = CT2_OPTI
                          f"leave {'it' if len(unmapped) == 1 else 'them'} out, or serve with --engine aiayn")
 
 
+def open_export(model: Any, folder: Path, cache: Path | None) -> tuple[Any, Path]:
+    """The ctranslate2 module and the model's CTranslate2 export (made into the cache if absent); EngineError if
+    ctranslate2 is missing or the model's kind does not export to it."""
+    try:
+        import ctranslate2
+    except ImportError:
+        raise EngineError("--engine ctranslate2 needs ctranslate2: pip install 'aiayn[ct2]'") from None
+    entry = of_model(model)
+    if "ctranslate2" not in entry.exports:
+        raise EngineError(f"{folder} holds {entry.described}, which does not export to CTranslate2: serve it with "
+                          f"--engine aiayn")
+    return ctranslate2, ensure_export(folder, cache)
+
+
 class CTranslate2Engine:
     """CTranslate2's Translator on an export of the model (made into the cache if absent), aiayn's tokenizer."""
 
@@ -175,18 +189,14 @@ class CTranslate2Engine:
     def __init__(self, model: Any, tokenizer: Tokenizer, folder: Path, precision: str = "int8", workers: int = 1,
                  threads: int = 1, cache: Path | None = None) -> None:
         """Export (once) and load; precision fp32|bf16|int8|auto; workers = CTranslate2's inter_threads."""
-        try:
-            import ctranslate2
-        except ImportError:
-            raise EngineError("--engine ctranslate2 needs ctranslate2: pip install 'aiayn[ct2]'") from None
         entry = of_model(model)
-        if not (entry.translator and "ctranslate2" in entry.exports):
+        if not entry.translator:
             raise EngineError(f"CTranslate2Engine serves translators that export to CTranslate2; {folder} holds "
                               f"{entry.described}: serve a DecoderLM with serving.ctranslate2_lm.CTranslate2LMEngine, "
                               f"anything else with --engine aiayn")
+        ctranslate2, self.export = open_export(model, folder, cache)
         self.model, self.tokenizer, self.kind = model, tokenizer, model.model_type
         self.precision = "int8" if precision == "auto" else precision
-        self.export = ensure_export(folder, cache)
         self.workers = workers
         self.translator = ctranslate2.Translator(str(self.export), device="cpu",
                                                  compute_type=CT2_COMPUTE_TYPES[self.precision],
